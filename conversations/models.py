@@ -1,0 +1,610 @@
+"""Customers, conversations and messages, and the WhatsApp plumbing they ride on.
+
+Models hold fields, constraints and small pure properties. Every business
+action lives in services.py.
+"""
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+E164_VALIDATOR = RegexValidator(
+    r"^\+[1-9]\d{6,14}$", "Enter a phone number in E.164 form, such as +4930123456."
+)
+
+
+def mask_secret(value: str) -> str:
+    """Show enough of a secret to recognise it, never enough to use it."""
+    if not value:
+        return ""
+    if len(value) <= 8:
+        return "•" * 8
+    return "•" * 8 + value[-4:]
+
+
+class MetaApp(models.Model):
+    """A Meta (Facebook) app: it signs webhooks and owns the verify token.
+
+    Several numbers may belong to one app; several apps may post to the same
+    webhook URL, each signing with its own secret.
+    """
+
+    name = models.CharField(max_length=100)
+    # Meta's app id; empty for an app entered without one. Numbers given the
+    # same app id share this row.
+    app_id = models.CharField(max_length=64, blank=True)
+    # Key of the HMAC-SHA256 in X-Hub-Signature-256. Never shown back in full.
+    app_secret = models.CharField(max_length=255)
+    # What Meta echoes in the GET handshake when the webhook URL is set.
+    verify_token = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "Meta app"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app_id"], condition=~Q(app_id=""), name="unique_meta_app_id"
+            )
+        ]
+
+    def __str__(self):
+        return self.name or self.app_id or f"Meta app {self.pk}"
+
+    @property
+    def masked_app_secret(self) -> str:
+        return mask_secret(self.app_secret)
+
+
+class WhatsAppNumberQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """The numbers (inboxes) a user may see: all for admins, else their teams'."""
+        if user.is_superuser or user.is_staff:
+            return self
+        return self.filter(teams__members=user).distinct()
+
+
+class WhatsAppNumber(models.Model):
+    """A business phone number on the Cloud API: one inbox of the helpdesk."""
+
+    app = models.ForeignKey(MetaApp, on_delete=models.PROTECT, related_name="numbers")
+    name = models.CharField(max_length=100, help_text="Shown to agents, e.g. 'Support DE'")
+    # Meta's id for the number: the path of every send, and the routing key of
+    # every webhook (metadata.phone_number_id).
+    phone_number_id = models.CharField(max_length=64, unique=True)
+    display_phone_number = models.CharField(max_length=20, validators=[E164_VALIDATOR])
+    # The WhatsApp Business Account that owns the number and its templates.
+    waba_id = models.CharField(max_length=64, db_index=True)
+    # Bearer token for the Graph API (a system-user token in production).
+    # Never shown back in full, never logged, never sent to a browser.
+    access_token = models.TextField()
+    # Messages per second Meta allows this number (80 by default, up to
+    # 1,000 after Meta's upgrade); the delivery rate limiter keeps to it.
+    throughput = models.PositiveIntegerField(
+        default=80, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
+    # Teams whose agents may see and answer this number's conversations.
+    teams = models.ManyToManyField(
+        "accounts.Team", related_name="numbers", blank=True
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = WhatsAppNumberQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "WhatsApp number"
+
+    def __str__(self):
+        return f"{self.name} ({self.display_phone_number})"
+
+    @property
+    def masked_access_token(self) -> str:
+        return mask_secret(self.access_token)
+
+
+class Customer(models.Model):
+    """A WhatsApp contact. Customers never log in.
+
+    WhatsApp identifies a user by wa_id (their phone number's digits) and,
+    since usernames arrived, by a business-scoped user id (BSUID). Either may
+    be missing from a webhook, so both are kept and matched on.
+    """
+
+    # Digits as Meta sends them, without '+'. Empty when Meta only sent a BSUID.
+    wa_id = models.CharField(max_length=32, blank=True)
+    # Meta's business-scoped user id (contacts[].user_id); empty for older
+    # payloads. Changes when the user changes number.
+    user_id = models.CharField(max_length=256, blank=True)
+    phone = models.CharField(max_length=20, blank=True, validators=[E164_VALIDATOR])
+    # The name from the customer's WhatsApp profile; refreshed from webhooks.
+    profile_name = models.CharField(max_length=256, blank=True)
+    # A name an agent typed; it wins over the profile name and webhooks never
+    # overwrite it.
+    name = models.CharField(max_length=256, blank=True)
+    username = models.CharField(max_length=256, blank=True)
+    country_code = models.CharField(max_length=4, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(wa_id="") | ~Q(user_id=""),
+                name="customer_has_wa_id_or_user_id",
+                violation_error_message="A customer needs a wa_id or a user id.",
+            ),
+            models.UniqueConstraint(
+                fields=["wa_id"], condition=~Q(wa_id=""), name="unique_customer_wa_id"
+            ),
+            models.UniqueConstraint(
+                fields=["user_id"],
+                condition=~Q(user_id=""),
+                name="unique_customer_user_id",
+            ),
+        ]
+        indexes = [models.Index(fields=["phone"], name="customer_phone")]
+
+    def __str__(self):
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.profile_name or self.phone or self.wa_id or self.user_id
+
+
+class ConsentRecord(models.Model):
+    """One opt-in or opt-out, kept forever: the ledger is the customer's history."""
+
+    class Purpose(models.TextChoices):
+        MARKETING = "marketing", "Marketing"
+        UTILITY = "utility", "Utility (order and travel updates)"
+
+    class Status(models.TextChoices):
+        OPT_IN = "opt_in", "Opted in"
+        OPT_OUT = "opt_out", "Opted out"
+
+    class Source(models.TextChoices):
+        WEB_FORM = "web_form", "Web form"
+        CHECKOUT = "checkout", "Checkout"
+        AGENT = "agent", "Agent"
+        API = "api", "API"
+        WHATSAPP = "whatsapp", "WhatsApp message"
+        META_ERROR = "meta_error", "Meta error 131050"
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="consents"
+    )
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    source = models.CharField(max_length=20, choices=Source.choices)
+    # What the customer agreed to, word for word (proof of opt-in).
+    wording = models.TextField(blank=True)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    # The agent or API user who recorded it; empty when it came from the
+    # customer's own WhatsApp message or from Meta.
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-recorded_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["customer", "purpose", "-recorded_at"],
+                name="consent_latest_per_purpose",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.customer}: {self.purpose} {self.status}"
+
+
+class Label(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+    color = models.CharField(
+        max_length=7,
+        default="#6b7280",
+        validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$", "Use a colour like #1f2937.")],
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class ConversationQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Conversations of the numbers a user may see (admins see all)."""
+        if user.is_superuser or user.is_staff:
+            return self
+        return self.filter(number__teams__members=user).distinct()
+
+    def unresolved(self):
+        return self.exclude(status=Conversation.Status.RESOLVED)
+
+    def for_inbox(self):
+        return self.select_related(
+            "customer", "number", "assignee", "team", "last_message"
+        )
+
+
+class Conversation(models.Model):
+    """A thread between one customer and one business number, until resolved."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        PENDING = "pending", "Pending"
+        SNOOZED = "snoozed", "Snoozed"
+        RESOLVED = "resolved", "Resolved"
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="conversations"
+    )
+    number = models.ForeignKey(
+        WhatsAppNumber, on_delete=models.PROTECT, related_name="conversations"
+    )
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.OPEN
+    )
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="assigned_conversations",
+    )
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="conversations",
+    )
+    labels = models.ManyToManyField(Label, related_name="conversations", blank=True)
+    # Time of the customer's latest message: the 24-hour customer service
+    # window runs from here.
+    last_inbound_at = models.DateTimeField(null=True, blank=True)
+    # Denormalised so the inbox is two index scans, not a subquery per row.
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    last_message = models.ForeignKey(
+        "Message",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # Customer messages no agent has seen yet.
+    unread_count = models.PositiveIntegerField(default=0)
+    # The click-to-WhatsApp ad (or post) that started the conversation, every
+    # field as Meta sent it; empty for chats the customer began unprompted.
+    referral = models.JSONField(null=True, blank=True)
+    # Copied out of the referral for attribution reports.
+    referral_source_id = models.CharField(max_length=128, blank=True, db_index=True)
+    referral_ctwa_clid = models.CharField(max_length=512, blank=True)
+    # The 72-hour free entry-point window, opened by the business's first
+    # reply within 24 hours to an ad-started conversation.
+    free_entry_point_expires_at = models.DateTimeField(null=True, blank=True)
+    first_response_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-last_message_at", "-id"]
+        constraints = [
+            # A customer has at most one unresolved conversation per number, so
+            # concurrent webhooks cannot open two.
+            models.UniqueConstraint(
+                fields=["customer", "number"],
+                condition=~Q(status="resolved"),
+                name="one_unresolved_conversation_per_customer_and_number",
+            )
+        ]
+        indexes = [
+            # The inbox: newest activity first, optionally by number/status.
+            models.Index(fields=["-last_message_at", "-id"], name="conv_inbox"),
+            models.Index(
+                fields=["number", "status", "-last_message_at"],
+                name="conv_number_status",
+            ),
+            models.Index(
+                fields=["assignee", "status", "-last_message_at"],
+                name="conv_assignee_status",
+            ),
+            models.Index(
+                fields=["team", "status", "-last_message_at"], name="conv_team_status"
+            ),
+            # Finding the customer's latest conversation on a number.
+            models.Index(
+                fields=["customer", "number", "-created_at"], name="conv_customer"
+            ),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.customer} on {self.number.name}"
+
+
+class MessageTemplate(models.Model):
+    """A message template of a WABA, as last synced from Meta."""
+
+    class Category(models.TextChoices):
+        MARKETING = "MARKETING", "Marketing"
+        UTILITY = "UTILITY", "Utility"
+        AUTHENTICATION = "AUTHENTICATION", "Authentication"
+
+    class Status(models.TextChoices):
+        APPROVED = "APPROVED", "Approved"
+        PENDING = "PENDING", "Pending"
+        REJECTED = "REJECTED", "Rejected"
+        PAUSED = "PAUSED", "Paused"
+        DISABLED = "DISABLED", "Disabled"
+        IN_APPEAL = "IN_APPEAL", "In appeal"
+        PENDING_DELETION = "PENDING_DELETION", "Pending deletion"
+        DELETED = "DELETED", "Deleted"
+        LIMIT_EXCEEDED = "LIMIT_EXCEEDED", "Limit exceeded"
+
+    waba_id = models.CharField(max_length=64)
+    # Meta's template id (message_template_id in status webhooks).
+    template_id = models.CharField(max_length=64, blank=True, db_index=True)
+    name = models.CharField(max_length=512)
+    language = models.CharField(max_length=15)
+    category = models.CharField(max_length=20, choices=Category.choices)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    # Header, body, footer and buttons exactly as Meta describes them; the
+    # parameters a send needs are read from here.
+    components = models.JSONField(default=list, blank=True)
+    # Why Meta rejected, paused or disabled it, as its webhook said.
+    status_reason = models.TextField(blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "language"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["waba_id", "name", "language"], name="unique_template_per_waba"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.language})"
+
+
+class Message(models.Model):
+    """One WhatsApp message in a conversation, in either direction."""
+
+    class Direction(models.TextChoices):
+        INBOUND = "inbound", "From the customer"
+        OUTBOUND = "outbound", "From the business"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        # Meta may have accepted the send but never answered (a timeout, a
+        # worker killed mid-request); settled by a status webhook or an agent's
+        # explicit resend, never resent blindly.
+        UNKNOWN = "unknown", "Unknown"
+        SENT = "sent", "Sent"
+        DELIVERED = "delivered", "Delivered"
+        READ = "read", "Read"
+        PLAYED = "played", "Played"
+        FAILED = "failed", "Failed"
+
+    class MediaState(models.TextChoices):
+        NONE = "", "No media"
+        PENDING = "pending", "Waiting for download"
+        STORED = "stored", "Stored"
+        FAILED = "failed", "Download failed"
+
+    # How far a send has got; a status only ever moves to a higher rank.
+    STATUS_RANK = {
+        Status.QUEUED: 0,
+        Status.SENDING: 1,
+        Status.UNKNOWN: 2,
+        Status.SENT: 3,
+        Status.DELIVERED: 4,
+        Status.READ: 5,
+        Status.PLAYED: 6,
+        # Failed is final; Meta may report it even after "sent".
+        Status.FAILED: 7,
+    }
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    direction = models.CharField(max_length=10, choices=Direction.choices)
+    # Meta's type name: text, image, audio, video, document, sticker, location,
+    # contacts, interactive, button, reaction, order, system, template,
+    # unsupported, ... Unknown types are kept under their own name.
+    type = models.CharField(max_length=32)
+    # The text, the caption, or a readable summary (a button's title, a
+    # location's name) so every message reads as something in lists.
+    text = models.TextField(blank=True)
+    # The type's object as Meta sent it (inbound) or as it was sent (outbound).
+    payload = models.JSONField(default=dict, blank=True)
+    # Meta's message id. Unique: redelivered webhooks die here. Empty (NULL)
+    # for outbound messages Meta has not accepted yet.
+    wamid = models.CharField(max_length=256, unique=True, null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    # Meta's time for inbound messages (they are ordered by it, not by arrival);
+    # creation time for outbound ones.
+    timestamp = models.DateTimeField(db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    # Meta's error for a failed send or an unsupported message:
+    # {"code", "title", "message", "details", "fbtrace_id"}.
+    error = models.JSONField(null=True, blank=True)
+    # The quoted message (context.id / context.message_id).
+    reply_to = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The quoted wamid as Meta gave it, kept even when that message is unknown.
+    context_wamid = models.CharField(max_length=256, blank=True)
+    forwarded = models.BooleanField(default=False)
+    frequently_forwarded = models.BooleanField(default=False)
+    # The agent who wrote an outbound message; empty for API and system sends.
+    sender = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="sent_messages",
+    )
+    template = models.ForeignKey(
+        MessageTemplate,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="messages",
+    )
+    # Meta's pricing object from the status webhooks (category, type, billable).
+    pricing = models.JSONField(null=True, blank=True)
+    # Media: Meta's id and what its webhook says, then what was stored.
+    media_id = models.CharField(max_length=128, blank=True)
+    media_mime_type = models.CharField(max_length=255, blank=True)
+    media_filename = models.CharField(max_length=255, blank=True)
+    media_size = models.PositiveBigIntegerField(null=True, blank=True)
+    # Hex SHA-256 of the stored bytes.
+    media_sha256 = models.CharField(max_length=64, blank=True)
+    media_file = models.FileField(upload_to="media/%Y/%m/%d/", blank=True)
+    media_state = models.CharField(
+        max_length=10, choices=MediaState.choices, default=MediaState.NONE, blank=True
+    )
+    # Outbound delivery bookkeeping: attempts so far and when the next is due.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["timestamp", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(direction="outbound") | Q(wamid__isnull=False),
+                name="inbound_message_has_wamid",
+            ),
+        ]
+        indexes = [
+            # A thread in Meta's order.
+            models.Index(fields=["conversation", "timestamp", "id"], name="msg_thread"),
+            # The delivery sweeper: outbound sends that should have moved.
+            models.Index(
+                fields=["status", "next_attempt_at"],
+                condition=Q(status__in=["queued", "sending"]),
+                name="msg_pending_delivery",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.direction} {self.type} {self.wamid or self.pk}"
+
+    @property
+    def is_inbound(self) -> bool:
+        return self.direction == self.Direction.INBOUND
+
+    def can_move_to(self, status: str) -> bool:
+        """Whether a status report may replace the current one (never backwards)."""
+        current = self.STATUS_RANK.get(self.status, -1)
+        if self.status == self.Status.FAILED:
+            return False
+        return self.STATUS_RANK.get(status, -1) > current
+
+
+class Reaction(models.Model):
+    """An emoji on a message; each side has at most one per message."""
+
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="reactions"
+    )
+    direction = models.CharField(max_length=10, choices=Message.Direction.choices)
+    emoji = models.CharField(max_length=32)
+    # The reaction's own wamid (the latest one when it was changed).
+    wamid = models.CharField(max_length=256, blank=True)
+    # Meta's time of the reaction: an older redelivery never overwrites a newer one.
+    reacted_at = models.DateTimeField()
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "direction"], name="one_reaction_per_side"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.emoji} on {self.message_id}"
+
+
+class WebhookEvent(models.Model):
+    """A POST from Meta, stored as received before anything else happens.
+
+    Meta offers no way to fetch past webhooks: what is not stored is lost. The
+    row is the unit of work; the queue only says "process row N".
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting to be processed"
+        PROCESSED = "processed", "Processed"
+        FAILED = "failed", "Failed (will be retried)"
+        # Signed by a known app but not JSON, or not Meta's envelope.
+        MALFORMED = "malformed", "Malformed"
+        # For a phone number or change field the helpdesk does not handle;
+        # kept for admins, never dropped.
+        UNROUTABLE = "unroutable", "Unroutable"
+
+    # The request body byte for byte: the signature covers these bytes, and
+    # replaying an event must see exactly what Meta sent.
+    body = models.BinaryField()
+    headers = models.JSONField(default=dict)
+    # The app whose secret verified the signature (unsigned posts are refused
+    # and never stored).
+    app = models.ForeignKey(
+        MetaApp, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    signature_valid = models.BooleanField(default=True)
+    state = models.CharField(
+        max_length=12, choices=State.choices, default=State.PENDING
+    )
+    received_at = models.DateTimeField(db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [
+            # The sweeper: events not yet processed, oldest first.
+            models.Index(
+                fields=["received_at"],
+                condition=Q(state__in=["pending", "failed"]),
+                name="webhook_unprocessed",
+            ),
+            models.Index(fields=["state", "-received_at"], name="webhook_state"),
+        ]
+
+    def __str__(self):
+        return f"Webhook event {self.pk} ({self.state})"

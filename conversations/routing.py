@@ -1,0 +1,3 @@
+"""WebSocket routes of the agent workspace."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,27 @@
+"""ASGI entry point: HTTP goes to Django, WebSockets to Channels consumers."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
+# Tells settings to use a connection pool: every ASGI request runs in a fresh
+# thread, and persistent per-thread connections would leak.
+os.environ.setdefault("HELPDESK_PROCESS", "asgi")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from conversations.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

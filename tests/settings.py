@@ -1,0 +1,15 @@
+"""helpdesk.settings plus the few overrides tests need.
+
+Tests talk to the real database (DATABASE_URL, SQLite by default) and the
+real Redis (REDIS_URL, started by the test command when unset).
+"""
+
+import tempfile
+
+from helpdesk.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+MEDIA_ROOT = tempfile.mkdtemp(prefix="helpdesk-test-media-")
+STORAGES["staticfiles"] = {  # noqa: F405
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+}
