@@ -1,0 +1,1 @@
+"""Everything that knows about Meta's WhatsApp Cloud API, and nothing else does."""

@@ -1,0 +1,1280 @@
+"""Meta's webhook JSON in, frozen dataclasses out.
+
+The only module of the helpdesk that knows the shape of a WhatsApp Cloud API
+webhook. It is pure: no database, no Django models, no I/O. Call
+``parse(body)`` with the raw POST body and get a ``WebhookBatch`` whose
+``items`` are, in the order Meta sent them:
+
+- ``InboundMessage``: a customer's message (``value.messages[]``),
+- ``StatusUpdate``: a delivery report for our send (``value.statuses[]``),
+- ``AccountError``: a system or account error (``value.errors[]``),
+- ``TemplateStatusUpdate``, ``TemplateQualityUpdate``,
+  ``TemplateCategoryUpdate``, ``PhoneNumberQualityUpdate``, ``AccountUpdate``,
+  ``UserPreferenceUpdate``: the other change fields the helpdesk handles,
+- ``UnhandledChange``: any other change field, kept with its raw JSON,
+- ``UnparsableItem``: one entry, change, message or status that could not be
+  read, with its raw JSON and the reason, so nothing is ever dropped.
+
+Only a body that is not JSON, or not Meta's envelope at all, raises
+``MalformedPayload``. Everything inside the envelope is read defensively:
+Meta's payloads vary between versions and fields go missing (see
+docs/whatsapp-cloud-api.md, cited below as "doc §n").
+
+``verify_signature()`` checks ``X-Hub-Signature-256`` over the raw bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "AccountError",
+    "AccountUpdate",
+    "Contact",
+    "Context",
+    "InboundMessage",
+    "Item",
+    "MalformedPayload",
+    "Media",
+    "MetaError",
+    "PhoneNumberQualityUpdate",
+    "Pricing",
+    "Reaction",
+    "Referral",
+    "StatusConversation",
+    "StatusUpdate",
+    "SystemChange",
+    "TemplateCategoryUpdate",
+    "TemplateQualityUpdate",
+    "TemplateStatusUpdate",
+    "UnhandledChange",
+    "UnparsableItem",
+    "UserPreferenceUpdate",
+    "WebhookBatch",
+    "parse",
+    "parse_timestamp",
+    "signature_header",
+    "summarize_message",
+    "verify_signature",
+]
+
+OBJECT = "whatsapp_business_account"
+
+MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+
+# Status values Meta documents for the Cloud API (doc §4.2). Others (the
+# On-Premises "deleted", "warning") are still parsed, never refused.
+KNOWN_STATUSES = frozenset({"sent", "delivered", "read", "played", "failed"})
+
+# Fallback labels for messages that carry no text of their own.
+_TYPE_LABELS = {
+    "image": "Image",
+    "video": "Video",
+    "audio": "Audio",
+    "document": "Document",
+    "sticker": "Sticker",
+    "location": "Location",
+    "contacts": "Contact",
+    "interactive": "Interactive reply",
+    "button": "Button reply",
+    "order": "Order",
+    "system": "Account change",
+}
+
+
+class MalformedPayload(ValueError):
+    """The body is not JSON, or not Meta's webhook envelope."""
+
+
+# --- Small building blocks -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetaError:
+    """One of Meta's error objects (in value.errors, messages[], statuses[])."""
+
+    code: int | None
+    title: str = ""
+    message: str = ""
+    # error_data.details: Meta's most useful text (doc §5.2).
+    details: str = ""
+    href: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the error in the shape Message.error stores."""
+        return {
+            "code": self.code,
+            "title": self.title,
+            "message": self.message,
+            "details": self.details,
+            "href": self.href,
+        }
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A customer as value.contacts[] names them."""
+
+    wa_id: str = ""
+    # The business-scoped user id (BSUID), new in 2026 (doc §1.3).
+    user_id: str = ""
+    name: str = ""
+    username: str = ""
+    country_code: str = ""
+    parent_user_id: str = ""
+    identity_key_hash: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Media:
+    """The media object of an image, audio, video, document or sticker message."""
+
+    id: str = ""
+    mime_type: str = ""
+    # As Meta sent it; the docs' examples look like base64 of the SHA-256,
+    # but that is not stated (doc §3.5), so it is not decoded here.
+    sha256: str = ""
+    filename: str = ""
+    caption: str = ""
+    # audio.voice: recorded in WhatsApp (a voice note).
+    voice: bool = False
+    # sticker.animated.
+    animated: bool = False
+    # Present from Nov 2025 (doc §3.5); still needs the bearer token, and
+    # expires after 5 minutes.
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an inbound message replies to, or that it was forwarded (doc §3.3)."""
+
+    # context.id: the quoted wamid; empty for forwarded messages.
+    message_id: str = ""
+    # context.from: the business number the quoted message came from.
+    from_: str = ""
+    forwarded: bool = False
+    frequently_forwarded: bool = False
+    # {"catalog_id", "product_retailer_id"} for a "Message business" inquiry.
+    referred_product: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Referral:
+    """The click-to-WhatsApp ad or post a conversation came from (doc §3.4)."""
+
+    source_id: str = ""
+    source_type: str = ""
+    source_url: str = ""
+    headline: str = ""
+    body: str = ""
+    media_type: str = ""
+    image_url: str = ""
+    video_url: str = ""
+    thumbnail_url: str = ""
+    # Omitted for ads shown in WhatsApp Status.
+    ctwa_clid: str = ""
+    # welcome_message.text: the ad's greeting.
+    welcome_message: str = ""
+    # The whole object as Meta sent it, for Conversation.referral.
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """A customer's reaction to one of the business's messages."""
+
+    message_id: str
+    emoji: str = ""
+
+    @property
+    def removed(self) -> bool:
+        """Return whether this takes the reaction away.
+
+        Meta's 2026 reaction reference sends no emoji; older payloads an
+        empty string (doc §3.2, reaction row). Both mean "removed".
+        """
+        return not self.emoji
+
+
+@dataclass(frozen=True)
+class SystemChange:
+    """A system message: the customer changed number or user id (doc §3.2)."""
+
+    type: str = ""
+    body: str = ""
+    # system.wa_id: the customer's new wa_id.
+    new_wa_id: str = ""
+    # system.user_id: the new BSUID (user_changed_user_id).
+    new_user_id: str = ""
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """statuses[].pricing (doc §4.3)."""
+
+    # Due to be deprecated; Meta recommends type plus category.
+    billable: bool | None = None
+    pricing_model: str = ""
+    category: str = ""
+    type: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class StatusConversation:
+    """statuses[].conversation; left out from v24.0 except in FEP windows (doc §4.3)."""
+
+    id: str = ""
+    expiration_timestamp: datetime | None = None
+    origin_type: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+# --- Items -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message a customer sent (value.messages[])."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    wamid: str
+    type: str
+    # Meta's time (unix seconds string), as an aware UTC datetime; None when
+    # missing or unreadable (the caller falls back to the time received).
+    timestamp: datetime | None
+    # messages[].from: the customer's wa_id; may be "" with BSUIDs (doc §1.3).
+    from_wa_id: str = ""
+    # messages[].from_user_id: the customer's BSUID.
+    from_user_id: str = ""
+    # The matching value.contacts[] entry; None for system messages (which
+    # come without contacts, doc §3.2).
+    contact: Contact | None = None
+    # A readable summary whatever the type: see summarize_message().
+    text: str = ""
+    # The type's object as Meta sent it ({} when missing).
+    payload: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    media: Media | None = None
+    context: Context | None = None
+    referral: Referral | None = None
+    reaction: Reaction | None = None
+    system: SystemChange | None = None
+    errors: tuple[MetaError, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def wa_id(self) -> str:
+        """Return the customer's wa_id, from the message or its contact."""
+        return self.from_wa_id or (self.contact.wa_id if self.contact else "")
+
+    @property
+    def user_id(self) -> str:
+        """Return the customer's BSUID, from the message or its contact."""
+        return self.from_user_id or (self.contact.user_id if self.contact else "")
+
+    @property
+    def profile_name(self) -> str:
+        return self.contact.name if self.contact else ""
+
+    @property
+    def reply_to_wamid(self) -> str:
+        return self.context.message_id if self.context else ""
+
+    @property
+    def is_supported(self) -> bool:
+        """Return whether the helpdesk knows this type (else show a placeholder)."""
+        return self.type in _SUMMARIES and self.type != "unsupported"
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """One report on a message the business sent (value.statuses[])."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    wamid: str
+    # sent, delivered, read, played, failed, or whatever else Meta sends.
+    status: str
+    timestamp: datetime | None
+    recipient_id: str = ""
+    recipient_user_id: str = ""
+    # "group" for group sends, with recipient_participant_id.
+    recipient_type: str = ""
+    recipient_participant_id: str = ""
+    # Echoed from the send: the helpdesk puts its own message id there.
+    biz_opaque_callback_data: str = ""
+    pricing: Pricing | None = None
+    conversation: StatusConversation | None = None
+    errors: tuple[MetaError, ...] = ()
+    # sent, delivered and read may carry contacts[] with BSUIDs (doc §1.2).
+    contact: Contact | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_known_status(self) -> bool:
+        return self.status in KNOWN_STATUSES
+
+
+@dataclass(frozen=True)
+class AccountError:
+    """A system, app or account error not tied to one message (value.errors[])."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    error: MetaError
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class TemplateStatusUpdate:
+    """field message_template_status_update (doc §8.3)."""
+
+    waba_id: str
+    time: datetime | None
+    # APPROVED, REJECTED, PAUSED, DISABLED, ... (Meta's list may grow).
+    event: str
+    message_template_id: str
+    message_template_name: str
+    message_template_language: str
+    # ABUSIVE_CONTENT, INVALID_FORMAT, NONE, ...; "" when Meta sent null.
+    reason: str = ""
+    message_template_category: str = ""
+    disable_date: str = ""
+    # other_info: pause titles such as FIRST_PAUSE, and their description.
+    other_info_title: str = ""
+    other_info_description: str = ""
+    rejection_reason: str = ""
+    rejection_recommendation: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class TemplateQualityUpdate:
+    """field message_template_quality_update: GREEN, YELLOW, RED or UNKNOWN."""
+
+    waba_id: str
+    time: datetime | None
+    message_template_id: str
+    message_template_name: str
+    message_template_language: str
+    previous_quality_score: str = ""
+    new_quality_score: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class TemplateCategoryUpdate:
+    """field template_category_update: Meta re-categorised a template (doc §8.2)."""
+
+    waba_id: str
+    time: datetime | None
+    message_template_id: str
+    message_template_name: str
+    message_template_language: str
+    # Completed changes carry previous_category; impending ones
+    # correct_category and category_update_timestamp instead.
+    previous_category: str = ""
+    new_category: str = ""
+    correct_category: str = ""
+    category_update_timestamp: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class PhoneNumberQualityUpdate:
+    """field phone_number_quality_update (doc §8.4)."""
+
+    waba_id: str
+    time: datetime | None
+    display_phone_number: str
+    # THROUGHPUT_UPGRADE, ONBOARDING, and in older docs FLAGGED, UNFLAGGED,
+    # UPGRADE, DOWNGRADE; which still fire is uncertain (doc §8.4).
+    event: str
+    # TIER_* values; current_limit and old_limit are due to go in Feb 2026.
+    current_limit: str = ""
+    old_limit: str = ""
+    max_daily_conversation_per_phone: int | None = None
+    max_daily_conversations_per_business: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class AccountUpdate:
+    """field account_update: violations, bans, restrictions, offboarding."""
+
+    waba_id: str
+    time: datetime | None
+    # ACCOUNT_VIOLATION, ACCOUNT_RESTRICTION, DISABLED_UPDATE, ACCOUNT_DELETED,
+    # PARTNER_ADDED, ...
+    event: str
+    phone_number: str = ""
+    # ban_info.waba_ban_state: DISABLE, REINSTATE, SCHEDULE_FOR_DISABLE.
+    ban_state: str = ""
+    ban_date: str = ""
+    violation_type: str = ""
+    # restriction_info[]: {"restriction_type", "expiration"} each.
+    restrictions: tuple[Mapping[str, Any], ...] = ()
+    country: str = ""
+    ban_info: Mapping[str, Any] | None = None
+    violation_info: Mapping[str, Any] | None = None
+    waba_info: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class UserPreferenceUpdate:
+    """field user_preferences: a customer stopped or resumed marketing (doc §8.1)."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    wa_id: str
+    user_id: str = ""
+    # "marketing_messages".
+    category: str = ""
+    # "stop" or "resume".
+    value: str = ""
+    detail: str = ""
+    timestamp: datetime | None = None
+    contact: Contact | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class UnhandledChange:
+    """A change field the helpdesk has no handler for, kept for admins."""
+
+    waba_id: str
+    time: datetime | None
+    field: str
+    value: Any = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class UnparsableItem:
+    """Part of a batch that could not be read: its raw JSON and why.
+
+    ``kind`` is "entry", "change", "message", "status", "error" or
+    "user_preference".
+    """
+
+    kind: str
+    error: str
+    raw: Any = None
+    waba_id: str = ""
+    field: str = ""
+    phone_number_id: str = ""
+
+
+Item = (
+    InboundMessage
+    | StatusUpdate
+    | AccountError
+    | TemplateStatusUpdate
+    | TemplateQualityUpdate
+    | TemplateCategoryUpdate
+    | PhoneNumberQualityUpdate
+    | AccountUpdate
+    | UserPreferenceUpdate
+    | UnhandledChange
+    | UnparsableItem
+)
+
+
+@dataclass(frozen=True)
+class WebhookBatch:
+    """Everything in one webhook POST, in Meta's order."""
+
+    items: tuple[Item, ...]
+
+    def _of(self, kind: type) -> tuple:
+        return tuple(item for item in self.items if isinstance(item, kind))
+
+    @property
+    def messages(self) -> tuple[InboundMessage, ...]:
+        return self._of(InboundMessage)
+
+    @property
+    def statuses(self) -> tuple[StatusUpdate, ...]:
+        return self._of(StatusUpdate)
+
+    @property
+    def errors(self) -> tuple[AccountError, ...]:
+        return self._of(AccountError)
+
+    @property
+    def template_status_updates(self) -> tuple[TemplateStatusUpdate, ...]:
+        return self._of(TemplateStatusUpdate)
+
+    @property
+    def template_quality_updates(self) -> tuple[TemplateQualityUpdate, ...]:
+        return self._of(TemplateQualityUpdate)
+
+    @property
+    def template_category_updates(self) -> tuple[TemplateCategoryUpdate, ...]:
+        return self._of(TemplateCategoryUpdate)
+
+    @property
+    def phone_number_quality_updates(self) -> tuple[PhoneNumberQualityUpdate, ...]:
+        return self._of(PhoneNumberQualityUpdate)
+
+    @property
+    def account_updates(self) -> tuple[AccountUpdate, ...]:
+        return self._of(AccountUpdate)
+
+    @property
+    def user_preference_updates(self) -> tuple[UserPreferenceUpdate, ...]:
+        return self._of(UserPreferenceUpdate)
+
+    @property
+    def unhandled(self) -> tuple[UnhandledChange, ...]:
+        return self._of(UnhandledChange)
+
+    @property
+    def unparsable(self) -> tuple[UnparsableItem, ...]:
+        return self._of(UnparsableItem)
+
+    @property
+    def phone_number_ids(self) -> frozenset[str]:
+        """Return the business numbers this batch is for (the routing keys)."""
+        return frozenset(
+            pid for item in self.items if (pid := getattr(item, "phone_number_id", ""))
+        )
+
+
+# --- Defensive readers -----------------------------------------------------
+
+
+def _str(value: Any) -> str:
+    """Return a scalar as text; "" for None, objects and lists."""
+    if value is None or isinstance(value, dict | list):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        # Ids and timestamps that arrive as JSON numbers.
+        return str(int(value))
+    return str(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes"}
+    return bool(value) if isinstance(value, bool | int) else False
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Turn Meta's unix seconds (a string in messages, an int elsewhere) into UTC.
+
+    Return None when the value is missing or not a number.
+    """
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    try:
+        seconds = float(str(value).strip())
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _error(raw: Any) -> MetaError:
+    raw = _dict(raw)
+    error_data = _dict(raw.get("error_data"))
+    return MetaError(
+        code=_int(raw.get("code")),
+        title=_str(raw.get("title")),
+        message=_str(raw.get("message")),
+        details=_str(error_data.get("details")) or _str(raw.get("details")),
+        href=_str(raw.get("href")),
+        raw=raw,
+    )
+
+
+def _errors(raw: Any) -> tuple[MetaError, ...]:
+    return tuple(_error(item) for item in _list(raw) if isinstance(item, dict))
+
+
+def _contact(raw: Any) -> Contact:
+    raw = _dict(raw)
+    profile = _dict(raw.get("profile"))
+    return Contact(
+        wa_id=_str(raw.get("wa_id")),
+        user_id=_str(raw.get("user_id")),
+        name=_str(profile.get("name")),
+        # Username and country code sit in profile (doc §1.3); read the top
+        # level too in case a version moves them.
+        username=_str(profile.get("username")) or _str(raw.get("username")),
+        country_code=_str(profile.get("country_code")) or _str(raw.get("country_code")),
+        parent_user_id=_str(raw.get("parent_user_id")),
+        identity_key_hash=_str(raw.get("identity_key_hash")),
+        raw=raw,
+    )
+
+
+def _match_contact(
+    contacts: tuple[Contact, ...], wa_id: str, user_id: str
+) -> Contact | None:
+    """Return the contact for a sender or recipient, matched on wa_id or BSUID."""
+    for contact in contacts:
+        if (wa_id and contact.wa_id == wa_id) or (
+            user_id and contact.user_id == user_id
+        ):
+            return contact
+    # Meta sends one contact per message in practice; with a single contact
+    # and nothing to compare (wa_id and from both empty), it is the sender.
+    if len(contacts) == 1 and not (wa_id and contacts[0].wa_id):
+        return contacts[0]
+    return None
+
+
+# --- Message summaries -----------------------------------------------------
+
+
+def _summary_text(payload: dict, message: dict) -> str:
+    return _str(payload.get("body"))
+
+
+def _summary_media(payload: dict, message: dict) -> str:
+    kind = _str(message.get("type"))
+    caption = _str(payload.get("caption"))
+    if caption:
+        return caption
+    if kind == "document":
+        return _str(payload.get("filename")) or "Document"
+    if kind == "audio" and _bool(payload.get("voice")):
+        return "Voice message"
+    return _TYPE_LABELS.get(kind, "Media")
+
+
+def _summary_location(payload: dict, message: dict) -> str:
+    # A "current location" share may come without name and address (doc §3.2).
+    parts = [_str(payload.get("name")), _str(payload.get("address"))]
+    return ", ".join(part for part in parts if part) or "Location"
+
+
+def _summary_contacts(payload: Any, message: dict) -> str:
+    names = []
+    for card in _list(message.get("contacts")):
+        name = _dict(_dict(card).get("name"))
+        formatted = _str(name.get("formatted_name")) or " ".join(
+            part
+            for part in (_str(name.get("first_name")), _str(name.get("last_name")))
+            if part
+        )
+        if formatted:
+            names.append(formatted)
+    return ", ".join(names) or "Contact"
+
+
+def _summary_interactive(payload: dict, message: dict) -> str:
+    kind = _str(payload.get("type"))
+    if kind in {"button_reply", "list_reply"}:
+        reply = _dict(payload.get(kind))
+        return _str(reply.get("title")) or _str(reply.get("id")) or "Reply"
+    if kind == "nfm_reply":
+        # A Flow or address answer: its body is a generic "Sent"; the answers
+        # are in response_json, a JSON string (doc §3.2).
+        return _str(_dict(payload.get("nfm_reply")).get("body")) or "Form submitted"
+    # A fixture shows an interactive message without the object (doc §3.2).
+    return "Interactive reply"
+
+
+def _summary_button(payload: dict, message: dict) -> str:
+    return _str(payload.get("text")) or _str(payload.get("payload")) or "Button reply"
+
+
+def _summary_reaction(payload: dict, message: dict) -> str:
+    return _str(payload.get("emoji")) or "Reaction removed"
+
+
+def _summary_order(payload: dict, message: dict) -> str:
+    items = [_dict(item) for item in _list(payload.get("product_items"))]
+    count = sum(max(_int(item.get("quantity")) or 1, 1) for item in items)
+    summary = f"Order: {count} item{'' if count == 1 else 's'}"
+    note = _str(payload.get("text"))
+    return f"{summary} ({note})" if note else summary
+
+
+def _summary_system(payload: dict, message: dict) -> str:
+    return _str(payload.get("body")) or "Account change"
+
+
+def _summary_unsupported(payload: dict, message: dict) -> str:
+    kind = _str(payload.get("type"))
+    return f"Unsupported message ({kind})" if kind else "Unsupported message"
+
+
+def _summary_edit(payload: dict, message: dict) -> str:
+    # Coexistence numbers only (doc §3.2): edit.message is the new content.
+    new = _dict(payload.get("message"))
+    inner = summarize_message(new) if new else ""
+    return f"Edited: {inner}" if inner else "Message edited"
+
+
+def _summary_revoke(payload: dict, message: dict) -> str:
+    return "Message deleted"
+
+
+_SUMMARIES = {
+    "text": _summary_text,
+    "image": _summary_media,
+    "audio": _summary_media,
+    "video": _summary_media,
+    "document": _summary_media,
+    "sticker": _summary_media,
+    "location": _summary_location,
+    "contacts": _summary_contacts,
+    "interactive": _summary_interactive,
+    "button": _summary_button,
+    "reaction": _summary_reaction,
+    "order": _summary_order,
+    "system": _summary_system,
+    "unsupported": _summary_unsupported,
+    "edit": _summary_edit,
+    "revoke": _summary_revoke,
+}
+
+
+def summarize_message(message: Mapping[str, Any]) -> str:
+    """Return a readable one-line text for any inbound message object.
+
+    The text body, a caption, a file name, a location's name, a button's
+    title, ...; for unknown types "Unsupported message (<type>)".
+    """
+    message = _dict(message)
+    kind = _str(message.get("type"))
+    summary = _SUMMARIES.get(kind)
+    if summary is None:
+        # request_welcome, ephemeral, future types: a placeholder, never an
+        # exception (doc §3.2, last row).
+        return f"Unsupported message ({kind})" if kind else "Unsupported message"
+    return summary(_dict(message.get(kind)), message)
+
+
+# --- Messages, statuses, errors --------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where an item sits in the batch."""
+
+    waba_id: str
+    time: datetime | None
+    field: str
+    phone_number_id: str = ""
+    display_phone_number: str = ""
+
+
+def _media(kind: str, payload: dict) -> Media | None:
+    if kind not in MEDIA_TYPES:
+        return None
+    return Media(
+        id=_str(payload.get("id")),
+        mime_type=_str(payload.get("mime_type")),
+        sha256=_str(payload.get("sha256")),
+        filename=_str(payload.get("filename")),
+        caption=_str(payload.get("caption")),
+        voice=_bool(payload.get("voice")),
+        animated=_bool(payload.get("animated")),
+        url=_str(payload.get("url")),
+    )
+
+
+def _context(raw: Any) -> Context | None:
+    if not isinstance(raw, dict):
+        return None
+    product = raw.get("referred_product")
+    return Context(
+        message_id=_str(raw.get("id")),
+        from_=_str(raw.get("from")),
+        forwarded=_bool(raw.get("forwarded")),
+        frequently_forwarded=_bool(raw.get("frequently_forwarded")),
+        referred_product=product if isinstance(product, dict) else None,
+    )
+
+
+def _referral(raw: Any) -> Referral | None:
+    if not isinstance(raw, dict):
+        return None
+    return Referral(
+        source_id=_str(raw.get("source_id")),
+        source_type=_str(raw.get("source_type")),
+        source_url=_str(raw.get("source_url")),
+        headline=_str(raw.get("headline")),
+        body=_str(raw.get("body")),
+        media_type=_str(raw.get("media_type")),
+        image_url=_str(raw.get("image_url")),
+        video_url=_str(raw.get("video_url")),
+        thumbnail_url=_str(raw.get("thumbnail_url")),
+        ctwa_clid=_str(raw.get("ctwa_clid")),
+        welcome_message=_str(_dict(raw.get("welcome_message")).get("text")),
+        raw=raw,
+    )
+
+
+def _message(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> InboundMessage:
+    if not isinstance(raw, dict):
+        raise ValueError(f"message is not an object (got {type(raw).__name__})")
+    wamid = _str(raw.get("id"))
+    if not wamid:
+        raise ValueError("message has no id (wamid)")
+    kind = _str(raw.get("type"))
+    from_wa_id = _str(raw.get("from"))
+    from_user_id = _str(raw.get("from_user_id"))
+    contact = _match_contact(contacts, from_wa_id, from_user_id)
+    if not (
+        from_wa_id or from_user_id or (contact and (contact.wa_id or contact.user_id))
+    ):
+        raise ValueError("message names no sender (no from, from_user_id or contact)")
+    # contacts[] is a list for type "contacts", an object for every other type.
+    payload_raw = raw.get(kind) if kind else None
+    payload = payload_raw if isinstance(payload_raw, dict) else {}
+    if kind == "contacts" and isinstance(payload_raw, list):
+        payload = {"contacts": payload_raw}
+
+    reaction = None
+    if kind == "reaction":
+        reaction = Reaction(
+            message_id=_str(payload.get("message_id")),
+            emoji=_str(payload.get("emoji")),
+        )
+    system = None
+    if kind == "system":
+        system = SystemChange(
+            type=_str(payload.get("type")),
+            body=_str(payload.get("body")),
+            # Older payloads name the new number "new_wa_id".
+            new_wa_id=_str(payload.get("wa_id")) or _str(payload.get("new_wa_id")),
+            new_user_id=_str(payload.get("user_id")),
+        )
+    return InboundMessage(
+        waba_id=where.waba_id,
+        phone_number_id=where.phone_number_id,
+        display_phone_number=where.display_phone_number,
+        wamid=wamid,
+        type=kind,
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        from_wa_id=from_wa_id,
+        from_user_id=from_user_id,
+        contact=contact,
+        text=summarize_message(raw),
+        payload=payload,
+        media=_media(kind, payload),
+        context=_context(raw.get("context")),
+        referral=_referral(raw.get("referral")),
+        reaction=reaction,
+        system=system,
+        errors=_errors(raw.get("errors")),
+        raw=raw,
+    )
+
+
+def _pricing(raw: Any) -> Pricing | None:
+    if not isinstance(raw, dict):
+        return None
+    billable = raw.get("billable")
+    return Pricing(
+        billable=billable if isinstance(billable, bool) else None,
+        pricing_model=_str(raw.get("pricing_model")),
+        category=_str(raw.get("category")),
+        type=_str(raw.get("type")),
+        raw=raw,
+    )
+
+
+def _status_conversation(raw: Any) -> StatusConversation | None:
+    if not isinstance(raw, dict):
+        return None
+    return StatusConversation(
+        id=_str(raw.get("id")),
+        expiration_timestamp=parse_timestamp(raw.get("expiration_timestamp")),
+        origin_type=_str(_dict(raw.get("origin")).get("type")),
+        raw=raw,
+    )
+
+
+def _status(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> StatusUpdate:
+    if not isinstance(raw, dict):
+        raise ValueError(f"status is not an object (got {type(raw).__name__})")
+    wamid = _str(raw.get("id"))
+    if not wamid:
+        raise ValueError("status has no id (wamid)")
+    status = _str(raw.get("status"))
+    if not status:
+        raise ValueError("status has no status value")
+    recipient_id = _str(raw.get("recipient_id"))
+    recipient_user_id = _str(raw.get("recipient_user_id"))
+    return StatusUpdate(
+        waba_id=where.waba_id,
+        phone_number_id=where.phone_number_id,
+        display_phone_number=where.display_phone_number,
+        wamid=wamid,
+        status=status,
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        recipient_id=recipient_id,
+        recipient_user_id=recipient_user_id,
+        recipient_type=_str(raw.get("recipient_type")),
+        recipient_participant_id=_str(raw.get("recipient_participant_id")),
+        biz_opaque_callback_data=_str(raw.get("biz_opaque_callback_data")),
+        pricing=_pricing(raw.get("pricing")),
+        conversation=_status_conversation(raw.get("conversation")),
+        errors=_errors(raw.get("errors")),
+        contact=_match_contact(contacts, recipient_id, recipient_user_id),
+        raw=raw,
+    )
+
+
+def _account_error(raw: Any, where: _Where) -> AccountError:
+    if not isinstance(raw, dict):
+        raise ValueError(f"error is not an object (got {type(raw).__name__})")
+    return AccountError(
+        waba_id=where.waba_id,
+        phone_number_id=where.phone_number_id,
+        display_phone_number=where.display_phone_number,
+        error=_error(raw),
+        raw=raw,
+    )
+
+
+def _user_preference(
+    raw: Any, where: _Where, contacts: tuple[Contact, ...]
+) -> UserPreferenceUpdate:
+    if not isinstance(raw, dict):
+        raise ValueError(f"user preference is not an object (got {type(raw).__name__})")
+    wa_id = _str(raw.get("wa_id"))
+    user_id = _str(raw.get("user_id"))
+    if not (wa_id or user_id):
+        raise ValueError("user preference names no customer (no wa_id or user_id)")
+    return UserPreferenceUpdate(
+        waba_id=where.waba_id,
+        phone_number_id=where.phone_number_id,
+        display_phone_number=where.display_phone_number,
+        wa_id=wa_id,
+        user_id=user_id,
+        category=_str(raw.get("category")),
+        value=_str(raw.get("value")),
+        detail=_str(raw.get("detail")),
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        contact=_match_contact(contacts, wa_id, user_id),
+        raw=raw,
+    )
+
+
+# --- Change fields -----------------------------------------------------------
+
+
+def _unparsable(kind: str, error: Exception | str, raw: Any, where: _Where):
+    return UnparsableItem(
+        kind=kind,
+        error=str(error) or type(error).__name__,
+        raw=raw,
+        waba_id=where.waba_id,
+        field=where.field,
+        phone_number_id=where.phone_number_id,
+    )
+
+
+def _each(kind: str, raws: list[Any], where: _Where, read) -> list[Item]:
+    """Read every item of a list, turning one bad item into an UnparsableItem."""
+    items: list[Item] = []
+    for raw in raws:
+        try:
+            items.append(read(raw))
+        # One bad item must not sink the batch: keep it, say why.
+        except Exception as exc:
+            items.append(_unparsable(kind, exc, raw, where))
+    return items
+
+
+def _messages_change(value: dict, where: _Where) -> list[Item]:
+    metadata = _dict(value.get("metadata"))
+    where = _Where(
+        waba_id=where.waba_id,
+        time=where.time,
+        field=where.field,
+        phone_number_id=_str(metadata.get("phone_number_id")),
+        display_phone_number=_str(metadata.get("display_phone_number")),
+    )
+    contacts = tuple(
+        _contact(raw) for raw in _list(value.get("contacts")) if isinstance(raw, dict)
+    )
+    items: list[Item] = []
+    found = False
+    # A value holds messages, statuses or errors (doc §1.2), but nothing
+    # forbids several, so all three are read.
+    for key, kind, read in (
+        ("messages", "message", lambda raw: _message(raw, where, contacts)),
+        ("statuses", "status", lambda raw: _status(raw, where, contacts)),
+        ("errors", "error", lambda raw: _account_error(raw, where)),
+        (
+            "user_preferences",
+            "user_preference",
+            lambda raw: _user_preference(raw, where, contacts),
+        ),
+    ):
+        if key not in value:
+            continue
+        found = True
+        raws = value[key]
+        if not isinstance(raws, list):
+            items.append(_unparsable(kind, f"value.{key} is not a list", raws, where))
+            continue
+        items.extend(_each(kind, raws, where, read))
+    if not found:
+        items.append(
+            UnhandledChange(
+                waba_id=where.waba_id, time=where.time, field=where.field, value=value
+            )
+        )
+    return items
+
+
+def _template_ids(value: dict) -> dict[str, str]:
+    return {
+        # An integer in Meta's examples; kept as text like every other id.
+        "message_template_id": _str(value.get("message_template_id")),
+        "message_template_name": _str(value.get("message_template_name")),
+        "message_template_language": _str(value.get("message_template_language")),
+    }
+
+
+def _template_status(value: dict, where: _Where) -> TemplateStatusUpdate:
+    other = _dict(value.get("other_info"))
+    rejection = _dict(value.get("rejection_info"))
+    return TemplateStatusUpdate(
+        waba_id=where.waba_id,
+        time=where.time,
+        event=_str(value.get("event")),
+        **_template_ids(value),
+        reason=_str(value.get("reason")),
+        message_template_category=_str(value.get("message_template_category")),
+        disable_date=_str(_dict(value.get("disable_info")).get("disable_date")),
+        other_info_title=_str(other.get("title")),
+        other_info_description=_str(other.get("description")),
+        rejection_reason=_str(rejection.get("reason")),
+        rejection_recommendation=_str(rejection.get("recommendation")),
+        raw=value,
+    )
+
+
+def _template_quality(value: dict, where: _Where) -> TemplateQualityUpdate:
+    return TemplateQualityUpdate(
+        waba_id=where.waba_id,
+        time=where.time,
+        **_template_ids(value),
+        previous_quality_score=_str(value.get("previous_quality_score")),
+        new_quality_score=_str(value.get("new_quality_score")),
+        raw=value,
+    )
+
+
+def _template_category(value: dict, where: _Where) -> TemplateCategoryUpdate:
+    return TemplateCategoryUpdate(
+        waba_id=where.waba_id,
+        time=where.time,
+        **_template_ids(value),
+        previous_category=_str(value.get("previous_category")),
+        new_category=_str(value.get("new_category")),
+        correct_category=_str(value.get("correct_category")),
+        category_update_timestamp=parse_timestamp(
+            value.get("category_update_timestamp")
+        ),
+        raw=value,
+    )
+
+
+def _phone_quality(value: dict, where: _Where) -> PhoneNumberQualityUpdate:
+    return PhoneNumberQualityUpdate(
+        waba_id=where.waba_id,
+        time=where.time,
+        display_phone_number=_str(value.get("display_phone_number")),
+        event=_str(value.get("event")),
+        current_limit=_str(value.get("current_limit")),
+        old_limit=_str(value.get("old_limit")),
+        max_daily_conversation_per_phone=_int(
+            value.get("max_daily_conversation_per_phone")
+        ),
+        max_daily_conversations_per_business=_str(
+            value.get("max_daily_conversations_per_business")
+        ),
+        raw=value,
+    )
+
+
+def _account_update(value: dict, where: _Where) -> AccountUpdate:
+    ban_info = value.get("ban_info")
+    violation_info = value.get("violation_info")
+    waba_info = value.get("waba_info")
+    return AccountUpdate(
+        waba_id=where.waba_id,
+        time=where.time,
+        event=_str(value.get("event")),
+        phone_number=_str(value.get("phone_number")),
+        ban_state=_str(_dict(ban_info).get("waba_ban_state")),
+        ban_date=_str(_dict(ban_info).get("waba_ban_date")),
+        violation_type=_str(_dict(violation_info).get("violation_type")),
+        restrictions=tuple(
+            item
+            for item in _list(value.get("restriction_info"))
+            if isinstance(item, dict)
+        ),
+        country=_str(value.get("country")),
+        ban_info=ban_info if isinstance(ban_info, dict) else None,
+        violation_info=violation_info if isinstance(violation_info, dict) else None,
+        waba_info=waba_info if isinstance(waba_info, dict) else None,
+        raw=value,
+    )
+
+
+_SINGLE_VALUE_FIELDS = {
+    "message_template_status_update": _template_status,
+    "message_template_quality_update": _template_quality,
+    "template_category_update": _template_category,
+    "phone_number_quality_update": _phone_quality,
+    "account_update": _account_update,
+}
+
+# Fields whose value has messaging_product/metadata and lists of items.
+_MESSAGES_FIELDS = frozenset({"messages", "user_preferences"})
+
+
+def _change(raw: Any, waba_id: str, time: datetime | None) -> list[Item]:
+    where = _Where(waba_id=waba_id, time=time, field="")
+    if not isinstance(raw, dict):
+        return [_unparsable("change", "change is not an object", raw, where)]
+    field_name = _str(raw.get("field"))
+    where = _Where(waba_id=waba_id, time=time, field=field_name)
+    value = raw.get("value")
+    if field_name not in _MESSAGES_FIELDS and field_name not in _SINGLE_VALUE_FIELDS:
+        return [UnhandledChange(waba_id, time, field_name, value, raw=raw)]
+    if not isinstance(value, dict):
+        return [
+            _unparsable("change", f"{field_name!r} value is not an object", raw, where)
+        ]
+    if field_name in _MESSAGES_FIELDS:
+        return _messages_change(value, where)
+    try:
+        return [_SINGLE_VALUE_FIELDS[field_name](value, where)]
+    except Exception as exc:  # one bad change must not sink the batch
+        return [_unparsable("change", exc, raw, where)]
+
+
+def _entry(raw: Any) -> list[Item]:
+    if not isinstance(raw, dict):
+        where = _Where(waba_id="", time=None, field="")
+        return [_unparsable("entry", "entry is not an object", raw, where)]
+    waba_id = _str(raw.get("id"))
+    time = parse_timestamp(raw.get("time"))
+    changes = raw.get("changes")
+    if not isinstance(changes, list):
+        where = _Where(waba_id=waba_id, time=time, field="")
+        return [_unparsable("entry", "entry.changes is not a list", raw, where)]
+    items: list[Item] = []
+    for change in changes:
+        items.extend(_change(change, waba_id, time))
+    return items
+
+
+def parse(body: bytes | bytearray | memoryview | str) -> WebhookBatch:
+    """Parse a webhook POST body into a WebhookBatch.
+
+    Raise MalformedPayload when the body is not JSON, not an object, its
+    ``object`` is not "whatsapp_business_account" or its ``entry`` is not a
+    list. Anything wrong deeper down becomes an UnparsableItem in the batch.
+    """
+    if isinstance(body, memoryview | bytearray):
+        # BinaryField reads back as memoryview on PostgreSQL.
+        body = bytes(body)
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedPayload(f"Body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise MalformedPayload(
+            f"Body is a JSON {type(document).__name__}, not an object."
+        )
+    if document.get("object") != OBJECT:
+        raise MalformedPayload(
+            f"Body's object is {document.get('object')!r}, not {OBJECT!r}."
+        )
+    entries = document.get("entry")
+    if not isinstance(entries, list):
+        raise MalformedPayload("Body's entry is missing or not a list.")
+    items: list[Item] = []
+    for entry in entries:
+        items.extend(_entry(entry))
+    return WebhookBatch(items=tuple(items))
+
+
+# --- Signature -----------------------------------------------------------------
+
+_SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+
+
+def signature_header(body: bytes, secret: str) -> str:
+    """Return the X-Hub-Signature-256 value Meta would send for body."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(
+    body: bytes, header: str | None, secrets: Iterable[str]
+) -> str | None:
+    """Return the app secret whose HMAC-SHA256 of body matches header, or None.
+
+    ``header`` is the X-Hub-Signature-256 value, ``sha256=<64 hex>``. The HMAC
+    is taken over the raw bytes as received: Meta escapes non-ASCII text as
+    \\uXXXX before signing, so re-serialised JSON would not match (doc §2.1).
+    Several apps may post to one endpoint, each signing with its own secret.
+    """
+    if not header:
+        return None
+    match = _SIGNATURE.fullmatch(header.strip())
+    if match is None:
+        return None
+    expected = match.group(1).lower().encode()
+    if isinstance(body, memoryview | bytearray):
+        body = bytes(body)
+    found = None
+    for secret in secrets:
+        # An empty secret is a misconfigured app, never a match.
+        if not secret:
+            continue
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+        if hmac.compare_digest(digest, expected) and found is None:
+            found = secret
+    return found
