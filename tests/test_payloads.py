@@ -7,6 +7,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conversations.whatsapp.payloads import (
     AccountError,
@@ -287,6 +289,7 @@ def test_unsupported_message_keeps_its_errors():
     assert error.message == "Message type unknown"
     assert error.details == "Message type is currently not supported."
     assert error.as_dict()["code"] == 131051
+    assert message.error is error
 
 
 def test_unknown_type_reads_as_unsupported_and_keeps_raw_json():
@@ -431,6 +434,7 @@ def test_status_failed_with_errors():
     assert error.message == "Re-engagement message"
     assert error.details.startswith("Message failed to send because more than 24")
     assert error.href.startswith("https://developers.facebook.com/")
+    assert status.error is error
 
 
 def test_unknown_status_value_is_kept():
@@ -563,6 +567,77 @@ def test_messages_change_with_nothing_known_is_kept_as_unhandled():
     (item,) = parse(body).items
     assert isinstance(item, UnhandledChange)
     assert item.value == {"messaging_product": "x"}
+
+
+def test_single_contact_with_another_bsuid_is_not_the_sender():
+    document = load_payload_json("bsuid_only")
+    value = document["entry"][0]["changes"][0]["value"]
+    value["contacts"][0]["user_id"] = "US.someone-else"
+    (message,) = parse(dump_payload(document)).messages
+    assert message.contact is None
+    assert message.user_id == "US.13491208655302741918"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+meta_keys = st.sampled_from(
+    [
+        "id",
+        "from",
+        "type",
+        "timestamp",
+        "text",
+        "image",
+        "status",
+        "statuses",
+        "messages",
+        "errors",
+        "contacts",
+        "context",
+        "referral",
+        "reaction",
+        "system",
+        "value",
+        "field",
+        "changes",
+        "metadata",
+        "pricing",
+        "wa_id",
+    ]
+)
+meta_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(meta_keys, children, max_size=5)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry=st.lists(meta_like | json_values, max_size=3))
+def test_any_entry_list_parses_without_raising(entry):
+    """Whatever sits inside the envelope, parse returns a batch."""
+    body = json.dumps({"object": "whatsapp_business_account", "entry": entry})
+    batch = parse(body.encode())
+    for item in batch.items:
+        assert dataclasses.is_dataclass(item)
+
+
+@settings(max_examples=200, deadline=None)
+@given(document=json_values)
+def test_any_json_parses_or_is_malformed(document):
+    try:
+        parse(json.dumps(document).encode())
+    except MalformedPayload:
+        pass
 
 
 def test_empty_entry_list_is_an_empty_batch():

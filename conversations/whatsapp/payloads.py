@@ -293,6 +293,11 @@ class InboundMessage:
         return self.context.message_id if self.context else ""
 
     @property
+    def error(self) -> MetaError | None:
+        """Return the first error Meta attached (unsupported types), if any."""
+        return self.errors[0] if self.errors else None
+
+    @property
     def is_supported(self) -> bool:
         """Return whether the helpdesk knows this type (else show a placeholder)."""
         return self.type in _SUMMARIES and self.type != "unsupported"
@@ -326,6 +331,11 @@ class StatusUpdate:
     @property
     def is_known_status(self) -> bool:
         return self.status in KNOWN_STATUSES
+
+    @property
+    def error(self) -> MetaError | None:
+        """Return the first error of a failed send, if any."""
+        return self.errors[0] if self.errors else None
 
 
 @dataclass(frozen=True)
@@ -591,6 +601,8 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
     try:
         return int(str(value).strip())
     except (TypeError, ValueError):
@@ -654,10 +666,13 @@ def _match_contact(
             user_id and contact.user_id == user_id
         ):
             return contact
-    # Meta sends one contact per message in practice; with a single contact
-    # and nothing to compare (wa_id and from both empty), it is the sender.
-    if len(contacts) == 1 and not (wa_id and contacts[0].wa_id):
-        return contacts[0]
+    # Meta sends one contact per message in practice. A single contact whose
+    # ids do not contradict the sender's (one side empty, as with BSUID-only
+    # payloads, doc §1.3) is taken to be the sender.
+    if len(contacts) == 1:
+        (only,) = contacts
+        if not ((wa_id and only.wa_id) or (user_id and only.user_id)):
+            return only
     return None
 
 
@@ -1205,7 +1220,11 @@ def _entry(raw: Any) -> list[Item]:
         return [_unparsable("entry", "entry.changes is not a list", raw, where)]
     items: list[Item] = []
     for change in changes:
-        items.extend(_change(change, waba_id, time))
+        try:
+            items.extend(_change(change, waba_id, time))
+        except Exception as exc:  # a last guard: keep the change, say why
+            where = _Where(waba_id=waba_id, time=time, field="")
+            items.append(_unparsable("change", exc, change, where))
     return items
 
 
