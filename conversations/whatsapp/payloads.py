@@ -18,7 +18,7 @@ webhook. It is pure: no database, no Django models, no I/O. Call
 Only a body that is not JSON, or not Meta's envelope at all, raises
 ``MalformedPayload``. Everything inside the envelope is read defensively:
 Meta's payloads vary between versions and fields go missing (see
-docs/whatsapp-cloud-api.md, cited below as "doc §n").
+the team's Cloud API note whatsapp-cloud-api.md, cited below as "doc §n").
 
 ``verify_signature()`` checks ``X-Hub-Signature-256`` over the raw bytes.
 """
@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -1012,7 +1012,9 @@ def _user_preference(
 # --- Change fields -----------------------------------------------------------
 
 
-def _unparsable(kind: str, error: Exception | str, raw: Any, where: _Where):
+def _unparsable(
+    kind: str, error: Exception | str, raw: Any, where: _Where
+) -> UnparsableItem:
     return UnparsableItem(
         kind=kind,
         error=str(error) or type(error).__name__,
@@ -1023,7 +1025,9 @@ def _unparsable(kind: str, error: Exception | str, raw: Any, where: _Where):
     )
 
 
-def _each(kind: str, raws: list[Any], where: _Where, read) -> list[Item]:
+def _each(
+    kind: str, raws: list[Any], where: _Where, read: Callable[[Any], Item]
+) -> list[Item]:
     """Read every item of a list, turning one bad item into an UnparsableItem."""
     items: list[Item] = []
     for raw in raws:
