@@ -150,14 +150,19 @@ def _media(description, store_media):
 
 
 def _location(description):
-    _require(description, "latitude", "longitude")
+    # Inside a `location` object, since `name` at the top names the customer.
+    fields = description.get("location") or {}
+    if fields.get("latitude") is None or fields.get("longitude") is None:
+        raise DescriptionError(
+            "a location message needs location.latitude and .longitude"
+        )
     location = {
-        "latitude": float(description["latitude"]),
-        "longitude": float(description["longitude"]),
+        "latitude": float(fields["latitude"]),
+        "longitude": float(fields["longitude"]),
     }
     for key in ("name", "address", "url"):
-        if description.get(key):
-            location[key] = description[key]
+        if fields.get(key):
+            location[key] = fields[key]
     return {"type": "location", "location": location}
 
 

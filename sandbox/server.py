@@ -24,6 +24,8 @@ from .sends import check_send, recipient_wa_id
 from .simulator import Sandbox
 
 SANDBOX_KEY = web.AppKey("sandbox", Sandbox)
+# The request record a Graph API handler fills in with the body and answer.
+RECORD_KEY = web.RequestKey("record", dict)
 STATIC_DIR = Path(__file__).parent / "static"
 VERSION = r"{version:v\d+\.\d+}"
 MAX_UPLOAD = 100 * 1024 * 1024
@@ -81,7 +83,7 @@ def graph_endpoint(handler):
         }
         sandbox.request_count += 1
         sandbox.requests.append(record)
-        request["record"] = record
+        request[RECORD_KEY] = record
         try:
             response = await handler(request)
         except GraphError as error:
@@ -99,7 +101,7 @@ async def _read_json(request: web.Request):
         body = json.loads(raw) if raw else {}
     except ValueError:
         raise invalid_parameter("The request body is not valid JSON.") from None
-    request["record"]["body"] = body
+    request[RECORD_KEY]["body"] = body
     return body
 
 
@@ -160,7 +162,7 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     }
     if stored_template:
         result["messages"][0]["message_status"] = "accepted"
-    request["record"]["response"] = result
+    request[RECORD_KEY]["response"] = result
     if sandbox.faults.take_timeout():
         return await _time_out(request, sandbox)
     return _json(result)
@@ -168,12 +170,12 @@ async def send_message(request: web.Request) -> web.StreamResponse:
 
 async def _time_out(request: web.Request, sandbox: Sandbox) -> web.StreamResponse:
     """The send is accepted and recorded; the client just never hears so."""
-    request["record"]["timed_out"] = sandbox.faults.timeout_mode
+    request[RECORD_KEY]["timed_out"] = sandbox.faults.timeout_mode
     if sandbox.faults.timeout_mode == "drop":
         request.transport.close()
         return web.Response(status=499)
     await asyncio.sleep(sandbox.faults.hang_seconds)
-    return _json(request["record"]["response"])
+    return _json(request[RECORD_KEY]["response"])
 
 
 def _status_update(request, number: Number, body: dict, kind: str) -> web.Response:
@@ -191,7 +193,7 @@ def _status_update(request, number: Number, body: dict, kind: str) -> web.Respon
         wamid=message_id,
     )
     result = {"success": True}
-    request["record"]["response"] = result
+    request[RECORD_KEY]["response"] = result
     return _json(result)
 
 
@@ -203,7 +205,7 @@ async def upload_media(request: web.Request) -> web.Response:
     sandbox = _sandbox(request)
     number = _authorise_number(request, request.match_info["phone_number_id"])
     fields, upload = await _read_multipart(request)
-    request["record"]["body"] = {
+    request[RECORD_KEY]["body"] = {
         **fields,
         "file_size": len(upload["data"]) if upload else None,
     }
@@ -218,7 +220,7 @@ async def upload_media(request: web.Request) -> web.Response:
         upload["data"], mime_type, number.phone_number_id, upload["filename"]
     )
     result = {"id": media.id}
-    request["record"]["response"] = result
+    request[RECORD_KEY]["response"] = result
     return _json(result)
 
 
@@ -294,7 +296,7 @@ async def graph_object(request: web.Request) -> web.Response:
         "file_size": len(media.data),
         "id": media.id,
     }
-    request["record"]["response"] = result
+    request[RECORD_KEY]["response"] = result
     return _json(result)
 
 
