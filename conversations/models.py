@@ -70,7 +70,9 @@ class WhatsAppNumber(models.Model):
     """A business phone number on the Cloud API: one inbox of the helpdesk."""
 
     app = models.ForeignKey(MetaApp, on_delete=models.PROTECT, related_name="numbers")
-    name = models.CharField(max_length=100, help_text="Shown to agents, e.g. 'Support DE'")
+    name = models.CharField(
+        max_length=100, help_text="Shown to agents, e.g. 'Support DE'"
+    )
     # Meta's id for the number: the path of every send, and the routing key of
     # every webhook (metadata.phone_number_id).
     phone_number_id = models.CharField(max_length=64, unique=True)
@@ -86,9 +88,7 @@ class WhatsAppNumber(models.Model):
         default=80, validators=[MinValueValidator(1), MaxValueValidator(1000)]
     )
     # Teams whose agents may see and answer this number's conversations.
-    teams = models.ManyToManyField(
-        "accounts.Team", related_name="numbers", blank=True
-    )
+    teams = models.ManyToManyField("accounts.Team", related_name="numbers", blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -155,7 +155,9 @@ class Customer(models.Model):
 
     @property
     def display_name(self) -> str:
-        return self.name or self.profile_name or self.phone or self.wa_id or self.user_id
+        return (
+            self.name or self.profile_name or self.phone or self.wa_id or self.user_id
+        )
 
 
 class ConsentRecord(models.Model):

@@ -15,6 +15,4 @@ def inbox(request):
         .filter(last_message_at__isnull=False)
         .order_by("-last_message_at", "-id")[:INBOX_PAGE_SIZE]
     )
-    return render(
-        request, "conversations/inbox.html", {"conversations": conversations}
-    )
+    return render(request, "conversations/inbox.html", {"conversations": conversations})

@@ -43,7 +43,9 @@ def env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}")
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number, not {value!r}"
+        ) from None
 
 
 def env_float(name: str, default: float) -> float:
@@ -53,7 +55,7 @@ def env_float(name: str, default: float) -> float:
     try:
         return float(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}")
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
 DEBUG = env_bool("DEBUG", True)
@@ -84,6 +86,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "conversations",
 ]
@@ -190,6 +193,10 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+# In development whitenoise serves straight from the source folders, so no
+# collectstatic is needed before `make run`.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 # Meta posts webhook bodies of up to 3 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
@@ -271,6 +278,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Conversations, messages, customers, consent and notifications.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 CACHES = {
     "default": {

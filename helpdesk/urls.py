@@ -19,7 +19,9 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
-        "api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="api-schema"),
+        name="api-docs",
     ),
     path("healthz", healthz, name="healthz"),
     path("", include("conversations.urls")),

@@ -13,3 +13,10 @@ MEDIA_ROOT = tempfile.mkdtemp(prefix="helpdesk-test-media-")
 STORAGES["staticfiles"] = {  # noqa: F405
     "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
 }
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not memory: live servers and workers in other threads must see
+    # the same test database.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(VAR_DIR / "test-helpdesk.sqlite3")  # noqa: F405
+    }

@@ -1,0 +1,39 @@
+# The two commands: `make run` starts the helpdesk on embedded defaults,
+# `make test` runs the whole test suite. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test install install-test lint format
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Browser tests drive Debian's chromium; it is installed once, never downloaded
+# by a test tool.
+install-test: install
+	@command -v chromium >/dev/null 2>&1 || command -v /usr/bin/chromium >/dev/null 2>&1 || \
+		{ echo "Installing Debian's chromium for the browser tests"; \
+		  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+		  sudo sh -c 'apt-get update -qq && apt-get install -y -qq chromium >/dev/null'; }
+
+run: install
+	$(BIN)/python -m helpdesk.launcher run
+
+test: install-test
+	$(BIN)/python -m helpdesk.launcher test $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

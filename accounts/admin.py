@@ -1,0 +1,51 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import Count
+
+from .models import Team, User
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = (
+        "username",
+        "display_name",
+        "email",
+        "availability",
+        "team_names",
+        "is_staff",
+        "is_active",
+    )
+    list_filter = ("availability", "is_staff", "is_active", "teams")
+    search_fields = ("username", "display_name", "first_name", "last_name", "email")
+    filter_horizontal = ("teams", "groups", "user_permissions")
+    fieldsets = DjangoUserAdmin.fieldsets + (
+        ("Helpdesk", {"fields": ("display_name", "availability", "teams")}),
+    )
+    add_fieldsets = DjangoUserAdmin.add_fieldsets + (
+        ("Helpdesk", {"fields": ("display_name", "teams")}),
+    )
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("teams")
+
+    @admin.display(description="Teams")
+    def team_names(self, user):
+        return ", ".join(team.name for team in user.teams.all())
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "member_count", "description")
+    search_fields = ("name",)
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(member_count=Count("members", distinct=True))
+        )
+
+    @admin.display(description="Members", ordering="member_count")
+    def member_count(self, team):
+        return team.member_count

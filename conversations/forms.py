@@ -1,0 +1,70 @@
+from django import forms
+
+from .models import MetaApp, WhatsAppNumber, mask_secret
+
+
+class SecretField(forms.CharField):
+    """A secret that is never rendered back; left blank, the stored one stays."""
+
+    widget = forms.PasswordInput(render_value=False)
+
+
+class SecretKeepingForm(forms.ModelForm):
+    """Admin form for models with secrets: show them masked, keep them if blank."""
+
+    secret_fields: tuple[str, ...] = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.secret_fields:
+            current = getattr(self.instance, name, "")
+            field = SecretField(
+                label=self.fields[name].label,
+                required=not current,
+                strip=True,
+                help_text=(
+                    f"Stored: {mask_secret(current)}. Leave blank to keep it."
+                    if current
+                    else self.fields[name].help_text
+                ),
+            )
+            self.fields[name] = field
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in self.secret_fields:
+            if not cleaned.get(name):
+                cleaned[name] = getattr(self.instance, name, "")
+        return cleaned
+
+    def _post_clean(self):
+        for name in self.secret_fields:
+            if not self.cleaned_data.get(name):
+                self.cleaned_data[name] = getattr(self.instance, name, "")
+        super()._post_clean()
+
+
+class MetaAppAdminForm(SecretKeepingForm):
+    secret_fields = ("app_secret", "verify_token")
+
+    class Meta:
+        model = MetaApp
+        fields = ["name", "app_id", "app_secret", "verify_token"]
+
+
+class WhatsAppNumberAdminForm(SecretKeepingForm):
+    secret_fields = ("access_token",)
+
+    class Meta:
+        model = WhatsAppNumber
+        fields = [
+            "name",
+            "app",
+            "phone_number_id",
+            "display_phone_number",
+            "waba_id",
+            "access_token",
+            "throughput",
+            "teams",
+            "is_active",
+        ]

