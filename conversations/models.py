@@ -610,3 +610,37 @@ class WebhookEvent(models.Model):
 
     def __str__(self):
         return f"Webhook event {self.pk} ({self.state})"
+
+
+class LiveEvent(models.Model):
+    """A change agents' browsers must see, stored so a reconnecting tab catches up.
+
+    The id is the sequence number: a tab remembers the last id it applied and
+    asks for everything after it. Written in the transaction of the change it
+    announces, so an event exists exactly when its change does.
+    """
+
+    # The stream is the inbox (number): who may see an event follows from who
+    # may see the number.
+    number = models.ForeignKey(
+        WhatsAppNumber, on_delete=models.CASCADE, related_name="live_events"
+    )
+    conversation = models.ForeignKey(
+        Conversation,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="live_events",
+    )
+    # One of conversations.realtime.EVENT_TYPES.
+    type = models.CharField(max_length=40)
+    # Ids and small facts only; consumers load and render what they show.
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["number", "id"], name="live_event_stream")]
+
+    def __str__(self):
+        return f"{self.type} #{self.pk}"

@@ -7,277 +7,740 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Label',
+            name="Label",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=50, unique=True)),
-                ('color', models.CharField(default='#6b7280', max_length=7, validators=[django.core.validators.RegexValidator('^#[0-9a-fA-F]{6}$', 'Use a colour like #1f2937.')])),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=50, unique=True)),
+                (
+                    "color",
+                    models.CharField(
+                        default="#6b7280",
+                        max_length=7,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^#[0-9a-fA-F]{6}$", "Use a colour like #1f2937."
+                            )
+                        ],
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Customer',
+            name="Customer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('wa_id', models.CharField(blank=True, max_length=32)),
-                ('user_id', models.CharField(blank=True, max_length=256)),
-                ('phone', models.CharField(blank=True, max_length=20, validators=[django.core.validators.RegexValidator('^\\+[1-9]\\d{6,14}$', 'Enter a phone number in E.164 form, such as +4930123456.')])),
-                ('profile_name', models.CharField(blank=True, max_length=256)),
-                ('name', models.CharField(blank=True, max_length=256)),
-                ('username', models.CharField(blank=True, max_length=256)),
-                ('country_code', models.CharField(blank=True, max_length=4)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("wa_id", models.CharField(blank=True, max_length=32)),
+                ("user_id", models.CharField(blank=True, max_length=256)),
+                (
+                    "phone",
+                    models.CharField(
+                        blank=True,
+                        max_length=20,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^\\+[1-9]\\d{6,14}$",
+                                "Enter a phone number in E.164 form, such as +4930123456.",
+                            )
+                        ],
+                    ),
+                ),
+                ("profile_name", models.CharField(blank=True, max_length=256)),
+                ("name", models.CharField(blank=True, max_length=256)),
+                ("username", models.CharField(blank=True, max_length=256)),
+                ("country_code", models.CharField(blank=True, max_length=4)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['phone'], name='customer_phone')],
-                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('wa_id', ''), _negated=True), models.Q(('user_id', ''), _negated=True), _connector='OR'), name='customer_has_wa_id_or_user_id', violation_error_message='A customer needs a wa_id or a user id.'), models.UniqueConstraint(condition=models.Q(('wa_id', ''), _negated=True), fields=('wa_id',), name='unique_customer_wa_id'), models.UniqueConstraint(condition=models.Q(('user_id', ''), _negated=True), fields=('user_id',), name='unique_customer_user_id')],
+                "ordering": ["-created_at"],
+                "indexes": [models.Index(fields=["phone"], name="customer_phone")],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("wa_id", ""), _negated=True),
+                            models.Q(("user_id", ""), _negated=True),
+                            _connector="OR",
+                        ),
+                        name="customer_has_wa_id_or_user_id",
+                        violation_error_message="A customer needs a wa_id or a user id.",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("wa_id", ""), _negated=True),
+                        fields=("wa_id",),
+                        name="unique_customer_wa_id",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("user_id", ""), _negated=True),
+                        fields=("user_id",),
+                        name="unique_customer_user_id",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('open', 'Open'), ('pending', 'Pending'), ('snoozed', 'Snoozed'), ('resolved', 'Resolved')], default='open', max_length=10)),
-                ('snoozed_until', models.DateTimeField(blank=True, null=True)),
-                ('last_inbound_at', models.DateTimeField(blank=True, null=True)),
-                ('last_message_at', models.DateTimeField(blank=True, null=True)),
-                ('unread_count', models.PositiveIntegerField(default=0)),
-                ('referral', models.JSONField(blank=True, null=True)),
-                ('referral_source_id', models.CharField(blank=True, db_index=True, max_length=128)),
-                ('referral_ctwa_clid', models.CharField(blank=True, max_length=512)),
-                ('free_entry_point_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('first_response_at', models.DateTimeField(blank=True, null=True)),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('assignee', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='assigned_conversations', to=settings.AUTH_USER_MODEL)),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='conversations', to='accounts.team')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to='conversations.customer')),
-                ('labels', models.ManyToManyField(blank=True, related_name='conversations', to='conversations.label')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("pending", "Pending"),
+                            ("snoozed", "Snoozed"),
+                            ("resolved", "Resolved"),
+                        ],
+                        default="open",
+                        max_length=10,
+                    ),
+                ),
+                ("snoozed_until", models.DateTimeField(blank=True, null=True)),
+                ("last_inbound_at", models.DateTimeField(blank=True, null=True)),
+                ("last_message_at", models.DateTimeField(blank=True, null=True)),
+                ("unread_count", models.PositiveIntegerField(default=0)),
+                ("referral", models.JSONField(blank=True, null=True)),
+                (
+                    "referral_source_id",
+                    models.CharField(blank=True, db_index=True, max_length=128),
+                ),
+                ("referral_ctwa_clid", models.CharField(blank=True, max_length=512)),
+                (
+                    "free_entry_point_expires_at",
+                    models.DateTimeField(blank=True, null=True),
+                ),
+                ("first_response_at", models.DateTimeField(blank=True, null=True)),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "assignee",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="assigned_conversations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="conversations",
+                        to="accounts.team",
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to="conversations.customer",
+                    ),
+                ),
+                (
+                    "labels",
+                    models.ManyToManyField(
+                        blank=True,
+                        related_name="conversations",
+                        to="conversations.label",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-last_message_at', '-id'],
+                "ordering": ["-last_message_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('direction', models.CharField(choices=[('inbound', 'From the customer'), ('outbound', 'From the business')], max_length=10)),
-                ('type', models.CharField(max_length=32)),
-                ('text', models.TextField(blank=True)),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('wamid', models.CharField(blank=True, max_length=256, null=True, unique=True)),
-                ('status', models.CharField(choices=[('received', 'Received'), ('queued', 'Queued'), ('sending', 'Sending'), ('unknown', 'Unknown'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('read', 'Read'), ('played', 'Played'), ('failed', 'Failed')], max_length=10)),
-                ('timestamp', models.DateTimeField(db_index=True)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('read_at', models.DateTimeField(blank=True, null=True)),
-                ('failed_at', models.DateTimeField(blank=True, null=True)),
-                ('error', models.JSONField(blank=True, null=True)),
-                ('context_wamid', models.CharField(blank=True, max_length=256)),
-                ('forwarded', models.BooleanField(default=False)),
-                ('frequently_forwarded', models.BooleanField(default=False)),
-                ('pricing', models.JSONField(blank=True, null=True)),
-                ('media_id', models.CharField(blank=True, max_length=128)),
-                ('media_mime_type', models.CharField(blank=True, max_length=255)),
-                ('media_filename', models.CharField(blank=True, max_length=255)),
-                ('media_size', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('media_sha256', models.CharField(blank=True, max_length=64)),
-                ('media_file', models.FileField(blank=True, upload_to='media/%Y/%m/%d/')),
-                ('media_state', models.CharField(blank=True, choices=[('', 'No media'), ('pending', 'Waiting for download'), ('stored', 'Stored'), ('failed', 'Download failed')], default='', max_length=10)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='conversations.conversation')),
-                ('reply_to', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='conversations.message')),
-                ('sender', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='sent_messages', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[
+                            ("inbound", "From the customer"),
+                            ("outbound", "From the business"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("type", models.CharField(max_length=32)),
+                ("text", models.TextField(blank=True)),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                (
+                    "wamid",
+                    models.CharField(
+                        blank=True, max_length=256, null=True, unique=True
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("received", "Received"),
+                            ("queued", "Queued"),
+                            ("sending", "Sending"),
+                            ("unknown", "Unknown"),
+                            ("sent", "Sent"),
+                            ("delivered", "Delivered"),
+                            ("read", "Read"),
+                            ("played", "Played"),
+                            ("failed", "Failed"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("timestamp", models.DateTimeField(db_index=True)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                ("read_at", models.DateTimeField(blank=True, null=True)),
+                ("failed_at", models.DateTimeField(blank=True, null=True)),
+                ("error", models.JSONField(blank=True, null=True)),
+                ("context_wamid", models.CharField(blank=True, max_length=256)),
+                ("forwarded", models.BooleanField(default=False)),
+                ("frequently_forwarded", models.BooleanField(default=False)),
+                ("pricing", models.JSONField(blank=True, null=True)),
+                ("media_id", models.CharField(blank=True, max_length=128)),
+                ("media_mime_type", models.CharField(blank=True, max_length=255)),
+                ("media_filename", models.CharField(blank=True, max_length=255)),
+                ("media_size", models.PositiveBigIntegerField(blank=True, null=True)),
+                ("media_sha256", models.CharField(blank=True, max_length=64)),
+                (
+                    "media_file",
+                    models.FileField(blank=True, upload_to="media/%Y/%m/%d/"),
+                ),
+                (
+                    "media_state",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "No media"),
+                            ("pending", "Waiting for download"),
+                            ("stored", "Stored"),
+                            ("failed", "Download failed"),
+                        ],
+                        default="",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="conversations.conversation",
+                    ),
+                ),
+                (
+                    "reply_to",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="conversations.message",
+                    ),
+                ),
+                (
+                    "sender",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="sent_messages",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['timestamp', 'id'],
+                "ordering": ["timestamp", "id"],
             },
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='last_message',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='conversations.message'),
+            model_name="conversation",
+            name="last_message",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="conversations.message",
+            ),
         ),
         migrations.CreateModel(
-            name='MessageTemplate',
+            name="MessageTemplate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('waba_id', models.CharField(max_length=64)),
-                ('template_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('name', models.CharField(max_length=512)),
-                ('language', models.CharField(max_length=15)),
-                ('category', models.CharField(choices=[('MARKETING', 'Marketing'), ('UTILITY', 'Utility'), ('AUTHENTICATION', 'Authentication')], max_length=20)),
-                ('status', models.CharField(choices=[('APPROVED', 'Approved'), ('PENDING', 'Pending'), ('REJECTED', 'Rejected'), ('PAUSED', 'Paused'), ('DISABLED', 'Disabled'), ('IN_APPEAL', 'In appeal'), ('PENDING_DELETION', 'Pending deletion'), ('DELETED', 'Deleted'), ('LIMIT_EXCEEDED', 'Limit exceeded')], max_length=20)),
-                ('components', models.JSONField(blank=True, default=list)),
-                ('status_reason', models.TextField(blank=True)),
-                ('synced_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("waba_id", models.CharField(max_length=64)),
+                (
+                    "template_id",
+                    models.CharField(blank=True, db_index=True, max_length=64),
+                ),
+                ("name", models.CharField(max_length=512)),
+                ("language", models.CharField(max_length=15)),
+                (
+                    "category",
+                    models.CharField(
+                        choices=[
+                            ("MARKETING", "Marketing"),
+                            ("UTILITY", "Utility"),
+                            ("AUTHENTICATION", "Authentication"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("APPROVED", "Approved"),
+                            ("PENDING", "Pending"),
+                            ("REJECTED", "Rejected"),
+                            ("PAUSED", "Paused"),
+                            ("DISABLED", "Disabled"),
+                            ("IN_APPEAL", "In appeal"),
+                            ("PENDING_DELETION", "Pending deletion"),
+                            ("DELETED", "Deleted"),
+                            ("LIMIT_EXCEEDED", "Limit exceeded"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("components", models.JSONField(blank=True, default=list)),
+                ("status_reason", models.TextField(blank=True)),
+                ("synced_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name', 'language'],
-                'constraints': [models.UniqueConstraint(fields=('waba_id', 'name', 'language'), name='unique_template_per_waba')],
+                "ordering": ["name", "language"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("waba_id", "name", "language"),
+                        name="unique_template_per_waba",
+                    )
+                ],
             },
         ),
         migrations.AddField(
-            model_name='message',
-            name='template',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='messages', to='conversations.messagetemplate'),
+            model_name="message",
+            name="template",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="messages",
+                to="conversations.messagetemplate",
+            ),
         ),
         migrations.CreateModel(
-            name='MetaApp',
+            name="MetaApp",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('app_id', models.CharField(blank=True, max_length=64)),
-                ('app_secret', models.CharField(max_length=255)),
-                ('verify_token', models.CharField(max_length=255)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("app_id", models.CharField(blank=True, max_length=64)),
+                ("app_secret", models.CharField(max_length=255)),
+                ("verify_token", models.CharField(max_length=255)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'Meta app',
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('app_id', ''), _negated=True), fields=('app_id',), name='unique_meta_app_id')],
+                "verbose_name": "Meta app",
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("app_id", ""), _negated=True),
+                        fields=("app_id",),
+                        name="unique_meta_app_id",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Reaction',
+            name="Reaction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('direction', models.CharField(choices=[('inbound', 'From the customer'), ('outbound', 'From the business')], max_length=10)),
-                ('emoji', models.CharField(max_length=32)),
-                ('wamid', models.CharField(blank=True, max_length=256)),
-                ('reacted_at', models.DateTimeField()),
-                ('agent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reactions', to='conversations.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[
+                            ("inbound", "From the customer"),
+                            ("outbound", "From the business"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("emoji", models.CharField(max_length=32)),
+                ("wamid", models.CharField(blank=True, max_length=256)),
+                ("reacted_at", models.DateTimeField()),
+                (
+                    "agent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="reactions",
+                        to="conversations.message",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='WebhookEvent',
+            name="WebhookEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('body', models.BinaryField()),
-                ('headers', models.JSONField(default=dict)),
-                ('signature_valid', models.BooleanField(default=True)),
-                ('state', models.CharField(choices=[('pending', 'Waiting to be processed'), ('processed', 'Processed'), ('failed', 'Failed (will be retried)'), ('malformed', 'Malformed'), ('unroutable', 'Unroutable')], default='pending', max_length=12)),
-                ('received_at', models.DateTimeField(db_index=True)),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True)),
-                ('app', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='conversations.metaapp')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("body", models.BinaryField()),
+                ("headers", models.JSONField(default=dict)),
+                ("signature_valid", models.BooleanField(default=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Waiting to be processed"),
+                            ("processed", "Processed"),
+                            ("failed", "Failed (will be retried)"),
+                            ("malformed", "Malformed"),
+                            ("unroutable", "Unroutable"),
+                        ],
+                        default="pending",
+                        max_length=12,
+                    ),
+                ),
+                ("received_at", models.DateTimeField(db_index=True)),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True)),
+                (
+                    "app",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="conversations.metaapp",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-received_at', '-id'],
+                "ordering": ["-received_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='WhatsAppNumber',
+            name="WhatsAppNumber",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text="Shown to agents, e.g. 'Support DE'", max_length=100)),
-                ('phone_number_id', models.CharField(max_length=64, unique=True)),
-                ('display_phone_number', models.CharField(max_length=20, validators=[django.core.validators.RegexValidator('^\\+[1-9]\\d{6,14}$', 'Enter a phone number in E.164 form, such as +4930123456.')])),
-                ('waba_id', models.CharField(db_index=True, max_length=64)),
-                ('access_token', models.TextField()),
-                ('throughput', models.PositiveIntegerField(default=80, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)])),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('app', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='numbers', to='conversations.metaapp')),
-                ('teams', models.ManyToManyField(blank=True, related_name='numbers', to='accounts.team')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Shown to agents, e.g. 'Support DE'", max_length=100
+                    ),
+                ),
+                ("phone_number_id", models.CharField(max_length=64, unique=True)),
+                (
+                    "display_phone_number",
+                    models.CharField(
+                        max_length=20,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^\\+[1-9]\\d{6,14}$",
+                                "Enter a phone number in E.164 form, such as +4930123456.",
+                            )
+                        ],
+                    ),
+                ),
+                ("waba_id", models.CharField(db_index=True, max_length=64)),
+                ("access_token", models.TextField()),
+                (
+                    "throughput",
+                    models.PositiveIntegerField(
+                        default=80,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(1000),
+                        ],
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "app",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="numbers",
+                        to="conversations.metaapp",
+                    ),
+                ),
+                (
+                    "teams",
+                    models.ManyToManyField(
+                        blank=True, related_name="numbers", to="accounts.team"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'WhatsApp number',
-                'ordering': ['name'],
+                "verbose_name": "WhatsApp number",
+                "ordering": ["name"],
             },
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='number',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='conversations', to='conversations.whatsappnumber'),
+            model_name="conversation",
+            name="number",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="conversations",
+                to="conversations.whatsappnumber",
+            ),
         ),
         migrations.CreateModel(
-            name='ConsentRecord',
+            name="ConsentRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('purpose', models.CharField(choices=[('marketing', 'Marketing'), ('utility', 'Utility (order and travel updates)')], max_length=20)),
-                ('status', models.CharField(choices=[('opt_in', 'Opted in'), ('opt_out', 'Opted out')], max_length=10)),
-                ('source', models.CharField(choices=[('web_form', 'Web form'), ('checkout', 'Checkout'), ('agent', 'Agent'), ('api', 'API'), ('whatsapp', 'WhatsApp message'), ('meta_error', 'Meta error 131050')], max_length=20)),
-                ('wording', models.TextField(blank=True)),
-                ('recorded_at', models.DateTimeField(auto_now_add=True)),
-                ('recorded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='consents', to='conversations.customer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "purpose",
+                    models.CharField(
+                        choices=[
+                            ("marketing", "Marketing"),
+                            ("utility", "Utility (order and travel updates)"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("opt_in", "Opted in"), ("opt_out", "Opted out")],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("web_form", "Web form"),
+                            ("checkout", "Checkout"),
+                            ("agent", "Agent"),
+                            ("api", "API"),
+                            ("whatsapp", "WhatsApp message"),
+                            ("meta_error", "Meta error 131050"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("wording", models.TextField(blank=True)),
+                ("recorded_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "recorded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="consents",
+                        to="conversations.customer",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-recorded_at', '-id'],
-                'indexes': [models.Index(fields=['customer', 'purpose', '-recorded_at'], name='consent_latest_per_purpose')],
+                "ordering": ["-recorded_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["customer", "purpose", "-recorded_at"],
+                        name="consent_latest_per_purpose",
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['conversation', 'timestamp', 'id'], name='msg_thread'),
+            model_name="message",
+            index=models.Index(
+                fields=["conversation", "timestamp", "id"], name="msg_thread"
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(condition=models.Q(('status__in', ['queued', 'sending'])), fields=['status', 'next_attempt_at'], name='msg_pending_delivery'),
+            model_name="message",
+            index=models.Index(
+                condition=models.Q(("status__in", ["queued", "sending"])),
+                fields=["status", "next_attempt_at"],
+                name="msg_pending_delivery",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.CheckConstraint(condition=models.Q(('direction', 'outbound'), ('wamid__isnull', False), _connector='OR'), name='inbound_message_has_wamid'),
+            model_name="message",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("direction", "outbound"), ("wamid__isnull", False), _connector="OR"
+                ),
+                name="inbound_message_has_wamid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='reaction',
-            constraint=models.UniqueConstraint(fields=('message', 'direction'), name='one_reaction_per_side'),
+            model_name="reaction",
+            constraint=models.UniqueConstraint(
+                fields=("message", "direction"), name="one_reaction_per_side"
+            ),
         ),
         migrations.AddIndex(
-            model_name='webhookevent',
-            index=models.Index(condition=models.Q(('state__in', ['pending', 'failed'])), fields=['received_at'], name='webhook_unprocessed'),
+            model_name="webhookevent",
+            index=models.Index(
+                condition=models.Q(("state__in", ["pending", "failed"])),
+                fields=["received_at"],
+                name="webhook_unprocessed",
+            ),
         ),
         migrations.AddIndex(
-            model_name='webhookevent',
-            index=models.Index(fields=['state', '-received_at'], name='webhook_state'),
+            model_name="webhookevent",
+            index=models.Index(fields=["state", "-received_at"], name="webhook_state"),
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['-last_message_at', '-id'], name='conv_inbox'),
+            model_name="conversation",
+            index=models.Index(fields=["-last_message_at", "-id"], name="conv_inbox"),
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['number', 'status', '-last_message_at'], name='conv_number_status'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["number", "status", "-last_message_at"],
+                name="conv_number_status",
+            ),
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['assignee', 'status', '-last_message_at'], name='conv_assignee_status'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["assignee", "status", "-last_message_at"],
+                name="conv_assignee_status",
+            ),
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['team', 'status', '-last_message_at'], name='conv_team_status'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["team", "status", "-last_message_at"], name="conv_team_status"
+            ),
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['customer', 'number', '-created_at'], name='conv_customer'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["customer", "number", "-created_at"], name="conv_customer"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='conversation',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'resolved'), _negated=True), fields=('customer', 'number'), name='one_unresolved_conversation_per_customer_and_number'),
+            model_name="conversation",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "resolved"), _negated=True),
+                fields=("customer", "number"),
+                name="one_unresolved_conversation_per_customer_and_number",
+            ),
         ),
     ]
