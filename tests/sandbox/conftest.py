@@ -39,8 +39,9 @@ class Graph:
             url, json={"messaging_product": "whatsapp", **body}, **kwargs
         )
 
-    def text(self, text: str = "Hello", to: str = f"+{CUSTOMER}", **extra):
-        return self.send({"to": to, "type": "text", "text": {"body": text}, **extra})
+    def text(self, text="Hello", to=f"+{CUSTOMER}", timeout=10, **extra):
+        body = {"to": to, "type": "text", "text": {"body": text}, **extra}
+        return self.send(body, timeout=timeout)
 
 
 @pytest.fixture
