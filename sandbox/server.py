@@ -729,8 +729,9 @@ async def control_verify_webhook(request: web.Request) -> web.Response:
 # --- the customer phone page ------------------------------------------------------
 
 
-async def phone_page(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC_DIR / "index.html")
+async def phone_page(request: web.Request) -> web.Response:
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    return web.Response(text=page, content_type="text/html", charset="utf-8")
 
 
 # --- application ----------------------------------------------------------------

@@ -1,0 +1,331 @@
+// The customer phone: plays simulated customers against the sandbox's control API.
+// Every text from the helpdesk or a customer is shown with textContent, never as HTML.
+"use strict";
+
+const state = { numbers: [], chats: new Map(), current: null, after: 0, bubbles: new Map() };
+const $ = (id) => document.getElementById(id);
+
+function chatKey(phoneNumberId, waId) { return phoneNumberId + ":" + waId; }
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+async function api(path, options) {
+  const response = await fetch("/_sandbox/" + path, options);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function showError(message) { $("error").textContent = message || ""; }
+
+function ensureChat(phoneNumberId, waId, name) {
+  const key = chatKey(phoneNumberId, waId);
+  if (!state.chats.has(key)) {
+    state.chats.set(key, { key, phoneNumberId, waId, name: name || "+" + waId, fromAd: false, items: [] });
+    renderChatList();
+  }
+  return state.chats.get(key);
+}
+
+function renderChatList() {
+  const list = $("chat-list");
+  list.replaceChildren();
+  for (const chat of state.chats.values()) {
+    const item = el("li");
+    const button = el("button", "", chat.name + " (+" + chat.waId + ")");
+    button.type = "button";
+    button.setAttribute("aria-current", String(chat.key === state.current));
+    button.addEventListener("click", () => selectChat(chat.key));
+    item.append(button);
+    list.append(item);
+  }
+}
+
+function selectChat(key) {
+  state.current = key;
+  const chat = state.chats.get(key);
+  $("chat-title").textContent = "Chat of " + chat.name + " with " + numberLabel(chat.phoneNumberId);
+  for (const id of ["message", "attachment", "send"]) $(id).disabled = false;
+  renderChatList();
+  const list = $("messages");
+  list.replaceChildren();
+  for (const item of chat.items) list.append(item);
+  list.scrollTop = list.scrollHeight;
+}
+
+function numberLabel(phoneNumberId) {
+  const number = state.numbers.find((n) => n.phone_number_id === phoneNumberId);
+  return number ? number.verified_name + " " + number.display_phone_number : phoneNumberId;
+}
+
+function addBubble(chat, bubble, wamid) {
+  chat.items.push(bubble);
+  if (wamid) state.bubbles.set(wamid, bubble);
+  if (chat.key === state.current) {
+    $("messages").append(bubble);
+    $("messages").scrollTop = $("messages").scrollHeight;
+  }
+}
+
+function meta(bubble, text) {
+  const line = el("span", "meta");
+  const ticks = el("span", "ticks", text);
+  line.append(ticks);
+  bubble.append(line);
+  bubble.ticks = ticks;
+}
+
+// --- what the customer sends -------------------------------------------------
+
+function summariseCustomerMessage(message) {
+  const type = message.type;
+  if (type === "text") return message.text.body;
+  if (type === "interactive") {
+    const reply = message.interactive[message.interactive.type] || {};
+    return reply.title || "(form sent)";
+  }
+  if (type === "button") return message.button.text;
+  const media = message[type] || {};
+  return "[" + type + "] " + (media.caption || media.filename || "");
+}
+
+async function sendCustomerMessage(chat, description) {
+  showError("");
+  const first = chat.items.every((item) => !item.classList.contains("customer"));
+  const body = { phone_number_id: chat.phoneNumberId, name: chat.name, ...description };
+  if (first && chat.fromAd) body.referral = true;
+  try {
+    const result = await api("customers/" + encodeURIComponent(chat.waId) + "/messages", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    if (result.webhook_status !== 200) {
+      showError("The helpdesk answered the webhook with " + (result.webhook_status || "no response"));
+    }
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function renderCustomerMessage(event) {
+  const chat = ensureChat(event.phone_number_id, event.wa_id);
+  const bubble = el("li", "bubble customer");
+  bubble.append(el("span", "", summariseCustomerMessage(event.message)));
+  meta(bubble, "✓ sent to the helpdesk");
+  addBubble(chat, bubble, event.message.id);
+}
+
+// --- what the business sends -----------------------------------------------
+
+function replyButton(label, onTap) {
+  const button = el("button", "", label);
+  button.type = "button";
+  button.addEventListener("click", onTap);
+  return button;
+}
+
+function renderBusinessContent(bubble, message, chat) {
+  const body = message.body;
+  const type = message.type;
+  const content = body[type] || {};
+  const actions = el("div", "actions");
+  if (type === "text") {
+    bubble.append(el("span", "", content.body));
+  } else if (type === "template" && message.template) {
+    const rendered = message.template;
+    if (rendered.header) bubble.append(el("span", "header", rendered.header));
+    bubble.append(el("span", "", rendered.body));
+    if (rendered.footer) bubble.append(el("span", "footer", rendered.footer));
+    for (const button of rendered.buttons) {
+      if (button.type !== "QUICK_REPLY") continue;
+      actions.append(replyButton(button.text, () => sendCustomerMessage(chat, {
+        type: "button", text: button.text, payload: button.payload, reply_to: message.wamid,
+      })));
+    }
+  } else if (type === "interactive") {
+    if (content.header && content.header.text) bubble.append(el("span", "header", content.header.text));
+    bubble.append(el("span", "", (content.body || {}).text));
+    if (content.footer) bubble.append(el("span", "footer", content.footer.text));
+    const action = content.action || {};
+    if (content.type === "button") {
+      for (const button of action.buttons || []) {
+        const reply = button.reply || {};
+        actions.append(replyButton(reply.title, () => sendCustomerMessage(chat, {
+          type: "button_reply", id: reply.id, title: reply.title, reply_to: message.wamid,
+        })));
+      }
+    } else if (content.type === "list") {
+      for (const section of action.sections || []) {
+        for (const row of section.rows || []) {
+          actions.append(replyButton(row.title, () => sendCustomerMessage(chat, {
+            type: "list_reply", id: row.id, title: row.title, description: row.description, reply_to: message.wamid,
+          })));
+        }
+      }
+    } else if (content.type === "cta_url") {
+      const parameters = action.parameters || {};
+      const url = String(parameters.url || "");
+      if (/^https?:\/\//.test(url)) {
+        const link = el("a", "", parameters.display_text || url);
+        link.href = url;
+        link.rel = "noopener noreferrer";
+        link.target = "_blank";
+        actions.append(link);
+      }
+    } else if (content.type === "flow") {
+      const parameters = action.parameters || {};
+      actions.append(replyButton(parameters.flow_cta || "Open form", () => sendCustomerMessage(chat, {
+        type: "nfm_reply", reply_to: message.wamid,
+        response_json: { flow_token: parameters.flow_token || "", answered_in: "sandbox" },
+      })));
+    }
+  } else if (type === "reaction") {
+    bubble.append(el("span", "", "Reacted " + (content.emoji || "(removed)") + " to a message"));
+  } else if (type === "location") {
+    bubble.append(el("span", "", "📍 " + (content.name || "") + " " + content.latitude + ", " + content.longitude));
+  } else if (type === "contacts") {
+    const names = (body.contacts || []).map((card) => (card.name || {}).formatted_name);
+    bubble.append(el("span", "", "Contact card: " + names.join(", ")));
+  } else {
+    bubble.append(el("span", "", "[" + type + "] " + (content.caption || content.filename || "")));
+    if (content.id) {
+      const link = el("a", "", "open " + type);
+      link.href = "/_sandbox/media/" + encodeURIComponent(content.id);
+      link.target = "_blank";
+      actions.append(link);
+    } else if (/^https?:\/\//.test(String(content.link || ""))) {
+      const link = el("a", "", "open " + type);
+      link.href = content.link;
+      link.rel = "noopener noreferrer";
+      link.target = "_blank";
+      actions.append(link);
+    }
+  }
+  if (actions.childElementCount) bubble.append(actions);
+}
+
+function renderBusinessMessage(event) {
+  const message = event.message;
+  const chat = ensureChat(event.phone_number_id, event.wa_id);
+  const bubble = el("li", "bubble business");
+  renderBusinessContent(bubble, message, chat);
+  meta(bubble, "accepted");
+  addBubble(chat, bubble, message.wamid);
+  $("typing").hidden = true;
+}
+
+const TICKS = { sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read", failed: "✗ failed" };
+
+function renderStatus(event) {
+  const bubble = state.bubbles.get(event.wamid);
+  if (!bubble || !bubble.ticks) return;
+  bubble.ticks.textContent = TICKS[event.status] || event.status;
+  bubble.ticks.classList.toggle("read", event.status === "read");
+}
+
+function renderRead(event) {
+  // Meta marks the message and every earlier one in the chat as read.
+  const chat = state.chats.get(chatKey(event.phone_number_id, event.wa_id));
+  if (!chat) return;
+  for (const item of chat.items) {
+    if (item.classList.contains("customer") && item.ticks) {
+      item.ticks.textContent = "✓✓ read by the helpdesk";
+      item.ticks.classList.add("read");
+    }
+  }
+  if (event.kind === "typing" && chat.key === state.current) {
+    $("typing").hidden = false;
+    setTimeout(() => { $("typing").hidden = true; }, 25000);
+  }
+}
+
+const RENDERERS = {
+  customer_message: renderCustomerMessage,
+  business_message: renderBusinessMessage,
+  status: renderStatus,
+  read: renderRead,
+  typing: renderRead,
+};
+
+async function pollEvents() {
+  for (;;) {
+    try {
+      const result = await api("events?timeout=25&after=" + state.after);
+      for (const event of result.events) {
+        state.after = Math.max(state.after, event.seq);
+        const render = RENDERERS[event.kind];
+        if (render) render(event);
+      }
+    } catch (error) {
+      showError("Lost contact with the sandbox: " + error.message);
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+}
+
+// --- controls ------------------------------------------------------------------
+
+async function startChat(event) {
+  event.preventDefault();
+  const waId = $("customer-number").value.replace(/\D/g, "");
+  const name = $("customer-name").value.trim();
+  const chat = ensureChat($("business").value, waId, name);
+  chat.name = name;
+  chat.fromAd = $("from-ad").checked;
+  try {
+    await api("customers", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ wa_id: waId, name }),
+    });
+  } catch (error) {
+    showError(error.message);
+  }
+  selectChat(chat.key);
+  $("message").focus();
+}
+
+async function send(event) {
+  event.preventDefault();
+  const chat = state.chats.get(state.current);
+  if (!chat) return;
+  const text = $("message").value.trim();
+  const file = $("attachment").files[0];
+  if (file) {
+    const form = new FormData();
+    form.append("phone_number_id", chat.phoneNumberId);
+    form.append("file", file);
+    try {
+      const media = await api("media", { method: "POST", body: form });
+      const type = file.type.startsWith("image/") ? "image" : "document";
+      await sendCustomerMessage(chat, { type, media_id: media.id, caption: text, filename: file.name });
+    } catch (error) {
+      showError(error.message);
+    }
+    $("attachment").value = "";
+  } else if (text) {
+    await sendCustomerMessage(chat, { type: "text", text });
+  }
+  $("message").value = "";
+}
+
+async function init() {
+  $("start-form").addEventListener("submit", startChat);
+  $("composer").addEventListener("submit", send);
+  try {
+    state.numbers = (await api("numbers")).numbers;
+  } catch (error) {
+    showError(error.message);
+  }
+  for (const number of state.numbers) {
+    const option = el("option", "", number.verified_name + " " + number.display_phone_number);
+    option.value = number.phone_number_id;
+    $("business").append(option);
+  }
+  pollEvents();
+}
+
+document.addEventListener("DOMContentLoaded", init);
