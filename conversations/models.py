@@ -90,6 +90,13 @@ class WhatsAppNumber(models.Model):
     # Teams whose agents may see and answer this number's conversations.
     teams = models.ManyToManyField("accounts.Team", related_name="numbers", blank=True)
     is_active = models.BooleanField(default=True)
+    # From Meta's phone_number_quality_update webhooks: the latest event
+    # (THROUGHPUT_UPGRADE, FLAGGED, ...), the quality rating when Meta names
+    # one, and the messaging limit tier (TIER_1K, ...); empty until Meta reports.
+    quality_event = models.CharField(max_length=40, blank=True)
+    quality_rating = models.CharField(max_length=20, blank=True)
+    messaging_limit = models.CharField(max_length=40, blank=True)
+    quality_updated_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -479,6 +486,8 @@ class Message(models.Model):
     )
     # Meta's pricing object from the status webhooks (category, type, billable).
     pricing = models.JSONField(null=True, blank=True)
+    # The click-to-WhatsApp ad an inbound message came from, as Meta sent it.
+    referral = models.JSONField(null=True, blank=True)
     # Media: Meta's id and what its webhook says, then what was stored.
     media_id = models.CharField(max_length=128, blank=True)
     media_mime_type = models.CharField(max_length=255, blank=True)
@@ -537,7 +546,9 @@ class Reaction(models.Model):
         Message, on_delete=models.CASCADE, related_name="reactions"
     )
     direction = models.CharField(max_length=10, choices=Message.Direction.choices)
-    emoji = models.CharField(max_length=32)
+    # Empty once removed: the row stays as a tombstone carrying reacted_at, so
+    # an older reaction redelivered after the removal cannot bring it back.
+    emoji = models.CharField(max_length=32, blank=True)
     # The reaction's own wamid (the latest one when it was changed).
     wamid = models.CharField(max_length=256, blank=True)
     # Meta's time of the reaction: an older redelivery never overwrites a newer one.
@@ -594,6 +605,9 @@ class WebhookEvent(models.Model):
     received_at = models.DateTimeField(db_index=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # When the sweeper may queue the event again (backoff after a failure, or
+    # after it queued a pending event); empty means as soon as it is seen.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
 
     class Meta:
@@ -644,3 +658,78 @@ class LiveEvent(models.Model):
 
     def __str__(self):
         return f"{self.type} #{self.pk}"
+
+
+class ParkedStatus(models.Model):
+    """A status report for a wamid the helpdesk has not stored (yet).
+
+    Meta's status can beat the commit of our own send's response, or belong
+    to a send made elsewhere (WhatsApp Manager, another app). It waits here
+    and is applied when a message with that wamid is recorded.
+    """
+
+    wamid = models.CharField(max_length=256)
+    status = models.CharField(max_length=20)
+    # Meta's time of the status.
+    timestamp = models.DateTimeField()
+    # The first error (failed) and the pricing object, in Message's shapes.
+    error = models.JSONField(null=True, blank=True)
+    pricing = models.JSONField(null=True, blank=True)
+    # The statuses[] item as Meta sent it.
+    raw = models.JSONField(default=dict, blank=True)
+    number = models.ForeignKey(
+        WhatsAppNumber,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    received = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received", "-id"]
+        verbose_name_plural = "parked statuses"
+        constraints = [
+            # A redelivered status parks once.
+            models.UniqueConstraint(
+                fields=["wamid", "status"], name="unique_parked_status"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.status} for {self.wamid}"
+
+
+class AccountNotice(models.Model):
+    """Something Meta said about an account, a number or a template.
+
+    Account updates (violations, bans), account-level errors, quality and
+    template-quality changes: recorded for admins, who see them in the admin.
+    """
+
+    # Meta's change field (account_update, phone_number_quality_update,
+    # message_template_quality_update, errors, ...).
+    kind = models.CharField(max_length=60)
+    # Meta's event name or error code, e.g. DISABLED_UPDATE or 130429.
+    event = models.CharField(max_length=60, blank=True)
+    waba_id = models.CharField(max_length=64, blank=True, db_index=True)
+    number = models.ForeignKey(
+        WhatsAppNumber,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="notices",
+    )
+    # A readable one-liner for the admin list.
+    summary = models.TextField(blank=True)
+    # The change value or error object as Meta sent it.
+    raw = models.JSONField(default=dict, blank=True)
+    # Meta's time of the event (entry.time), else when it was received.
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+
+    def __str__(self):
+        return f"{self.kind} {self.event}".strip()
