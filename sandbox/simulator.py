@@ -343,7 +343,11 @@ class Sandbox:
             wait = message.accepted_at + delay - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._post_status(message, name, name in priced, failure)
+            delivery = self._post_status(message, name, name in priced, failure)
+            if delivery is not None:
+                # One message's statuses go out one after another, so the
+                # order chosen here is the order the receiver sees.
+                await delivery
 
     def _post_status(self, message, name, with_pricing, failure):
         customer = self.customers.get(message.wa_id)
@@ -376,7 +380,9 @@ class Sandbox:
             status=name,
         )
         value = payloads.status_value(message.number, [item], contacts)
-        self.queue_change(message.number, "messages", value, kind=f"status:{name}")
+        return self.queue_change(
+            message.number, "messages", value, kind=f"status:{name}"
+        )
 
     # --- inbound customer messages --------------------------------------------
 
@@ -447,18 +453,20 @@ class Sandbox:
 
     # --- webhook delivery ---------------------------------------------------
 
-    def queue_change(self, number: Number, field_name: str, value: dict, kind: str):
-        """Post one change now, or add it to the current batch."""
+    def queue_change(
+        self, number: Number, field_name: str, value: dict, kind: str
+    ) -> asyncio.Task | None:
+        """Post one change now (returning its task), or add it to the batch."""
         if self.faults.webhook_batch_ms <= 0:
             payload = payloads.envelope([(number, field_name, value)])
-            self.spawn(self.post_webhook(number, payload, kind))
-            return
+            return self.spawn(self.post_webhook(number, payload, kind))
         self._pending_changes.append((number, field_name, value))
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(
                 self.faults.webhook_batch_ms / 1000, self._flush_batch
             )
+        return None
 
     def _flush_batch(self):
         self._flush_handle = None
