@@ -256,6 +256,33 @@ WHATSAPP_GRAPH_API_TIMEOUT = env_float("WHATSAPP_GRAPH_API_TIMEOUT", 20.0)
 WHATSAPP_GRAPH_API_CONNECT_TIMEOUT = env_float(
     "WHATSAPP_GRAPH_API_CONNECT_TIMEOUT", 5.0
 )
+# --- Outbound delivery ------------------------------------------------------
+# Requests to Meta one delivery process keeps in flight. Meta is ~100 ms
+# away, so N in flight carry at most N × 10 messages/s; 1,000 mps needs ~100.
+WHATSAPP_DELIVERY_CONCURRENCY = env_int("WHATSAPP_DELIVERY_CONCURRENCY", 100)
+# Messages one delivery run claims at a time (also bounded by the number's
+# throughput), and how long a run keeps going before it hands over.
+WHATSAPP_DELIVERY_BATCH = env_int("WHATSAPP_DELIVERY_BATCH", 200)
+WHATSAPP_DELIVERY_RUN_SECONDS = env_float("WHATSAPP_DELIVERY_RUN_SECONDS", 60.0)
+# A `sending` row whose worker has not reported back after this many seconds
+# (past the request timeouts) belongs to a dead worker and becomes `unknown`.
+WHATSAPP_DELIVERY_LEASE_SECONDS = env_float("WHATSAPP_DELIVERY_LEASE_SECONDS", 60.0)
+# Retries of transient errors: capped exponential backoff with full jitter.
+WHATSAPP_DELIVERY_MAX_ATTEMPTS = env_int("WHATSAPP_DELIVERY_MAX_ATTEMPTS", 8)
+WHATSAPP_DELIVERY_BACKOFF_BASE = env_float("WHATSAPP_DELIVERY_BACKOFF_BASE", 1.0)
+WHATSAPP_DELIVERY_BACKOFF_MAX = env_float("WHATSAPP_DELIVERY_BACKOFF_MAX", 300.0)
+# The per-number limiter counts sends over this window instead of exactly one
+# second, so a jitter of the network delay up to (window - 1 s) still keeps
+# every wall-clock second at Meta under the number's throughput.
+WHATSAPP_RATE_LIMIT_WINDOW = env_float("WHATSAPP_RATE_LIMIT_WINDOW", 1.1)
+# Meta's pair rate limit: a burst of about 45 to one customer, then about
+# one message every 6 s.
+WHATSAPP_PAIR_BURST = env_int("WHATSAPP_PAIR_BURST", 45)
+WHATSAPP_PAIR_INTERVAL = env_float("WHATSAPP_PAIR_INTERVAL", 6.0)
+# A typing indicator at most this often per conversation (it lasts 25 s).
+WHATSAPP_TYPING_INTERVAL = env_float("WHATSAPP_TYPING_INTERVAL", 20.0)
+# End of outbound delivery settings.
+
 # A resolved conversation reopens when the customer writes again within this
 # many hours; later messages open a new conversation.
 CONVERSATION_REOPEN_HOURS = env_float("CONVERSATION_REOPEN_HOURS", 24.0)
@@ -305,7 +332,10 @@ if not DEBUG:
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    # Preloading is a promise browsers keep for months, so it is the
+    # operator's call; the check that nags for it is silenced.
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,135 @@
+"""The Graph API client against the sandbox: bodies, answers and typed errors."""
+
+import hashlib
+
+import pytest
+
+from conversations.whatsapp import client
+from tests.outbound_support import graph_sandbox, sandbox_number, sends  # noqa: F401
+
+CUSTOMER = "4917012345678"
+PDF = b"%PDF-1.4 boarding pass"
+
+
+def test_a_text_send_posts_metas_body_and_returns_the_wamid(
+    graph_sandbox, sandbox_number
+):
+    graph_sandbox.control.open_window(CUSTOMER)
+    result = client.send_text(
+        sandbox_number,
+        f"+{CUSTOMER}",
+        "Hello https://example.com",
+        preview_url=True,
+        callback_data="42",
+    )
+    assert result.wamid.startswith("wamid.")
+    assert result.wa_id == CUSTOMER
+    (record,) = sends(graph_sandbox)
+    assert record["path"] == f"/v24.0/{sandbox_number.phone_number_id}/messages"
+    assert record["has_token"]
+    assert record["body"] == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": f"+{CUSTOMER}",
+        "type": "text",
+        "text": {"body": "Hello https://example.com", "preview_url": True},
+        "biz_opaque_callback_data": "42",
+    }
+
+
+def test_a_meta_error_becomes_a_typed_error_with_every_field(
+    graph_sandbox, sandbox_number
+):
+    graph_sandbox.control.open_window(CUSTOMER)
+    graph_sandbox.control.set_faults(error_next=[131056])
+    with pytest.raises(client.GraphAPIError) as caught:
+        client.send_text(sandbox_number, f"+{CUSTOMER}", "Hi")
+    error = caught.value
+    assert error.code == 131056
+    assert error.retryable
+    assert not error.stops_number
+    assert error.http_status == 400
+    assert error.fbtrace_id
+    assert error.details
+    assert error.as_dict()["code"] == 131056
+
+
+def test_a_closed_window_is_a_permanent_error(graph_sandbox, sandbox_number):
+    with pytest.raises(client.GraphAPIError) as caught:
+        client.send_text(sandbox_number, f"+{CUSTOMER}", "Hi")
+    assert caught.value.code == 131047
+    assert not caught.value.retryable
+
+
+def test_a_bad_token_stops_the_number(graph_sandbox, sandbox_number):
+    sandbox_number.access_token = "expired"  # noqa: S105
+    with pytest.raises(client.GraphAPIError) as caught:
+        client.send_text(sandbox_number, f"+{CUSTOMER}", "Hi")
+    assert caught.value.code == 190
+    assert caught.value.http_status == 401
+    assert caught.value.stops_number
+
+
+def test_server_errors_are_retryable(graph_sandbox, sandbox_number):
+    graph_sandbox.control.open_window(CUSTOMER)
+    graph_sandbox.control.set_faults(server_error_next=1)
+    with pytest.raises(client.GraphAPIError) as caught:
+        client.send_text(sandbox_number, f"+{CUSTOMER}", "Hi")
+    assert caught.value.retryable
+
+
+@pytest.mark.parametrize("mode", ["hang", "drop"])
+def test_no_answer_after_the_request_went_out_is_accepted_but_unknown(
+    graph_sandbox, sandbox_number, settings, mode
+):
+    settings.WHATSAPP_GRAPH_API_TIMEOUT = 0.3
+    graph_sandbox.control.open_window(CUSTOMER)
+    graph_sandbox.control.set_faults(
+        timeout_after_accept_next=1, timeout_mode=mode, hang_seconds=3
+    )
+    with pytest.raises(client.AcceptedButUnknown):
+        client.send_text(sandbox_number, f"+{CUSTOMER}", "Hi")
+    assert len(graph_sandbox.control.messages(CUSTOMER)) == 1
+
+
+def test_an_unreachable_host_is_a_connection_failure_before_sending(
+    sandbox_number, settings
+):
+    settings.WHATSAPP_GRAPH_API_URL = "http://127.0.0.1:9"
+    client.reset_session()
+    with pytest.raises(client.ConnectionFailed) as caught:
+        client.send_text(sandbox_number, f"+{CUSTOMER}", "Hi")
+    assert caught.value.retryable
+
+
+def test_upload_retrieve_and_download_media(graph_sandbox, sandbox_number):
+    media_id = client.upload_media(
+        sandbox_number, PDF, "application/pdf", "pass.pdf", kind="document"
+    )
+    info = client.retrieve_media(sandbox_number, media_id)
+    assert info.mime_type == "application/pdf"
+    assert info.file_size == len(PDF)
+    assert info.sha256 == hashlib.sha256(PDF).hexdigest()
+    assert client.download_media(sandbox_number, info.url) == PDF
+    with pytest.raises(client.MediaTooLarge):
+        client.download_media(sandbox_number, info.url, max_bytes=4)
+
+
+def test_media_checks_refuse_what_meta_refuses():
+    with pytest.raises(ValueError, match="image/jpeg"):
+        client.check_media("image", "image/gif", 10)
+    with pytest.raises(ValueError, match="at most"):
+        client.check_media("sticker", "image/webp", 600 * 1024)
+    client.check_media("document", "application/pdf", 10)
+
+
+def test_list_templates_follows_the_pages(graph_sandbox, sandbox_number):
+    names = [t["name"] for t in client.list_templates(sandbox_number, limit=2)]
+    assert len(names) == len(set(names)) >= 6
+    assert "order_shipped" in names
+
+
+def test_mark_read_of_an_unknown_message_is_refused(graph_sandbox, sandbox_number):
+    with pytest.raises(client.GraphAPIError) as caught:
+        client.mark_read(sandbox_number, "wamid.unknown")
+    assert caught.value.code == 100
