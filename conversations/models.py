@@ -90,6 +90,12 @@ class WhatsAppNumber(models.Model):
     # Teams whose agents may see and answer this number's conversations.
     teams = models.ManyToManyField("accounts.Team", related_name="numbers", blank=True)
     is_active = models.BooleanField(default=True)
+    # Outbound: set when Meta answered an error that every further send would
+    # repeat (expired token 190, locked account 131031, policy block 368,
+    # billing 131042). Queued sends wait until an admin resumes the number.
+    sending_paused = models.BooleanField(default=False)
+    sending_paused_reason = models.TextField(blank=True)
+    sending_paused_since = models.DateTimeField(null=True, blank=True)
     # From Meta's phone_number_quality_update webhooks: the latest event
     # (THROUGHPUT_UPGRADE, FLAGGED, ...), the quality rating when Meta names
     # one, and the messaging limit tier (TIER_1K, ...); empty until Meta reports.
