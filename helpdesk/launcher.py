@@ -139,6 +139,35 @@ def demo_number_config() -> Path:
     return path
 
 
+def sandbox_config(number_config: Path) -> Path:
+    """The sandbox's view of the demo number: Meta's side of the same secrets."""
+    number = json.loads(number_config.read_text())
+    path = VAR_DIR / "sandbox.json"
+    path.write_text(
+        json.dumps(
+            {
+                "webhook_url": f"http://127.0.0.1:{HTTP_PORT}/webhooks/whatsapp/",
+                "numbers": [
+                    {
+                        key: number[key]
+                        for key in (
+                            "phone_number_id",
+                            "display_phone_number",
+                            "waba_id",
+                            "access_token",
+                            "app_secret",
+                            "verify_token",
+                        )
+                    }
+                ],
+            },
+            indent=2,
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
 def manage(*args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, check=True)
 
@@ -162,10 +191,8 @@ def run() -> int:
                     "127.0.0.1",
                     "--port",
                     str(SANDBOX_PORT),
-                    "--number-config",
-                    str(number_config),
-                    "--webhook-url",
-                    f"http://127.0.0.1:{HTTP_PORT}/webhooks/whatsapp/",
+                    "--config",
+                    str(sandbox_config(number_config)),
                 ],
             )
             wait_for_port(SANDBOX_PORT, 20, sandbox)

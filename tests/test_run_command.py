@@ -1,0 +1,136 @@
+"""The run command brings up the whole helpdesk on embedded defaults."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class OutputReader(threading.Thread):
+    """Collects a process's output so the test can wait for given lines."""
+
+    def __init__(self, stream):
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+
+    def run(self):
+        for line in self.stream:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for line in self.lines:
+                    if match := regex.search(line):
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"{pattern!r} not printed; output:\n" + "".join(self.lines)
+                    )
+                self.changed.wait(remaining)
+
+
+@pytest.fixture
+def running_helpdesk(tmp_path):
+    http_port, sandbox_port = free_port(), free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "DJANGO_SETTINGS_MODULE",
+            "WHATSAPP_GRAPH_API_URL",
+        }
+    }
+    env.update(
+        HELPDESK_VAR_DIR=str(tmp_path),
+        HELPDESK_PORT=str(http_port),
+        SANDBOX_PORT=str(sandbox_port),
+        PYTHONUNBUFFERED="1",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "helpdesk.launcher", "run"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    reader = OutputReader(process.stdout)
+    reader.start()
+    try:
+        yield process, reader, http_port, sandbox_port
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_run_starts_everything_and_the_demo_agent_logs_in(running_helpdesk):
+    process, output, http_port, sandbox_port = running_helpdesk
+    password = output.wait_for(r"with password '([^']+)'", 90).group(1)
+    output.wait_for(r"Press Ctrl-C to stop", 60)
+    output.wait_for(r"celery@\S+ ready", 60)
+    output.wait_for(r"beat: Starting", 60)
+    base = f"http://127.0.0.1:{http_port}"
+
+    session = requests.Session()
+    login_page = session.get(f"{base}/accounts/login/", timeout=10)
+    assert login_page.status_code == 200
+    assert 'name="username"' in login_page.text
+    response = session.post(
+        f"{base}/accounts/login/",
+        data={
+            "username": "demo",
+            "password": password,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": f"{base}/accounts/login/"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert response.url == f"{base}/"
+    numbers = session.get(f"{base}/admin/conversations/whatsappnumber/", timeout=10)
+    assert numbers.status_code == 200
+    assert "+15550100001" in numbers.text
+    assert requests.get(f"http://127.0.0.1:{sandbox_port}/", timeout=10).ok
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    assert not port_open(http_port)
+    assert not port_open(sandbox_port)

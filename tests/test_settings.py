@@ -1,0 +1,118 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from helpdesk.settings import env_bool, env_float, env_int, env_list
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "a-long-random-production-secret-key-0123456789-abcdefghijklmnop",
+    "ALLOWED_HOSTS": "helpdesk.example.com",
+    "CSRF_TRUSTED_ORIGINS": "https://helpdesk.example.com",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/helpdesk",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+}
+
+
+def manage(*args, env):
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DJANGO_SETTINGS_MODULE", *PRODUCTION}
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1", True), ("true", True), ("Yes", True), ("0", False), ("false", False)],
+)
+def test_booleans_accept_one_zero_and_words(monkeypatch, raw, expected):
+    monkeypatch.setenv("SOME_FLAG", raw)
+    assert env_bool("SOME_FLAG", not expected) is expected
+
+
+def test_unset_or_empty_values_take_the_default(monkeypatch):
+    monkeypatch.delenv("SOME_FLAG", raising=False)
+    assert env_bool("SOME_FLAG", True) is True
+    monkeypatch.setenv("SOME_FLAG", " ")
+    assert env_bool("SOME_FLAG", False) is False
+    assert env_int("SOME_FLAG", 7) == 7
+
+
+def test_a_misspelt_boolean_is_an_error_not_a_guess(monkeypatch):
+    monkeypatch.setenv("SOME_FLAG", "ture")
+    with pytest.raises(ImproperlyConfigured, match="SOME_FLAG must be 1/0"):
+        env_bool("SOME_FLAG", False)
+
+
+def test_numbers_are_checked(monkeypatch):
+    monkeypatch.setenv("SOME_NUMBER", "twenty")
+    with pytest.raises(ImproperlyConfigured, match="whole number"):
+        env_int("SOME_NUMBER", 1)
+    with pytest.raises(ImproperlyConfigured, match="must be a number"):
+        env_float("SOME_NUMBER", 1.0)
+    monkeypatch.setenv("SOME_NUMBER", "2.5")
+    assert env_float("SOME_NUMBER", 1.0) == 2.5
+
+
+def test_lists_are_comma_separated_and_trimmed(monkeypatch):
+    monkeypatch.setenv("SOME_LIST", " a.example.com, ,b.example.com ")
+    assert env_list("SOME_LIST", []) == ["a.example.com", "b.example.com"]
+
+
+def test_production_settings_pass_the_deployment_checks():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_debug_off_without_a_secret_key_refuses_to_start():
+    env = {key: value for key, value in PRODUCTION.items() if key != "SECRET_KEY"}
+    result = manage("check", env=env)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_the_database_and_graph_api_come_from_the_environment():
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'],"
+        " s.CELERY_BROKER_URL, s.WHATSAPP_GRAPH_API_URL, s.WHATSAPP_GRAPH_API_VERSION,"
+        " s.WHATSAPP_GRAPH_API_TIMEOUT)"
+    )
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        code,
+        env={
+            **PRODUCTION,
+            "REDIS_URL": "redis://cache.internal:6380/2",
+            "WHATSAPP_GRAPH_API_URL": "http://graph.test/",
+            "WHATSAPP_GRAPH_API_VERSION": "v23.0",
+            "WHATSAPP_GRAPH_API_TIMEOUT": "7.5",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split() == [
+        "django.db.backends.postgresql",
+        "helpdesk",
+        "redis://cache.internal:6380/2",
+        "http://graph.test",
+        "v23.0",
+        "7.5",
+    ]
