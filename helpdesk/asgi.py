@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets to Channels consumers."""
+"""ASGI entry point: webhooks to their lean endpoint, other HTTP to Django,
+WebSockets to Channels consumers."""
 
 import os
 
@@ -16,12 +17,21 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations.whatsapp.webhooks import (  # noqa: E402
+    WebhookEndpoint,
+    route_webhooks,
+)
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    }
+# Meta's webhooks skip Django: the endpoint is a lean ASGI app of its own
+# (conversations/whatsapp/webhooks.py explains why).
+application = route_webhooks(
+    WebhookEndpoint(),
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+            ),
+        }
+    ),
 )
