@@ -4,9 +4,35 @@ Views, consumers, tasks, admin actions, management commands and the API all
 call these; they receive valid domain values and raise domain errors.
 """
 
-from django.db import transaction
+import base64
+import hashlib
+import logging
+import mimetypes
+import re
+import uuid
+from datetime import datetime, timedelta
 
-from .models import MetaApp, WhatsAppNumber
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import realtime, tasks
+from .models import (
+    AccountNotice,
+    ConsentRecord,
+    Conversation,
+    Customer,
+    Message,
+    MessageTemplate,
+    MetaApp,
+    ParkedStatus,
+    Reaction,
+    WebhookEvent,
+    WhatsAppNumber,
+)
+from .whatsapp import client, payloads
 
 
 @transaction.atomic
@@ -60,3 +86,1016 @@ def add_whatsapp_number(
     number.full_clean()
     number.save()
     return number, created
+
+
+# --- Inbound: webhook events become customers, conversations and messages -----
+#
+# Meta redelivers, batches and reorders (doc §2.3, §2.4), so every function
+# here is idempotent: messages are inserted against the unique wamid (never
+# checked first), customers and conversations lean on their unique
+# constraints, statuses only move forward, and a whole event is processed in
+# one transaction with its row locked, so two workers handed the same event
+# process it once.
+
+logger = logging.getLogger(__name__)
+
+# Attempts after which the sweeper leaves a failed event to an admin.
+WEBHOOK_MAX_ATTEMPTS = 8
+# Biggest file Meta delivers per kind (doc §3.5); stickers by animation.
+MEDIA_MAX_BYTES = {
+    "audio": 16 * 1024 * 1024,
+    "document": 100 * 1024 * 1024,
+    "image": 5 * 1024 * 1024,
+    "video": 16 * 1024 * 1024,
+    "sticker": 500 * 1024,
+}
+STATIC_STICKER_MAX_BYTES = 100 * 1024
+_E164_DIGITS = re.compile(r"^[1-9]\d{6,14}$")
+_CALLBACK_ID = re.compile(r"^(?:message:)?(\d{1,18})$")
+
+
+class DuplicateMessage(Exception):
+    """The wamid is stored already: Meta redelivered the message."""
+
+
+def webhook_retry_delay(attempts: int) -> timedelta:
+    """Return how long a failed event waits before its next attempt."""
+    return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def process_webhook_event(*, event_id: int, force: bool = False) -> WebhookEvent:
+    """Process one stored webhook POST: every item in it, in Meta's order.
+
+    The event ends processed, malformed (not Meta's JSON: kept, never
+    retried), unroutable (some items name a number or field the helpdesk does
+    not handle: what could be processed was, the rest is listed in
+    last_error) or, when an exception escapes, failed with attempts counted
+    and the exception re-raised for the task's retry policy. Events already
+    processed or malformed are left alone unless ``force`` is set.
+    """
+    try:
+        with transaction.atomic():
+            # The row lock makes a second worker handed the same event wait,
+            # then find it processed.
+            event = WebhookEvent.objects.select_for_update().get(pk=event_id)
+            done = {WebhookEvent.State.PROCESSED, WebhookEvent.State.MALFORMED}
+            if event.state in done and not force:
+                return event
+            try:
+                batch = payloads.parse(bytes(event.body))
+            except payloads.MalformedPayload as exc:
+                _finish_event(event, WebhookEvent.State.MALFORMED, str(exc))
+                return event
+            problems = _process_batch(batch, received_at=event.received_at)
+            state = (
+                WebhookEvent.State.UNROUTABLE
+                if problems
+                else WebhookEvent.State.PROCESSED
+            )
+            _finish_event(event, state, "\n".join(problems))
+            return event
+    except WebhookEvent.DoesNotExist:
+        raise
+    except Exception as exc:
+        _record_event_failure(event_id, exc)
+        raise
+
+
+def _finish_event(event: WebhookEvent, state: str, error: str) -> None:
+    event.state = state
+    event.last_error = error
+    event.processed_at = timezone.now()
+    event.next_attempt_at = None
+    event.save(update_fields=["state", "last_error", "processed_at", "next_attempt_at"])
+
+
+def _record_event_failure(event_id: int, exc: Exception) -> None:
+    """Count a failed attempt on the event in a transaction of its own."""
+    try:
+        with transaction.atomic():
+            event = WebhookEvent.objects.select_for_update().get(pk=event_id)
+            event.attempts += 1
+            event.state = WebhookEvent.State.FAILED
+            event.last_error = f"{type(exc).__name__}: {exc}"[:4000]
+            event.next_attempt_at = timezone.now() + webhook_retry_delay(event.attempts)
+            event.save(
+                update_fields=["attempts", "state", "last_error", "next_attempt_at"]
+            )
+    except Exception:
+        # The database itself may be what failed; the sweeper retries pending
+        # and failed rows alike.
+        logger.warning("Could not record failure of event %s", event_id, exc_info=True)
+
+
+def _process_batch(batch: payloads.WebhookBatch, *, received_at: datetime) -> list[str]:
+    """Hand every item to its service; return what could not be handled."""
+    by_id = {
+        number.phone_number_id: number
+        for number in WhatsAppNumber.objects.filter(
+            phone_number_id__in=batch.phone_number_ids
+        )
+    }
+    waba_ids = {item.waba_id for item in batch.items if getattr(item, "waba_id", "")}
+    by_waba: dict[str, list[WhatsAppNumber]] = {}
+    for number in WhatsAppNumber.objects.filter(waba_id__in=waba_ids):
+        by_waba.setdefault(number.waba_id, []).append(number)
+
+    problems: list[str] = []
+    for item in batch.items:
+        if isinstance(item, payloads.UnparsableItem):
+            problems.append(f"Unreadable {item.kind}: {item.error}")
+            continue
+        if isinstance(item, payloads.UnhandledChange):
+            problems.append(f"Unhandled change field {item.field!r}")
+            continue
+        phone_number_id = getattr(item, "phone_number_id", None)
+        if phone_number_id is not None:
+            number = by_id.get(phone_number_id)
+            if number is None:
+                problems.append(
+                    f"Unknown phone_number_id {phone_number_id!r} "
+                    f"({type(item).__name__})"
+                )
+                continue
+        elif item.waba_id in by_waba:
+            number = None
+        else:
+            problems.append(f"Unknown WABA {item.waba_id!r} ({type(item).__name__})")
+            continue
+
+        if isinstance(item, payloads.InboundMessage):
+            receive_message(number=number, message=item, received_at=received_at)
+        elif isinstance(item, payloads.StatusUpdate):
+            update_message_status(number=number, status=item)
+        elif isinstance(item, payloads.AccountError):
+            record_account_error(number=number, error=item, received_at=received_at)
+        elif isinstance(item, payloads.UserPreferenceUpdate):
+            record_user_preference(number=number, update=item)
+        elif isinstance(item, payloads.TemplateStatusUpdate):
+            record_template_status(update=item)
+        elif isinstance(item, payloads.TemplateCategoryUpdate):
+            record_template_category(update=item)
+        elif isinstance(item, payloads.TemplateQualityUpdate):
+            record_template_quality(update=item, received_at=received_at)
+        elif isinstance(item, payloads.PhoneNumberQualityUpdate):
+            record_phone_number_quality(
+                numbers=by_waba[item.waba_id], update=item, received_at=received_at
+            )
+        elif isinstance(item, payloads.AccountUpdate):
+            record_account_update(
+                numbers=by_waba[item.waba_id], update=item, received_at=received_at
+            )
+        else:  # a new item class in payloads.py: keep it visible
+            problems.append(f"No handler for {type(item).__name__}")
+    return problems
+
+
+# --- Customers and conversations ------------------------------------------------
+
+
+def find_or_create_customer(
+    *,
+    wa_id: str,
+    user_id: str,
+    profile_name: str = "",
+    username: str = "",
+    country_code: str = "",
+) -> Customer:
+    """Return the customer with this wa_id or BSUID, creating one if neither matches.
+
+    Either id may be empty. When both match different customers the wa_id's
+    wins. Missing ids are filled in, and the profile name is refreshed; the
+    agent-set ``name`` is never touched. Safe under concurrency: the unique
+    constraints decide, and a lost race reads the winner's row.
+    """
+    if not (wa_id or user_id):
+        raise ValueError("A customer needs a wa_id or a user id.")
+    for _ in range(5):
+        by_wa = Customer.objects.filter(wa_id=wa_id).first() if wa_id else None
+        by_user = Customer.objects.filter(user_id=user_id).first() if user_id else None
+        customer = by_wa or by_user
+        try:
+            with transaction.atomic():
+                if customer is None:
+                    return Customer.objects.create(
+                        wa_id=wa_id,
+                        user_id=user_id,
+                        phone=f"+{wa_id}" if _E164_DIGITS.match(wa_id) else "",
+                        profile_name=profile_name,
+                        username=username,
+                        country_code=country_code,
+                    )
+                changed = []
+                if wa_id and not customer.wa_id:
+                    customer.wa_id = wa_id
+                    changed.append("wa_id")
+                    if not customer.phone and _E164_DIGITS.match(wa_id):
+                        customer.phone = f"+{wa_id}"
+                        changed.append("phone")
+                # The BSUID may belong to another row (both matched): leave it.
+                if user_id and not customer.user_id and by_user is None:
+                    customer.user_id = user_id
+                    changed.append("user_id")
+                for field_name, value in (
+                    ("profile_name", profile_name),
+                    ("username", username),
+                    ("country_code", country_code),
+                ):
+                    if value and getattr(customer, field_name) != value:
+                        setattr(customer, field_name, value)
+                        changed.append(field_name)
+                if changed:
+                    customer.save(update_fields=[*changed, "updated_at"])
+                return customer
+        except IntegrityError:
+            # Another worker created or re-keyed the row first: read it.
+            continue
+    raise IntegrityError(
+        f"Could not settle customer wa_id={wa_id!r} user_id={user_id!r}"
+    )
+
+
+def _conversation_for(
+    *, customer: Customer, number: WhatsAppNumber, at: datetime
+) -> tuple[Conversation, str | None]:
+    """Return the conversation a customer's message joins, and what happened.
+
+    The unresolved one on that number; else the latest resolved one, reopened,
+    if it was resolved within CONVERSATION_REOPEN_HOURS of the message; else a
+    new one. The second value is the live event to publish (None, created or
+    updated).
+    """
+    window = timedelta(hours=settings.CONVERSATION_REOPEN_HOURS)
+    for _ in range(5):
+        conversations = Conversation.objects.select_for_update().filter(
+            customer=customer, number=number
+        )
+        current = conversations.unresolved().order_by("-id").first()
+        if current is not None:
+            return current, None
+        latest = (
+            conversations.filter(status=Conversation.Status.RESOLVED)
+            .order_by("-resolved_at", "-id")
+            .first()
+        )
+        try:
+            with transaction.atomic():
+                if (
+                    latest is not None
+                    and latest.resolved_at is not None
+                    and at <= latest.resolved_at + window
+                ):
+                    latest.status = Conversation.Status.OPEN
+                    latest.resolved_at = None
+                    latest.save(update_fields=["status", "resolved_at", "updated_at"])
+                    return latest, realtime.CONVERSATION_UPDATED
+                conversation = Conversation.objects.create(
+                    customer=customer, number=number
+                )
+                return conversation, realtime.CONVERSATION_CREATED
+        except IntegrityError:
+            # A concurrent message opened one first; join it.
+            continue
+    raise IntegrityError(f"Could not settle a conversation for customer {customer.pk}")
+
+
+def _touch_conversation(
+    conversation: Conversation, message: Message, *, inbound: bool
+) -> None:
+    """Move the denormalised last-message fields forward in Meta's time.
+
+    Conditional UPDATEs, so concurrent or out-of-order messages converge on
+    the newest; never backwards.
+    """
+    now = timezone.now()
+    at = message.timestamp
+    rows = Conversation.objects.filter(pk=conversation.pk)
+    rows.filter(Q(last_message_at__isnull=True) | Q(last_message_at__lte=at)).update(
+        last_message=message, last_message_at=at, updated_at=now
+    )
+    if inbound:
+        rows.filter(Q(last_inbound_at__isnull=True) | Q(last_inbound_at__lt=at)).update(
+            last_inbound_at=at
+        )
+        rows.update(unread_count=F("unread_count") + 1)
+
+
+# --- Inbound messages ---------------------------------------------------------------
+
+
+def receive_message(
+    *,
+    number: WhatsAppNumber,
+    message: payloads.InboundMessage,
+    received_at: datetime | None = None,
+) -> Message | None:
+    """Store a customer's message; return it, or None if it was known already.
+
+    Finds or creates the customer and the conversation, links replies,
+    records a click-to-WhatsApp referral on the conversation, queues media
+    downloads and publishes the live events. Reactions land on the message
+    they react to; system messages re-key the customer as well. A redelivered
+    wamid dies on the unique constraint and changes nothing.
+    """
+    at = message.timestamp or received_at or timezone.now()
+    if message.type == "reaction" and message.reaction is not None:
+        if _receive_reaction(number=number, message=message, at=at):
+            return None
+    try:
+        # One savepoint for the whole message: a duplicate rolls back the
+        # conversation it may have opened, too.
+        with transaction.atomic():
+            return _store_inbound(number=number, message=message, at=at)
+    except DuplicateMessage:
+        return None
+
+
+def _store_inbound(
+    *, number: WhatsAppNumber, message: payloads.InboundMessage, at: datetime
+) -> Message:
+    contact = message.contact
+    customer = find_or_create_customer(
+        wa_id=message.wa_id,
+        user_id=message.user_id,
+        profile_name=message.profile_name,
+        username=contact.username if contact else "",
+        country_code=contact.country_code if contact else "",
+    )
+    conversation, conversation_event = _conversation_for(
+        customer=customer, number=number, at=at
+    )
+    context = message.context
+    reply_to = None
+    if context and context.message_id:
+        reply_to = (
+            Message.objects.filter(
+                wamid=context.message_id, conversation__number=number
+            )
+            .only("pk")
+            .first()
+        )
+    media = message.media
+    if message.is_supported:
+        payload = dict(message.payload)
+    else:
+        # Unknown and unsupported types keep the whole message for later.
+        payload = dict(message.raw)
+    row = Message(
+        conversation=conversation,
+        direction=Message.Direction.INBOUND,
+        type=message.type or "unknown",
+        text=message.text,
+        payload=payload,
+        wamid=message.wamid,
+        status=Message.Status.RECEIVED,
+        timestamp=at,
+        error=message.error.as_dict() if message.error else None,
+        reply_to=reply_to,
+        context_wamid=context.message_id if context else "",
+        forwarded=bool(context and context.forwarded),
+        frequently_forwarded=bool(context and context.frequently_forwarded),
+        referral=dict(message.referral.raw) if message.referral else None,
+    )
+    if media is not None and media.id:
+        row.media_id = media.id
+        row.media_mime_type = media.mime_type
+        row.media_filename = media.filename
+        row.media_state = Message.MediaState.PENDING
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError as exc:
+        if Message.objects.filter(wamid=message.wamid).exists():
+            raise DuplicateMessage(message.wamid) from exc
+        raise
+
+    if message.referral is not None:
+        referral = message.referral
+        conversation.referral = dict(referral.raw)
+        conversation.referral_source_id = referral.source_id[:128]
+        conversation.referral_ctwa_clid = referral.ctwa_clid[:512]
+        conversation.save(
+            update_fields=[
+                "referral",
+                "referral_source_id",
+                "referral_ctwa_clid",
+                "updated_at",
+            ]
+        )
+        if conversation_event is None:
+            conversation_event = realtime.CONVERSATION_UPDATED
+    if message.system is not None:
+        _apply_system_change(customer, message.system)
+
+    _touch_conversation(conversation, row, inbound=True)
+    if conversation_event is not None:
+        realtime.publish(conversation_event, conversation=conversation)
+    realtime.publish(realtime.MESSAGE_CREATED, conversation=conversation, message=row)
+    if row.media_state == Message.MediaState.PENDING:
+        transaction.on_commit(lambda: _queue_media_download(row.pk))
+    return row
+
+
+def _queue_media_download(message_id: int) -> None:
+    try:
+        tasks.download_media.delay(message_id)
+    except Exception:
+        # The media sweeper (pending rows) tries again later.
+        logger.warning("Media download for message %s not queued", message_id)
+
+
+def _apply_system_change(customer: Customer, change: payloads.SystemChange) -> None:
+    """Re-key the customer after a number or user-id change; history stays."""
+    if change.type == "user_changed_number" and change.new_wa_id:
+        if customer.wa_id == change.new_wa_id:
+            return
+        if Customer.objects.filter(wa_id=change.new_wa_id).exists():
+            logger.warning(
+                "Customer %s changed number to one another customer has",
+                customer.pk,
+            )
+            return
+        customer.wa_id = change.new_wa_id
+        fields = ["wa_id", "updated_at"]
+        if _E164_DIGITS.match(change.new_wa_id):
+            customer.phone = f"+{change.new_wa_id}"
+            fields.append("phone")
+        customer.save(update_fields=fields)
+    elif change.type == "user_changed_user_id" and change.new_user_id:
+        if customer.user_id == change.new_user_id:
+            return
+        if Customer.objects.filter(user_id=change.new_user_id).exists():
+            logger.warning(
+                "Customer %s changed user id to one another customer has",
+                customer.pk,
+            )
+            return
+        customer.user_id = change.new_user_id
+        customer.save(update_fields=["user_id", "updated_at"])
+
+
+def _receive_reaction(
+    *, number: WhatsAppNumber, message: payloads.InboundMessage, at: datetime
+) -> bool:
+    """Put a customer's reaction on its message; False if that message is unknown.
+
+    A missing or empty emoji removes the reaction. A reaction older than the
+    one stored (a late redelivery) changes nothing.
+    """
+    reaction = message.reaction
+    target = (
+        Message.objects.select_for_update()
+        .filter(wamid=reaction.message_id, conversation__number=number)
+        .select_related("conversation")
+        .first()
+    )
+    if target is None:
+        return False
+    current = Reaction.objects.filter(
+        message=target, direction=Message.Direction.INBOUND
+    ).first()
+    if current is not None and current.reacted_at > at:
+        return True
+    if current is not None and (
+        current.emoji == reaction.emoji and current.wamid == message.wamid
+    ):
+        return True
+    if current is None:
+        current = Reaction(message=target, direction=Message.Direction.INBOUND)
+    current.emoji = reaction.emoji
+    current.wamid = message.wamid
+    current.reacted_at = at
+    # The target's row lock serialises reactions on one message.
+    current.save()
+    realtime.publish(
+        realtime.MESSAGE_UPDATED,
+        conversation=target.conversation,
+        message=target,
+        data={"reaction": reaction.emoji},
+    )
+    return True
+
+
+# --- Status updates ---------------------------------------------------------------
+
+
+def _callback_message_id(value: str) -> int | None:
+    """Read our message id back from biz_opaque_callback_data ("43" or "message:43")."""
+    match = _CALLBACK_ID.match(value.strip())
+    return int(match.group(1)) if match else None
+
+
+def update_message_status(
+    *, number: WhatsAppNumber, status: payloads.StatusUpdate
+) -> Message | None:
+    """Move an outbound message forward by a status report; park it if unknown.
+
+    The message is found by wamid, or by the id the send put in
+    biz_opaque_callback_data when its wamid was never stored (a send whose
+    answer was lost). Statuses Meta does not document are logged and
+    ignored. Return the message, or None when the status was parked or
+    ignored.
+    """
+    if not status.is_known_status:
+        logger.info("Ignoring status %r for %s", status.status, status.wamid)
+        return None
+    at = status.timestamp or timezone.now()
+    error = status.error.as_dict() if status.error else None
+    pricing = dict(status.pricing.raw) if status.pricing else None
+    message = (
+        Message.objects.select_for_update()
+        .select_related("conversation")
+        .filter(wamid=status.wamid)
+        .first()
+    )
+    if message is None and status.biz_opaque_callback_data:
+        message_id = _callback_message_id(status.biz_opaque_callback_data)
+        if message_id is not None:
+            message = (
+                Message.objects.select_for_update()
+                .select_related("conversation")
+                .filter(
+                    pk=message_id,
+                    direction=Message.Direction.OUTBOUND,
+                    wamid__isnull=True,
+                    conversation__number=number,
+                )
+                .first()
+            )
+            if message is not None:
+                message.wamid = status.wamid
+                message.save(update_fields=["wamid", "updated_at"])
+    if message is None:
+        ParkedStatus.objects.bulk_create(
+            [
+                ParkedStatus(
+                    wamid=status.wamid,
+                    status=status.status,
+                    timestamp=at,
+                    error=error,
+                    pricing=pricing,
+                    raw=dict(status.raw),
+                    number=number,
+                )
+            ],
+            ignore_conflicts=True,
+        )
+        return None
+    _apply_status(message, status=status.status, at=at, error=error, pricing=pricing)
+    return message
+
+
+# What each status implies happened before it (a read was delivered, ...).
+_IMPLIED_TIMES = {
+    "sent": ("sent_at",),
+    "delivered": ("sent_at", "delivered_at"),
+    "read": ("sent_at", "delivered_at", "read_at"),
+    "played": ("sent_at", "delivered_at", "read_at"),
+    "failed": ("failed_at",),
+}
+
+
+def _apply_status(
+    message: Message,
+    *,
+    status: str,
+    at: datetime,
+    error: dict | None,
+    pricing: dict | None,
+) -> bool:
+    """Apply one status to a locked message; return whether anything changed."""
+    changed: list[str] = []
+    for field_name in _IMPLIED_TIMES.get(status, ()):
+        current = getattr(message, field_name)
+        # Implied times are upper bounds: the earliest report wins.
+        if current is None or at < current:
+            setattr(message, field_name, at)
+            changed.append(field_name)
+    if message.can_move_to(status):
+        message.status = status
+        changed.append("status")
+    if status == Message.Status.FAILED and error and message.error != error:
+        message.error = error
+        changed.append("error")
+    if pricing and message.pricing != pricing:
+        message.pricing = pricing
+        changed.append("pricing")
+    if not changed:
+        return False
+    message.save(update_fields=[*changed, "updated_at"])
+    realtime.publish(
+        realtime.MESSAGE_UPDATED,
+        conversation=message.conversation,
+        message=message,
+        data={"status": message.status},
+    )
+    return True
+
+
+def apply_parked_statuses(message: Message) -> int:
+    """Apply the statuses parked for a message's wamid; return how many.
+
+    Call right after storing a wamid on an outbound message (inside the same
+    transaction is fine). Parked rows are deleted once applied.
+    """
+    if not message.wamid:
+        return 0
+    with transaction.atomic():
+        parked = list(
+            ParkedStatus.objects.select_for_update()
+            .filter(wamid=message.wamid)
+            .order_by("timestamp", "id")
+        )
+        if not parked:
+            return 0
+        locked = (
+            Message.objects.select_for_update()
+            .select_related("conversation")
+            .get(pk=message.pk)
+        )
+        for status in parked:
+            _apply_status(
+                locked,
+                status=status.status,
+                at=status.timestamp,
+                error=status.error,
+                pricing=status.pricing,
+            )
+        ParkedStatus.objects.filter(pk__in=[status.pk for status in parked]).delete()
+    for field_name in (
+        "status",
+        "sent_at",
+        "delivered_at",
+        "read_at",
+        "failed_at",
+        "error",
+        "pricing",
+    ):
+        setattr(message, field_name, getattr(locked, field_name))
+    return len(parked)
+
+
+def settle_parked_statuses(*, limit: int = 500) -> int:
+    """Apply parked statuses whose wamid has since been stored; return how many.
+
+    Covers a status parked in a transaction that committed just after the
+    send recorded its wamid and looked for parked statuses.
+    """
+    wamids = list(
+        ParkedStatus.objects.filter(
+            wamid__in=Message.objects.filter(wamid__isnull=False).values("wamid")
+        )
+        .values_list("wamid", flat=True)
+        .distinct()[:limit]
+    )
+    applied = 0
+    for message in Message.objects.filter(wamid__in=wamids):
+        applied += apply_parked_statuses(message)
+    return applied
+
+
+# --- Templates, numbers and accounts -----------------------------------------------
+
+
+@transaction.atomic
+def record_template_status(*, update: payloads.TemplateStatusUpdate) -> MessageTemplate:
+    """Mirror Meta's template review result; create the template if unknown."""
+    reason = " ".join(
+        part
+        for part in (
+            update.reason if update.reason not in ("", "NONE") else "",
+            update.rejection_reason,
+            update.rejection_recommendation,
+            update.other_info_title,
+            update.other_info_description,
+        )
+        if part
+    )
+    template = _template_for(update)
+    template.status = update.event[:20]
+    template.status_reason = reason
+    if update.message_template_category and not template.category:
+        template.category = update.message_template_category[:20]
+    if update.message_template_id:
+        template.template_id = update.message_template_id
+    template.save()
+    return template
+
+
+def _template_for(update) -> MessageTemplate:
+    template = None
+    if update.message_template_id:
+        template = MessageTemplate.objects.filter(
+            waba_id=update.waba_id, template_id=update.message_template_id
+        ).first()
+    if template is None:
+        template, _ = MessageTemplate.objects.get_or_create(
+            waba_id=update.waba_id,
+            name=update.message_template_name,
+            language=update.message_template_language,
+            defaults={
+                "template_id": update.message_template_id,
+                "category": getattr(update, "message_template_category", "")[:20],
+                "status": MessageTemplate.Status.PENDING,
+            },
+        )
+    return template
+
+
+@transaction.atomic
+def record_template_category(
+    *, update: payloads.TemplateCategoryUpdate
+) -> MessageTemplate:
+    """Follow Meta's re-categorisation of a template."""
+    template = _template_for(update)
+    if update.new_category:
+        template.category = update.new_category[:20]
+        template.save(update_fields=["category", "updated_at"])
+    return template
+
+
+def record_template_quality(
+    *, update: payloads.TemplateQualityUpdate, received_at: datetime
+) -> AccountNotice:
+    """Record a template's quality score change for admins."""
+    return AccountNotice.objects.create(
+        kind="message_template_quality_update",
+        event=update.new_quality_score[:60],
+        waba_id=update.waba_id,
+        summary=(
+            f"Template {update.message_template_name} "
+            f"({update.message_template_language}): quality "
+            f"{update.previous_quality_score or '?'} → {update.new_quality_score}"
+        ),
+        raw=dict(update.raw),
+        occurred_at=update.time or received_at,
+    )
+
+
+def record_phone_number_quality(
+    *,
+    numbers: list[WhatsAppNumber],
+    update: payloads.PhoneNumberQualityUpdate,
+    received_at: datetime,
+) -> AccountNotice:
+    """Store a number's messaging limit and quality event; note it for admins.
+
+    The webhook names the number by its display number within the WABA.
+    """
+    digits = re.sub(r"\D", "", update.display_phone_number)
+    matching = [
+        number
+        for number in numbers
+        if re.sub(r"\D", "", number.display_phone_number) == digits
+    ]
+    at = update.time or received_at
+    limit = update.current_limit or update.max_daily_conversations_per_business
+    rating = str(update.raw.get("quality_rating") or "")
+    for number in matching:
+        if number.quality_updated_at and number.quality_updated_at > at:
+            continue
+        number.quality_event = update.event[:40]
+        if limit:
+            number.messaging_limit = limit[:40]
+        if rating:
+            number.quality_rating = rating[:20]
+        number.quality_updated_at = at
+        number.save(
+            update_fields=[
+                "quality_event",
+                "messaging_limit",
+                "quality_rating",
+                "quality_updated_at",
+                "updated_at",
+            ]
+        )
+    return AccountNotice.objects.create(
+        kind="phone_number_quality_update",
+        event=update.event[:60],
+        waba_id=update.waba_id,
+        number=matching[0] if matching else None,
+        summary=(
+            f"{update.display_phone_number}: {update.event}"
+            + (f", limit {update.old_limit or '?'} → {limit}" if limit else "")
+        ),
+        raw=dict(update.raw),
+        occurred_at=at,
+    )
+
+
+def record_account_update(
+    *,
+    numbers: list[WhatsAppNumber],
+    update: payloads.AccountUpdate,
+    received_at: datetime,
+) -> AccountNotice:
+    """Record a violation, ban, restriction or other account event for admins."""
+    details = [
+        detail
+        for detail in (
+            update.ban_state and f"ban {update.ban_state} {update.ban_date}".strip(),
+            update.violation_type and f"violation {update.violation_type}",
+            *(
+                f"restriction {item.get('restriction_type', '')} "
+                f"until {item.get('expiration', '?')}"
+                for item in update.restrictions
+            ),
+        )
+        if detail
+    ]
+    digits = re.sub(r"\D", "", update.phone_number)
+    number = next(
+        (
+            number
+            for number in numbers
+            if digits and re.sub(r"\D", "", number.display_phone_number) == digits
+        ),
+        None,
+    )
+    return AccountNotice.objects.create(
+        kind="account_update",
+        event=update.event[:60],
+        waba_id=update.waba_id,
+        number=number,
+        summary=f"{update.event}: {'; '.join(details)}" if details else update.event,
+        raw=dict(update.raw),
+        occurred_at=update.time or received_at,
+    )
+
+
+def record_account_error(
+    *, number: WhatsAppNumber, error: payloads.AccountError, received_at: datetime
+) -> AccountNotice:
+    """Record a system or account error Meta reported outside any message."""
+    meta_error = error.error
+    return AccountNotice.objects.create(
+        kind="errors",
+        event=str(meta_error.code or "")[:60],
+        waba_id=error.waba_id,
+        number=number,
+        summary=" — ".join(
+            part for part in (meta_error.title, meta_error.details) if part
+        ),
+        raw=dict(error.raw),
+        occurred_at=received_at,
+    )
+
+
+def record_user_preference(
+    *, number: WhatsAppNumber, update: payloads.UserPreferenceUpdate
+) -> ConsentRecord | None:
+    """Record a customer stopping or resuming marketing messages in WhatsApp."""
+    if update.value not in ("stop", "resume"):
+        logger.info("Ignoring user preference %r", update.value)
+        return None
+    customer = find_or_create_customer(wa_id=update.wa_id, user_id=update.user_id)
+    return ConsentRecord.objects.create(
+        customer=customer,
+        purpose=ConsentRecord.Purpose.MARKETING,
+        status=(
+            ConsentRecord.Status.OPT_OUT
+            if update.value == "stop"
+            else ConsentRecord.Status.OPT_IN
+        ),
+        source=ConsentRecord.Source.WHATSAPP,
+        wording=update.detail or f"Marketing messages: {update.value} (in WhatsApp)",
+    )
+
+
+# --- Inbound media ---------------------------------------------------------------
+
+
+class MediaTemporarilyUnavailable(Exception):
+    """Meta could not be reached or asked to try later; the task retries."""
+
+
+def _media_limit(message: Message) -> int:
+    if message.type == "sticker" and not message.payload.get("animated"):
+        return STATIC_STICKER_MAX_BYTES
+    return MEDIA_MAX_BYTES.get(message.type, MEDIA_MAX_BYTES["document"])
+
+
+def _sha256_matches(data: bytes, expected: str) -> bool:
+    """Compare Meta's sha256 as hex or as base64 (the encoding is unstated, §3.5)."""
+    digest = hashlib.sha256(data).digest()
+    expected = expected.strip()
+    return expected.lower() == digest.hex() or expected == base64.b64encode(
+        digest
+    ).decode("ascii")
+
+
+def _fetch_media(
+    number: WhatsAppNumber, media_id: str, limit: int
+) -> tuple[bytes, client.MediaInfo]:
+    """Look the media id up and download it; once more with a fresh URL on 404."""
+    for attempt in range(2):
+        info = client.retrieve_media(number, media_id)
+        if info.file_size is not None and info.file_size > limit:
+            raise client.MediaTooLarge(
+                f"The file is {info.file_size} bytes, over the {limit} allowed"
+            )
+        try:
+            return client.download_media(number, info.url, max_bytes=limit), info
+        except client.MediaTooLarge:
+            raise
+        except client.GraphAPIError as error:
+            # Media URLs expire after 5 minutes; a 404 asks for a fresh one.
+            if error.http_status == 404 and attempt == 0:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def download_media(*, message_id: int) -> Message | None:
+    """Download an inbound message's media from Meta and store it.
+
+    Checks the size allowed for its kind and the SHA-256 the webhook gave;
+    a refusal marks the message's media failed with the reason. Raise
+    MediaTemporarilyUnavailable when trying again later may help.
+    """
+    message = (
+        Message.objects.select_related("conversation__number")
+        .filter(pk=message_id)
+        .first()
+    )
+    if message is None or message.media_state != Message.MediaState.PENDING:
+        return message
+    number = message.conversation.number
+    try:
+        data, info = _fetch_media(number, message.media_id, _media_limit(message))
+    except client.MediaTooLarge as error:
+        return fail_media(message_id=message_id, reason=f"Too large: {error}")
+    except client.AcceptedButUnknown as error:
+        raise MediaTemporarilyUnavailable(error.message) from error
+    except client.GraphAPIError as error:
+        if error.retryable or error.is_transient:
+            raise MediaTemporarilyUnavailable(str(error)) from error
+        return fail_media(
+            message_id=message_id, reason=f"Meta refused the download: {error}"
+        )
+    expected = str(message.payload.get("sha256") or "") or info.sha256
+    if expected and not _sha256_matches(data, expected):
+        return fail_media(
+            message_id=message_id,
+            reason="The downloaded file does not match the SHA-256 Meta sent",
+        )
+    mime_type = message.media_mime_type or info.mime_type
+    extension = mimetypes.guess_extension(mime_type.split(";")[0].strip()) or ""
+    # A random name: the customer's file name lives only in the database.
+    name = f"{uuid.uuid4().hex}{extension}"
+    with transaction.atomic():
+        locked = (
+            Message.objects.select_for_update()
+            .select_related("conversation")
+            .get(pk=message_id)
+        )
+        if locked.media_state != Message.MediaState.PENDING:
+            return locked  # another worker stored it meanwhile
+        locked.media_file.save(name, ContentFile(data), save=False)
+        locked.media_size = len(data)
+        locked.media_sha256 = hashlib.sha256(data).hexdigest()
+        locked.media_mime_type = mime_type
+        locked.media_state = Message.MediaState.STORED
+        locked.save(
+            update_fields=[
+                "media_file",
+                "media_size",
+                "media_sha256",
+                "media_mime_type",
+                "media_state",
+                "updated_at",
+            ]
+        )
+        realtime.publish(
+            realtime.MESSAGE_UPDATED,
+            conversation=locked.conversation,
+            message=locked,
+            data={"media": "stored"},
+        )
+    return locked
+
+
+def fail_media(*, message_id: int, reason: str) -> Message | None:
+    """Mark a message's media as not downloadable, saying why."""
+    with transaction.atomic():
+        message = (
+            Message.objects.select_for_update()
+            .select_related("conversation")
+            .filter(pk=message_id)
+            .first()
+        )
+        if message is None or message.media_state != Message.MediaState.PENDING:
+            return message
+        message.media_state = Message.MediaState.FAILED
+        message.error = {
+            **(message.error or {}),
+            "media": reason[:1000],
+        }
+        message.save(update_fields=["media_state", "error", "updated_at"])
+        realtime.publish(
+            realtime.MESSAGE_UPDATED,
+            conversation=message.conversation,
+            message=message,
+            data={"media": "failed"},
+        )
+    return message

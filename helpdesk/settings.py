@@ -246,6 +246,24 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Media downloads have a queue of their own, so a backlog of large files
+# never delays webhook processing or replies (workers consume it with
+# -Q default,media, or a dedicated media worker).
+CELERY_TASK_ROUTES = {
+    "conversations.tasks.download_media": {"queue": "media"},
+}
+CELERY_BEAT_SCHEDULE = {
+    # Queues stored webhook events that were never processed (the publish
+    # was lost, Redis was down) or failed, with backoff per attempt.
+    "sweep-webhook-events": {
+        "task": "conversations.tasks.sweep_webhook_events",
+        "schedule": env_float("WEBHOOK_SWEEP_SECONDS", 30.0),
+    },
+    "sweep-media-downloads": {
+        "task": "conversations.tasks.sweep_media_downloads",
+        "schedule": 300.0,
+    },
+}
 
 # --- WhatsApp Cloud API -----------------------------------------------------
 WHATSAPP_GRAPH_API_URL = os.environ.get(
@@ -295,6 +313,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every error body has a machine-readable "code" next to "detail".
+    "EXCEPTION_HANDLER": "conversations.api.exceptions.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "conversations.api.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": os.environ.get("API_RATE_LIMIT", "300000/hour"),

@@ -37,3 +37,21 @@ def agent_client(client, agent):
 def admin_client(client, admin_user):
     client.force_login(admin_user)
     return client
+
+
+@pytest.fixture
+def meta_number(db, team):
+    """The business number the payload fixtures (tests/payloads/) are addressed to."""
+    from tests.inbound_helpers import (
+        FIXTURE_DISPLAY_NUMBER,
+        FIXTURE_PHONE_NUMBER_ID,
+        FIXTURE_WABA_ID,
+    )
+
+    number = WhatsAppNumberFactory(
+        phone_number_id=FIXTURE_PHONE_NUMBER_ID,
+        waba_id=FIXTURE_WABA_ID,
+        display_phone_number=FIXTURE_DISPLAY_NUMBER,
+    )
+    number.teams.add(team)
+    return number

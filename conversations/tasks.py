@@ -1,0 +1,136 @@
+"""Celery tasks: thin adapters. Ids in, call one service, own the retry policy.
+
+Every task here is idempotent and acknowledged late (a killed worker's task
+is redelivered); the database rows are the unit of work, and beat's sweepers
+re-queue rows that should have moved and did not.
+"""
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db.models import Q
+from django.utils import timezone
+
+from . import services
+from .models import Message, WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+
+# --- Inbound: webhook events and media -------------------------------------------
+
+# Errors worth an immediate retry: the database went away, a deadlock, a
+# serialisation failure, a lock timeout. Anything else is a bug or bad data,
+# left to the sweeper's slower, attempt-limited retries.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+# Events younger than this are left to the endpoint's own publish.
+SWEEP_GRACE = timedelta(seconds=5)
+# A pending event the sweeper queued is not queued again before this.
+SWEEP_REQUEUE_AFTER = timedelta(minutes=2)
+SWEEP_BATCH = 500
+
+
+def _backoff(retries: int) -> int:
+    """Seconds before retry number retries+1: 2, 4, 8, ... capped at 5 minutes."""
+    return min(2 ** (retries + 1), 300)
+
+
+@shared_task(
+    name="conversations.tasks.process_webhook_event",
+    bind=True,
+    acks_late=True,
+    max_retries=5,
+    ignore_result=True,
+)
+def process_webhook_event(self, event_id: int) -> None:
+    """Process a stored webhook event (services.process_webhook_event)."""
+    try:
+        services.process_webhook_event(event_id=event_id)
+    except WebhookEvent.DoesNotExist:
+        logger.warning("Webhook event %s does not exist", event_id)
+    except TRANSIENT_DB_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            # Counted on the row; the sweeper takes over.
+            logger.error("Webhook event %s still failing: %s", event_id, exc)
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    except DatabaseError:
+        logger.exception("Webhook event %s failed", event_id)
+    except Exception:
+        # Marked failed with attempts counted; the sweeper retries it with
+        # backoff until WEBHOOK_MAX_ATTEMPTS, then an admin sees it.
+        logger.exception("Webhook event %s failed", event_id)
+
+
+@shared_task(name="conversations.tasks.sweep_webhook_events", ignore_result=True)
+def sweep_webhook_events() -> int:
+    """Queue every stored event still pending or failed; return how many.
+
+    This is what processes an event answered 200 while Redis was down: it
+    is stored, so it is found here. Failed events wait for their backoff and
+    stop after WEBHOOK_MAX_ATTEMPTS. Also applies parked statuses whose
+    wamid has since been stored.
+    """
+    now = timezone.now()
+    due = list(
+        WebhookEvent.objects.filter(
+            state__in=[WebhookEvent.State.PENDING, WebhookEvent.State.FAILED],
+            received_at__lte=now - SWEEP_GRACE,
+            attempts__lt=services.WEBHOOK_MAX_ATTEMPTS,
+        )
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .order_by("received_at")
+        .values_list("id", flat=True)[:SWEEP_BATCH]
+    )
+    if due:
+        # Not queued again while the queue is still working through them.
+        WebhookEvent.objects.filter(
+            pk__in=due, state=WebhookEvent.State.PENDING
+        ).update(next_attempt_at=now + SWEEP_REQUEUE_AFTER)
+    for event_id in due:
+        process_webhook_event.delay(event_id)
+    try:
+        services.settle_parked_statuses()
+    except Exception:
+        logger.exception("Settling parked statuses failed")
+    return len(due)
+
+
+@shared_task(
+    name="conversations.tasks.download_media",
+    bind=True,
+    acks_late=True,
+    max_retries=4,
+    ignore_result=True,
+)
+def download_media(self, message_id: int) -> None:
+    """Download and store an inbound message's media (services.download_media)."""
+    try:
+        services.download_media(message_id=message_id)
+    except services.MediaTemporarilyUnavailable as exc:
+        if self.request.retries >= self.max_retries:
+            services.fail_media(message_id=message_id, reason=str(exc))
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    except TRANSIENT_DB_ERRORS as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(name="conversations.tasks.sweep_media_downloads", ignore_result=True)
+def sweep_media_downloads() -> int:
+    """Queue downloads for inbound media still pending after a while."""
+    cutoff = timezone.now() - timedelta(minutes=5)
+    # Meta keeps inbound media for 7 days; older ids cannot be fetched.
+    oldest = timezone.now() - timedelta(days=7)
+    ids = list(
+        Message.objects.filter(
+            media_state=Message.MediaState.PENDING,
+            created_at__lte=cutoff,
+            created_at__gte=oldest,
+        ).values_list("id", flat=True)[:SWEEP_BATCH]
+    )
+    for message_id in ids:
+        download_media.delay(message_id)
+    return len(ids)
