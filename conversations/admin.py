@@ -7,6 +7,7 @@ from django.utils.html import format_html
 
 from .forms import MetaAppAdminForm, WhatsAppNumberAdminForm
 from .models import (
+    CannedResponse,
     ConsentRecord,
     Conversation,
     Customer,
@@ -14,6 +15,7 @@ from .models import (
     Message,
     MessageTemplate,
     MetaApp,
+    Note,
     Reaction,
     WebhookEvent,
     WhatsAppNumber,
@@ -310,3 +312,21 @@ class WebhookEventAdmin(admin.ModelAdmin):
     @admin.display(description="Payload")
     def body_display(self, event):
         return pretty_json(event.body)
+
+
+# --- Agent workspace ------------------------------------------------------------
+
+
+@admin.register(CannedResponse)
+class CannedResponseAdmin(admin.ModelAdmin):
+    list_display = ("shortcut", "title", "team")
+    list_filter = ("team",)
+    search_fields = ("shortcut", "title", "text")
+
+
+@admin.register(Note)
+class NoteAdmin(admin.ModelAdmin):
+    list_display = ("conversation", "author", "created_at")
+    list_select_related = ("conversation__customer", "conversation__number", "author")
+    raw_id_fields = ("conversation",)
+    readonly_fields = ("created_at",)

@@ -348,6 +348,8 @@ class Conversation(models.Model):
             models.Index(
                 fields=["customer", "number", "-created_at"], name="conv_customer"
             ),
+            # The workspace's "window closing soonest" ordering.
+            models.Index(fields=["last_inbound_at", "id"], name="conv_window"),
         ]
 
     def __str__(self):
@@ -739,3 +741,66 @@ class AccountNotice(models.Model):
 
     def __str__(self):
         return f"{self.kind} {self.event}".strip()
+
+
+# --- Agent workspace ------------------------------------------------------------
+
+
+class Note(models.Model):
+    """A private note agents leave on a conversation; never sent to WhatsApp."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="notes"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="note_thread")
+        ]
+
+    def __str__(self):
+        return f"Note {self.pk} on #{self.conversation_id}"
+
+
+class CannedResponse(models.Model):
+    """A prepared answer agents insert into the composer.
+
+    The text may use {customer_name}, {agent_name} and {number_name}; the
+    composer fills them in for the open conversation.
+    """
+
+    VARIABLES = ("customer_name", "agent_name", "number_name")
+
+    shortcut = models.SlugField(
+        max_length=50, unique=True, help_text="Typed after '/' in the composer"
+    )
+    title = models.CharField(max_length=100)
+    text = models.TextField(
+        help_text="Variables: {customer_name}, {agent_name}, {number_name}"
+    )
+    # Empty: every agent sees it; else only the team's agents (and admins).
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="canned_responses",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["shortcut"]
+
+    def __str__(self):
+        return f"/{self.shortcut}"

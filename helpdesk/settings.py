@@ -82,6 +82,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    # {% partialdef %}: the workspace's fragments, one source of markup.
+    "template_partials",
     "channels",
     "rest_framework",
     "rest_framework.authtoken",
