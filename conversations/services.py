@@ -5,6 +5,7 @@ call these; they receive valid domain values and raise domain errors.
 """
 
 import base64
+import functools
 import hashlib
 import logging
 import mimetypes
@@ -18,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import realtime, tasks
+from . import delivery, realtime, tasks, windows
 from .models import (
     AccountNotice,
     ConsentRecord,
@@ -1099,3 +1100,714 @@ def fail_media(*, message_id: int, reason: str) -> Message | None:
             data={"media": "failed"},
         )
     return message
+
+
+# === Outbound: replies, templates, reactions and their delivery ==================
+# Every send is a `queued` Message row written here, in the caller's
+# transaction; after commit conversations.delivery rings the number's
+# doorbell and a delivery run sends it (see delivery.py for the state
+# machine). Refusals happen here, before any request to Meta.
+
+
+class OutboundError(Exception):
+    """A send refused before any request; `code` is stable for the API."""
+
+    code = "invalid_message"
+    status = 400
+
+    def __init__(self, detail: str, **extra):
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class WindowClosed(OutboundError):
+    code = "window_closed"
+    status = 409
+
+
+class TemplateNotApproved(OutboundError):
+    code = "template_not_approved"
+    status = 422
+
+
+class TemplateParametersInvalid(OutboundError):
+    code = "template_parameters"
+    status = 422
+
+
+class MediaRefused(OutboundError):
+    code = "media_refused"
+    status = 422
+
+
+class NothingToMark(OutboundError):
+    code = "nothing_to_mark"
+    status = 409
+
+
+# Meta's limits, checked before the request (Cloud API checklist item 39).
+TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
+FREE_FORM_TYPES = frozenset(
+    {
+        "text",
+        "image",
+        "audio",
+        "video",
+        "document",
+        "sticker",
+        "interactive",
+        "reaction",
+        "location",
+        "contacts",
+    }
+)
+MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
+# Error codes after which Meta's own state changed for a template or contact.
+_TEMPLATE_STATUS_BY_CODE = {
+    client.TEMPLATE_PAUSED_CODE: MessageTemplate.Status.PAUSED,
+    client.TEMPLATE_DISABLED_CODE: MessageTemplate.Status.DISABLED,
+}
+MARKETING_OPTED_OUT_CODE = 131050
+READ_KEY = "outbound:read:{}"
+TYPING_KEY = "outbound:typing:{}"
+
+
+def approved_templates(number: WhatsAppNumber) -> list[dict]:
+    """What an agent may still send when the window is closed."""
+    return [
+        {"id": t.pk, "name": t.name, "language": t.language, "category": t.category}
+        for t in MessageTemplate.objects.filter(
+            waba_id=number.waba_id, status=MessageTemplate.Status.APPROVED
+        )
+    ]
+
+
+def _check_window(conversation: Conversation, at: datetime) -> None:
+    if not windows.service_window_open(conversation, at):
+        raise WindowClosed(
+            "More than 24 hours have passed since the customer's last message: "
+            "only an approved template can be sent.",
+            templates=approved_templates(conversation.number),
+        )
+
+
+def _check_content(kind: str, content) -> str:
+    """Check a free-form type's object against Meta's limits; its summary text."""
+    if kind not in FREE_FORM_TYPES:
+        raise OutboundError(f"Unknown message type {kind!r}.")
+    if kind == "contacts":
+        if not isinstance(content, list) or not content:
+            raise OutboundError("contacts needs a list of at least one contact.")
+        return ", ".join(
+            str((c.get("name") or {}).get("formatted_name", "")) for c in content
+        )
+    if not isinstance(content, dict):
+        raise OutboundError(f"{kind} needs an object.")
+    if kind == "text":
+        body = content.get("body", "")
+        if not isinstance(body, str) or not body.strip():
+            raise OutboundError("A text message needs a body.")
+        if len(body) > TEXT_LIMIT:
+            raise OutboundError(f"Text is limited to {TEXT_LIMIT} characters.")
+        return body
+    if kind in MEDIA_TYPES:
+        if bool(content.get("id")) == bool(content.get("link")):
+            raise MediaRefused("Media needs exactly one of an uploaded id or a link.")
+        link = content.get("link", "")
+        if link and not str(link).startswith("https://"):
+            raise MediaRefused("Media links must be HTTPS URLs.")
+        caption = content.get("caption", "")
+        if caption and kind not in {"image", "video", "document"}:
+            raise MediaRefused(f"{kind} messages cannot have a caption.")
+        if len(caption) > CAPTION_LIMIT:
+            raise MediaRefused(f"Captions are limited to {CAPTION_LIMIT} characters.")
+        return caption or content.get("filename", "") or kind
+    if kind == "interactive":
+        return _check_interactive(content)
+    if kind == "location":
+        try:
+            float(content["latitude"])
+            float(content["longitude"])
+        except (KeyError, TypeError, ValueError):
+            raise OutboundError("A location needs a latitude and longitude.") from None
+        return content.get("name", "") or "Location"
+    if kind == "reaction":
+        return content.get("emoji", "")
+    return kind
+
+
+def _check_interactive(content: dict) -> str:
+    body = (content.get("body") or {}).get("text", "")
+    action = content.get("action") or {}
+    if content.get("type") == "button":
+        buttons = action.get("buttons") or []
+        if not 1 <= len(buttons) <= 3:
+            raise OutboundError("Reply buttons: between 1 and 3 buttons.")
+        titles = [(b.get("reply") or {}).get("title", "") for b in buttons]
+        if any(not t or len(t) > 20 for t in titles) or len(set(titles)) != len(titles):
+            raise OutboundError("Button titles: unique, 1 to 20 characters.")
+        if not body or len(body) > 1024:
+            raise OutboundError("Reply buttons need a body of up to 1024 characters.")
+    elif content.get("type") == "list":
+        rows = [
+            row for s in action.get("sections") or [] for row in s.get("rows") or []
+        ]
+        if not 1 <= len(rows) <= 10:
+            raise OutboundError("A list has between 1 and 10 rows in total.")
+        if len(action.get("sections") or []) > 10:
+            raise OutboundError("A list has at most 10 sections.")
+        if any(len(row.get("title", "")) > 24 or not row.get("id") for row in rows):
+            raise OutboundError("List rows need an id and a title of up to 24 chars.")
+        if not action.get("button") or len(action["button"]) > 20:
+            raise OutboundError("A list needs a button label of up to 20 chars.")
+        if not body or len(body) > TEXT_LIMIT:
+            raise OutboundError("A list needs a body of up to 4096 characters.")
+    elif content.get("type") not in {"cta_url", "flow", "location_request_message"}:
+        raise OutboundError("Unknown interactive type.")
+    return body
+
+
+def _queue_message(
+    *,
+    conversation: Conversation,
+    kind: str,
+    payload,
+    text: str,
+    sender=None,
+    reply_to: Message | None = None,
+    template: MessageTemplate | None = None,
+) -> Message:
+    now = timezone.now()
+    opens_free_entry_point = windows.opens_free_entry_point(conversation, now)
+    message = Message.objects.create(
+        conversation=conversation,
+        direction=Message.Direction.OUTBOUND,
+        type=kind,
+        text=text,
+        payload=payload,
+        status=Message.Status.QUEUED,
+        timestamp=now,
+        reply_to=reply_to,
+        context_wamid=(reply_to.wamid or "") if reply_to else "",
+        sender=sender,
+        template=template,
+    )
+    _touch_conversation(conversation, message, inbound=False)
+    rows = Conversation.objects.filter(pk=conversation.pk)
+    if sender is not None:
+        rows.filter(first_response_at__isnull=True).update(first_response_at=now)
+    if opens_free_entry_point:
+        expires = windows.free_entry_point_expiry(now)
+        rows.filter(free_entry_point_expires_at__isnull=True).update(
+            free_entry_point_expires_at=expires
+        )
+        conversation.free_entry_point_expires_at = expires
+    realtime.publish(
+        realtime.MESSAGE_CREATED,
+        conversation=conversation,
+        message=message,
+        data={"status": message.status},
+    )
+    transaction.on_commit(
+        functools.partial(delivery.ring, conversation.number_id), robust=True
+    )
+    return message
+
+
+@transaction.atomic
+def send_reply(
+    *,
+    conversation: Conversation,
+    kind: str,
+    content,
+    sender=None,
+    reply_to: Message | None = None,
+    at: datetime | None = None,
+) -> Message:
+    """Queue a free-form reply (text, media, interactive, location, contacts).
+
+    `content` is the type's object in Meta's shape ({"body": ...} for text).
+    Refused with WindowClosed outside the customer service window.
+    """
+    if kind == "reaction":
+        raise OutboundError("Use react() for reactions.")
+    text = _check_content(kind, content)
+    _check_window(conversation, at or timezone.now())
+    if reply_to is not None and reply_to.conversation_id != conversation.pk:
+        raise OutboundError("reply_to must be a message of this conversation.")
+    return _queue_message(
+        conversation=conversation,
+        kind=kind,
+        payload=content,
+        text=text,
+        sender=sender,
+        reply_to=reply_to,
+    )
+
+
+@transaction.atomic
+def react(
+    *, message: Message, emoji: str, sender=None, at: datetime | None = None
+) -> Message:
+    """React to a message with an emoji; an empty emoji removes the reaction."""
+    conversation = message.conversation
+    if not message.wamid:
+        raise OutboundError("Only a message WhatsApp knows can get a reaction.")
+    if message.type == "reaction":
+        raise OutboundError("A reaction cannot be reacted to.")
+    _check_window(conversation, at or timezone.now())
+    Reaction.objects.update_or_create(
+        message=message,
+        direction=Message.Direction.OUTBOUND,
+        defaults={"emoji": emoji, "reacted_at": timezone.now(), "agent": sender},
+    )
+    return _queue_message(
+        conversation=conversation,
+        kind="reaction",
+        payload={"message_id": message.wamid, "emoji": emoji},
+        text=emoji,
+        sender=sender,
+    )
+
+
+def _template_components(template: MessageTemplate) -> dict[str, dict]:
+    return {
+        str(component.get("type", "")).upper(): component
+        for component in template.components or []
+    }
+
+
+def _placeholders(text: str) -> list[str]:
+    return re.findall(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}", text or "")
+
+
+def template_components(template: MessageTemplate, parameters: dict) -> list[dict]:
+    """Check a template send's parameters; Meta's components[] for it.
+
+    parameters: {"header": "text" | {"image"|"video"|"document": {"link"|"id",
+    "filename"}} | {"location": {...}}, "body": [positional...] |
+    {name: value}, "buttons": [{"index": 0, "type": "url", "text": "..."} |
+    {"index": 1, "type": "quick_reply", "payload": "..."}]}.
+    """
+    stored = _template_components(template)
+    components: list[dict] = []
+    header = stored.get("HEADER")
+    given_header = parameters.get("header")
+    if header is not None:
+        kind = str(header.get("format", "TEXT")).lower()
+        if kind == "text":
+            names = _placeholders(header.get("text", ""))
+            if names:
+                if not isinstance(given_header, str) or not given_header:
+                    raise TemplateParametersInvalid("header: needs 1 text parameter")
+                components.append(
+                    {
+                        "type": "header",
+                        "parameters": [
+                            _text_parameter(given_header, names[0], template)
+                        ],
+                    }
+                )
+            elif given_header:
+                raise TemplateParametersInvalid("header: takes no parameter")
+        else:
+            media = (
+                (given_header or {}).get(kind)
+                if isinstance(given_header, dict)
+                else None
+            )
+            if not isinstance(media, dict):
+                raise TemplateParametersInvalid(f"header: needs a {kind} parameter")
+            if kind in {"image", "video", "document"}:
+                if bool(media.get("id")) == bool(media.get("link")):
+                    raise TemplateParametersInvalid(
+                        f"header: the {kind} needs exactly one of an id or a link"
+                    )
+                media = {
+                    k: v for k, v in media.items() if k in {"id", "link", "filename"}
+                }
+                if kind == "document":
+                    name = (
+                        media.get("filename")
+                        or str(media.get("link", "")).split("?")[0]
+                    )
+                    if media.get("link") and not name.lower().endswith(".pdf"):
+                        raise TemplateParametersInvalid(
+                            "header: template documents must be PDFs"
+                        )
+                else:
+                    media.pop("filename", None)
+            components.append(
+                {"type": "header", "parameters": [{"type": kind, kind: media}]}
+            )
+    elif given_header:
+        raise TemplateParametersInvalid("header: this template has no header")
+    body = stored.get("BODY")
+    names = _placeholders((body or {}).get("text", ""))
+    given_body = parameters.get("body") or []
+    named = str(template.components and _parameter_format(template)) == "NAMED"
+    if named:
+        if not isinstance(given_body, dict):
+            raise TemplateParametersInvalid("body: named parameters are needed")
+        missing = sorted(set(names) - set(given_body))
+        extra = sorted(set(given_body) - set(names))
+        if missing or extra:
+            raise TemplateParametersInvalid(
+                f"body: missing {', '.join(missing) or 'none'}; "
+                f"unknown {', '.join(extra) or 'none'}"
+            )
+        values = [(name, given_body[name]) for name in names]
+    else:
+        if not isinstance(given_body, list):
+            raise TemplateParametersInvalid("body: a list of positional parameters")
+        if len(given_body) != len(names):
+            raise TemplateParametersInvalid(
+                f"body: {len(names)} parameters expected, {len(given_body)} given"
+            )
+        values = list(zip(names, given_body, strict=True))
+    if any(value in (None, "") for _, value in values):
+        raise TemplateParametersInvalid("body: parameters may not be empty")
+    if values:
+        components.append(
+            {
+                "type": "body",
+                "parameters": [
+                    _text_parameter(str(value), name, template)
+                    for name, value in values
+                ],
+            }
+        )
+    buttons = (stored.get("BUTTONS") or {}).get("buttons") or []
+    given_buttons = {
+        int(b.get("index", -1)): b for b in parameters.get("buttons") or []
+    }
+    for index in given_buttons:
+        if not 0 <= index < len(buttons):
+            raise TemplateParametersInvalid(f"buttons: there is no button {index}")
+    for index, button in enumerate(buttons):
+        kind = str(button.get("type", "")).upper()
+        given = given_buttons.get(index)
+        if kind == "URL" and _placeholders(button.get("url", "")):
+            if not given or not given.get("text"):
+                raise TemplateParametersInvalid(
+                    f"buttons: button {index} needs its URL suffix"
+                )
+            components.append(
+                {
+                    "type": "button",
+                    "sub_type": "url",
+                    "index": str(index),
+                    "parameters": [{"type": "text", "text": str(given["text"])}],
+                }
+            )
+        elif kind == "QUICK_REPLY" and given and given.get("payload"):
+            components.append(
+                {
+                    "type": "button",
+                    "sub_type": "quick_reply",
+                    "index": str(index),
+                    "parameters": [
+                        {"type": "payload", "payload": str(given["payload"])}
+                    ],
+                }
+            )
+        elif given and kind not in {"URL", "QUICK_REPLY"}:
+            raise TemplateParametersInvalid(f"buttons: button {index} takes no value")
+    return components
+
+
+def _parameter_format(template: MessageTemplate) -> str:
+    # Meta lists parameter_format next to components; sync_templates keeps it
+    # as a pseudo-component so the model needs no new column.
+    for component in template.components or []:
+        if component.get("type") == "PARAMETER_FORMAT":
+            return str(component.get("value", "POSITIONAL")).upper()
+    return "POSITIONAL"
+
+
+def _text_parameter(value: str, name: str, template: MessageTemplate) -> dict:
+    parameter = {"type": "text", "text": value}
+    if _parameter_format(template) == "NAMED":
+        parameter["parameter_name"] = name
+    return parameter
+
+
+@transaction.atomic
+def send_template(
+    *,
+    conversation: Conversation,
+    template: MessageTemplate,
+    parameters: dict | None = None,
+    sender=None,
+) -> Message:
+    """Queue an approved template with every parameter it defines filled in."""
+    if template.status != MessageTemplate.Status.APPROVED:
+        raise TemplateNotApproved(
+            f"Template {template.name} ({template.language}) is {template.status}, "
+            "not approved."
+        )
+    if template.waba_id != conversation.number.waba_id:
+        raise TemplateNotApproved("That template belongs to another account.")
+    components = template_components(template, parameters or {})
+    payload = {
+        "name": template.name,
+        "language": {"code": template.language, "policy": "deterministic"},
+        "components": components,
+    }
+    body = _template_components(template).get("BODY") or {}
+    return _queue_message(
+        conversation=conversation,
+        kind="template",
+        payload=payload,
+        text=_render_template_text(body.get("text", ""), components),
+        sender=sender,
+        template=template,
+    )
+
+
+def _render_template_text(text: str, components: list[dict]) -> str:
+    values = [
+        p.get("text", "")
+        for c in components
+        if c["type"] == "body"
+        for p in c.get("parameters", [])
+    ]
+    names = _placeholders(text)
+    for name, value in zip(names, values, strict=False):
+        text = re.sub(r"\{\{\s*" + re.escape(name) + r"\s*\}\}", value, text)
+    return text
+
+
+@transaction.atomic
+def resend_message(*, message: Message, sender=None) -> Message:
+    """An agent's explicit resend of an `unknown` or `failed` send, as a new message.
+
+    The old row stays as it is: a late status may still settle it, and the
+    timeline shows both.
+    """
+    if message.direction != Message.Direction.OUTBOUND or message.status not in {
+        Message.Status.UNKNOWN,
+        Message.Status.FAILED,
+    }:
+        raise OutboundError("Only an unknown or failed send can be resent.")
+    conversation = message.conversation
+    if message.type != "template":
+        _check_window(conversation, timezone.now())
+    return _queue_message(
+        conversation=conversation,
+        kind=message.type,
+        payload=message.payload,
+        text=message.text,
+        sender=sender,
+        reply_to=message.reply_to,
+        template=message.template,
+    )
+
+
+def upload_media(
+    *, number: WhatsAppNumber, kind: str, data: bytes, mime_type: str, filename: str
+) -> str:
+    """Upload a file to Meta for this number after Meta's checks; its media id."""
+    try:
+        client.check_media(kind, mime_type, len(data))
+    except ValueError as error:
+        raise MediaRefused(str(error)) from None
+    return client.upload_media(number, data, mime_type, filename, kind=kind)
+
+
+def mark_read(*, conversation: Conversation) -> Message | None:
+    """Mark the customer's newest message read (once per batch, not per message)."""
+    newest = (
+        conversation.messages.filter(
+            direction=Message.Direction.INBOUND, wamid__isnull=False
+        )
+        .order_by("-timestamp", "-id")
+        .first()
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(unread_count=0)
+    if newest is None:
+        return None
+    try:
+        fresh = delivery.ratelimit.connection().set(
+            READ_KEY.format(conversation.pk), newest.wamid, get=True, ex=86400 * 30
+        )
+    except Exception:
+        logger.warning("Read marker for conversation %s unknown", conversation.pk)
+        fresh = None
+    if fresh is not None and fresh.decode() == newest.wamid:
+        return None
+    transaction.on_commit(
+        functools.partial(tasks.send_read_receipt.delay, newest.pk), robust=True
+    )
+    return newest
+
+
+def send_read_receipt(*, message_id: int) -> bool:
+    message = Message.objects.select_related("conversation__number").get(pk=message_id)
+    return client.mark_read(message.conversation.number, message.wamid)
+
+
+def send_typing_indicator(*, conversation: Conversation) -> bool:
+    """Show "typing…" to the customer, at most once per 20 s per conversation."""
+    newest = (
+        conversation.messages.filter(
+            direction=Message.Direction.INBOUND, wamid__isnull=False
+        )
+        .order_by("-timestamp", "-id")
+        .first()
+    )
+    if newest is None or not windows.service_window_open(conversation):
+        return False
+    try:
+        first = delivery.ratelimit.connection().set(
+            TYPING_KEY.format(conversation.pk),
+            "1",
+            nx=True,
+            px=int(settings.WHATSAPP_TYPING_INTERVAL * 1000),
+        )
+    except Exception:
+        logger.warning("Typing indicator for conversation %s skipped", conversation.pk)
+        return False
+    if not first:
+        return False
+    transaction.on_commit(
+        functools.partial(tasks.send_typing.delay, newest.pk), robust=True
+    )
+    return True
+
+
+def send_typing(*, message_id: int) -> bool:
+    message = Message.objects.select_related("conversation__number").get(pk=message_id)
+    return client.send_typing_indicator(message.conversation.number, message.wamid)
+
+
+def deliver_messages(*, number_id: int) -> "delivery.RunStats":
+    """Send a number's due messages (a delivery run; see delivery.py)."""
+    return delivery.run(number_id)
+
+
+def deliver_message(*, message_id: int) -> None:
+    """Make sure a queued message's number has a delivery run coming."""
+    number_id = (
+        Message.objects.filter(pk=message_id)
+        .values_list("conversation__number_id", flat=True)
+        .first()
+    )
+    if number_id is not None:
+        delivery.ring(number_id)
+
+
+def sweep_deliveries() -> dict:
+    """Turn dead workers' sends `unknown` and re-queue due sends."""
+    return delivery.sweep()
+
+
+@transaction.atomic
+def pause_sending(*, number: WhatsAppNumber, error: dict | None) -> bool:
+    """Stop every send of a number until an admin resumes it; tell the admins."""
+    code = (error or {}).get("code")
+    reason = (
+        f"Meta error {code}: {(error or {}).get('title') or ''} "
+        f"{(error or {}).get('details') or ''}"
+    ).strip()
+    now = timezone.now()
+    paused = WhatsAppNumber.objects.filter(pk=number.pk, sending_paused=False).update(
+        sending_paused=True,
+        sending_paused_reason=reason,
+        sending_paused_since=now,
+        updated_at=now,
+    )
+    if paused:
+        AccountNotice.objects.create(
+            kind="sending_paused",
+            event=str(code or ""),
+            waba_id=number.waba_id,
+            number=number,
+            summary=f"Sending from {number} is paused: {reason}. "
+            "Fix the cause (e.g. a new access token), then resume sending.",
+            raw=error or {},
+            occurred_at=now,
+        )
+        logger.error("Sending from number %s paused: %s", number.pk, reason)
+    return bool(paused)
+
+
+def resume_sending(*, number: WhatsAppNumber) -> None:
+    """An admin fixed the cause: queued sends of the number go out again."""
+    WhatsAppNumber.objects.filter(pk=number.pk).update(
+        sending_paused=False,
+        sending_paused_reason="",
+        sending_paused_since=None,
+        updated_at=timezone.now(),
+    )
+    transaction.on_commit(functools.partial(delivery.ring, number.pk), robust=True)
+
+
+def handle_send_error(*, message_id: int, code: int | None) -> None:
+    """Mirror what a permanent send error says about a template or a contact."""
+    message = Message.objects.select_related("template", "conversation").get(
+        pk=message_id
+    )
+    if code in _TEMPLATE_STATUS_BY_CODE and message.template_id:
+        MessageTemplate.objects.filter(pk=message.template_id).update(
+            status=_TEMPLATE_STATUS_BY_CODE[code],
+            status_reason=f"Meta answered {code} to a send",
+        )
+    elif code == MARKETING_OPTED_OUT_CODE:
+        ConsentRecord.objects.create(
+            customer_id=message.conversation.customer_id,
+            purpose=ConsentRecord.Purpose.MARKETING,
+            status=ConsentRecord.Status.OPT_OUT,
+            source=ConsentRecord.Source.META_ERROR,
+            wording="WhatsApp reported that the customer stopped marketing messages.",
+        )
+
+
+def sync_templates(*, number: WhatsAppNumber | None = None) -> int:
+    """Mirror the message templates of every WABA (or one number's); how many."""
+    numbers = (
+        [number] if number else list(WhatsAppNumber.objects.filter(is_active=True))
+    )
+    synced = 0
+    seen_wabas: set[str] = set()
+    for source in numbers:
+        if source.waba_id in seen_wabas:
+            continue
+        seen_wabas.add(source.waba_id)
+        now = timezone.now()
+        kept = []
+        for item in client.list_templates(source):
+            components = list(item.get("components") or [])
+            components.append(
+                {
+                    "type": "PARAMETER_FORMAT",
+                    "value": str(item.get("parameter_format", "POSITIONAL")).upper(),
+                }
+            )
+            category = str(item.get("category", "UTILITY")).upper()
+            row, _ = MessageTemplate.objects.update_or_create(
+                waba_id=source.waba_id,
+                name=item["name"],
+                language=item.get("language", ""),
+                defaults={
+                    "template_id": str(item.get("id", "")),
+                    "category": category,
+                    "status": str(item.get("status", "PENDING")).upper(),
+                    "components": components,
+                    "status_reason": str(
+                        item.get("rejected_reason") or item.get("status_reason") or ""
+                    ).replace("NONE", ""),
+                    "synced_at": now,
+                },
+            )
+            kept.append(row.pk)
+            synced += 1
+        MessageTemplate.objects.filter(waba_id=source.waba_id).exclude(
+            pk__in=kept
+        ).update(status=MessageTemplate.Status.DELETED, synced_at=now)
+    return synced
+
+
+# === End of outbound ============================================================

@@ -14,7 +14,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import services
-from .models import Message, WebhookEvent
+from .models import Message, WebhookEvent, WhatsAppNumber
+from .whatsapp import client
 
 logger = logging.getLogger(__name__)
 
@@ -134,3 +135,60 @@ def sweep_media_downloads() -> int:
     for message_id in ids:
         download_media.delay(message_id)
     return len(ids)
+
+
+# --- Outbound: delivery, read receipts, typing, templates --------------------------
+
+
+@shared_task(name="conversations.tasks.deliver_messages", ignore_result=True)
+def deliver_messages(number_id: int) -> None:
+    """A delivery run for one number (services.deliver_messages).
+
+    The rows are the state: a run that dies leaves `sending` rows whose lease
+    the sweeper expires, never a blind resend; so no Celery retry here.
+    """
+    services.deliver_messages(number_id=number_id)
+
+
+@shared_task(name="conversations.tasks.deliver_message", ignore_result=True)
+def deliver_message(message_id: int) -> None:
+    services.deliver_message(message_id=message_id)
+
+
+@shared_task(name="conversations.tasks.sweep_deliveries", ignore_result=True)
+def sweep_deliveries() -> dict:
+    return services.sweep_deliveries()
+
+
+@shared_task(
+    name="conversations.tasks.send_read_receipt",
+    bind=True,
+    max_retries=3,
+    ignore_result=True,
+)
+def send_read_receipt(self, message_id: int) -> None:
+    """Mark a customer's message read; transient Graph errors retry."""
+    try:
+        services.send_read_receipt(message_id=message_id)
+    except client.GraphAPIError as exc:
+        if exc.retryable and self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        logger.warning("Read receipt for message %s not sent: %s", message_id, exc)
+    except client.AcceptedButUnknown:
+        # Marking read twice is harmless, but a late one is pointless.
+        logger.warning("Read receipt for message %s unanswered", message_id)
+
+
+@shared_task(name="conversations.tasks.send_typing", ignore_result=True)
+def send_typing(message_id: int) -> None:
+    """Typing indicators are best effort: a late one would mislead."""
+    try:
+        services.send_typing(message_id=message_id)
+    except (client.GraphAPIError, client.AcceptedButUnknown) as exc:
+        logger.info("Typing indicator for message %s not sent: %s", message_id, exc)
+
+
+@shared_task(name="conversations.tasks.sync_templates", ignore_result=True)
+def sync_templates(number_id: int | None = None) -> int:
+    number = WhatsAppNumber.objects.get(pk=number_id) if number_id else None
+    return services.sync_templates(number=number)

@@ -265,6 +265,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.sweep_media_downloads",
         "schedule": 300.0,
     },
+    # Outbound: re-queues due retries and turns sends whose worker died
+    # (lease expired) into `unknown`.
+    "sweep-deliveries": {
+        "task": "conversations.tasks.sweep_deliveries",
+        "schedule": env_float("DELIVERY_SWEEP_SECONDS", 2.0),
+    },
+    "sync-templates": {
+        "task": "conversations.tasks.sync_templates",
+        "schedule": env_float("TEMPLATE_SYNC_SECONDS", 3600.0),
+    },
 }
 
 # --- WhatsApp Cloud API -----------------------------------------------------

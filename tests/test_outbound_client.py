@@ -5,7 +5,13 @@ import hashlib
 import pytest
 
 from conversations.whatsapp import client
-from tests.outbound_support import graph_sandbox, sandbox_number, sends  # noqa: F401
+from tests.outbound_support import (  # noqa: F401
+    clean_redis,
+    graph_sandbox,
+    receiver,
+    sandbox_number,
+    sends,
+)
 
 CUSTOMER = "4917012345678"
 PDF = b"%PDF-1.4 boarding pass"

@@ -1,0 +1,542 @@
+"""The outbound delivery engine: a state machine stored in Message rows.
+
+    queued ──claim──▶ sending ──200──────────▶ sent (wamid stored, parked
+      ▲                  │                          statuses applied)
+      │                  ├─ retryable error ──▶ queued, next_attempt_at later
+      │                  ├─ permanent error ──▶ failed (code and details)
+      │                  ├─ no answer ────────▶ unknown (never resent blindly)
+      │                  └─ number stopped ───▶ queued, number paused
+      └── limiter says wait (not an attempt) ◀┘
+
+A send is a ``queued`` row written in the transaction of the action that
+created it; after commit a doorbell queues one Celery task per *number*
+(``tasks.deliver_messages``), not one per message. The task's run claims due
+rows in batches (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any
+number of workers share the work), marks them ``sending`` with a lease and
+commits *before* any request. A thread pool then makes the requests: Meta
+is ~100 ms away, so reaching 1,000 messages/s takes ~100 requests in flight,
+which one Celery task per message in a few prefork processes cannot do
+(perf-limits.md: ~490 no-op tasks/s per worker). The threads touch no
+database; the run's own thread writes their outcomes in bulk.
+
+Messages to the same customer in one batch go through one thread, in order.
+Before each request a thread takes the customer's pair-rate slot and the
+number's per-second slot from Redis (conversations.ratelimit), shared by all
+workers. A ``sending`` row whose worker died keeps its lease; the sweeper
+turns it ``unknown`` when the lease runs out, and its status webhook (which
+names our message id in biz_opaque_callback_data) settles it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, F, Min, Q, Value, When
+from django.utils import timezone
+
+from . import ratelimit, realtime, services, tasks
+from .models import Message, ParkedStatus, WhatsAppNumber
+from .whatsapp import client
+
+logger = logging.getLogger(__name__)
+
+DOORBELL_KEY = "outbound:doorbell:{}"
+# A doorbell nobody answered (a lost task) rings again after this long.
+DOORBELL_TTL = 30
+# When a limiter cannot be asked (Redis down), try again after this long.
+LIMITER_DOWN_DELAY = 5.0
+# A run with nothing due waits in place for work due within this many seconds.
+IDLE_WAIT = 3.0
+
+SENT = "sent"
+RETRY = "retry"
+DEFER = "defer"
+FAILED = "failed"
+UNKNOWN = "unknown"
+STOP = "stop"
+
+
+@dataclass(frozen=True)
+class Job:
+    message_id: int
+    recipient: str
+    body: dict
+    attempts: int
+
+
+@dataclass
+class Outcome:
+    job: Job
+    kind: str
+    result: client.SendResult | None = None
+    error: dict | None = None
+    code: int | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class RunStats:
+    claimed: int = 0
+    outcomes: dict = field(default_factory=lambda: defaultdict(int))
+
+
+# --- Doorbell -------------------------------------------------------------------
+
+
+def ring(number_id: int) -> None:
+    """Queue a delivery run for the number unless one is already queued.
+
+    Called after commit. The key is cleared by a run before each claim, so a
+    message committed while a run is going is either seen by its next claim
+    or rings again. A lost task is covered by the key's expiry and the
+    sweeper.
+    """
+    try:
+        fresh = ratelimit.connection().set(
+            DOORBELL_KEY.format(number_id), "1", nx=True, ex=DOORBELL_TTL
+        )
+    except redis.RedisError:
+        logger.warning("Doorbell for number %s not rung; the sweeper will", number_id)
+        return
+    if fresh:
+        try:
+            tasks.deliver_messages.delay(number_id)
+        except Exception:
+            logger.warning("Delivery of number %s not queued", number_id, exc_info=True)
+
+
+def _clear_doorbell(number_id: int) -> None:
+    try:
+        ratelimit.connection().delete(DOORBELL_KEY.format(number_id))
+    except redis.RedisError:
+        logger.warning("Doorbell of number %s not cleared", number_id)
+
+
+# --- Thread pool ----------------------------------------------------------------
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(
+                    max_workers=settings.WHATSAPP_DELIVERY_CONCURRENCY,
+                    thread_name_prefix="deliver",
+                )
+    return _executor
+
+
+def _forget_after_fork() -> None:
+    # Threads and sockets do not survive fork(): a prefork child builds its own.
+    global _executor
+    _executor = None
+    client._session = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# --- Backoff ----------------------------------------------------------------------
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next try: exponential, capped, with jitter."""
+    ceiling = min(
+        settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
+        settings.WHATSAPP_DELIVERY_BACKOFF_BASE * 2 ** max(0, attempts - 1),
+    )
+    # Jitter spreads retries of a burst that failed together.
+    return ceiling * (0.5 + random.random() / 2)  # noqa: S311
+
+
+def pair_backoff(attempts: int) -> float:
+    """Meta's schedule for 131056: 1, 4, 16, ... seconds (4^X), with jitter."""
+    ceiling = min(settings.WHATSAPP_DELIVERY_BACKOFF_MAX, 4 ** max(0, attempts - 1))
+    return ceiling * (1 + random.random() / 4)  # noqa: S311
+
+
+# --- The threads: requests only, no database --------------------------------------
+
+
+def _send_group(number, jobs: list[Job], outcomes: queue.Queue, stop: threading.Event):
+    """Send one customer's jobs in order; put one Outcome per job."""
+    held_for = 0.0
+    for job in jobs:
+        if stop.is_set():
+            outcomes.put(Outcome(job, DEFER, delay=0.0))
+            continue
+        if held_for:
+            # An earlier message to this customer waits: keep the order.
+            outcomes.put(Outcome(job, DEFER, delay=held_for))
+            continue
+        try:
+            wait = ratelimit.acquire_pair(number.phone_number_id, job.recipient)
+            if wait > 0:
+                held_for = wait
+                outcomes.put(Outcome(job, DEFER, delay=wait))
+                continue
+            while (
+                wait := ratelimit.acquire_number(
+                    number.phone_number_id, number.throughput
+                )
+            ) > 0:
+                time.sleep(min(wait, 1.0))
+        except redis.RedisError:
+            logger.warning("Rate limiter unavailable; message %s waits", job.message_id)
+            outcomes.put(Outcome(job, DEFER, delay=LIMITER_DOWN_DELAY))
+            continue
+        outcome = _send_one(number, job)
+        if outcome.code == client.PAIR_RATE_CODE:
+            held_for = outcome.delay
+            try:
+                ratelimit.penalize_pair(number.phone_number_id, job.recipient, held_for)
+            except redis.RedisError:
+                logger.warning("Pair limiter not told about 131056")
+        elif outcome.kind == STOP:
+            stop.set()
+        outcomes.put(outcome)
+
+
+def _send_one(number, job: Job) -> Outcome:
+    try:
+        result = client.send_message(number, job.body)
+    except client.AcceptedButUnknown as error:
+        return Outcome(job, UNKNOWN, error=error.as_dict())
+    except client.GraphAPIError as error:
+        return _classify(job, error)
+    except Exception as error:
+        # Anything unexpected after the request may have gone out: do not
+        # resend blindly.
+        logger.exception("Send of message %s ended unexpectedly", job.message_id)
+        return Outcome(
+            job,
+            UNKNOWN,
+            error={"code": None, "title": "Unexpected error", "details": str(error)},
+        )
+    return Outcome(job, SENT, result=result)
+
+
+def _classify(job: Job, error: client.GraphAPIError) -> Outcome:
+    details = error.as_dict()
+    if error.stops_number:
+        return Outcome(job, STOP, error=details, code=error.code)
+    if error.code == client.PAIR_RATE_CODE:
+        return Outcome(
+            job, RETRY, error=details, code=error.code, delay=pair_backoff(job.attempts)
+        )
+    if error.retryable:
+        if job.attempts >= settings.WHATSAPP_DELIVERY_MAX_ATTEMPTS:
+            return Outcome(job, FAILED, error=details, code=error.code)
+        return Outcome(
+            job, RETRY, error=details, code=error.code, delay=backoff(job.attempts)
+        )
+    return Outcome(job, FAILED, error=details, code=error.code)
+
+
+# --- The run: claims and bookkeeping, in the task's thread --------------------------
+
+
+def recipient_of(message: Message) -> str:
+    customer = message.conversation.customer
+    return customer.wa_id or customer.user_id
+
+
+def request_body(message: Message) -> dict:
+    """The JSON a message is sent as (Message.payload is the type's object)."""
+    customer = message.conversation.customer
+    to = f"+{customer.wa_id}" if customer.wa_id else customer.user_id
+    return client.build_message(
+        to=to,
+        type=message.type,
+        content=message.payload,
+        context_message_id=message.context_wamid,
+        callback_data=str(message.pk),
+    )
+
+
+def _due(number_id: int, now):
+    return Message.objects.filter(
+        direction=Message.Direction.OUTBOUND,
+        status=Message.Status.QUEUED,
+        conversation__number_id=number_id,
+    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+
+
+def claim(number: WhatsAppNumber, limit: int) -> list[Job]:
+    """Move up to `limit` due messages to `sending`; commit before any request."""
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            _due(number.pk, now)
+            .order_by("id")
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("id", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        lease = now + timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS)
+        Message.objects.filter(pk__in=ids).update(
+            status=Message.Status.SENDING,
+            attempts=F("attempts") + 1,
+            next_attempt_at=lease,
+            updated_at=now,
+        )
+        messages = list(
+            Message.objects.filter(pk__in=ids)
+            .select_related("conversation__customer")
+            .order_by("id")
+        )
+        realtime.publish_many(realtime.MESSAGE_UPDATED, messages=messages)
+    return [
+        Job(
+            message_id=message.pk,
+            recipient=recipient_of(message),
+            body=request_body(message),
+            attempts=message.attempts,
+        )
+        for message in messages
+    ]
+
+
+def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
+    """Write what the threads learnt; publish every status change."""
+    now = timezone.now()
+    by_kind: dict[str, list[Outcome]] = defaultdict(list)
+    for outcome in outcomes:
+        by_kind[outcome.kind].append(outcome)
+    changed: list[int] = []
+    wamids: list[str] = []
+    with transaction.atomic():
+        sent = {o.job.message_id: o for o in by_kind[SENT]}
+        if sent:
+            moving = list(
+                Message.objects.filter(
+                    pk__in=sent,
+                    status__in=[Message.Status.SENDING, Message.Status.UNKNOWN],
+                ).values_list("pk", flat=True)
+            )
+            wamid_case = Case(
+                *[When(pk=pk, then=Value(o.result.wamid)) for pk, o in sent.items()]
+            )
+            if moving:
+                Message.objects.filter(pk__in=moving).update(
+                    status=Message.Status.SENT,
+                    wamid=wamid_case,
+                    sent_at=now,
+                    next_attempt_at=None,
+                    error=None,
+                    updated_at=now,
+                )
+                changed += moving
+            # A status webhook (matched by our id) may have moved it already.
+            Message.objects.filter(
+                pk__in=set(sent) - set(moving), wamid__isnull=True
+            ).update(wamid=wamid_case, updated_at=now)
+            wamids = [o.result.wamid for o in sent.values()]
+        unknown = [o.job.message_id for o in by_kind[UNKNOWN]]
+        if unknown:
+            for outcome in by_kind[UNKNOWN]:
+                if Message.objects.filter(
+                    pk=outcome.job.message_id, status=Message.Status.SENDING
+                ).update(
+                    status=Message.Status.UNKNOWN,
+                    error=outcome.error,
+                    next_attempt_at=None,
+                    updated_at=now,
+                ):
+                    changed.append(outcome.job.message_id)
+        for outcome in by_kind[RETRY] + by_kind[DEFER] + by_kind[STOP]:
+            values = {
+                "status": Message.Status.QUEUED,
+                "next_attempt_at": now + timedelta(seconds=outcome.delay),
+                "updated_at": now,
+            }
+            if outcome.kind == RETRY:
+                values["error"] = outcome.error
+            else:
+                # Nothing was tried: the attempt does not count.
+                values["attempts"] = F("attempts") - 1
+            if Message.objects.filter(
+                pk=outcome.job.message_id, status=Message.Status.SENDING
+            ).update(**values):
+                changed.append(outcome.job.message_id)
+        for outcome in by_kind[FAILED]:
+            if Message.objects.filter(
+                pk=outcome.job.message_id, status=Message.Status.SENDING
+            ).update(
+                status=Message.Status.FAILED,
+                error=outcome.error,
+                failed_at=now,
+                next_attempt_at=None,
+                updated_at=now,
+            ):
+                changed.append(outcome.job.message_id)
+        if by_kind[STOP]:
+            services.pause_sending(number=number, error=by_kind[STOP][0].error)
+        if changed:
+            realtime.publish_many(
+                realtime.MESSAGE_UPDATED,
+                messages=list(
+                    Message.objects.filter(pk__in=changed).select_related(
+                        "conversation"
+                    )
+                ),
+            )
+    for outcome in by_kind[FAILED]:
+        services.handle_send_error(message_id=outcome.job.message_id, code=outcome.code)
+    if wamids:
+        parked = set(
+            ParkedStatus.objects.filter(wamid__in=wamids).values_list(
+                "wamid", flat=True
+            )
+        )
+        for message in Message.objects.filter(wamid__in=parked):
+            services.apply_parked_statuses(message)
+
+
+def next_due_in(number_id: int) -> float | None:
+    """Seconds until the number's next queued message is due (None: none)."""
+    earliest = Message.objects.filter(
+        direction=Message.Direction.OUTBOUND,
+        status=Message.Status.QUEUED,
+        conversation__number_id=number_id,
+    ).aggregate(at=Min("next_attempt_at"))["at"]
+    if earliest is None:
+        if _due(number_id, timezone.now()).exists():
+            return 0.0
+        return None
+    return max(0.0, (earliest - timezone.now()).total_seconds())
+
+
+def run(number_id: int, *, run_seconds: float | None = None) -> RunStats:
+    """Deliver a number's due messages until none are left or time is up."""
+    if run_seconds is None:
+        run_seconds = settings.WHATSAPP_DELIVERY_RUN_SECONDS
+    deadline = time.monotonic() + run_seconds
+    concurrency = max(1, settings.WHATSAPP_DELIVERY_CONCURRENCY)
+    outcomes: queue.Queue[Outcome] = queue.Queue()
+    stop = threading.Event()
+    stats = RunStats()
+    in_flight = 0
+    next_claim = 0.0
+    pool = executor()
+    while True:
+        # Write back whatever finished.
+        done: list[Outcome] = []
+        try:
+            block = in_flight > 0 and (
+                stop.is_set()
+                or in_flight >= concurrency
+                or time.monotonic() < next_claim
+            )
+            done.append(outcomes.get(timeout=0.05) if block else outcomes.get_nowait())
+            while True:
+                done.append(outcomes.get_nowait())
+        except queue.Empty:
+            pass
+        if done:
+            in_flight -= len(done)
+            number = WhatsAppNumber.objects.get(pk=number_id)
+            record(number, done)
+            for outcome in done:
+                stats.outcomes[outcome.kind] += 1
+        if stop.is_set():
+            if in_flight == 0:
+                break
+            continue
+        now = time.monotonic()
+        out_of_time = now >= deadline
+        if not out_of_time and in_flight < concurrency and now >= next_claim:
+            number = WhatsAppNumber.objects.get(pk=number_id)
+            if number.sending_paused or not number.is_active:
+                stop.set()
+                continue
+            _clear_doorbell(number_id)
+            limit = min(
+                concurrency - in_flight,
+                settings.WHATSAPP_DELIVERY_BATCH,
+                max(1, number.throughput),
+            )
+            jobs = claim(number, limit)
+            if jobs:
+                stats.claimed += len(jobs)
+                in_flight += len(jobs)
+                groups: dict[str, list[Job]] = defaultdict(list)
+                for job in jobs:
+                    groups[job.recipient].append(job)
+                for group in groups.values():
+                    pool.submit(_send_group, number, group, outcomes, stop)
+                continue
+            next_claim = now + 0.2
+        if in_flight:
+            continue
+        if out_of_time:
+            if next_due_in(number_id) is not None:
+                ring(number_id)
+            break
+        wait = next_due_in(number_id)
+        if wait is None or wait > IDLE_WAIT:
+            break
+        time.sleep(max(wait, 0.05))
+        next_claim = 0.0
+    return stats
+
+
+# --- The sweeper --------------------------------------------------------------------
+
+
+def sweep(now=None) -> dict:
+    """Expire dead workers' leases and ring every number with due work."""
+    now = now or timezone.now()
+    expired = []
+    with transaction.atomic():
+        stuck = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(status=Message.Status.SENDING, next_attempt_at__lt=now)
+            .values_list("pk", flat=True)[:1000]
+        )
+        if stuck:
+            Message.objects.filter(pk__in=stuck, status=Message.Status.SENDING).update(
+                status=Message.Status.UNKNOWN,
+                next_attempt_at=None,
+                error={
+                    "code": None,
+                    "title": "Delivery interrupted",
+                    "details": "The worker sending this message stopped before "
+                    "Meta answered; it may or may not have been sent.",
+                },
+                updated_at=now,
+            )
+            expired = list(
+                Message.objects.filter(pk__in=stuck).select_related("conversation")
+            )
+            realtime.publish_many(realtime.MESSAGE_UPDATED, messages=expired)
+    numbers = list(
+        Message.objects.filter(
+            direction=Message.Direction.OUTBOUND,
+            status=Message.Status.QUEUED,
+            conversation__number__sending_paused=False,
+        )
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .values_list("conversation__number_id", flat=True)
+        .distinct()
+    )
+    for number_id in numbers:
+        ring(number_id)
+    return {"expired": len(expired), "rung": len(numbers)}
