@@ -270,14 +270,18 @@ class AppSecrets:
             self._loading = None
 
 
-def celery_message(event_id: int, queue: str) -> bytes:
-    """A Celery protocol-2 message for the process task, as kombu's Redis
-    transport stores it (a JSON envelope around a base64 JSON body)."""
+def celery_message(task_name: str, args: list, queue: str) -> bytes:
+    """A Celery protocol-2 message, as kombu's Redis transport stores it (a
+    JSON envelope around a base64 JSON body), for a plain LPUSH to the queue.
+
+    Published to the default exchange (routing key = queue), so it needs no
+    exchange bindings in Redis: a worker consuming the queue takes it.
+    """
     from helpdesk.celery import app as celery_app
 
     task_id = str(uuid.uuid4())
     headers, properties, body, _ = celery_app.amqp.as_task_v2(
-        task_id, PROCESS_TASK, args=[event_id], kwargs={}, ignore_result=True
+        task_id, task_name, args=args, kwargs={}, ignore_result=True
     )
     properties.update(
         delivery_mode=2,
@@ -297,11 +301,11 @@ def celery_message(event_id: int, queue: str) -> bytes:
     ).encode()
 
 
-def process_queue_name() -> str:
-    """The Celery queue the process task is routed to."""
+def queue_name(task_name: str) -> str:
+    """The Celery queue a task is routed to (CELERY_TASK_ROUTES)."""
     from helpdesk.celery import app as celery_app
 
-    return celery_app.amqp.router.route({}, PROCESS_TASK)["queue"].name
+    return celery_app.amqp.router.route({}, task_name)["queue"].name
 
 
 class Doorbell:
@@ -319,7 +323,7 @@ class Doorbell:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._redis = None
-        self._queue = process_queue_name()
+        self._queue = queue_name(PROCESS_TASK)
         self._last_warning = -float("inf")
         self.dropped = 0
 
@@ -349,7 +353,10 @@ class Doorbell:
                     self._pending.popleft()
                     for _ in range(min(DOORBELL_BATCH, len(self._pending)))
                 ]
-                messages = [celery_message(event_id, self._queue) for event_id in batch]
+                messages = [
+                    celery_message(PROCESS_TASK, [event_id], self._queue)
+                    for event_id in batch
+                ]
                 try:
                     await asyncio.wait_for(
                         self._redis.lpush(self._queue, *messages), REDIS_TIMEOUT * 2
