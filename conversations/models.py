@@ -120,6 +120,20 @@ class WhatsAppNumber(models.Model):
         return mask_secret(self.access_token)
 
 
+class CustomerQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Customers a user may see: admins all; agents those with a
+        conversation on one of their numbers, and those with none yet (e.g.
+        recorded through the consent API), which belong to no team.
+        """
+        if user.is_superuser or user.is_staff:
+            return self
+        numbers = WhatsAppNumber.objects.visible_to(user).values("pk")
+        return self.filter(
+            Q(conversations__number__in=numbers) | Q(conversations__isnull=True)
+        ).distinct()
+
+
 class Customer(models.Model):
     """A WhatsApp contact. Customers never log in.
 
@@ -143,6 +157,8 @@ class Customer(models.Model):
     country_code = models.CharField(max_length=4, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CustomerQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -1811,3 +1811,89 @@ def sync_templates(*, number: WhatsAppNumber | None = None) -> int:
 
 
 # === End of outbound ============================================================
+
+
+# --- Conversations and customers: agents' edits (the API's PATCH) --------------------
+
+
+class ConversationConflict(Exception):
+    """The change would give a customer two unresolved conversations on a number."""
+
+    code = "conversation_open_exists"
+
+
+class AssigneeCannotSee(Exception):
+    """The agent may not see the conversation's number."""
+
+    code = "assignee_cannot_see"
+
+
+UNCHANGED = object()
+
+
+def update_conversation(
+    *,
+    conversation: Conversation,
+    status: str | object = UNCHANGED,
+    assignee: object = UNCHANGED,
+    team: object = UNCHANGED,
+    labels: list | object = UNCHANGED,
+) -> Conversation:
+    """Change a conversation's status, assignee, team or labels; publish it.
+
+    Arguments left out stay as they are. Resolving stamps resolved_at;
+    reopening fails with ConversationConflict when the customer already has
+    another unresolved conversation on the number. An assignee must be an
+    agent who may see the number (AssigneeCannotSee otherwise).
+    """
+    changed: list[str] = []
+    if assignee is not UNCHANGED and assignee != conversation.assignee:
+        if (
+            assignee is not None
+            and not WhatsAppNumber.objects.visible_to(assignee)
+            .filter(pk=conversation.number_id)
+            .exists()
+        ):
+            raise AssigneeCannotSee(f"{assignee} may not see this conversation.")
+        conversation.assignee = assignee
+        changed.append("assignee")
+    if team is not UNCHANGED and team != conversation.team:
+        conversation.team = team
+        changed.append("team")
+    if status is not UNCHANGED and status != conversation.status:
+        conversation.status = status
+        changed.append("status")
+        if status == Conversation.Status.RESOLVED:
+            conversation.resolved_at = timezone.now()
+            changed.append("resolved_at")
+        elif conversation.resolved_at is not None:
+            conversation.resolved_at = None
+            changed.append("resolved_at")
+    try:
+        with transaction.atomic():
+            if changed:
+                conversation.save(update_fields=[*changed, "updated_at"])
+            if labels is not UNCHANGED:
+                current = set(conversation.labels.values_list("pk", flat=True))
+                if current != {label.pk for label in labels}:
+                    conversation.labels.set(labels)
+                    changed.append("labels")
+            if changed:
+                realtime.publish(
+                    realtime.CONVERSATION_UPDATED,
+                    conversation=conversation,
+                    data={"changed": changed},
+                )
+    except IntegrityError as exc:
+        raise ConversationConflict(
+            "The customer already has an unresolved conversation on this number."
+        ) from exc
+    return conversation
+
+
+def update_customer(*, customer: Customer, name: str) -> Customer:
+    """Set the name agents typed for a customer (webhooks never overwrite it)."""
+    if customer.name != name:
+        customer.name = name
+        customer.save(update_fields=["name", "updated_at"])
+    return customer

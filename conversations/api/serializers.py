@@ -1,0 +1,251 @@
+"""The API's shapes (docs: interfaces.md, "A conversation/message in the API")."""
+
+from datetime import timedelta
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from accounts.models import Team
+from conversations.models import Conversation, Customer, Label, Message
+
+# Meta's customer service window: free-form replies within 24 h of the
+# customer's latest message.
+SERVICE_WINDOW = timedelta(hours=24)
+
+# Structured types shown as an object named after the type, Meta's fields.
+STRUCTURED_TYPES = ("location", "contacts", "interactive", "button", "order", "system")
+
+
+class CustomerBriefSerializer(serializers.ModelSerializer):
+    """A customer inside a conversation: enough to show and look it up."""
+
+    name = serializers.CharField(source="display_name", read_only=True)
+
+    class Meta:
+        model = Customer
+        fields = ["id", "wa_id", "user_id", "name"]
+
+
+class CustomerSerializer(serializers.ModelSerializer):
+    """A customer. Only ``name`` (the name agents typed) can be changed."""
+
+    display_name = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Customer
+        fields = [
+            "id",
+            "wa_id",
+            "user_id",
+            "phone",
+            "name",
+            "profile_name",
+            "display_name",
+            "username",
+            "country_code",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [f for f in fields if f != "name"]
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    customer = CustomerBriefSerializer(read_only=True)
+    labels = serializers.SlugRelatedField(
+        slug_field="name", many=True, queryset=Label.objects.all(), required=False
+    )
+    window_expires_at = serializers.SerializerMethodField()
+    last_message = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "customer",
+            "number",
+            "status",
+            "assignee",
+            "team",
+            "labels",
+            "last_message_at",
+            "last_inbound_at",
+            "window_expires_at",
+            "unread_count",
+            "last_message",
+            "referral",
+            "referral_source_id",
+            "referral_ctwa_clid",
+            "free_entry_point_expires_at",
+            "first_response_at",
+            "resolved_at",
+            "created_at",
+        ]
+        read_only_fields = [
+            f for f in fields if f not in {"status", "assignee", "team", "labels"}
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Teams and assignees are resolved by id; the view checks visibility.
+        self.fields["team"].queryset = Team.objects.all()
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_window_expires_at(self, conversation):
+        if conversation.last_inbound_at is None:
+            return None
+        return serializers.DateTimeField().to_representation(
+            conversation.last_inbound_at + SERVICE_WINDOW
+        )
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "id": {"type": "integer"},
+                "direction": {"type": "string"},
+                "type": {"type": "string"},
+                "text": {"type": "string"},
+            },
+        }
+    )
+    def get_last_message(self, conversation):
+        message = conversation.last_message
+        if message is None:
+            return None
+        return {
+            "id": message.pk,
+            "direction": message.direction,
+            "type": message.type,
+            "text": message.text,
+        }
+
+
+class ReactionSerializer(serializers.Serializer):
+    emoji = serializers.CharField()
+    direction = serializers.CharField()
+
+
+def _structured(kind: str):
+    @extend_schema_field({"type": "object", "nullable": True})
+    def getter(self, message):
+        if message.type != kind:
+            return None
+        if kind == "contacts":
+            # Meta's contacts is a list; the payload keeps it under its name.
+            return message.payload.get("contacts", [])
+        return message.payload
+
+    getter.__name__ = f"get_{kind}"
+    return getter
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    error = serializers.JSONField(read_only=True)
+    reactions = serializers.SerializerMethodField()
+    media = serializers.SerializerMethodField()
+    template = serializers.SerializerMethodField()
+    location = serializers.SerializerMethodField()
+    contacts = serializers.SerializerMethodField()
+    interactive = serializers.SerializerMethodField()
+    button = serializers.SerializerMethodField()
+    order = serializers.SerializerMethodField()
+    system = serializers.SerializerMethodField()
+
+    get_location = _structured("location")
+    get_contacts = _structured("contacts")
+    get_interactive = _structured("interactive")
+    get_button = _structured("button")
+    get_order = _structured("order")
+    get_system = _structured("system")
+
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "conversation",
+            "direction",
+            "type",
+            "text",
+            "status",
+            "wamid",
+            "timestamp",
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "failed_at",
+            "error",
+            "reply_to",
+            "context_wamid",
+            "forwarded",
+            "frequently_forwarded",
+            "reactions",
+            "media",
+            "referral",
+            "template",
+            "pricing",
+            "sender",
+            "created_at",
+            *STRUCTURED_TYPES,
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(ReactionSerializer(many=True))
+    def get_reactions(self, message):
+        # Removed reactions stay as tombstones with an empty emoji.
+        return [
+            {"emoji": reaction.emoji, "direction": reaction.direction}
+            for reaction in message.reactions.all()
+            if reaction.emoji
+        ]
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "state": {"type": "string"},
+                "mime_type": {"type": "string"},
+                "filename": {"type": "string"},
+                "size": {"type": "integer", "nullable": True},
+                "sha256": {"type": "string"},
+                "url": {"type": "string", "nullable": True},
+            },
+        }
+    )
+    def get_media(self, message):
+        if not message.media_state:
+            return None
+        url = None
+        if message.media_state == Message.MediaState.STORED:
+            url = reverse("conversations:message-media", args=[message.pk])
+            request = self.context.get("request")
+            if request is not None:
+                url = request.build_absolute_uri(url)
+        return {
+            "state": message.media_state,
+            "mime_type": message.media_mime_type,
+            "filename": message.media_filename,
+            "size": message.media_size,
+            "sha256": message.media_sha256,
+            "url": url,
+        }
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {
+                "id": {"type": "integer"},
+                "name": {"type": "string"},
+                "language": {"type": "string"},
+            },
+        }
+    )
+    def get_template(self, message):
+        template = message.template
+        if template is None:
+            return None
+        return {"id": template.pk, "name": template.name, "language": template.language}

@@ -1,0 +1,248 @@
+"""Read and edit endpoints of /api/v1/: an API user sees what the agent sees.
+
+Every queryset starts from ``visible_to(request.user)``, so another team's
+conversation, message, customer or media is a 404, even by guessing ids.
+"""
+
+from django.db.models import F, Prefetch
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.views import APIView
+
+from conversations import services
+from conversations.models import Conversation, Customer, Message, Reaction
+
+from .pagination import MessageCursorPagination
+from .serializers import ConversationSerializer, CustomerSerializer, MessageSerializer
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def _int_param(request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError(
+            {name: "Must be a whole number."}, code="invalid"
+        ) from None
+
+
+def visible_messages(user):
+    """Messages of the conversations a user may see, ready to serialise."""
+    return (
+        Message.objects.filter(conversation__in=Conversation.objects.visible_to(user))
+        .select_related("template")
+        .prefetch_related(
+            Prefetch("reactions", queryset=Reaction.objects.order_by("id"))
+        )
+    )
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("status", str, enum=Conversation.Status.values),
+        OpenApiParameter("assignee", OpenApiTypes.STR, description="agent id or none"),
+        OpenApiParameter("number", int),
+        OpenApiParameter("customer", int),
+        OpenApiParameter("page_size", int, description="up to 200"),
+    ]
+)
+class ConversationList(generics.ListAPIView):
+    """Conversations the user may see, newest activity first."""
+
+    serializer_class = ConversationSerializer
+
+    def get_queryset(self):
+        request = self.request
+        queryset = (
+            Conversation.objects.visible_to(request.user)
+            .for_inbox()
+            .prefetch_related("labels")
+            .order_by(F("last_message_at").desc(nulls_last=True), "-id")
+        )
+        status_filter = request.query_params.get("status")
+        if status_filter:
+            if status_filter not in Conversation.Status.values:
+                raise ValidationError({"status": "Unknown status."}, code="invalid")
+            queryset = queryset.filter(status=status_filter)
+        if request.query_params.get("assignee") == "none":
+            queryset = queryset.filter(assignee__isnull=True)
+        elif (assignee := _int_param(request, "assignee")) is not None:
+            queryset = queryset.filter(assignee_id=assignee)
+        if (number := _int_param(request, "number")) is not None:
+            queryset = queryset.filter(number_id=number)
+        if (customer := _int_param(request, "customer")) is not None:
+            queryset = queryset.filter(customer_id=customer)
+        return queryset
+
+
+class ConversationDetail(generics.RetrieveUpdateAPIView):
+    """One conversation; PATCH changes its status, assignee, team or labels."""
+
+    serializer_class = ConversationSerializer
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def get_queryset(self):
+        return (
+            Conversation.objects.visible_to(self.request.user)
+            .for_inbox()
+            .prefetch_related("labels")
+        )
+
+    def perform_update(self, serializer):
+        data = serializer.validated_data
+        changes = {
+            key: data[key]
+            for key in ("status", "assignee", "team", "labels")
+            if key in data
+        }
+        try:
+            services.update_conversation(conversation=serializer.instance, **changes)
+        except services.ConversationConflict as error:
+            raise Conflict(str(error), code=error.code) from error
+        except services.AssigneeCannotSee as error:
+            raise ValidationError({"assignee": str(error)}, code=error.code) from error
+
+
+class ConversationMessages(generics.ListAPIView):
+    """A conversation's messages, oldest first (Meta's time), cursor-paginated.
+
+    The outbound issue adds the agent's reply here as ``post()``:
+    ``self.get_conversation()`` resolves the visible conversation (404
+    otherwise) and MessageSerializer renders the created message.
+    """
+
+    serializer_class = MessageSerializer
+    pagination_class = MessageCursorPagination
+
+    def get_conversation(self) -> Conversation:
+        return get_object_or_404(
+            Conversation.objects.visible_to(self.request.user), pk=self.kwargs["pk"]
+        )
+
+    def get_queryset(self):
+        conversation = self.get_conversation()
+        return visible_messages(self.request.user).filter(conversation=conversation)
+
+
+class MessageDetail(generics.RetrieveAPIView):
+    serializer_class = MessageSerializer
+
+    def get_queryset(self):
+        return visible_messages(self.request.user)
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("wa_id", str, description="digits as Meta sends them"),
+        OpenApiParameter("user_id", str, description="business-scoped user id"),
+        OpenApiParameter("page_size", int, description="up to 200"),
+    ]
+)
+class CustomerList(generics.ListAPIView):
+    serializer_class = CustomerSerializer
+
+    def get_queryset(self):
+        queryset = Customer.objects.visible_to(self.request.user).order_by("-id")
+        wa_id = self.request.query_params.get("wa_id")
+        if wa_id:
+            queryset = queryset.filter(wa_id=wa_id.lstrip("+"))
+        user_id = self.request.query_params.get("user_id")
+        if user_id:
+            queryset = queryset.filter(user_id=user_id)
+        return queryset
+
+
+class CustomerDetail(generics.RetrieveUpdateAPIView):
+    """One customer; PATCH sets the name agents see (``name``)."""
+
+    serializer_class = CustomerSerializer
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def get_queryset(self):
+        return Customer.objects.visible_to(self.request.user)
+
+    def perform_update(self, serializer):
+        if "name" in serializer.validated_data:
+            services.update_customer(
+                customer=serializer.instance, name=serializer.validated_data["name"]
+            )
+
+
+# Types a browser may show inline; everything else is a download.
+INLINE_TYPES = frozenset(
+    {
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "audio/aac",
+        "audio/amr",
+        "audio/mpeg",
+        "audio/mp4",
+        "audio/ogg",
+        "video/mp4",
+        "video/3gpp",
+    }
+)
+# Documents WhatsApp carries, served as attachments under their own type.
+DOCUMENT_TYPES = frozenset(
+    {
+        "application/pdf",
+        "text/plain",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    }
+)
+
+
+class MessageMedia(APIView):
+    """A message's stored media file, for agents who may see its conversation.
+
+    Images, audio and video of the allowed types are shown inline; anything
+    else is an attachment, never rendered by the browser as a page.
+    """
+
+    @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY})
+    def get(self, request, pk: int):
+        message = get_object_or_404(
+            Message.objects.filter(
+                conversation__in=Conversation.objects.visible_to(request.user),
+                media_state=Message.MediaState.STORED,
+            ),
+            pk=pk,
+        )
+        if not message.media_file:
+            raise Http404
+        mime_type = message.media_mime_type.split(";")[0].strip().lower()
+        inline = mime_type in INLINE_TYPES
+        if not inline and mime_type not in DOCUMENT_TYPES:
+            mime_type = "application/octet-stream"
+        filename = message.media_filename or message.media_file.name.rsplit("/", 1)[-1]
+        response = FileResponse(
+            message.media_file.open("rb"),
+            content_type=mime_type,
+            as_attachment=not inline,
+            filename=filename,
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+# Keeps drf-spectacular from guessing a serializer for the binary view.
+MessageMedia.serializer_class = serializers.Serializer
