@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """The Graph API client against the sandbox: bodies, answers and typed errors."""
 
 import hashlib
