@@ -1,0 +1,258 @@
+"""Inbound media: downloaded from a running sandbox, checked, stored, served."""
+
+import base64
+import hashlib
+
+import pytest
+import requests
+from django.core.files.base import ContentFile
+
+from conversations import services, tasks
+from conversations.models import Message
+from conversations.whatsapp import client
+from sandbox.config import Number
+from sandbox.testing import running_sandbox
+from tests.factories import (
+    ConversationFactory,
+    MessageFactory,
+    TeamFactory,
+    UserFactory,
+    WhatsAppNumberFactory,
+)
+from tests.inbound_helpers import (
+    FIXTURE_DISPLAY_NUMBER,
+    FIXTURE_PHONE_NUMBER_ID,
+    FIXTURE_WABA_ID,
+    process,
+)
+from tests.payload_fixtures import load_payload_json
+
+TOKEN = "media-test-token"  # noqa: S105
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+@pytest.fixture
+def sandbox(settings):
+    number = Number(
+        phone_number_id=FIXTURE_PHONE_NUMBER_ID,
+        display_phone_number=FIXTURE_DISPLAY_NUMBER,
+        waba_id=FIXTURE_WABA_ID,
+        access_token=TOKEN,
+        app_secret="media-test-secret",  # noqa: S106
+    )
+    with running_sandbox(numbers=[number]) as sandbox:
+        settings.WHATSAPP_GRAPH_API_URL = sandbox.base_url
+        settings.WHATSAPP_GRAPH_API_VERSION = "v24.0"
+        yield sandbox
+
+
+@pytest.fixture
+def media_number(meta_number):
+    meta_number.access_token = TOKEN
+    meta_number.save()
+    return meta_number
+
+
+def upload(sandbox, data: bytes, mime_type: str) -> str:
+    """Put a file into the sandbox as a customer's media; return its id."""
+    response = requests.post(
+        f"{sandbox.graph_url}/{FIXTURE_PHONE_NUMBER_ID}/media",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        data={"messaging_product": "whatsapp", "type": mime_type},
+        files={"file": ("upload", data, mime_type)},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def receive(fixture: str, media_id: str, sha256: str, **fields) -> Message:
+    """Process a media fixture pointing at media_id; return its message."""
+    document = load_payload_json(fixture)
+    raw = document["entry"][0]["changes"][0]["value"]["messages"][0]
+    raw[raw["type"]].update(id=media_id, sha256=sha256, **fields)
+    raw[raw["type"]].pop("url", None)
+    process(document)
+    return Message.objects.get(wamid=raw["id"])
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def test_image_is_downloaded_checked_and_stored(sandbox, media_number):
+    media_id = upload(sandbox, PNG, "image/png")
+    message = receive("image", media_id, b64(PNG), mime_type="image/png")
+    assert message.media_state == Message.MediaState.PENDING
+
+    services.download_media(message_id=message.pk)
+
+    message.refresh_from_db()
+    assert message.media_state == Message.MediaState.STORED
+    assert message.media_size == len(PNG)
+    assert message.media_sha256 == hashlib.sha256(PNG).hexdigest()
+    with message.media_file.open("rb") as stored:
+        assert stored.read() == PNG
+    requests_seen = [r["path"] for r in sandbox.control.requests()]
+    assert any(path.endswith(f"/{media_id}") for path in requests_seen)
+
+
+def test_a_hex_sha256_is_accepted_too(sandbox, media_number):
+    media_id = upload(sandbox, PDF, "application/pdf")
+    message = receive("document", media_id, hashlib.sha256(PDF).hexdigest())
+
+    services.download_media(message_id=message.pk)
+
+    message.refresh_from_db()
+    assert message.media_state == Message.MediaState.STORED
+    assert message.media_filename == "invoice-4711.pdf"
+
+
+def test_a_bad_hash_marks_the_media_failed(sandbox, media_number):
+    media_id = upload(sandbox, PNG, "image/png")
+    message = receive("image", media_id, b64(b"something else"))
+
+    services.download_media(message_id=message.pk)
+
+    message.refresh_from_db()
+    assert message.media_state == Message.MediaState.FAILED
+    assert "SHA-256" in message.error["media"]
+    assert not message.media_file
+
+
+def test_an_oversized_file_is_refused(sandbox, media_number):
+    too_big = b"RIFF" + bytes(100 * 1024)  # a static sticker may have 100 KB
+    media_id = upload(sandbox, too_big, "image/webp")
+    message = receive("sticker", media_id, b64(too_big), animated=False)
+
+    services.download_media(message_id=message.pk)
+
+    message.refresh_from_db()
+    assert message.media_state == Message.MediaState.FAILED
+    assert "Too large" in message.error["media"]
+
+
+def test_an_expired_url_is_fetched_again_once(sandbox, media_number, monkeypatch):
+    media_id = upload(sandbox, PNG, "image/png")
+    message = receive("image", media_id, b64(PNG))
+    real = client.retrieve_media
+    calls = []
+
+    def first_url_expired(number, media):
+        calls.append(media)
+        # The first URL is born expired; the second is good for 5 minutes.
+        sandbox.control.configure(media_url_ttl=-1 if len(calls) == 1 else 300)
+        return real(number, media)
+
+    monkeypatch.setattr(client, "retrieve_media", first_url_expired)
+
+    services.download_media(message_id=message.pk)
+
+    message.refresh_from_db()
+    assert len(calls) == 2
+    assert message.media_state == Message.MediaState.STORED
+
+
+def test_an_unknown_media_id_fails_for_good(sandbox, media_number):
+    message = receive("image", "1234567890", b64(PNG))
+
+    services.download_media(message_id=message.pk)
+
+    message.refresh_from_db()
+    assert message.media_state == Message.MediaState.FAILED
+    assert "refused" in message.error["media"]
+
+
+def test_meta_unreachable_is_retried_by_the_task(media_number, settings, monkeypatch):
+    settings.WHATSAPP_GRAPH_API_URL = "http://127.0.0.1:9"  # nothing listens
+    message = receive("image", "1", b64(PNG))
+    retried = []
+
+    def fake_retry(*, exc, countdown):
+        retried.append(exc)
+        return RuntimeError("retry")
+
+    monkeypatch.setattr(tasks.download_media, "retry", fake_retry)
+
+    with pytest.raises(RuntimeError, match="retry"):
+        tasks.download_media.run(message.pk)
+
+    assert isinstance(retried[0], services.MediaTemporarilyUnavailable)
+    message.refresh_from_db()
+    assert message.media_state == Message.MediaState.PENDING
+
+
+def test_the_download_task_is_routed_to_the_media_queue(settings):
+    from helpdesk.celery import app
+
+    route = app.amqp.router.route({}, "conversations.tasks.download_media")
+    assert route["queue"].name == "media"
+    route = app.amqp.router.route({}, "conversations.tasks.process_webhook_event")
+    assert route["queue"].name == "default"
+
+
+# --- Serving ------------------------------------------------------------------------
+
+
+def stored(number, data: bytes, mime_type: str, filename: str = "") -> Message:
+    message = MessageFactory(
+        conversation=ConversationFactory(number=number),
+        type="document" if filename else "image",
+        media_mime_type=mime_type,
+        media_filename=filename,
+        media_state=Message.MediaState.STORED,
+        media_size=len(data),
+    )
+    message.media_file.save("f.bin", ContentFile(data))
+    return message
+
+
+def test_agents_get_images_inline(agent_client, meta_number):
+    message = stored(meta_number, PNG, "image/png")
+
+    response = agent_client.get(f"/media/{message.pk}/")
+
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == PNG
+    assert response["Content-Type"] == "image/png"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert not response.get("Content-Disposition", "").startswith("attachment")
+
+
+def test_documents_and_unknown_types_are_attachments(agent_client, meta_number):
+    pdf = stored(meta_number, PDF, "application/pdf", filename="invoice.pdf")
+    html = stored(meta_number, b"<script>x</script>", "text/html", filename="a.html")
+
+    response = agent_client.get(f"/media/{pdf.pk}/")
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"].startswith("attachment")
+    assert 'filename="invoice.pdf"' in response["Content-Disposition"]
+
+    response = agent_client.get(f"/media/{html.pk}/")
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"].startswith("attachment")
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_other_teams_and_anonymous_users_are_refused(client, meta_number):
+    message = stored(meta_number, PNG, "image/png")
+
+    assert client.get(f"/media/{message.pk}/").status_code in (401, 403)
+
+    outsider = UserFactory(username="eve")
+    outsider.teams.add(TeamFactory(name="Elsewhere"))
+    client.force_login(outsider)
+    assert client.get(f"/media/{message.pk}/").status_code == 404
+
+
+def test_media_not_stored_is_a_404(agent_client, meta_number):
+    message = MessageFactory(
+        conversation=ConversationFactory(number=meta_number),
+        media_state=Message.MediaState.PENDING,
+    )
+    assert agent_client.get(f"/media/{message.pk}/").status_code == 404
+    other = stored(WhatsAppNumberFactory(), PNG, "image/png")
+    assert agent_client.get(f"/media/{other.pk}/").status_code == 404
