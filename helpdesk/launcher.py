@@ -214,7 +214,19 @@ def run() -> int:
         )
         processes.start(
             "worker",
-            [PYTHON, "-m", "celery", "-A", "helpdesk", "worker", "-l", "INFO"],
+            # Both queues: media downloads have their own (see settings).
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "helpdesk",
+                "worker",
+                "-Q",
+                "default,media",
+                "-l",
+                "INFO",
+            ],
         )
         processes.start(
             "beat",
