@@ -1,12 +1,14 @@
 import json
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Count
 from django.db.models.functions import Length
 from django.utils.html import format_html
 
+from . import services
 from .forms import MetaAppAdminForm, WhatsAppNumberAdminForm
 from .models import (
+    AccountNotice,
     CannedResponse,
     ConsentRecord,
     Conversation,
@@ -16,6 +18,7 @@ from .models import (
     MessageTemplate,
     MetaApp,
     Note,
+    ParkedStatus,
     Reaction,
     WebhookEvent,
     WhatsAppNumber,
@@ -66,11 +69,20 @@ class WhatsAppNumberAdmin(admin.ModelAdmin):
         "throughput",
         "masked_access_token",
         "is_active",
+        "messaging_limit",
+        "quality_event",
     )
     list_filter = ("is_active", "app", "teams")
     list_select_related = ("app",)
     search_fields = ("name", "display_phone_number", "phone_number_id", "waba_id")
     filter_horizontal = ("teams",)
+    # Reported by Meta's phone_number_quality_update webhooks.
+    readonly_fields = (
+        "quality_event",
+        "quality_rating",
+        "messaging_limit",
+        "quality_updated_at",
+    )
 
     @admin.display(description="Access token")
     def masked_access_token(self, number):
@@ -266,8 +278,17 @@ class MessageTemplateAdmin(admin.ModelAdmin):
 class WebhookEventAdmin(admin.ModelAdmin):
     """Raw events are evidence of what Meta sent: viewable, never editable."""
 
-    list_display = ("id", "received_at", "state", "app", "body_size", "attempts")
+    list_display = (
+        "id",
+        "received_at",
+        "state",
+        "app",
+        "body_size",
+        "attempts",
+        "short_error",
+    )
     list_filter = ("state", "app")
+    actions = ["process_again"]
     list_select_related = ("app",)
     date_hierarchy = "received_at"
     fields = (
@@ -309,6 +330,28 @@ class WebhookEventAdmin(admin.ModelAdmin):
     def headers_display(self, event):
         return pretty_json(event.headers)
 
+    @admin.display(description="Problem")
+    def short_error(self, event):
+        text = event.last_error.splitlines()[0] if event.last_error else ""
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    @admin.action(description="Process again")
+    def process_again(self, request, queryset):
+        """Process the selected events now; safe for processed ones (idempotent)."""
+        done, failed = 0, 0
+        for event_id in queryset.values_list("pk", flat=True)[:500]:
+            try:
+                services.process_webhook_event(event_id=event_id, force=True)
+                done += 1
+            except Exception:
+                # Recorded on the event (attempts, last_error).
+                failed += 1
+        self.message_user(
+            request,
+            f"Processed {done} event(s)" + (f"; {failed} failed." if failed else "."),
+            level=messages.WARNING if failed else messages.SUCCESS,
+        )
+
     @admin.display(description="Payload")
     def body_display(self, event):
         return pretty_json(event.body)
@@ -330,3 +373,57 @@ class NoteAdmin(admin.ModelAdmin):
     list_select_related = ("conversation__customer", "conversation__number", "author")
     raw_id_fields = ("conversation",)
     readonly_fields = ("created_at",)
+
+
+@admin.register(ParkedStatus)
+class ParkedStatusAdmin(admin.ModelAdmin):
+    """Statuses waiting for their send's wamid; applied when it is stored."""
+
+    list_display = ("wamid", "status", "timestamp", "number", "received")
+    list_filter = ("status", "number")
+    list_select_related = ("number",)
+    search_fields = ("wamid",)
+    fields = ("wamid", "status", "timestamp", "number", "received", "raw_display")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Status as Meta sent it")
+    def raw_display(self, parked):
+        return pretty_json(parked.raw)
+
+
+@admin.register(AccountNotice)
+class AccountNoticeAdmin(admin.ModelAdmin):
+    """What Meta said about accounts, numbers and templates."""
+
+    list_display = ("occurred_at", "kind", "event", "number", "waba_id", "summary")
+    list_filter = ("kind", "event", "number")
+    list_select_related = ("number",)
+    search_fields = ("summary", "waba_id", "event")
+    date_hierarchy = "occurred_at"
+    fields = (
+        "occurred_at",
+        "kind",
+        "event",
+        "waba_id",
+        "number",
+        "summary",
+        "raw_display",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="As Meta sent it")
+    def raw_display(self, notice):
+        return pretty_json(notice.raw)
