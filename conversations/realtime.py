@@ -127,3 +127,76 @@ def announce_many(events: list[LiveEvent]) -> None:
         async_to_sync(send_all)()
     except Exception:
         logger.warning("%d live events not announced", len(events), exc_info=True)
+
+
+# --- Agent workspace: agents' own streams, presence and typing ------------------
+# Availability is an event of every inbox the agent works in (stored like the
+# others, so colleagues' tabs catch up on it). Access changes, presence and
+# typing are ephemeral: they go straight through the channel layer, never to
+# the LiveEvent table, and a lost one costs nothing that a reload or the next
+# beat would not restore.
+
+AGENT_UPDATED = "agent.updated"
+# Rebound rather than edited above so this section stays self-contained.
+EVENT_TYPES = EVENT_TYPES | {AGENT_UPDATED}
+
+# Channel-layer message types of the ephemeral messages (consumer handlers
+# access_changed and presence_update).
+ACCESS_MESSAGE_TYPE = "access.changed"
+PRESENCE_MESSAGE_TYPE = "presence.update"
+
+
+def user_group(user_id: int) -> str:
+    """The channel group of one agent's tabs (control messages)."""
+    return f"user.{user_id}"
+
+
+def conversation_group(conversation_id: int) -> str:
+    """The channel group of the tabs that have one conversation open."""
+    return f"conversation.{conversation_id}"
+
+
+def publish_agent(event_type: str, *, number_ids, data: dict) -> list[LiveEvent]:
+    """Store an agent-level event in each inbox given; announce after commit."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"Unknown live event type {event_type!r}")
+    events = [
+        LiveEvent.objects.create(number_id=number_id, type=event_type, data=data)
+        for number_id in sorted(set(number_ids))
+    ]
+    for event in events:
+        transaction.on_commit(lambda event=event: announce(event))
+    return events
+
+
+def announce_access_changed(user_ids) -> None:
+    """After commit, tell these agents' tabs to re-check what they may see."""
+    user_ids = sorted(set(user_ids))
+
+    def send():
+        try:
+            layer = get_channel_layer()
+            for user_id in user_ids:
+                async_to_sync(layer.group_send)(
+                    user_group(user_id), {"type": ACCESS_MESSAGE_TYPE}
+                )
+        except Exception:
+            # Consumers also re-check access on a timer.
+            logger.warning("Access change not announced", exc_info=True)
+
+    if user_ids:
+        transaction.on_commit(send)
+
+
+def send_presence(conversation_id: int, message: dict) -> None:
+    """Pass a presence or typing note to the tabs viewing a conversation."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            conversation_group(conversation_id),
+            {"type": PRESENCE_MESSAGE_TYPE, **message},
+        )
+    except Exception:
+        logger.info("Presence for conversation %s not sent", conversation_id)
+
+
+# --- End of agent workspace ---------------------------------------------------

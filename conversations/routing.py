@@ -1,3 +1,9 @@
 """WebSocket routes of the agent workspace."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from .consumers import WorkspaceConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/workspace/", WorkspaceConsumer.as_asgi()),
+]

@@ -7,6 +7,25 @@ app_name = "conversations"
 
 urlpatterns = [
     path("", views.inbox, name="inbox"),
+    # --- Agent workspace ---
+    path("conversations/<int:pk>/", views.conversation_detail, name="detail"),
+    path("conversations/<int:pk>/composer/", views.composer, name="composer"),
+    path("conversations/<int:pk>/reply/", views.reply, name="reply"),
+    path("conversations/<int:pk>/template/", views.send_template, name="send-template"),
+    path("conversations/<int:pk>/note/", views.add_note, name="note"),
+    path("conversations/<int:pk>/assign/", views.assign, name="assign"),
+    path("conversations/<int:pk>/status/", views.change_status, name="status"),
+    path("conversations/<int:pk>/labels/", views.set_labels, name="labels"),
+    path("conversations/<int:pk>/customer/name/", views.rename_customer, name="rename"),
+    path(
+        "conversations/<int:pk>/canned/<int:canned_pk>/",
+        views.canned_text,
+        name="canned",
+    ),
+    path("messages/<int:pk>/react/", views.react, name="react"),
+    path("messages/<int:pk>/resend/", views.resend, name="resend"),
+    path("me/availability/", views.set_availability, name="availability"),
+    # --- End of agent workspace ---
     path("api/v1/", include("conversations.api.urls")),
     # Customer media, only through this authenticated view (session or token).
     path("media/<int:pk>/", api_views.MessageMedia.as_view(), name="message-media"),

@@ -1,18 +1,408 @@
+"""The agent workspace: the inbox, a conversation, and the actions on it.
+
+Pages render the fragments of templates/conversations/fragments.html; actions
+validate the form, call one service and answer with the fragments that
+changed (htmx), or redirect back (no script). Every lookup goes through
+visible_to(), so a foreign or unknown id is a 404 either way.
+"""
+
+import mimetypes
+from datetime import datetime
+
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
 
-from .models import Conversation
+from accounts.models import User
 
-INBOX_PAGE_SIZE = 50
+from . import services, workspace
+from .models import Conversation, Label, Message, MessageTemplate
+
+EMOJIS = ["😊", "👍", "🙏", "🎉", "❤️", "😂", "👋", "✅", "🙂", "😉", "🚚", "📦"]
+MAX_UPLOAD_BYTES = 16 * 1024 * 1024
+
+
+def _page_context(request: HttpRequest, inbox_filter: workspace.InboxFilter) -> dict:
+    last_event_id = workspace.latest_event_id()  # before reading any state
+    conversations = workspace.inbox_conversations(request.user, inbox_filter)
+    for conversation in conversations:
+        conversation.window_state = workspace.WindowState.of(conversation)
+        conversation.sort_key = workspace.row_sort_key(conversation, inbox_filter.order)
+    return {
+        "last_event_id": last_event_id,
+        "conversations": conversations,
+        "filter": inbox_filter,
+        "filter_query": inbox_filter.as_query(),
+        "views": list(workspace.VIEWS.items()),
+        "view_queries": {
+            view: inbox_filter.as_query(view=view) for view in workspace.VIEWS
+        },
+        "orders": list(workspace.ORDERS.items()),
+        "statuses": Conversation.Status.choices,
+        "availabilities": User.Availability.choices,
+        "emojis": EMOJIS,
+        **workspace.sidebar_context(request.user),
+    }
 
 
 @login_required
-def inbox(request):
-    """The conversations the agent may see, newest activity first."""
-    conversations = (
-        Conversation.objects.visible_to(request.user)
-        .for_inbox()
-        .filter(last_message_at__isnull=False)
-        .order_by("-last_message_at", "-id")[:INBOX_PAGE_SIZE]
+@require_GET
+def inbox(request: HttpRequest) -> HttpResponse:
+    """The conversations the agent may see, filtered and ordered."""
+    inbox_filter = workspace.InboxFilter.from_query(request.GET)
+    return render(
+        request, "conversations/workspace.html", _page_context(request, inbox_filter)
     )
-    return render(request, "conversations/inbox.html", {"conversations": conversations})
+
+
+@login_required
+@require_GET
+def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The inbox with one conversation open; opening it marks it read."""
+    inbox_filter = workspace.InboxFilter.from_query(request.GET)
+    context = _page_context(request, inbox_filter)
+    conversation = _conversation(request, pk)
+    if conversation.unread_count:
+        services.open_conversation(conversation=conversation, agent=request.user)
+        conversation.unread_count = 0
+    context.update(workspace.conversation_context(conversation, request.user))
+    return render(request, "conversations/workspace.html", context)
+
+
+def _conversation(request: HttpRequest, pk: int) -> Conversation:
+    conversation = workspace.conversation_for(request.user, pk)
+    if conversation is None:
+        raise Http404("No such conversation")
+    return conversation
+
+
+def _message(request: HttpRequest, pk: int) -> Message:
+    message = (
+        workspace.messages_queryset()
+        .select_related("conversation__number", "conversation__customer")
+        .filter(pk=pk, conversation__in=Conversation.objects.visible_to(request.user))
+        .first()
+    )
+    if message is None:
+        raise Http404("No such message")
+    return message
+
+
+def _answer(
+    request: HttpRequest, conversation: Conversation, html: str = "", status=200
+) -> HttpResponse:
+    if request.headers.get("HX-Request"):
+        return HttpResponse(html, status=status)
+    return redirect("conversations:detail", conversation.pk)
+
+
+def _error(request, conversation, message: str, status: int = 409) -> HttpResponse:
+    html = workspace.render_fragment("composer_error", {"error": message})
+    return _answer(request, conversation, html, status=status)
+
+
+def _composer_html(conversation: Conversation, user: User, error: str = "") -> str:
+    conversation.refresh_from_db(
+        fields=["last_inbound_at", "free_entry_point_expires_at"]
+    )
+    window = workspace.WindowState.of(conversation)
+    return workspace.render_fragment(
+        "composer",
+        {
+            "conversation": conversation,
+            "window": window,
+            "canned": workspace.canned_responses(user),
+            "templates": []
+            if window.is_open
+            else workspace.template_choices(conversation),
+            "emojis": EMOJIS,
+            "error": error,
+        },
+    )
+
+
+@login_required
+@require_GET
+def composer(request: HttpRequest, pk: int) -> HttpResponse:
+    """The composer as it should be now (the script asks when the window closes)."""
+    conversation = _conversation(request, pk)
+    return HttpResponse(_composer_html(conversation, request.user))
+
+
+@login_required
+@require_POST
+def reply(request: HttpRequest, pk: int) -> HttpResponse:
+    """Send text or an attachment (with the text as caption), maybe quoting."""
+    conversation = _conversation(request, pk)
+    text = request.POST.get("text", "").strip()
+    upload = request.FILES.get("file")
+    reply_to = None
+    if request.POST.get("reply_to", "").isdigit():
+        reply_to = conversation.messages.filter(pk=request.POST["reply_to"]).first()
+    try:
+        if upload is not None:
+            if upload.size > MAX_UPLOAD_BYTES:
+                return _error(request, conversation, "That file is too large.", 413)
+            mime_type = (
+                upload.content_type
+                or mimetypes.guess_type(upload.name)[0]
+                or "application/octet-stream"
+            )
+            kind = _media_kind(mime_type)
+            media_id = services.upload_media(
+                number=conversation.number,
+                kind=kind,
+                data=upload.read(),
+                mime_type=mime_type,
+                filename=upload.name,
+            )
+            content = {"id": media_id}
+            if text and kind in {"image", "video", "document"}:
+                content["caption"] = text
+            if kind == "document":
+                content["filename"] = upload.name[:240]
+            message = services.send_reply(
+                conversation=conversation,
+                kind=kind,
+                content=content,
+                sender=request.user,
+                reply_to=reply_to,
+            )
+        elif text:
+            message = services.send_reply(
+                conversation=conversation,
+                kind="text",
+                content={"body": text},
+                sender=request.user,
+                reply_to=reply_to,
+            )
+        else:
+            return _error(request, conversation, "Write a message first.", 400)
+    except services.WindowClosed as error:
+        html = _composer_html(conversation, request.user, error=error.detail)
+        return _answer(request, conversation, html, status=409)
+    except services.OutboundError as error:
+        return _error(request, conversation, error.detail, error.status)
+    message = workspace.messages_queryset().get(pk=message.pk)
+    html = workspace.render_message(message) + workspace.render_fragment(
+        "composer_error", {"error": ""}
+    )
+    return _answer(request, conversation, html, status=201)
+
+
+def _media_kind(mime_type: str) -> str:
+    if mime_type.startswith("image/") and mime_type != "image/webp":
+        return "image"
+    if mime_type == "image/webp":
+        return "sticker"
+    if mime_type.startswith("video/"):
+        return "video"
+    if mime_type.startswith("audio/"):
+        return "audio"
+    return "document"
+
+
+@login_required
+@require_POST
+def send_template(request: HttpRequest, pk: int) -> HttpResponse:
+    """Send an approved template of the number's WABA with its parameters."""
+    conversation = _conversation(request, pk)
+    template = MessageTemplate.objects.filter(
+        pk=request.POST.get("template") or 0,
+        waba_id=conversation.number.waba_id,
+        status=MessageTemplate.Status.APPROVED,
+    ).first()
+    if template is None:
+        return _error(request, conversation, "Choose an approved template.", 422)
+    parameters: dict = {"body": request.POST.getlist("body")}
+    fields = workspace.template_fields(template)
+    if fields["header"] in {"image", "video", "document"}:
+        parameters["header"] = {
+            fields["header"]: {"link": request.POST.get("header_link", "")}
+        }
+    elif fields["header"]:
+        parameters["header"] = request.POST.get("header", "")
+    try:
+        message = services.send_template(
+            conversation=conversation,
+            template=template,
+            parameters=parameters,
+            sender=request.user,
+        )
+    except services.OutboundError as error:
+        return _error(request, conversation, error.detail, error.status)
+    message = workspace.messages_queryset().get(pk=message.pk)
+    html = workspace.render_message(message) + workspace.render_fragment(
+        "composer_error", {"error": ""}
+    )
+    return _answer(request, conversation, html, status=201)
+
+
+@login_required
+@require_POST
+def react(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _message(request, pk)
+    try:
+        services.react(
+            message=message,
+            emoji=request.POST.get("emoji", "")[:32],
+            sender=request.user,
+        )
+    except services.OutboundError as error:
+        return _error(request, message.conversation, error.detail, error.status)
+    message = workspace.messages_queryset().get(pk=message.pk)
+    return _answer(request, message.conversation, workspace.render_message(message))
+
+
+@login_required
+@require_POST
+def resend(request: HttpRequest, pk: int) -> HttpResponse:
+    message = _message(request, pk)
+    try:
+        new = services.resend_message(message=message, sender=request.user)
+    except services.OutboundError as error:
+        return _error(request, message.conversation, error.detail, error.status)
+    new = workspace.messages_queryset().get(pk=new.pk)
+    return _answer(request, message.conversation, workspace.render_message(new), 201)
+
+
+@login_required
+@require_POST
+def add_note(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = _conversation(request, pk)
+    try:
+        note = services.add_note(
+            conversation=conversation,
+            author=request.user,
+            body=request.POST.get("body", "")[:10000],
+        )
+    except services.WorkspaceError as error:
+        return _error(request, conversation, error.message, 400)
+    return _answer(request, conversation, workspace.render_note(note), 201)
+
+
+def _header_html(conversation_pk: int, user: User) -> str:
+    conversation = workspace.conversation_for(user, conversation_pk)
+    if conversation is None:
+        return ""
+    return workspace.render_fragment(
+        "header",
+        {
+            "conversation": conversation,
+            "window": workspace.WindowState.of(conversation),
+        },
+    ) + workspace.render_row(conversation)
+
+
+@login_required
+@require_POST
+def assign(request: HttpRequest, pk: int) -> HttpResponse:
+    """Assign to me, to an agent or to a team ("none" takes it away)."""
+    conversation = _conversation(request, pk)
+    changes = {}
+    assignee = request.POST.get("assignee", "")
+    if assignee == "me":
+        changes["assignee"] = request.user
+    elif assignee == "none":
+        changes["assignee"] = None
+    elif assignee.isdigit():
+        agent = User.objects.filter(pk=assignee, is_active=True).first()
+        if agent is None:
+            return _error(request, conversation, "No such agent.", 400)
+        changes["assignee"] = agent
+    team = request.POST.get("team", "")
+    if team == "none":
+        changes["team"] = None
+    elif team.isdigit():
+        found = conversation.number.teams.filter(pk=team).first()
+        if found is None:
+            return _error(request, conversation, "That team does not work here.", 400)
+        changes["team"] = found
+    if not changes:
+        return _answer(request, conversation, "")
+    try:
+        services.assign_conversation(
+            conversation=conversation, by=request.user, **changes
+        )
+    except services.WorkspaceError as error:
+        return _error(request, conversation, error.message, 400)
+    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+
+
+@login_required
+@require_POST
+def change_status(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = _conversation(request, pk)
+    snoozed_until = None
+    raw = request.POST.get("snoozed_until", "").strip()
+    if raw:
+        try:
+            snoozed_until = timezone.make_aware(datetime.fromisoformat(raw))
+        except (ValueError, ValidationError):
+            return _error(request, conversation, "Give the snooze time.", 400)
+    try:
+        services.change_status(
+            conversation=conversation,
+            status=request.POST.get("status", ""),
+            snoozed_until=snoozed_until,
+            by=request.user,
+        )
+    except services.WorkspaceError as error:
+        return _error(request, conversation, error.message, 400)
+    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+
+
+@login_required
+@require_POST
+def set_labels(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = _conversation(request, pk)
+    ids = [value for value in request.POST.getlist("labels") if value.isdigit()]
+    labels = list(Label.objects.filter(pk__in=ids))
+    services.set_labels(conversation=conversation, labels=labels, by=request.user)
+    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+
+
+@login_required
+@require_POST
+def rename_customer(request: HttpRequest, pk: int) -> HttpResponse:
+    conversation = _conversation(request, pk)
+    services.rename_customer(
+        customer=conversation.customer,
+        name=request.POST.get("name", ""),
+        by=request.user,
+    )
+    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+
+
+@login_required
+@require_POST
+def set_availability(request: HttpRequest) -> HttpResponse:
+    try:
+        user = services.set_availability(
+            user=request.user, availability=request.POST.get("availability", "")
+        )
+    except services.WorkspaceError as error:
+        return HttpResponse(error.message, status=400)
+    if request.headers.get("HX-Request"):
+        return HttpResponse(workspace.render_fragment("agent", {"agent": user}))
+    return redirect("conversations:inbox")
+
+
+@login_required
+@require_GET
+def canned_text(request: HttpRequest, pk: int, canned_pk: int) -> HttpResponse:
+    """A canned response with the open conversation's variables filled in."""
+    conversation = _conversation(request, pk)
+    response = next(
+        (r for r in workspace.canned_responses(request.user) if r.pk == canned_pk),
+        None,
+    )
+    if response is None:
+        raise Http404("No such canned response")
+    text = workspace.fill_canned(
+        response.text, conversation=conversation, agent=request.user
+    )
+    return HttpResponse(text, content_type="text/plain; charset=utf-8")

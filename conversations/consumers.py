@@ -1,0 +1,316 @@
+"""The agent workspace's live socket: one per browser tab.
+
+The consumer joins the inbox groups of the numbers the agent may see, plus
+the agent's own group (access changes) and, while a conversation is open,
+that conversation's group (presence and typing). On every `live.event` it
+loads the stored event (once per process: workspace.event_cache), checks that
+the agent may still see it, and sends the fragments the tab shows, rendered
+from the same partials as the pages.
+
+Protocol (JSON text frames):
+- tab → server: {"type": "hello", "after": last applied event id, "seen":
+  [ids applied in the lookback below it], "conversation": id or null,
+  "filter": the inbox query string, "visible": bool}; {"type": "typing"};
+  {"type": "seen"} (the open conversation was looked at).
+- server → tab: {"type": "event", "id": n, "html": "...", "notify": {...}?};
+  {"type": "synced", "last": n}; {"type": "fragment", "html": "..."};
+  {"type": "access", "numbers": [...]}; {"type": "reload"}.
+"""
+
+import json
+import logging
+import time
+
+from asgiref.sync import async_to_sync
+from channels.generic.websocket import WebsocketConsumer
+
+from . import realtime, services, workspace
+from .models import Conversation, Message
+
+logger = logging.getLogger(__name__)
+
+# Close codes: 4401 not logged in, 4400 unreadable frame.
+CLOSE_UNAUTHENTICATED = 4401
+# Access is re-read at least this often even without an access message.
+ACCESS_RECHECK_SECONDS = 60
+# A colleague's "typing" shows this long after their last keystroke.
+TYPING_SHOWS_SECONDS = 6
+
+
+class WorkspaceConsumer(WebsocketConsumer):
+    def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.user = user
+        self.number_ids: set[int] = set()
+        self.groups_joined: set[str] = set()
+        self.conversation_id: int | None = None
+        self.filter = workspace.InboxFilter()
+        self.viewers: dict[str, str] = {}
+        self.typing: dict[str, tuple[str, float]] = {}
+        self.user_team_ids: set[int] = set()
+        self.window_open: bool | None = None
+        self.accept()
+        self._join(realtime.user_group(user.pk))
+        self._refresh_access()
+
+    def disconnect(self, code):
+        if getattr(self, "conversation_id", None):
+            self._presence("leave")
+        for group in list(getattr(self, "groups_joined", ())):
+            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+
+    # --- Groups and access ---------------------------------------------------------
+
+    def _join(self, group: str) -> None:
+        if group not in self.groups_joined:
+            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+            self.groups_joined.add(group)
+
+    def _leave(self, group: str) -> None:
+        if group in self.groups_joined:
+            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+            self.groups_joined.discard(group)
+
+    def _refresh_access(self) -> None:
+        """Re-read the inboxes the agent may see; join and leave groups to match."""
+        self.user.refresh_from_db(fields=["is_active", "is_staff", "is_superuser"])
+        allowed = (
+            services.visible_number_ids(self.user) if self.user.is_active else set()
+        )
+        for number_id in self.number_ids - allowed:
+            self._leave(realtime.inbox_group(number_id))
+        for number_id in allowed - self.number_ids:
+            self._join(realtime.inbox_group(number_id))
+        lost = self.number_ids - allowed
+        self.number_ids = allowed
+        self.user_team_ids = set(self.user.teams.values_list("pk", flat=True))
+        self.access_checked = time.monotonic()
+        if lost:
+            self._send({"type": "access", "numbers": sorted(allowed)})
+        if self.conversation_id and not self._may_see_conversation(
+            self.conversation_id
+        ):
+            self._close_conversation()
+            self._send(
+                {
+                    "type": "fragment",
+                    "html": workspace.render_fragment("access_lost", {}),
+                }
+            )
+        if not self.user.is_active:
+            self.close(code=CLOSE_UNAUTHENTICATED)
+
+    def _may_see_conversation(self, conversation_id: int) -> bool:
+        return Conversation.objects.filter(
+            pk=conversation_id, number_id__in=self.number_ids
+        ).exists()
+
+    def _maybe_recheck_access(self) -> None:
+        if time.monotonic() - self.access_checked > ACCESS_RECHECK_SECONDS:
+            self._refresh_access()
+
+    def access_changed(self, message):
+        self._refresh_access()
+
+    # --- From the tab ---------------------------------------------------------------
+
+    def receive(self, text_data=None, bytes_data=None):
+        try:
+            message = json.loads(text_data or "")
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        if kind == "hello":
+            self._hello(message)
+        elif kind == "typing" and self.conversation_id:
+            self._presence("typing")
+            conversation = Conversation.objects.filter(pk=self.conversation_id).first()
+            if conversation is not None:
+                try:
+                    services.send_typing_indicator(conversation=conversation)
+                except Exception:
+                    logger.info("Typing indicator not sent", exc_info=True)
+        elif kind == "seen" and self.conversation_id:
+            conversation = Conversation.objects.filter(pk=self.conversation_id).first()
+            if conversation is not None:
+                services.open_conversation(conversation=conversation, agent=self.user)
+
+    def _hello(self, message: dict) -> None:
+        self._maybe_recheck_access()
+        self.filter = workspace.InboxFilter.from_query(str(message.get("filter", "")))
+        conversation_id = message.get("conversation")
+        if isinstance(conversation_id, int) and conversation_id != self.conversation_id:
+            if self.conversation_id:
+                self._close_conversation()
+            if self._may_see_conversation(conversation_id):
+                self.conversation_id = conversation_id
+                self._join(realtime.conversation_group(conversation_id))
+                self._presence("join")
+                conversation = Conversation.objects.get(pk=conversation_id)
+                self.window_open = workspace.WindowState.of(conversation).is_open
+        after = message.get("after")
+        seen = message.get("seen") or []
+        if isinstance(after, int) and after >= 0:
+            skip = {i for i in seen if isinstance(i, int)}
+            self._catch_up(after, skip)
+
+    def _close_conversation(self) -> None:
+        self._presence("leave")
+        self._leave(realtime.conversation_group(self.conversation_id))
+        self.conversation_id = None
+        self.viewers.clear()
+        self.typing.clear()
+
+    def _catch_up(self, after: int, skip: set[int]) -> None:
+        events = workspace.event_cache.catch_up(self.number_ids, after, skip)
+        if len(events) > workspace.CATCH_UP_LIMIT:
+            self._send({"type": "reload"})
+            return
+        last = after
+        for rendered in events:
+            self._deliver(rendered)
+            last = max(last, rendered.event.pk)
+        self._send({"type": "synced", "last": last})
+
+    # --- From the channel layer --------------------------------------------------
+
+    def live_event(self, message):
+        self._maybe_recheck_access()
+        rendered = workspace.event_cache.get(message["id"])
+        if rendered is not None:
+            self._deliver(rendered)
+
+    def _deliver(self, rendered: workspace.RenderedEvent) -> None:
+        event = rendered.event
+        if event.number_id not in self.number_ids:
+            return
+        html = []
+        notify = None
+        seen_hint = False
+        conversation = rendered.conversation
+        if event.type == realtime.AGENT_UPDATED:
+            html.append(rendered.agent_html())
+        elif conversation is not None:
+            if self.filter.matches(
+                conversation,
+                user=self.user,
+                user_team_ids=self.user_team_ids,
+                label_ids=rendered.label_ids,
+            ):
+                html.append(rendered.row(self.filter.order))
+            else:
+                html.append(workspace.render_row_removal(conversation.pk))
+            is_open = conversation.pk == self.conversation_id
+            if event.type in (realtime.MESSAGE_CREATED, realtime.MESSAGE_UPDATED):
+                if is_open:
+                    html.append(rendered.message_html())
+                message = rendered.message
+                inbound = (
+                    event.type == realtime.MESSAGE_CREATED
+                    and message is not None
+                    and message.direction == Message.Direction.INBOUND
+                )
+                if inbound and is_open:
+                    seen_hint = True
+                if inbound and conversation.assignee_id == self.user.pk:
+                    notify = {
+                        "title": conversation.customer.display_name,
+                        "body": message.text[:140] or message.type,
+                        "conversation": conversation.pk,
+                    }
+            elif event.type == realtime.NOTE_CREATED and is_open:
+                html.append(rendered.note_html())
+            if is_open and event.type != realtime.NOTE_CREATED:
+                html.append(rendered.header_html())
+                window_open = workspace.WindowState.of(conversation).is_open
+                if self.window_open is not None and window_open != self.window_open:
+                    html.append(self._composer_html(conversation))
+                self.window_open = window_open
+        payload = {"type": "event", "id": event.pk, "html": "".join(html)}
+        if notify:
+            payload["notify"] = notify
+        if seen_hint:
+            # The open conversation got a customer message: a tab that is
+            # looked at answers "seen" (resets unread, marks it read).
+            payload["inbound"] = True
+        self._send(payload)
+
+    def _composer_html(self, conversation: Conversation) -> str:
+        # Rarely needed (the window opened or closed), so rendered per tab.
+        window = workspace.WindowState.of(conversation)
+        return workspace.render_fragment(
+            "composer",
+            {
+                "conversation": conversation,
+                "window": window,
+                "canned": workspace.canned_responses(self.user),
+                "templates": []
+                if window.is_open
+                else workspace.template_choices(conversation),
+            },
+        )
+
+    # --- Presence and typing (ephemeral) -------------------------------------------
+
+    def _presence(self, action: str) -> None:
+        if not self.conversation_id:
+            return
+        realtime.send_presence(
+            self.conversation_id,
+            {
+                "action": action,
+                "channel": self.channel_name,
+                "name": self.user.name,
+            },
+        )
+
+    def presence_update(self, message):
+        channel = message.get("channel")
+        if channel == self.channel_name or not self.conversation_id:
+            return
+        action = message.get("action")
+        name = str(message.get("name", ""))
+        if action == "join":
+            self.viewers[channel] = name
+            # Tell the newcomer this tab is here too.
+            async_to_sync(self.channel_layer.send)(
+                channel,
+                {
+                    "type": realtime.PRESENCE_MESSAGE_TYPE,
+                    "action": "here",
+                    "channel": self.channel_name,
+                    "name": self.user.name,
+                },
+            )
+        elif action == "here":
+            self.viewers[channel] = name
+        elif action == "leave":
+            self.viewers.pop(channel, None)
+            self.typing.pop(channel, None)
+        elif action == "typing":
+            self.viewers[channel] = name
+            self.typing[channel] = (name, time.monotonic())
+        else:
+            return
+        now = time.monotonic()
+        typing = sorted(
+            {n for n, at in self.typing.values() if now - at < TYPING_SHOWS_SECONDS}
+        )
+        viewers = sorted(set(self.viewers.values()))
+        self._send(
+            {
+                "type": "fragment",
+                "html": workspace.render_fragment(
+                    "presence", {"viewers": viewers, "typing": typing}
+                ),
+                "typing": bool(typing),
+            }
+        )
+
+    def _send(self, payload: dict) -> None:
+        self.send(text_data=json.dumps(payload, separators=(",", ":")))

@@ -1,0 +1,643 @@
+"""The agent workspace's reads: inbox filters, the thread, and live rendering.
+
+Pages (views.py) and the live socket (consumers.py) both build their
+fragments here, from the same named template partials in
+templates/conversations/fragments.html, so a row or a message bubble looks
+the same whether it came with the page, as a form's answer or over the
+socket. Writes go through services.py.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from urllib.parse import urlencode, urlsplit
+
+from django.db.models import Max, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.http import QueryDict
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from accounts.models import Team, User
+
+from . import windows
+from .models import (
+    CannedResponse,
+    ConsentRecord,
+    Conversation,
+    Label,
+    LiveEvent,
+    Message,
+    MessageTemplate,
+    Note,
+    Reaction,
+    WhatsAppNumber,
+)
+
+FRAGMENTS = "conversations/fragments.html"
+INBOX_PAGE_SIZE = 50
+THREAD_PAGE_SIZE = 60
+# A reconnecting tab gets the events after its last one, and also re-reads
+# this many ids below it: ids are allocated when a transaction inserts its
+# event but become visible when it commits, so a lower id can appear after a
+# higher one was delivered. The tab says which of those it has applied.
+CATCH_UP_LOOKBACK = 50
+# More missed events than this and the tab reloads instead (a fresh snapshot
+# is cheaper than replaying a day).
+CATCH_UP_LIMIT = 2000
+
+VIEWS = {
+    "all": "All",
+    "mine": "Mine",
+    "unassigned": "Unassigned",
+    "teams": "My teams",
+}
+ORDERS = {"activity": "Last activity", "window": "Window closing"}
+
+
+def safe_url(value) -> str:
+    """The URL if it is an absolute http(s) link, else "" (no javascript:, data:)."""
+    if not isinstance(value, str):
+        return ""
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in {"http", "https"} or not parts.netloc:
+        return ""
+    if any(ord(char) < 32 for char in value):
+        return ""
+    return value
+
+
+# --- Inbox filters ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxFilter:
+    """What an inbox tab shows: a view, filters, a search and an order.
+
+    apply() narrows a queryset for the page; matches() answers the same
+    question for one conversation already in memory, so the live socket can
+    place a changed row without a query per tab.
+    """
+
+    view: str = "all"
+    status: str = "open"
+    number: int | None = None
+    label: int | None = None
+    team: int | None = None
+    q: str = ""
+    order: str = "activity"
+
+    @classmethod
+    def from_query(cls, query: QueryDict | dict | str) -> InboxFilter:
+        if isinstance(query, str):
+            query = QueryDict(query)
+
+        def number(name):
+            value = query.get(name) or ""
+            return int(value) if str(value).isdigit() else None
+
+        view = query.get("view") or "all"
+        status = query.get("status") or "open"
+        order = query.get("order") or "activity"
+        return cls(
+            view=view if view in VIEWS else "all",
+            status=status
+            if status in Conversation.Status.values or status == "any"
+            else "open",
+            number=number("number"),
+            label=number("label"),
+            team=number("team"),
+            q=(query.get("q") or "").strip()[:100],
+            order=order if order in ORDERS else "activity",
+        )
+
+    def as_query(self, **changes) -> str:
+        values = {
+            "view": self.view,
+            "status": self.status,
+            "number": self.number or "",
+            "label": self.label or "",
+            "team": self.team or "",
+            "q": self.q,
+            "order": self.order,
+        }
+        values.update(changes)
+        return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+
+    def apply(self, queryset: QuerySet, user: User) -> QuerySet:
+        queryset = queryset.filter(last_message_at__isnull=False)
+        if self.view == "mine":
+            queryset = queryset.filter(assignee=user)
+        elif self.view == "unassigned":
+            queryset = queryset.filter(assignee__isnull=True)
+        elif self.view == "teams":
+            queryset = queryset.filter(team__in=user.teams.all())
+        if self.status != "any":
+            queryset = queryset.filter(status=self.status)
+        if self.number:
+            queryset = queryset.filter(number_id=self.number)
+        if self.label:
+            queryset = queryset.filter(labels__id=self.label)
+        if self.team:
+            queryset = queryset.filter(team_id=self.team)
+        if self.q:
+            text = Q(customer__name__icontains=self.q)
+            text |= Q(customer__profile_name__icontains=self.q)
+            text |= Q(customer__phone__icontains=self.q)
+            text |= Q(customer__wa_id__icontains=self.q)
+            text |= Q(
+                pk__in=Message.objects.filter(text__icontains=self.q).values(
+                    "conversation_id"
+                )
+            )
+            queryset = queryset.filter(text)
+        if self.order == "window":
+            # Open windows only, the one closing soonest first.
+            since = timezone.now() - windows.SERVICE_WINDOW
+            return queryset.filter(last_inbound_at__gt=since).order_by(
+                "last_inbound_at", "id"
+            )
+        return queryset.order_by("-last_message_at", "-id")
+
+    def matches(
+        self,
+        conversation: Conversation,
+        *,
+        user: User,
+        user_team_ids: set[int],
+        label_ids: set[int],
+    ) -> bool:
+        """apply() for one loaded conversation (search: customer and last message)."""
+        if conversation.last_message_at is None:
+            return False
+        if self.view == "mine" and conversation.assignee_id != user.pk:
+            return False
+        if self.view == "unassigned" and conversation.assignee_id is not None:
+            return False
+        if self.view == "teams" and conversation.team_id not in user_team_ids:
+            return False
+        if self.status != "any" and conversation.status != self.status:
+            return False
+        if self.number and conversation.number_id != self.number:
+            return False
+        if self.label and self.label not in label_ids:
+            return False
+        if self.team and conversation.team_id != self.team:
+            return False
+        if self.q:
+            needle = self.q.casefold()
+            customer = conversation.customer
+            haystack = [
+                customer.name,
+                customer.profile_name,
+                customer.phone,
+                customer.wa_id,
+                conversation.last_message.text if conversation.last_message else "",
+            ]
+            if not any(needle in (value or "").casefold() for value in haystack):
+                return False
+        if self.order == "window":
+            since = timezone.now() - windows.SERVICE_WINDOW
+            if (
+                not conversation.last_inbound_at
+                or conversation.last_inbound_at <= since
+            ):
+                return False
+        return True
+
+
+def inbox_conversations(user: User, inbox_filter: InboxFilter) -> list[Conversation]:
+    queryset = inbox_filter.apply(
+        Conversation.objects.visible_to(user).for_inbox(), user
+    ).prefetch_related("labels")
+    if inbox_filter.label or inbox_filter.q or inbox_filter.view == "teams":
+        # Joins through labels, messages or teams can repeat a row.
+        queryset = queryset.distinct()
+    return list(queryset[:INBOX_PAGE_SIZE])
+
+
+def row_sort_key(conversation: Conversation, order: str) -> float:
+    moment = (
+        conversation.last_inbound_at
+        if order == "window"
+        else conversation.last_message_at
+    )
+    return moment.timestamp() * 1000 if moment else 0
+
+
+# --- The conversation -------------------------------------------------------------
+
+
+@dataclass
+class WindowState:
+    """The 24-hour service window and the 72-hour free entry point, for display."""
+
+    expires_at: datetime | None
+    is_open: bool
+    free_expires_at: datetime | None
+    free_open: bool
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> WindowState:
+        now = timezone.now()
+        return cls(
+            expires_at=windows.service_window_expires_at(conversation),
+            is_open=windows.service_window_open(conversation, now),
+            free_expires_at=conversation.free_entry_point_expires_at,
+            free_open=windows.free_entry_point_open(conversation, now),
+        )
+
+
+def conversation_for(user: User, pk: int) -> Conversation | None:
+    """A conversation the agent may see, or None (unknown and foreign look alike)."""
+    return (
+        Conversation.objects.visible_to(user)
+        .for_inbox()
+        .prefetch_related("labels")
+        .filter(pk=pk)
+        .first()
+    )
+
+
+def messages_queryset() -> QuerySet:
+    return Message.objects.select_related(
+        "reply_to", "sender", "template"
+    ).prefetch_related(
+        Prefetch(
+            "reactions",
+            queryset=Reaction.objects.exclude(emoji="").order_by("direction"),
+        )
+    )
+
+
+def thread_items(conversation: Conversation) -> list:
+    """The newest messages and notes of a conversation, oldest first."""
+    messages = list(
+        messages_queryset()
+        .filter(conversation=conversation)
+        .exclude(type="reaction")
+        .order_by("-timestamp", "-id")[:THREAD_PAGE_SIZE]
+    )
+    messages.reverse()
+    since = messages[0].timestamp if len(messages) == THREAD_PAGE_SIZE else None
+    notes = Note.objects.filter(conversation=conversation).select_related("author")
+    if since is not None:
+        notes = notes.filter(created_at__gte=since)
+    items = [*messages, *notes.order_by("-created_at")[:THREAD_PAGE_SIZE]]
+    items.sort(key=item_moment)
+    return items
+
+
+def item_moment(item) -> datetime:
+    return item.timestamp if isinstance(item, Message) else item.created_at
+
+
+def previous_conversations(conversation: Conversation) -> list[Conversation]:
+    return list(
+        Conversation.objects.filter(
+            customer_id=conversation.customer_id, number_id=conversation.number_id
+        )
+        .exclude(pk=conversation.pk)
+        .select_related("last_message")
+        .order_by("-created_at")[:10]
+    )
+
+
+def assignable_agents(number_id: int) -> list[User]:
+    return list(
+        User.objects.filter(is_active=True, teams__numbers=number_id)
+        .distinct()
+        .order_by("display_name", "username")
+    )
+
+
+def canned_responses(user: User) -> list[CannedResponse]:
+    queryset = CannedResponse.objects.all()
+    if not user.is_staff:
+        queryset = queryset.filter(Q(team__isnull=True) | Q(team__members=user))
+    return list(queryset.distinct())
+
+
+def fill_canned(text: str, *, conversation: Conversation, agent: User) -> str:
+    values = {
+        "customer_name": conversation.customer.display_name,
+        "agent_name": agent.name,
+        "number_name": conversation.number.name,
+    }
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+def approved_templates(conversation: Conversation) -> list[MessageTemplate]:
+    return list(
+        MessageTemplate.objects.filter(
+            waba_id=conversation.number.waba_id,
+            status=MessageTemplate.Status.APPROVED,
+        ).order_by("name", "language")
+    )
+
+
+def template_fields(template: MessageTemplate) -> dict:
+    """The parameters an agent fills in for a template: header text, body."""
+    header = None
+    body: list[str] = []
+    for component in template.components or []:
+        kind = str(component.get("type", "")).upper()
+        text = str(component.get("text", ""))
+        names = _placeholders(text)
+        if kind == "HEADER" and str(component.get("format", "TEXT")).upper() == "TEXT":
+            header = names[0] if names else None
+        elif kind == "HEADER":
+            header = str(component.get("format", "")).lower()
+        elif kind == "BODY":
+            body = names
+    return {"header": header, "body": body}
+
+
+def _placeholders(text: str) -> list[str]:
+    return list(dict.fromkeys(re.findall(r"\{\{\s*([\w]+)\s*\}\}", text)))
+
+
+def template_body_text(template: MessageTemplate) -> str:
+    for component in template.components or []:
+        if str(component.get("type", "")).upper() == "BODY":
+            return str(component.get("text", ""))
+    return ""
+
+
+def latest_event_id() -> int:
+    return LiveEvent.objects.aggregate(last=Max("id"))["last"] or 0
+
+
+def agent_context(user: User) -> dict:
+    teams = list(user.teams.all())
+    return {"user_team_ids": {team.pk for team in teams}, "user_teams": teams}
+
+
+def sidebar_context(user: User) -> dict:
+    numbers = list(WhatsAppNumber.objects.visible_to(user).order_by("name"))
+    teams = (
+        Team.objects.all()
+        if user.is_staff
+        else Team.objects.filter(numbers__in=numbers).distinct()
+    )
+    colleagues = (
+        User.objects.filter(is_active=True, teams__numbers__in=numbers)
+        .distinct()
+        .order_by("display_name", "username")
+    )
+    return {
+        "numbers": numbers,
+        "teams": list(teams),
+        "labels": list(Label.objects.all()),
+        "colleagues": list(colleagues[:50]),
+    }
+
+
+def conversation_context(conversation: Conversation, user: User) -> dict:
+    """Everything the conversation pane renders (a fixed number of queries)."""
+    window = WindowState.of(conversation)
+    return {
+        "conversation": conversation,
+        "window": window,
+        "items": thread_items(conversation),
+        "previous": previous_conversations(conversation),
+        "agents": assignable_agents(conversation.number_id),
+        "number_teams": list(conversation.number.teams.all()),
+        "canned": canned_responses(user),
+        "templates": [] if window.is_open else template_choices(conversation),
+        "consent": consent_state(conversation.customer_id),
+        "referral": referral_card(conversation.referral),
+        "all_labels": list(Label.objects.all()),
+        "label_ids": {label.pk for label in conversation.labels.all()},
+    }
+
+
+def template_choices(conversation: Conversation) -> list[dict]:
+    return [
+        {
+            "template": template,
+            "fields": template_fields(template),
+            "body": template_body_text(template),
+        }
+        for template in approved_templates(conversation)
+    ]
+
+
+def consent_state(customer_id: int) -> dict:
+    state = {}
+    for record in ConsentRecord.objects.filter(customer_id=customer_id).order_by(
+        "recorded_at", "id"
+    ):
+        state[record.purpose] = record
+    return {purpose: state.get(purpose) for purpose in ConsentRecord.Purpose.values}
+
+
+def referral_card(referral) -> dict | None:
+    """The ad that started the conversation, with only safe links and images."""
+    if not isinstance(referral, dict) or not referral:
+        return None
+    media_type = str(referral.get("media_type") or "")
+    image = safe_url(referral.get("image_url") or referral.get("thumbnail_url"))
+    return {
+        "headline": str(referral.get("headline") or ""),
+        "body": str(referral.get("body") or ""),
+        "source_type": str(referral.get("source_type") or ""),
+        "source_id": str(referral.get("source_id") or ""),
+        "url": safe_url(referral.get("source_url")),
+        "image": image,
+        "video": safe_url(referral.get("video_url")),
+        "media_type": media_type,
+    }
+
+
+# --- Rendering fragments -----------------------------------------------------------
+
+
+def render_fragment(name: str, context: dict) -> str:
+    return render_to_string(f"{FRAGMENTS}#{name}", context)
+
+
+def render_row(conversation: Conversation, order: str = "activity") -> str:
+    return render_fragment(
+        "row",
+        {
+            "conversation": conversation,
+            "window": WindowState.of(conversation),
+            "sort_key": row_sort_key(conversation, order),
+            "live": True,
+        },
+    )
+
+
+def render_row_removal(conversation_id: int) -> str:
+    return render_fragment("row_removed", {"conversation_id": conversation_id})
+
+
+def render_message(message: Message) -> str:
+    return render_fragment("message", {"message": message, "live": True})
+
+
+def render_note(note: Note) -> str:
+    return render_fragment("note", {"note": note, "live": True})
+
+
+@dataclass
+class RenderedEvent:
+    """A live event loaded once per process and rendered once per fragment.
+
+    Fragments carry nothing specific to one agent, so every tab of the
+    process that may see the event shares them.
+    """
+
+    event: LiveEvent
+    conversation: Conversation | None
+    label_ids: set[int] = field(default_factory=set)
+
+    @cached_property
+    def message(self) -> Message | None:
+        message_id = self.event.data.get("message")
+        if not message_id or self.conversation is None:
+            return None
+        return (
+            messages_queryset()
+            .filter(pk=message_id, conversation_id=self.conversation.pk)
+            .first()
+        )
+
+    @cached_property
+    def note(self) -> Note | None:
+        note_id = self.event.data.get("note")
+        if not note_id or self.conversation is None:
+            return None
+        return (
+            Note.objects.select_related("author")
+            .filter(pk=note_id, conversation_id=self.conversation.pk)
+            .first()
+        )
+
+    @cached_property
+    def agent(self) -> User | None:
+        agent_id = self.event.data.get("agent")
+        return User.objects.filter(pk=agent_id).first() if agent_id else None
+
+    def row(self, order: str) -> str:
+        return self._cached(
+            f"row:{order}", lambda: render_row(self.conversation, order)
+        )
+
+    def message_html(self) -> str:
+        def build():
+            message = self.message
+            if message is None:
+                return ""
+            if message.type == "reaction" and message.reply_to_id:
+                # A reaction shows on the message it reacts to.
+                target = messages_queryset().filter(pk=message.reply_to_id).first()
+                return render_message(target) if target else ""
+            return render_message(message)
+
+        return self._cached("message", build)
+
+    def note_html(self) -> str:
+        return self._cached("note", lambda: render_note(self.note) if self.note else "")
+
+    def header_html(self) -> str:
+        return self._cached(
+            "header",
+            lambda: render_fragment(
+                "header",
+                {
+                    "conversation": self.conversation,
+                    "window": WindowState.of(self.conversation),
+                    "live": True,
+                },
+            ),
+        )
+
+    def agent_html(self) -> str:
+        return self._cached(
+            "agent",
+            lambda: (
+                render_fragment("agent", {"agent": self.agent, "live": True})
+                if self.agent
+                else ""
+            ),
+        )
+
+    def _cached(self, key: str, build) -> str:
+        cache = self.__dict__.setdefault("_html", {})
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
+
+
+class EventCache:
+    """The last few hundred rendered events of this process, by id."""
+
+    def __init__(self, size: int = 512):
+        self.size = size
+        self._items: OrderedDict[int, RenderedEvent] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, event_id: int) -> RenderedEvent | None:
+        with self._lock:
+            if event_id in self._items:
+                return self._items[event_id]
+        event = (
+            LiveEvent.objects.filter(pk=event_id)
+            .select_related(
+                "conversation__customer",
+                "conversation__number",
+                "conversation__assignee",
+                "conversation__team",
+                "conversation__last_message",
+            )
+            .first()
+        )
+        if event is None:
+            return None
+        return self.put(event)
+
+    def put(self, event: LiveEvent) -> RenderedEvent:
+        conversation = event.conversation
+        label_ids: set[int] = set()
+        if conversation is not None:
+            # Rows show the labels; prefetch them once for every renderer.
+            prefetch_related_objects([conversation], "labels")
+            label_ids = {label.pk for label in conversation.labels.all()}
+        rendered = RenderedEvent(event, conversation, label_ids)
+        with self._lock:
+            self._items[event.pk] = rendered
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return rendered
+
+    def catch_up(self, number_ids, after: int, skip: set[int]) -> list[RenderedEvent]:
+        """Events of these inboxes after `after` (and in the lookback), oldest first."""
+        floor = max(after - CATCH_UP_LOOKBACK, 0)
+        events = list(
+            LiveEvent.objects.filter(number_id__in=list(number_ids), pk__gt=floor)
+            .exclude(pk__in=list(skip))
+            .select_related(
+                "conversation__customer",
+                "conversation__number",
+                "conversation__assignee",
+                "conversation__team",
+                "conversation__last_message",
+            )
+            .order_by("pk")[: CATCH_UP_LIMIT + 1]
+        )
+        return [self.put(event) for event in events]
+
+
+event_cache = EventCache()

@@ -1,0 +1,444 @@
+// The agent workspace's live socket and the few behaviours HTML cannot express.
+//
+// Fragments come from the server (page load, htmx form answers, socket
+// pushes), all rendered from the same template partials. Each fragment's root
+// says how to apply it (data-live="upsert" | "replace" | "remove"); this file
+// only places them. It never builds markup from data, and inserts customer
+// text only through textContent.
+(function () {
+  "use strict";
+
+  var root = document.getElementById("workspace");
+  if (!root) return;
+
+  var conversationId = parseInt(root.dataset.conversation || "", 10) || null;
+  var lastId = parseInt(root.dataset.lastEvent || "0", 10) || 0;
+  // Ids applied recently: a catch-up re-reads a few below lastId (ids can
+  // commit out of order) and these are skipped, here and on the server.
+  var LOOKBACK = 50;
+  var applied = new Set();
+  var appliedLog = []; // every applied id, in order (tests read it)
+  var socket = null;
+  var retry = 0;
+  var retryTimer = null;
+  var status = document.getElementById("live-status");
+  var hiddenNew = 0;
+  var baseTitle = document.title;
+
+  // --- Applying fragments ------------------------------------------------------
+
+  function sortValue(el) {
+    return parseFloat(el.dataset.sort || "0") || 0;
+  }
+
+  function insertSorted(container, el) {
+    var desc = container.dataset.order === "desc";
+    var value = sortValue(el);
+    var children = container.children;
+    for (var i = 0; i < children.length; i++) {
+      var other = sortValue(children[i]);
+      if (desc ? value > other : value < other) {
+        container.insertBefore(el, children[i]);
+        return;
+      }
+    }
+    container.appendChild(el);
+  }
+
+  function applyFragments(html) {
+    if (!html) return;
+    var template = document.createElement("template");
+    template.innerHTML = html;
+    var elements = Array.prototype.slice.call(template.content.children);
+    elements.forEach(function (el) {
+      var mode = el.dataset.live;
+      var existing = el.id ? document.getElementById(el.id) : null;
+      if (mode === "remove") {
+        if (existing) existing.remove();
+        return;
+      }
+      if (existing) {
+        if (mode === "upsert" && existing.dataset.sort !== el.dataset.sort) {
+          existing.remove();
+          existing = null;
+        } else {
+          keepState(existing, el);
+          existing.replaceWith(el);
+        }
+      }
+      if (!existing) {
+        if (mode !== "upsert") return;
+        var container = document.querySelector(el.dataset.liveInto);
+        if (!container) return;
+        insertSorted(container, el);
+        var empty = document.getElementById("inbox-empty");
+        if (empty && container.id === "inbox-list") empty.remove();
+      }
+      if (window.htmx) window.htmx.process(el);
+      if (el.id === "composer") setUpComposer();
+      if (el.closest && el.closest("#thread") && el.dataset.live === "upsert") {
+        scrollThread();
+      }
+      markCurrentRow();
+    });
+    tick();
+  }
+
+  function keepState(existing, replacement) {
+    // An open reaction picker stays open when its message is re-rendered.
+    var details = existing.querySelector("details[open]");
+    if (details) {
+      var same = replacement.querySelector("details." + details.className);
+      if (same) same.open = true;
+    }
+  }
+
+  function scrollThread() {
+    var thread = document.getElementById("thread");
+    if (thread) thread.scrollTop = thread.scrollHeight;
+  }
+
+  function markCurrentRow() {
+    if (!conversationId) return;
+    var row = document.getElementById("row-" + conversationId);
+    if (row && !row.classList.contains("current")) {
+      row.classList.add("current");
+      var link = row.querySelector("a");
+      if (link) link.setAttribute("aria-current", "true");
+    }
+  }
+
+  // --- The socket ----------------------------------------------------------------
+
+  function setStatus(text, state) {
+    if (!status) return;
+    status.textContent = text;
+    status.dataset.state = state;
+    root.dataset.live = state;
+  }
+
+  function recentIds() {
+    var ids = [];
+    applied.forEach(function (id) {
+      if (id > lastId - LOOKBACK) ids.push(id);
+    });
+    return ids;
+  }
+
+  function hello() {
+    send({
+      type: "hello",
+      after: lastId,
+      seen: recentIds(),
+      conversation: conversationId,
+      filter: root.dataset.filter || "",
+      visible: document.visibilityState === "visible",
+    });
+  }
+
+  function send(message) {
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify(message));
+    }
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    if (socket && socket.readyState <= WebSocket.OPEN) return;
+    if (navigator.onLine === false) {
+      setStatus("Offline: changes will appear when you are back online", "offline");
+      return;
+    }
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + root.dataset.wsUrl);
+    setStatus(retry ? "Reconnecting…" : "Connecting…", "connecting");
+    socket.onopen = function () {
+      retry = 0;
+      hello();
+    };
+    socket.onmessage = function (event) {
+      var message;
+      try {
+        message = JSON.parse(event.data);
+      } catch (e) {
+        return;
+      }
+      handle(message);
+    };
+    socket.onclose = function (event) {
+      socket = null;
+      if (event.code === 4401) {
+        setStatus("Logged out: reload the page to log in", "closed");
+        return;
+      }
+      setStatus("Reconnecting…", "connecting");
+      retry = Math.min(retry + 1, 6);
+      var delay = Math.min(30000, 500 * Math.pow(2, retry - 1)) * (0.5 + Math.random());
+      retryTimer = setTimeout(connect, delay);
+    };
+  }
+
+  function handle(message) {
+    if (message.type === "event") {
+      if (applied.has(message.id)) return;
+      applied.add(message.id);
+      appliedLog.push(message.id);
+      if (message.id > lastId) lastId = message.id;
+      if (applied.size > 4 * LOOKBACK) {
+        applied.forEach(function (id) {
+          if (id <= lastId - LOOKBACK) applied.delete(id);
+        });
+      }
+      applyFragments(message.html);
+      if (message.notify) notify(message.notify);
+      if (message.inbound && document.visibilityState === "visible") {
+        send({ type: "seen" });
+      }
+    } else if (message.type === "synced") {
+      if (message.last > lastId) lastId = message.last;
+      setStatus("Live", "live");
+    } else if (message.type === "fragment") {
+      applyFragments(message.html);
+      if (message.typing) setTimeout(clearTyping, 6500);
+    } else if (message.type === "access") {
+      var allowed = new Set(message.numbers.map(String));
+      document.querySelectorAll("#inbox-list > li").forEach(function (row) {
+        if (!allowed.has(row.dataset.number)) row.remove();
+      });
+    } else if (message.type === "reload") {
+      location.reload();
+    }
+  }
+
+  function clearTyping() {
+    var presence = document.getElementById("presence");
+    if (presence && presence.textContent.indexOf("typing") !== -1) {
+      presence.textContent = presence.textContent.replace(/ · .* typing…/, "");
+    }
+  }
+
+  window.addEventListener("offline", function () {
+    if (socket) socket.close();
+    setStatus("Offline: changes will appear when you are back online", "offline");
+  });
+  window.addEventListener("online", function () {
+    retry = 0;
+    connect();
+  });
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") {
+      hiddenNew = 0;
+      document.title = baseTitle;
+      if (socket && socket.readyState === WebSocket.OPEN) hello();
+      else connect();
+    }
+  });
+
+  // --- Notifications and the title badge ------------------------------------------
+
+  function notify(info) {
+    if (document.visibilityState !== "visible" || info.conversation !== conversationId) {
+      hiddenNew += 1;
+      document.title = "(" + hiddenNew + ") " + baseTitle;
+    }
+    if (
+      document.visibilityState !== "visible" &&
+      "Notification" in window &&
+      Notification.permission === "granted"
+    ) {
+      var note = new Notification(info.title, { body: info.body, tag: "conv-" + info.conversation });
+      note.onclick = function () {
+        window.focus();
+        location.href = "/conversations/" + info.conversation + "/";
+      };
+    }
+  }
+
+  document.addEventListener(
+    "click",
+    function askOnce() {
+      if ("Notification" in window && Notification.permission === "default") {
+        Notification.requestPermission();
+      }
+      document.removeEventListener("click", askOnce, true);
+    },
+    true
+  );
+
+  // --- Countdowns of the reply windows --------------------------------------------
+
+  function left(ms) {
+    var minutes = Math.floor(ms / 60000);
+    var hours = Math.floor(minutes / 60);
+    if (hours >= 1) return hours + "h " + (minutes % 60) + "m";
+    var seconds = Math.floor((ms % 60000) / 1000);
+    return minutes + "m " + seconds + "s";
+  }
+
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("[data-countdown]").forEach(function (el) {
+      var until = parseInt(el.dataset.countdown, 10);
+      if (!until) return;
+      var label = el.dataset.countdownLabel;
+      if (until <= now) {
+        el.textContent = (label ? label + " " : "window ") + "closed";
+        el.classList.add("closed");
+      } else {
+        el.textContent = (label ? label + ": " : "") + left(until - now) + " left";
+        el.classList.toggle("closing", until - now < 3600000);
+      }
+    });
+    var composer = document.getElementById("composer");
+    if (
+      composer &&
+      composer.dataset.windowOpen === "1" &&
+      parseInt(composer.dataset.windowExpires, 10) <= now &&
+      !composer.dataset.refreshing
+    ) {
+      // The window just closed: ask for the template picker.
+      composer.dataset.refreshing = "1";
+      fetch(composer.dataset.refreshUrl, { credentials: "same-origin" })
+        .then(function (response) {
+          return response.text();
+        })
+        .then(applyFragments);
+    }
+  }
+  setInterval(tick, 1000);
+
+  // --- Forms: answers are fragments, applied like pushes --------------------------
+
+  document.body.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail.xhr;
+    var form = event.detail.elt.closest ? event.detail.elt.closest("form") : null;
+    if (xhr && xhr.responseText && xhr.status < 500) applyFragments(xhr.responseText);
+    if (event.detail.successful && form && form.hasAttribute("data-reset-on-success")) {
+      form.reset();
+      var quoting = form.querySelector(".quoting");
+      if (quoting) quoting.hidden = true;
+      var box = form.querySelector("textarea");
+      if (box) box.focus();
+    }
+  });
+  // 4xx answers carry an error fragment; let the handler above place it.
+  document.body.addEventListener("htmx:beforeSwap", function (event) {
+    event.detail.shouldSwap = false;
+  });
+
+  // --- The composer ---------------------------------------------------------------
+
+  function setUpComposer() {
+    var composer = document.getElementById("composer");
+    if (!composer) return;
+    var select = composer.querySelector(".template-select");
+    if (select) {
+      select.addEventListener("change", function () {
+        composer.querySelectorAll(".template-form").forEach(function (form) {
+          form.hidden = form.dataset.template !== select.value;
+        });
+      });
+    }
+    var canned = composer.querySelector(".canned");
+    if (canned && conversationId) {
+      canned.addEventListener("change", function () {
+        if (!canned.value) return;
+        fetch("/conversations/" + conversationId + "/canned/" + canned.value + "/", {
+          credentials: "same-origin",
+        })
+          .then(function (response) {
+            return response.ok ? response.text() : "";
+          })
+          .then(function (text) {
+            insertText(composer.querySelector("textarea"), text);
+            canned.value = "";
+          });
+      });
+    }
+  }
+
+  function insertText(box, text) {
+    if (!box || !text) return;
+    var start = box.selectionStart || box.value.length;
+    var end = box.selectionEnd || box.value.length;
+    box.value = box.value.slice(0, start) + text + box.value.slice(end);
+    box.focus();
+    box.selectionStart = box.selectionEnd = start + text.length;
+  }
+
+  var lastTyping = 0;
+  document.addEventListener("keydown", function (event) {
+    var box = event.target;
+    if (!box.matches || !box.matches("textarea[data-enter-sends]")) return;
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      if (box.value.trim() || box.form.querySelector("input[type=file]").value) {
+        box.form.requestSubmit();
+      }
+      return;
+    }
+    var now = Date.now();
+    if (now - lastTyping > 3000) {
+      lastTyping = now;
+      send({ type: "typing" });
+    }
+  });
+
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    if (!target.closest) return;
+    var insert = target.closest("[data-insert]");
+    if (insert) {
+      insertText(document.querySelector("#composer textarea"), insert.dataset.insert);
+      return;
+    }
+    var quote = target.closest("[data-quote]");
+    if (quote) {
+      var form = document.querySelector("#composer .reply-form");
+      var bubble = document.getElementById("msg-" + quote.dataset.quote);
+      if (!form || !bubble) return;
+      form.querySelector(".reply-to").value = quote.dataset.quote;
+      var preview = form.querySelector(".quoting");
+      var content = bubble.querySelector(".content");
+      preview.querySelector(".quoting-text").textContent =
+        "Replying to: " + (content ? content.textContent.trim().slice(0, 120) : "");
+      preview.hidden = false;
+      form.querySelector("textarea").focus();
+      return;
+    }
+    if (target.closest(".quote-cancel")) {
+      var replyForm = target.closest("form");
+      replyForm.querySelector(".reply-to").value = "";
+      replyForm.querySelector(".quoting").hidden = true;
+      return;
+    }
+    // Rows keep the inbox's filters when they open a conversation.
+    var link = target.closest("#inbox-list a.row-link");
+    if (link && root.dataset.filter && !event.ctrlKey && !event.metaKey) {
+      event.preventDefault();
+      location.href = link.getAttribute("href") + "?" + root.dataset.filter;
+    }
+  });
+
+  // Filters apply as soon as one changes.
+  document.querySelectorAll("form[data-autosubmit] select").forEach(function (select) {
+    select.addEventListener("change", function () {
+      select.form.requestSubmit();
+    });
+  });
+
+  // --- Start ------------------------------------------------------------------------
+
+  window.helpdeskLive = {
+    applied: appliedLog,
+    lastId: function () {
+      return lastId;
+    },
+    apply: applyFragments,
+  };
+  setUpComposer();
+  markCurrentRow();
+  scrollThread();
+  tick();
+  connect();
+})();

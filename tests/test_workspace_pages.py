@@ -1,0 +1,469 @@
+"""The agent workspace's pages and actions: rendering, authorization, XSS, queries."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.files.base import ContentFile
+from django.urls import reverse
+from django.utils import timezone
+
+from conversations import services
+from conversations.models import (
+    CannedResponse,
+    Conversation,
+    Label,
+    LiveEvent,
+    Message,
+    MessageTemplate,
+    Note,
+    Reaction,
+)
+from tests.factories import (
+    ConversationFactory,
+    MessageFactory,
+    TeamFactory,
+    UserFactory,
+    WhatsAppNumberFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+XSS_NAME = "<script>alert('name')</script>"
+XSS_TEXT = '<img src=x onerror="alert(1)">'
+XSS_FILE = '"><svg onload=alert(2)>.pdf'
+XSS_HEADLINE = "<b onmouseover=alert(3)>Ad</b>"
+
+
+def chat(number, *, text="Hello there", minutes_ago=5, **customer):
+    """A conversation with one inbound message, its window open."""
+    at = timezone.now() - timedelta(minutes=minutes_ago)
+    conversation = ConversationFactory(
+        number=number, **{f"customer__{k}": v for k, v in customer.items()}
+    )
+    message = MessageFactory(conversation=conversation, text=text, timestamp=at)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message=message, last_message_at=at, last_inbound_at=at, unread_count=1
+    )
+    conversation.refresh_from_db()
+    return conversation
+
+
+@pytest.fixture
+def other_number(db):
+    number = WhatsAppNumberFactory()
+    number.teams.add(TeamFactory(name="Team B"))
+    return number
+
+
+# --- Rendering every kind of message ------------------------------------------
+
+
+def test_a_conversation_renders_every_message_type(agent_client, agent, number):
+    conversation = chat(number)
+    inbound = MessageFactory
+    image = inbound(conversation=conversation, type="image", text="A photo")
+    image.media_file.save("x.png", ContentFile(b"png"), save=False)
+    image.media_state = Message.MediaState.STORED
+    image.save()
+    inbound(conversation=conversation, type="sticker", media_state="pending")
+    inbound(
+        conversation=conversation,
+        type="document",
+        text="",
+        media_filename="invoice.pdf",
+        media_size=2048,
+    )
+    inbound(
+        conversation=conversation,
+        type="location",
+        text="Office",
+        payload={"latitude": 52.5, "longitude": 13.4, "name": "Office"},
+    )
+    inbound(
+        conversation=conversation,
+        type="contacts",
+        payload={"contacts": [{"name": {"formatted_name": "Bob"}, "phones": []}]},
+    )
+    inbound(
+        conversation=conversation,
+        type="interactive",
+        payload={"type": "button_reply", "button_reply": {"id": "y", "title": "Yes"}},
+    )
+    inbound(conversation=conversation, type="unsupported", text="")
+    original = inbound(conversation=conversation, text="Original question")
+    inbound(conversation=conversation, text="A quote", reply_to=original)
+    inbound(conversation=conversation, text="Fwd", forwarded=True)
+    Reaction.objects.create(
+        message=original,
+        direction="inbound",
+        emoji="👍",
+        reacted_at=timezone.now(),
+    )
+    failed = MessageFactory(
+        conversation=conversation,
+        direction="outbound",
+        wamid=None,
+        status="failed",
+        text="Did not go",
+        error={"code": 131026, "title": "Message undeliverable"},
+    )
+    MessageFactory(
+        conversation=conversation,
+        direction="outbound",
+        wamid="wamid.read1",
+        status="read",
+        text="Seen",
+    )
+    MessageFactory(
+        conversation=conversation,
+        direction="outbound",
+        wamid=None,
+        status="unknown",
+        text="Maybe",
+    )
+    Note.objects.create(conversation=conversation, author=agent, body="Call back")
+
+    page = agent_client.get(reverse("conversations:detail", args=[conversation.pk]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert reverse("conversations:message-media", args=[image.pk]) in html
+    assert "Sticker is downloading" in html
+    assert "invoice.pdf" in html and "2.0\xa0KB" in html
+    assert "openstreetmap.org" in html and "Office" in html
+    assert "Bob" in html
+    assert "Chose: <strong>Yes</strong>" in html
+    assert "can't be shown" in html
+    assert 'class="quote"' in html and "Original question" in html
+    assert "Forwarded" in html
+    assert "👍" in html
+    assert 'aria-label="Failed"' in html and "Message undeliverable" in html
+    assert reverse("conversations:resend", args=[failed.pk]) in html
+    assert 'aria-label="Read"' in html
+    assert "may or may not have arrived" in html
+    assert "Private note by" in html and "Call back" in html
+    assert 'aria-label="Message"' in html and ">Send<" in html
+
+
+def test_opening_a_conversation_resets_unread_and_publishes_it(
+    agent_client, number, django_capture_on_commit_callbacks
+):
+    conversation = chat(number)
+    with django_capture_on_commit_callbacks(execute=False):
+        agent_client.get(reverse("conversations:detail", args=[conversation.pk]))
+    conversation.refresh_from_db()
+    assert conversation.unread_count == 0
+    assert LiveEvent.objects.filter(
+        conversation=conversation, type="conversation.updated"
+    ).exists()
+
+
+def test_a_closed_window_turns_the_composer_into_a_template_picker(
+    agent_client, number
+):
+    conversation = chat(number, minutes_ago=25 * 60)
+    MessageTemplate.objects.create(
+        waba_id=number.waba_id,
+        name="order_update",
+        language="en",
+        category="UTILITY",
+        status="APPROVED",
+        components=[{"type": "BODY", "text": "Hi {{1}}, your order {{2}} shipped"}],
+    )
+    MessageTemplate.objects.create(
+        waba_id=number.waba_id,
+        name="rejected_one",
+        language="en",
+        category="MARKETING",
+        status="REJECTED",
+    )
+    html = agent_client.get(
+        reverse("conversations:detail", args=[conversation.pk])
+    ).content.decode()
+    assert 'aria-label="Message"' not in html
+    assert "order_update" in html and "rejected_one" not in html
+    assert "Parameter 1" in html and "Parameter 2" in html
+    response = agent_client.post(
+        reverse("conversations:reply", args=[conversation.pk]),
+        {"text": "Too late"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 409
+    assert not conversation.messages.filter(direction="outbound").exists()
+
+
+def test_a_reply_is_queued_and_answers_with_its_bubble(agent_client, agent, number):
+    conversation = chat(number)
+    response = agent_client.post(
+        reverse("conversations:reply", args=[conversation.pk]),
+        {"text": "We are on it"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 201
+    message = conversation.messages.get(direction="outbound")
+    assert message.status == "queued" and message.sender == agent
+    assert f'id="msg-{message.pk}"' in response.content.decode()
+    assert 'aria-label="Queued"' in response.content.decode()
+
+
+def test_workflow_actions_go_through_services(agent_client, agent, number, team):
+    conversation = chat(number)
+    colleague = UserFactory(username="bob")
+    colleague.teams.add(team)
+    label = Label.objects.create(name="VIP")
+    url = lambda name: reverse(f"conversations:{name}", args=[conversation.pk])  # noqa: E731
+    hx = {"HTTP_HX_REQUEST": "true"}
+    assert agent_client.post(url("assign"), {"assignee": "me"}, **hx).status_code == 200
+    conversation.refresh_from_db()
+    assert conversation.assignee == agent
+    agent_client.post(url("assign"), {"assignee": colleague.pk}, **hx)
+    agent_client.post(url("assign"), {"team": team.pk}, **hx)
+    agent_client.post(url("status"), {"status": "pending"}, **hx)
+    agent_client.post(url("labels"), {"labels": [label.pk]}, **hx)
+    agent_client.post(url("note"), {"body": "Internal only"}, **hx)
+    agent_client.post(url("rename"), {"name": "Anna Customer"}, **hx)
+    conversation.refresh_from_db()
+    assert conversation.assignee == colleague and conversation.team == team
+    assert conversation.status == "pending"
+    assert list(conversation.labels.all()) == [label]
+    assert conversation.notes.get().body == "Internal only"
+    assert conversation.customer.name == "Anna Customer"
+    types = list(
+        LiveEvent.objects.filter(conversation=conversation).values_list(
+            "type", flat=True
+        )
+    )
+    assert types.count("conversation.updated") >= 5 and "note.created" in types
+    # A stranger cannot be assigned: they cannot see the number.
+    stranger = UserFactory(username="eve")
+    response = agent_client.post(url("assign"), {"assignee": stranger.pk}, **hx)
+    assert response.status_code == 400
+    snooze = agent_client.post(url("status"), {"status": "snoozed"}, **hx)
+    assert snooze.status_code == 400
+
+
+def test_snoozed_conversations_wake_up(number, agent):
+    conversation = chat(number)
+    services.change_status(
+        conversation=conversation,
+        status="snoozed",
+        snoozed_until=timezone.now() + timedelta(minutes=1),
+        by=agent,
+    )
+    assert services.wake_snoozed_conversations() == 0
+    later = timezone.now() + timedelta(minutes=2)
+    assert services.wake_snoozed_conversations(now=later) == 1
+    conversation.refresh_from_db()
+    assert conversation.status == "open" and conversation.snoozed_until is None
+
+
+def test_canned_responses_fill_in_variables(agent_client, agent, number):
+    conversation = chat(number, name="Maria")
+    canned = CannedResponse.objects.create(
+        shortcut="hello", title="Hello", text="Hi {customer_name}, {agent_name} here."
+    )
+    response = agent_client.get(
+        reverse("conversations:canned", args=[conversation.pk, canned.pk])
+    )
+    assert response.content.decode() == f"Hi Maria, {agent.name} here."
+
+
+def test_availability_is_published_to_the_agents_inboxes(agent_client, agent, number):
+    response = agent_client.post(
+        reverse("conversations:availability"),
+        {"availability": "online"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    agent.refresh_from_db()
+    assert agent.availability == "online"
+    event = LiveEvent.objects.get(type="agent.updated")
+    assert event.number_id == number.pk and event.data["agent"] == agent.pk
+
+
+def test_inbox_views_filters_and_search(agent_client, agent, number, team):
+    mine = chat(number, name="Mine Person")
+    Conversation.objects.filter(pk=mine.pk).update(assignee=agent, team=team)
+    unassigned = chat(number, name="Nobody Person", text="parcel missing")
+    resolved = chat(number, name="Done Person")
+    Conversation.objects.filter(pk=resolved.pk).update(status="resolved")
+
+    def names(query):
+        return agent_client.get("/?" + query).content.decode()
+
+    assert "Mine Person" in names("view=mine") and "Nobody" not in names("view=mine")
+    assert "Nobody Person" in names("view=unassigned")
+    assert "Mine Person" not in names("view=unassigned")
+    assert "Mine Person" in names("view=teams")
+    assert "Done Person" not in names("") and "Done Person" in names("status=resolved")
+    assert "Nobody Person" in names("q=parcel") and "Mine Person" not in names(
+        "q=parcel"
+    )
+    assert "Nobody Person" in names(f"q={unassigned.customer.wa_id[-5:]}")
+    assert "Mine Person" in names("order=window")
+
+
+# --- Who may see what ---------------------------------------------------------
+
+
+def test_an_agent_of_team_a_gets_nothing_of_team_b(agent_client, number, other_number):
+    foreign = chat(other_number, name="Foreign Customer", text="Team B secret")
+    foreign_message = foreign.messages.first()
+    foreign_message.media_file.save("secret.png", ContentFile(b"png"), save=False)
+    foreign_message.media_state = Message.MediaState.STORED
+    foreign_message.save()
+    pk = foreign.pk
+    html = agent_client.get("/").content.decode()
+    assert "Foreign Customer" not in html and "Team B secret" not in html
+    assert (
+        "Foreign Customer"
+        not in agent_client.get("/?view=all&q=Foreign").content.decode()
+    )
+    gets = [
+        reverse("conversations:detail", args=[pk]),
+        reverse("conversations:composer", args=[pk]),
+        reverse("conversations:message-media", args=[foreign_message.pk]),
+        f"/api/v1/conversations/{pk}/",
+        f"/api/v1/conversations/{pk}/messages/",
+        f"/api/v1/messages/{foreign_message.pk}/",
+    ]
+    for url in gets:
+        assert agent_client.get(url).status_code == 404, url
+    posts = {
+        "reply": {"text": "hi"},
+        "note": {"body": "x"},
+        "assign": {"assignee": "me"},
+        "status": {"status": "resolved"},
+        "labels": {"labels": []},
+        "rename": {"name": "x"},
+    }
+    for name, data in posts.items():
+        url = reverse(f"conversations:{name}", args=[pk])
+        assert agent_client.post(url, data).status_code == 404, url
+    for name in ("react", "resend"):
+        url = reverse(f"conversations:{name}", args=[foreign_message.pk])
+        assert agent_client.post(url, {"emoji": "👍"}).status_code == 404
+    foreign.refresh_from_db()
+    assert foreign.assignee is None and foreign.status == "open"
+    assert not foreign.notes.exists()
+
+
+def test_admins_see_every_number(admin_client, number, other_number):
+    chat(other_number, name="Foreign Customer")
+    assert "Foreign Customer" in admin_client.get("/").content.decode()
+
+
+def test_pages_need_a_login(client, number):
+    conversation = chat(number)
+    for url in ["/", reverse("conversations:detail", args=[conversation.pk])]:
+        response = client.get(url)
+        assert response.status_code == 302 and "/accounts/login/" in response.url
+    assert (
+        client.post(reverse("conversations:reply", args=[conversation.pk])).status_code
+        == 302
+    )
+
+
+# --- Customer content is inert ------------------------------------------------
+
+
+def test_customer_markup_and_links_render_inert(agent_client, number, admin_client):
+    conversation = chat(number, text=XSS_TEXT, profile_name=XSS_NAME)
+    MessageFactory(
+        conversation=conversation,
+        type="document",
+        text="",
+        media_filename=XSS_FILE,
+        media_size=10,
+    )
+    MessageFactory(
+        conversation=conversation,
+        type="location",
+        text="<i>x</i>",
+        payload={"latitude": "javascript:alert(1)", "longitude": 1, "name": "<i>x</i>"},
+    )
+    Conversation.objects.filter(pk=conversation.pk).update(
+        referral={
+            "headline": XSS_HEADLINE,
+            "body": "<script>alert(4)</script>",
+            "source_url": "javascript:alert(5)",
+            "image_url": "javascript:alert(6)",
+            "source_type": "ad",
+        }
+    )
+    html = agent_client.get(
+        reverse("conversations:detail", args=[conversation.pk])
+    ).content.decode()
+    for raw in (XSS_NAME, XSS_TEXT, XSS_FILE, XSS_HEADLINE, "<script>alert(4)"):
+        assert raw not in html
+    assert "&lt;script&gt;alert(&#x27;name&#x27;)" in html
+    assert "&lt;b onmouseover=alert(3)&gt;Ad&lt;/b&gt;" in html
+    assert "javascript:" not in html
+    assert "Came from an ad" in html
+    # The admin shows the same data escaped, too.
+    admin_html = admin_client.get(
+        reverse("admin:conversations_conversation_change", args=[conversation.pk])
+    ).content.decode()
+    assert XSS_HEADLINE not in admin_html and XSS_NAME not in admin_html
+    listing = admin_client.get(reverse("admin:conversations_customer_changelist"))
+    assert XSS_NAME not in listing.content.decode()
+
+
+def test_safe_ad_links_get_rel_noopener(agent_client, number):
+    conversation = chat(number)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        referral={
+            "headline": "Spring sale",
+            "body": "Shoes",
+            "source_url": "https://fb.me/ad1",
+            "image_url": "https://scontent.example/ad.jpg",
+            "source_type": "ad",
+        }
+    )
+    html = agent_client.get(
+        reverse("conversations:detail", args=[conversation.pk])
+    ).content.decode()
+    link = '<a href="https://fb.me/ad1" target="_blank"'
+    assert link + ' rel="noopener noreferrer nofollow">' in html
+    assert 'src="https://scontent.example/ad.jpg"' in html
+
+
+# --- Queries do not grow with the data ----------------------------------------
+
+
+def test_inbox_queries_do_not_grow_with_conversations(
+    agent_client, number, django_assert_max_num_queries
+):
+    label = Label.objects.create(name="VIP")
+    for _ in range(3):
+        chat(number).labels.add(label)
+    with django_assert_max_num_queries(14) as few:
+        agent_client.get("/")
+    for _ in range(30):
+        chat(number).labels.add(label)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        agent_client.get("/")
+
+
+def test_conversation_queries_do_not_grow_with_messages(
+    agent_client, agent, number, django_assert_max_num_queries
+):
+    conversation = chat(number)
+    Conversation.objects.filter(pk=conversation.pk).update(unread_count=0)
+    url = reverse("conversations:detail", args=[conversation.pk])
+    for _ in range(3):
+        MessageFactory(conversation=conversation)
+    with django_assert_max_num_queries(30) as few:
+        agent_client.get(url)
+    for index in range(40):
+        message = MessageFactory(
+            conversation=conversation, reply_to=conversation.messages.first()
+        )
+        Reaction.objects.create(
+            message=message, direction="inbound", emoji="👍", reacted_at=timezone.now()
+        )
+        Note.objects.create(conversation=conversation, author=agent, body=f"n{index}")
+        MessageFactory(
+            conversation=conversation, direction="outbound", wamid=None, sender=agent
+        )
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        agent_client.get(url)
