@@ -1,0 +1,295 @@
+"""The workspace's live socket, over channels' WebsocketCommunicator and real Redis."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from django.utils import timezone
+
+from conversations import realtime, services
+from conversations.models import Conversation, LiveEvent
+from helpdesk.asgi import application
+from tests.factories import (
+    ConversationFactory,
+    MessageFactory,
+    TeamFactory,
+    UserFactory,
+    WhatsAppNumberFactory,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+ORIGIN = b"http://127.0.0.1"
+
+
+def session_cookie(user) -> bytes:
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}".encode()
+
+
+def communicator(cookie: bytes | None = None, origin: bytes = ORIGIN):
+    headers = [(b"host", b"127.0.0.1"), (b"origin", origin)]
+    if cookie:
+        headers.append((b"cookie", cookie))
+    return WebsocketCommunicator(application, "/ws/workspace/", headers=headers)
+
+
+def world():
+    """Two teams with a number each; anna in A, bruno in B."""
+    team_a, team_b = TeamFactory(name="A"), TeamFactory(name="B")
+    number_a, number_b = WhatsAppNumberFactory(), WhatsAppNumberFactory()
+    number_a.teams.add(team_a)
+    number_b.teams.add(team_b)
+    anna = UserFactory(username="anna-live")
+    anna.teams.add(team_a)
+    bruno = UserFactory(username="bruno-live")
+    bruno.teams.add(team_b)
+    return {
+        "number_a": number_a,
+        "number_b": number_b,
+        "team_a": team_a,
+        "anna": anna,
+        "bruno": bruno,
+        "anna_cookie": session_cookie(anna),
+    }
+
+
+def customer_writes(number, text="Hello", conversation=None):
+    """What inbound processing does, through the same publish door."""
+    conversation = conversation or ConversationFactory(number=number)
+    now = timezone.now()
+    message = MessageFactory(conversation=conversation, text=text, timestamp=now)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message=message, last_message_at=now, last_inbound_at=now
+    )
+    conversation.refresh_from_db()
+    realtime.publish(
+        realtime.MESSAGE_CREATED, conversation=conversation, message=message
+    )
+    return conversation, message
+
+
+async def receive_event(ws, timeout=5):
+    while True:
+        frame = json.loads(await ws.receive_from(timeout))
+        if frame["type"] == "event":
+            return frame
+
+
+def applied_so_far():
+    """What a tab opened now has applied: the latest id and those below it."""
+    ids = list(LiveEvent.objects.order_by("-pk").values_list("pk", flat=True)[:50])
+    return (ids[0] if ids else 0), ids
+
+
+async def fresh_hello(ws, conversation=None):
+    after, seen = await sync_to_async(applied_so_far)()
+    await hello(ws, after=after, conversation=conversation, seen=seen)
+
+
+async def hello(ws, after=0, conversation=None, seen=()):
+    await ws.send_to(
+        text_data=json.dumps(
+            {
+                "type": "hello",
+                "after": after,
+                "seen": list(seen),
+                "conversation": conversation,
+                "filter": "",
+            }
+        )
+    )
+
+
+async def test_anonymous_handshakes_are_refused():
+    ws = communicator()
+    connected, code = await ws.connect()
+    assert not connected
+    await ws.disconnect()
+
+
+async def test_foreign_origin_handshakes_are_refused():
+    data = await sync_to_async(world)()
+    ws = communicator(data["anna_cookie"], origin=b"https://evil.example")
+    connected, _ = await ws.connect()
+    assert not connected
+    ws = communicator(data["anna_cookie"], origin=b"")
+    connected, _ = await ws.connect()
+    assert not connected
+
+
+async def test_new_messages_arrive_rendered_and_only_to_agents_who_may_see_them():
+    data = await sync_to_async(world)()
+    anna = communicator(data["anna_cookie"])
+    assert (await anna.connect())[0]
+    bruno = communicator(await sync_to_async(session_cookie)(data["bruno"]))
+    assert (await bruno.connect())[0]
+    await hello(anna)
+    await hello(bruno)
+    assert json.loads(await anna.receive_from())["type"] == "synced"
+    assert json.loads(await bruno.receive_from())["type"] == "synced"
+
+    conversation, _ = await sync_to_async(customer_writes)(
+        data["number_b"], "Only for team B"
+    )
+    await sync_to_async(customer_writes)(data["number_a"], "<b>For team A</b>")
+    frame = await receive_event(anna)
+    assert "&lt;b&gt;For team A&lt;/b&gt;" in frame["html"]
+    assert "<b>For team A" not in frame["html"]
+    assert 'data-live="upsert"' in frame["html"]
+    frame = await receive_event(bruno)
+    assert "Only for team B" in frame["html"]
+    # Anna got nothing of team B, not even by naming its conversation.
+    assert await anna.receive_nothing(0.3)
+    await hello(anna, after=0, conversation=conversation.pk)
+    frames = []
+    while not frames or frames[-1]["type"] != "synced":
+        frames.append(json.loads(await anna.receive_from()))
+    assert "Only for team B" not in json.dumps(frames)
+    assert f"row-{conversation.pk}" not in json.dumps(frames)
+    await anna.disconnect()
+    await bruno.disconnect()
+
+
+async def test_the_open_conversation_gets_bubbles_ticks_notes_and_presence():
+    data = await sync_to_async(world)()
+    conversation, message = await sync_to_async(customer_writes)(data["number_a"])
+    colleague = await sync_to_async(UserFactory)(username="carla-live")
+    await sync_to_async(colleague.teams.add)(data["team_a"])
+    first = communicator(data["anna_cookie"])
+    second = communicator(await sync_to_async(session_cookie)(colleague))
+    await first.connect()
+    await second.connect()
+    await fresh_hello(first, conversation=conversation.pk)
+    assert json.loads(await first.receive_from())["type"] == "synced"
+    await fresh_hello(second, conversation=conversation.pk)
+    # Each tab learns the other is there.
+    frames = [json.loads(await second.receive_from()) for _ in range(2)]
+    assert any("Also here" in f.get("html", "") for f in frames)
+
+    reply = await sync_to_async(
+        lambda: services.send_reply(
+            conversation=conversation,
+            kind="text",
+            content={"body": "On it"},
+            sender=data["anna"],
+        )
+    )()
+    frame = await receive_event(first)
+    assert f'id="msg-{reply.pk}"' in frame["html"] and "Queued" in frame["html"]
+    await sync_to_async(
+        lambda: services.assign_conversation(
+            conversation=conversation, by=colleague, assignee=data["anna"]
+        )
+    )()
+    frame = await receive_event(first)
+    assert "Assigned to <strong" in frame["html"] and data["anna"].name in frame["html"]
+    await sync_to_async(
+        lambda: services.add_note(
+            conversation=conversation, author=colleague, body="Psst <i>"
+        )
+    )()
+    frame = await receive_event(first)
+    assert "Private note by" in frame["html"] and "Psst &lt;i&gt;" in frame["html"]
+
+    await second.send_to(text_data=json.dumps({"type": "typing"}))
+    while True:
+        frame = json.loads(await first.receive_from())
+        if frame["type"] == "fragment" and "typing" in frame["html"]:
+            break
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_a_reconnecting_tab_catches_up_exactly_and_in_order():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    last = await sync_to_async(lambda: LiveEvent.objects.last().pk)()
+
+    def burst():
+        for index in range(30):
+            customer_writes(data["number_a"], f"missed {index}", conversation)
+        customer_writes(data["number_b"], "not for anna")
+
+    await sync_to_async(burst)()
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    # The tab already applied the newest two (they arrived before the drop).
+    ids = await sync_to_async(
+        lambda: list(
+            LiveEvent.objects.filter(number=data["number_a"], pk__gt=last)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+    )()
+    await hello(ws, after=ids[-1], seen=[*ids[-2:], last])
+    # Its "after" is the highest it has seen; the lookback below it brings
+    # what it has not, e.g. ids that committed late.
+    got = []
+    while True:
+        frame = json.loads(await ws.receive_from())
+        if frame["type"] == "synced":
+            break
+        got.append(frame["id"])
+    assert got == ids[:-2], (got, ids, last)
+    assert got == sorted(got)
+    await ws.disconnect()
+
+
+async def test_removing_an_agent_from_a_team_closes_their_stream():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws, conversation=conversation.pk)
+    assert json.loads(await ws.receive_from())["type"] == "synced"
+    await sync_to_async(data["anna"].teams.remove)(data["team_a"])
+    frames = [json.loads(await ws.receive_from()) for _ in range(2)]
+    assert {"type": "access", "numbers": []} in frames
+    assert any("no longer have access" in f.get("html", "") for f in frames)
+    await sync_to_async(customer_writes)(data["number_a"], "after removal")
+    assert await ws.receive_nothing(0.5)
+    await ws.disconnect()
+
+
+async def test_removing_a_team_from_a_number_closes_its_agents_streams():
+    data = await sync_to_async(world)()
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws)
+    assert json.loads(await ws.receive_from())["type"] == "synced"
+    await sync_to_async(data["number_a"].teams.remove)(data["team_a"])
+    assert json.loads(await ws.receive_from()) == {"type": "access", "numbers": []}
+    await sync_to_async(customer_writes)(data["number_a"], "after removal")
+    assert await ws.receive_nothing(0.5)
+    await ws.disconnect()
+
+
+async def test_the_composer_flips_when_the_window_closes_or_opens():
+    data = await sync_to_async(world)()
+
+    def stale():
+        conversation, _ = customer_writes(data["number_a"])
+        Conversation.objects.filter(pk=conversation.pk).update(
+            last_inbound_at=timezone.now() - timedelta(hours=30)
+        )
+        return conversation
+
+    conversation = await sync_to_async(stale)()
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws, conversation=conversation.pk)
+    assert json.loads(await ws.receive_from())["type"] == "synced"
+    await sync_to_async(customer_writes)(data["number_a"], "I'm back", conversation)
+    frame = await receive_event(ws)
+    assert 'id="composer"' in frame["html"] and 'aria-label="Message"' in frame["html"]
+    await ws.disconnect()
