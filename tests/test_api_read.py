@@ -300,7 +300,7 @@ def test_patch_refuses_an_assignee_who_cannot_see_it(api, meta_number):
     )
 
     assert response.status_code == 400
-    assert response.json()["code"] == "assignee_cannot_see"
+    assert response.json()["code"] == "assignee_not_allowed"
 
 
 def test_reopening_beside_an_open_conversation_is_a_conflict(api, meta_number):
@@ -317,7 +317,7 @@ def test_reopening_beside_an_open_conversation_is_a_conflict(api, meta_number):
     )
 
     assert response.status_code == 409
-    assert response.json()["code"] == "conversation_open_exists"
+    assert response.json()["code"] == "conversation_already_open"
 
 
 def test_unknown_label_is_a_400(api, meta_number):

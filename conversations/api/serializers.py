@@ -66,6 +66,7 @@ class ConversationSerializer(serializers.ModelSerializer):
             "customer",
             "number",
             "status",
+            "snoozed_until",
             "assignee",
             "team",
             "labels",
@@ -83,7 +84,9 @@ class ConversationSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = [
-            f for f in fields if f not in {"status", "assignee", "team", "labels"}
+            f
+            for f in fields
+            if f not in {"status", "snoozed_until", "assignee", "team", "labels"}
         ]
 
     def __init__(self, *args, **kwargs):

@@ -4,6 +4,7 @@ Every queryset starts from ``visible_to(request.user)``, so another team's
 conversation, message, customer or media is a 404, even by guessing ids.
 """
 
+from django.db import transaction
 from django.db.models import F, Prefetch
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
@@ -23,6 +24,10 @@ from .serializers import ConversationSerializer, CustomerSerializer, MessageSeri
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
+
+
+# Refusals that describe the conversation's state, not a bad request.
+CONFLICT_CODES = frozenset({"conversation_already_open"})
 
 
 def _int_param(request, name: str) -> int | None:
@@ -100,18 +105,34 @@ class ConversationDetail(generics.RetrieveUpdateAPIView):
         )
 
     def perform_update(self, serializer):
+        """Apply each change through the workspace's services, all or nothing."""
         data = serializer.validated_data
-        changes = {
-            key: data[key]
-            for key in ("status", "assignee", "team", "labels")
-            if key in data
-        }
+        conversation = serializer.instance
+        by = self.request.user
         try:
-            services.update_conversation(conversation=serializer.instance, **changes)
-        except services.ConversationConflict as error:
-            raise Conflict(str(error), code=error.code) from error
-        except services.AssigneeCannotSee as error:
-            raise ValidationError({"assignee": str(error)}, code=error.code) from error
+            with transaction.atomic():
+                assignment = {k: data[k] for k in ("assignee", "team") if k in data}
+                if assignment:
+                    conversation = services.assign_conversation(
+                        conversation=conversation, by=by, **assignment
+                    )
+                if "status" in data:
+                    conversation = services.change_status(
+                        conversation=conversation,
+                        status=data["status"],
+                        snoozed_until=data.get("snoozed_until"),
+                        by=by,
+                    )
+                if "labels" in data:
+                    services.set_labels(
+                        conversation=conversation, labels=data["labels"], by=by
+                    )
+        except services.WorkspaceError as error:
+            if error.code in CONFLICT_CODES:
+                raise Conflict(error.message, code=error.code) from error
+            raise ValidationError(error.message, code=error.code) from error
+        # The services work on fresh rows; answer with the state they left.
+        serializer.instance = self.get_queryset().get(pk=conversation.pk)
 
 
 class ConversationMessages(generics.ListAPIView):
@@ -174,8 +195,10 @@ class CustomerDetail(generics.RetrieveUpdateAPIView):
 
     def perform_update(self, serializer):
         if "name" in serializer.validated_data:
-            services.update_customer(
-                customer=serializer.instance, name=serializer.validated_data["name"]
+            services.rename_customer(
+                customer=serializer.instance,
+                name=serializer.validated_data["name"],
+                by=self.request.user,
             )
 
 
