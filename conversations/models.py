@@ -820,3 +820,302 @@ class CannedResponse(models.Model):
 
     def __str__(self):
         return f"/{self.shortcut}"
+
+
+# --- Business: notifications, delivery callbacks and rate cards --------------------
+# The business's own systems send template notifications through the API (or
+# an admin's CSV upload); their statuses go back to the business as signed
+# callbacks; every priced message is costed from a rate card kept by admins.
+
+
+class NotificationBatch(models.Model):
+    """Notifications sent together: one bulk API call or one CSV upload."""
+
+    class Source(models.TextChoices):
+        API = "api", "API"
+        CSV = "csv", "CSV upload"
+
+    name = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    template = models.ForeignKey(
+        MessageTemplate,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # Counted when the batch was accepted; delivery progress is read from
+    # its notifications' messages.
+    total = models.PositiveIntegerField(default=0)
+    queued = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "notification batches"
+
+    def __str__(self):
+        return self.name or f"Batch {self.pk}"
+
+
+class Notification(models.Model):
+    """A template message the business's systems asked for, and its fate.
+
+    A refused notification (no consent, a bad number) is kept with its error,
+    so a bulk send answers one row per recipient. An accepted one points at
+    its outbound message, whose status it mirrors.
+    """
+
+    class Purpose(models.TextChoices):
+        MARKETING = "marketing", "Marketing"
+        UTILITY = "utility", "Utility"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Accepted (its message carries the status)"
+        REFUSED = "refused", "Refused before sending"
+
+    # The number as the business gave it (kept even when it was invalid).
+    to = models.CharField(max_length=64)
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    number = models.ForeignKey(
+        WhatsAppNumber,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    template = models.ForeignKey(
+        MessageTemplate,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    template_name = models.CharField(max_length=512)
+    template_language = models.CharField(max_length=15)
+    # What the business sent: header, body, buttons, and the document.
+    parameters = models.JSONField(default=dict, blank=True)
+    # The business's own key (an order or booking number) shown to agents.
+    reference = models.CharField(max_length=200, blank=True, db_index=True)
+    # The team that handles the customer's reply.
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    state = models.CharField(max_length=10, choices=State.choices)
+    # Why it was refused: {"code", "detail"}.
+    error = models.JSONField(null=True, blank=True)
+    message = models.OneToOneField(
+        "Message",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="notification",
+    )
+    conversation = models.ForeignKey(
+        Conversation,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    # Idempotency-Key header and the SHA-256 of the request body; a bulk
+    # request's rows share both and differ by position.
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    batch = models.ForeignKey(
+        NotificationBatch,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("send_notification", "Can send notifications through the API"),
+            ("view_reports", "Can see the reports page"),
+        ]
+        constraints = [
+            # A retried request (same key, same sender) cannot insert twice,
+            # even when both copies arrive at once.
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key", "position"],
+                condition=~Q(idempotency_key=""),
+                name="unique_notification_idempotency_key",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["batch", "position"], name="notification_batch"),
+        ]
+
+    def __str__(self):
+        return f"Notification {self.pk} to {self.to}"
+
+
+class CallbackEndpoint(models.Model):
+    """A URL of the business's that hears about its notifications' statuses."""
+
+    name = models.CharField(max_length=100)
+    url = models.URLField(max_length=500)
+    # Key of the HMAC-SHA256 signature; never shown back in full.
+    secret = models.CharField(max_length=255)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def masked_secret(self) -> str:
+        return mask_secret(self.secret)
+
+
+class CallbackDelivery(models.Model):
+    """One status change owed to one endpoint: the outbox row and its log."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting to be sent"
+        DELIVERED = "delivered", "Delivered"
+        # Out of attempts; an admin may send it again.
+        FAILED = "failed", "Gave up"
+
+    endpoint = models.ForeignKey(
+        CallbackEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="callbacks"
+    )
+    # The notification status it reports: sent, delivered, read or failed.
+    event = models.CharField(max_length=20)
+    # The JSON body, fixed when the change happened.
+    payload = models.JSONField(default=dict)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "callback deliveries"
+        constraints = [
+            # A redelivered status webhook owes the business nothing new.
+            models.UniqueConstraint(
+                fields=["endpoint", "notification", "event"],
+                name="one_callback_per_event",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(state="pending"),
+                name="callback_due",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.event} of notification {self.notification_id} to {self.endpoint}"
+
+
+class RateCard(models.Model):
+    """What Meta charges per delivered message of a category in a market.
+
+    Meta prices by the recipient's country calling code; "*" is the rate for
+    every other market. A new price is a new row from its valid_from date, so
+    past messages keep the price of their day.
+    """
+
+    market = models.CharField(
+        max_length=4,
+        validators=[RegexValidator(r"^(\*|[1-9]\d{0,3})$", "A calling code or *.")],
+        help_text="Country calling code without '+', e.g. 49, or * for the rest",
+    )
+    # Meta's pricing category as its webhooks name it (marketing, utility,
+    # authentication, authentication-international, marketing_lite, service,
+    # referral_conversion).
+    category = models.CharField(max_length=40)
+    currency = models.CharField(max_length=3, default="EUR")
+    price = models.DecimalField(max_digits=10, decimal_places=4)
+    valid_from = models.DateField()
+
+    class Meta:
+        ordering = ["market", "category", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["market", "category", "valid_from"], name="unique_rate"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.market} {self.category} {self.price} {self.currency}"
+
+
+class MessageCharge(models.Model):
+    """Meta's pricing of one outbound message, priced with the rate card.
+
+    Meta charges a message when it is delivered and its pricing type is
+    "regular"; free ones (service window, free entry point) are kept at 0
+    so reports can count them too.
+    """
+
+    message = models.OneToOneField(
+        "Message", on_delete=models.CASCADE, related_name="charge"
+    )
+    # Denormalised for reports that group by them without joining messages.
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="charges"
+    )
+    category = models.CharField(max_length=40)
+    pricing_type = models.CharField(max_length=40, blank=True)
+    billable = models.BooleanField(default=False)
+    market = models.CharField(max_length=4, blank=True)
+    # Empty when no rate matched (an admin has not entered one yet).
+    price = models.DecimalField(max_digits=10, decimal_places=4, null=True)
+    currency = models.CharField(max_length=3, blank=True)
+    # When the message was delivered (Meta charges then); empty before.
+    billed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    priced_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["conversation", "billable"], name="charge_conv"),
+        ]
+
+    def __str__(self):
+        return f"{self.category} {self.price} {self.currency}"
