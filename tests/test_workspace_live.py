@@ -5,10 +5,12 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
+from django.db import connections
 from django.utils import timezone
 
 from conversations import realtime, services
@@ -23,6 +25,15 @@ from tests.factories import (
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+
+@pytest.fixture(autouse=True)
+async def close_consumer_connections():
+    """Consumers ran in channels' database thread; let go of its connection so
+    the test database can be flushed and dropped."""
+    yield
+    await database_sync_to_async(connections.close_all)()
+
 
 ORIGIN = b"http://127.0.0.1"
 

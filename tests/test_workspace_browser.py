@@ -1,0 +1,233 @@
+"""The agent workspace in headless Chromium against a live helpdesk.
+
+daphne and a Celery worker run in subprocesses on the test database; the
+sandbox plays Meta (its customers post signed webhooks, its phone receives
+what the helpdesk sends, and it reports sent/delivered/read). Waits are
+Playwright's auto-waiting expect(), never sleeps.
+"""
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from conversations import realtime
+from conversations.models import Conversation, MessageTemplate
+from sandbox.config import Number
+from sandbox.testing import running_sandbox, wait_until
+from tests.browser_support import launch_chromium, live_helpdesk, log_in
+from tests.factories import (
+    ConversationFactory,
+    CustomerFactory,
+    MessageFactory,
+    TeamFactory,
+    UserFactory,
+    WhatsAppNumberFactory,
+)
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+pytestmark = [
+    pytest.mark.skipif(
+        not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"
+    ),
+    pytest.mark.timeout(180),
+]
+
+PASSWORD = "agent-password"  # noqa: S105 (the factory's)
+CUSTOMER = "4917055500011"
+expect.set_options(timeout=15_000)
+
+
+@pytest.fixture
+def stack(transactional_db):
+    """A sandbox number, its helpdesk twin, two agents of its team, a live server."""
+    sandbox_number = Number(
+        phone_number_id="109000000000001",
+        display_phone_number="+15550109001",
+        waba_id="209000000000001",
+        access_token="browser-test-token",  # noqa: S106
+        app_secret="browser-test-secret",  # noqa: S106
+    )
+    team = TeamFactory(name="Browser support")
+    number = WhatsAppNumberFactory(
+        phone_number_id=sandbox_number.phone_number_id,
+        display_phone_number=sandbox_number.display_phone_number,
+        waba_id=sandbox_number.waba_id,
+        access_token=sandbox_number.access_token,
+        app__app_secret=sandbox_number.app_secret,
+    )
+    number.teams.add(team)
+    anna = UserFactory(username="anna-browser", display_name="Anna Agent")
+    anna.teams.add(team)
+    bruno = UserFactory(username="bruno-browser", display_name="Bruno Agent")
+    bruno.teams.add(team)
+    with running_sandbox(
+        numbers=[sandbox_number],
+        status_delays={"sent": 0.05, "delivered": 0.3, "read": 0.8},
+    ) as sandbox:
+        with live_helpdesk(sandbox.base_url) as helpdesk:
+            sandbox.control.configure(webhook_url=f"{helpdesk.url}/webhooks/whatsapp/")
+            with playwright_api.sync_playwright() as playwright:
+                browser = launch_chromium(playwright)
+                try:
+                    yield {
+                        "sandbox": sandbox,
+                        "url": helpdesk.url,
+                        "number": number,
+                        "anna": anna,
+                        "bruno": bruno,
+                        "browser": browser,
+                    }
+                finally:
+                    browser.close()
+
+
+def test_an_agent_answers_a_customer_live_and_a_colleague_sees_it(stack):
+    sandbox, url = stack["sandbox"], stack["url"]
+    anna_page = stack["browser"].new_context().new_page()
+    log_in(anna_page, url, "anna-browser", PASSWORD)
+    expect(anna_page.get_by_role("status")).to_have_text("Live")
+
+    # A customer writes: the row appears without a reload.
+    sandbox.control.customer_message(
+        CUSTOMER, type="text", text="Where is my parcel?", name="Carla Customer"
+    )
+    row = anna_page.get_by_role("link", name=re.compile("Carla Customer"))
+    expect(row).to_contain_text("Where is my parcel?")
+    row.click()
+    expect(anna_page.get_by_role("heading", name="Carla Customer")).to_be_visible()
+
+    # A colleague has the same conversation open in another browser.
+    bruno_page = stack["browser"].new_context().new_page()
+    log_in(bruno_page, url, "bruno-browser", PASSWORD)
+    bruno_page.get_by_role("link", name=re.compile("Carla Customer")).click()
+    expect(bruno_page.get_by_role("status")).to_have_text("Live")
+    expect(anna_page.locator("#presence")).to_contain_text("Bruno Agent")
+
+    # Enter sends; the bubble shows at once and its ticks follow to read.
+    box = anna_page.get_by_role("textbox", name="Message")
+    box.fill("It left our warehouse today")
+    box.press("Enter")
+    bubble = anna_page.locator("article.bubble.outbound").filter(
+        has_text="It left our warehouse today"
+    )
+    expect(bubble).to_be_visible()
+    wait_until(
+        lambda: any(
+            m["body"].get("text", {}).get("body") == "It left our warehouse today"
+            for m in sandbox.control.messages(CUSTOMER)
+        ),
+        timeout=15,
+    )
+    expect(bubble.get_by_role("img", name="Read")).to_be_visible()
+    # Bruno saw the reply arrive too.
+    expect(
+        bruno_page.locator("article.bubble.outbound").filter(
+            has_text="It left our warehouse today"
+        )
+    ).to_be_visible()
+
+    # Assignment changes show live in the colleague's browser.
+    anna_page.get_by_role("button", name="Assign to me").click()
+    expect(bruno_page.locator("#conv-header .assignee-name")).to_have_text("Anna Agent")
+    expect(
+        bruno_page.get_by_role("link", name=re.compile("Carla Customer"))
+    ).to_contain_text("Anna Agent")
+
+
+def test_the_composer_becomes_a_template_picker_when_the_window_closes(stack):
+    number = stack["number"]
+    stack["sandbox"].control.add_template(
+        name="parcel_update",
+        language="en",
+        category="UTILITY",
+        status="APPROVED",
+        components=[{"type": "BODY", "text": "Hi {{1}}, news about your parcel"}],
+    )
+    template = MessageTemplate.objects.create(
+        waba_id=number.waba_id,
+        name="parcel_update",
+        language="en",
+        category="UTILITY",
+        status="APPROVED",
+        components=[{"type": "BODY", "text": "Hi {{1}}, news about your parcel"}],
+    )
+    customer = CustomerFactory(wa_id=CUSTOMER, phone=f"+{CUSTOMER}")
+    conversation = ConversationFactory(customer=customer, number=number)
+    # The customer wrote 24 hours ago less a few seconds: the window is about
+    # to close while the agent looks at it.
+    at = timezone.now() - timedelta(hours=24) + timedelta(seconds=4)
+    message = MessageFactory(conversation=conversation, text="Hello?", timestamp=at)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message=message, last_message_at=at, last_inbound_at=at
+    )
+    page = stack["browser"].new_context().new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
+    expect(page.get_by_role("textbox", name="Message")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Template")).to_be_visible()
+    expect(page.get_by_role("textbox", name="Message")).to_have_count(0)
+    page.get_by_role("combobox", name="Template").select_option(str(template.pk))
+    page.get_by_label("Parameter 1").fill("Carla")
+    page.get_by_role("button", name="Send template").click()
+    expect(
+        page.locator("article.bubble.outbound").filter(has_text="parcel_update")
+    ).to_be_visible()
+    wait_until(
+        lambda: any(
+            m["body"].get("type") == "template"
+            for m in stack["sandbox"].control.messages(CUSTOMER)
+        ),
+        timeout=15,
+    )
+
+
+def test_a_tab_offline_for_100_events_catches_up_once_and_in_order(stack):
+    number = stack["number"]
+    customer = CustomerFactory(wa_id=CUSTOMER, phone=f"+{CUSTOMER}")
+    conversation = ConversationFactory(customer=customer, number=number)
+    now = timezone.now()
+    first = MessageFactory(conversation=conversation, text="first", timestamp=now)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message=first, last_message_at=now, last_inbound_at=now
+    )
+    context = stack["browser"].new_context()
+    page = context.new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
+    status = page.get_by_role("status")
+    expect(status).to_have_text("Live")
+
+    context.set_offline(True)
+    expect(status).to_contain_text("Offline")
+    conversation.refresh_from_db()
+    for index in range(100):
+        at = now + timedelta(seconds=index + 1)
+        message = MessageFactory(
+            conversation=conversation, text=f"missed {index:03d}", timestamp=at
+        )
+        Conversation.objects.filter(pk=conversation.pk).update(
+            last_message=message, last_message_at=at, last_inbound_at=at
+        )
+        realtime.publish(
+            realtime.MESSAGE_CREATED, conversation=conversation, message=message
+        )
+    # Nothing arrives while offline.
+    expect(page.locator("article.bubble", has_text="missed")).to_have_count(0)
+
+    context.set_offline(False)
+    bubbles = page.locator("article.bubble", has_text="missed")
+    expect(bubbles).to_have_count(100)
+    expect(status).to_have_text("Live")
+    texts = bubbles.locator(".text").all_inner_texts()
+    assert texts == [f"missed {index:03d}" for index in range(100)]
+    applied = page.evaluate("window.helpdeskLive.applied")
+    assert len(applied) == len(set(applied)), "an event was applied twice"
+    assert applied[-100:] == sorted(applied[-100:])
+    expect(
+        page.get_by_role("link", name=re.compile(customer.display_name))
+    ).to_contain_text("missed 099")
