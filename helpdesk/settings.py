@@ -158,6 +158,10 @@ elif _database["ENGINE"] == "django.db.backends.postgresql":
         _database["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60)
         _database["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _database}
+# The webhook endpoint's own asyncio pool, per server process, on PostgreSQL
+# (conversations/whatsapp/webhooks.py): one INSERT per webhook, so a few
+# connections carry thousands of acknowledgements a second.
+WEBHOOK_DATABASE_POOL_SIZE = env_int("WEBHOOK_DATABASE_POOL_SIZE", 10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
