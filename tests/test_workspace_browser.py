@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from conversations import realtime
@@ -83,6 +84,9 @@ def stack(transactional_db):
                         "browser": browser,
                     }
                 finally:
+                    # The ORM calls made while Playwright's loop ran opened a
+                    # connection of their own; let it go before teardown.
+                    connections.close_all()
                     browser.close()
 
 
