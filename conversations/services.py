@@ -489,6 +489,8 @@ def _store_inbound(
         _apply_system_change(customer, message.system)
 
     _touch_conversation(conversation, row, inbound=True)
+    # STOP and the marketing opt-out button (business section below).
+    _opt_out_by_message(customer, row)
     if conversation_event is not None:
         realtime.publish(conversation_event, conversation=conversation)
     realtime.publish(realtime.MESSAGE_CREATED, conversation=conversation, message=row)
@@ -690,6 +692,8 @@ def _apply_status(
         message=message,
         data={"status": message.status},
     )
+    # Cost, 131050 and the business's callbacks (business section below).
+    _after_status(message, status=status, changed=changed)
     return True
 
 
@@ -1812,6 +1816,7 @@ def send_template(
         )
     if template.waba_id != conversation.number.waba_id:
         raise TemplateNotApproved("That template belongs to another account.")
+    _check_template_consent(conversation.customer, template)
     components = template_components(template, parameters or {})
     payload = {
         "name": template.name,
@@ -2025,6 +2030,8 @@ def handle_send_error(*, message_id: int, code: int | None) -> None:
             source=ConsentRecord.Source.META_ERROR,
             wording="WhatsApp reported that the customer stopped marketing messages.",
         )
+    # A notification's business hears that it failed (business section below).
+    _notify_business(message, Message.Status.FAILED)
 
 
 def sync_templates(*, number: WhatsAppNumber | None = None) -> int:
@@ -2074,3 +2081,675 @@ def sync_templates(*, number: WhatsAppNumber | None = None) -> int:
 
 # === End of outbound ============================================================
 
+
+# === Business: consent, notifications, status callbacks and charges ==============
+# The business's side of WhatsApp: who agreed to hear from it (a ledger that
+# is only ever appended to), template notifications its own systems send,
+# signed status callbacks back to those systems, and what each message costs.
+# Imports sit here so the engineers editing this file at once do not collide.
+
+import hmac  # noqa: E402
+import json  # noqa: E402
+import unicodedata  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+from . import billing, callbacks  # noqa: E402
+from .models import (  # noqa: E402
+    CallbackDelivery,
+    CallbackEndpoint,
+    MessageCharge,
+    Notification,
+    NotificationBatch,
+)
+
+
+class NoConsent(OutboundError):
+    code = "no_consent"
+    status = 422
+
+
+class TemplateCategoryMismatch(OutboundError):
+    code = "template_category_mismatch"
+    status = 422
+
+
+class InvalidRecipient(OutboundError):
+    code = "invalid_phone"
+    status = 400
+
+
+# --- Consent ledger ---------------------------------------------------------------
+
+
+def _fold(text: str) -> str:
+    """Casefold, drop accents and the spaces/punctuation around words."""
+    decomposed = unicodedata.normalize("NFKD", text or "")
+    bare = "".join(char for char in decomposed if not unicodedata.combining(char))
+    words = re.findall(r"\w+", bare.casefold())
+    return " ".join(words)
+
+
+def is_opt_out_message(text: str) -> bool:
+    """Whether a whole message is an opt-out keyword (STOP, BAJA, ARRÊT, ...)."""
+    folded = _fold(text)
+    return bool(folded) and folded in {
+        _fold(keyword) for keyword in settings.OPT_OUT_KEYWORDS
+    }
+
+
+def is_marketing_opt_out_button(title: str, payload: str = "") -> bool:
+    """Whether a quick reply is a marketing template's "Stop promotions" button."""
+    buttons = {_fold(button) for button in settings.MARKETING_OPT_OUT_BUTTONS}
+    return bool(buttons & {_fold(title), _fold(payload)} - {""})
+
+
+def record_consent(
+    *,
+    customer: Customer,
+    purpose: str,
+    status: str,
+    source: str,
+    wording: str = "",
+    recorded_by: User | None = None,
+) -> ConsentRecord:
+    """Append an opt-in or opt-out to the ledger (never edited, never deleted)."""
+    if purpose not in ConsentRecord.Purpose.values:
+        raise ValueError(f"Unknown purpose {purpose!r}")
+    if status not in ConsentRecord.Status.values:
+        raise ValueError(f"Unknown consent status {status!r}")
+    if source not in ConsentRecord.Source.values:
+        raise ValueError(f"Unknown consent source {source!r}")
+    return ConsentRecord.objects.create(
+        customer=customer,
+        purpose=purpose,
+        status=status,
+        source=source,
+        wording=wording,
+        recorded_by=recorded_by,
+    )
+
+
+def opt_out_everywhere(
+    *,
+    customer: Customer,
+    source: str,
+    wording: str,
+    recorded_by: User | None = None,
+) -> list[ConsentRecord]:
+    """Opt a customer out of every purpose, as Meta's policy asks for STOP."""
+    return [
+        record_consent(
+            customer=customer,
+            purpose=purpose,
+            status=ConsentRecord.Status.OPT_OUT,
+            source=source,
+            wording=wording,
+            recorded_by=recorded_by,
+        )
+        for purpose in ConsentRecord.Purpose.values
+    ]
+
+
+def latest_consents(customer_ids) -> dict[tuple[int, str], str]:
+    """The current status per (customer, purpose): its newest ledger record."""
+    state: dict[tuple[int, str], str] = {}
+    rows = (
+        ConsentRecord.objects.filter(customer_id__in=list(customer_ids))
+        .order_by("customer_id", "purpose", "recorded_at", "id")
+        .values_list("customer_id", "purpose", "status")
+    )
+    for customer_id, purpose, status in rows:
+        state[(customer_id, purpose)] = status
+    return state
+
+
+def has_consent(customer: Customer, purpose: str) -> bool:
+    """Whether the customer's newest record for the purpose is an opt-in."""
+    latest = (
+        ConsentRecord.objects.filter(customer=customer, purpose=purpose)
+        .order_by("-recorded_at", "-id")
+        .values_list("status", flat=True)
+        .first()
+    )
+    return latest == ConsentRecord.Status.OPT_IN
+
+
+def _check_template_consent(customer: Customer, template: MessageTemplate) -> None:
+    """Marketing templates need a marketing opt-in; nothing goes after an opt-out.
+
+    Agents may still send a utility template (an order update) to reopen a
+    conversation unless the customer opted out of utility messages.
+    """
+    if template.category == MessageTemplate.Category.MARKETING:
+        if not has_consent(customer, ConsentRecord.Purpose.MARKETING):
+            raise NoConsent(
+                "The customer has not opted in to marketing messages "
+                "(or has opted out)."
+            )
+        return
+    latest = (
+        ConsentRecord.objects.filter(
+            customer=customer, purpose=ConsentRecord.Purpose.UTILITY
+        )
+        .order_by("-recorded_at", "-id")
+        .values_list("status", flat=True)
+        .first()
+    )
+    if latest == ConsentRecord.Status.OPT_OUT:
+        raise NoConsent("The customer has opted out of WhatsApp messages.")
+
+
+def _opt_out_by_message(customer: Customer, message: Message) -> None:
+    """A customer's STOP (any purpose) or "Stop promotions" tap (marketing)."""
+    if message.type == "text" and is_opt_out_message(message.text):
+        opt_out_everywhere(
+            customer=customer,
+            source=ConsentRecord.Source.WHATSAPP,
+            wording=f"Customer wrote: {message.text[:200]}",
+        )
+    elif message.type in {"button", "interactive"}:
+        payload = message.payload or {}
+        reply = payload.get("button_reply") or {}
+        title = str(payload.get("text") or reply.get("title") or message.text or "")
+        button_payload = str(payload.get("payload") or reply.get("id") or "")
+        if is_marketing_opt_out_button(title, button_payload):
+            record_consent(
+                customer=customer,
+                purpose=ConsentRecord.Purpose.MARKETING,
+                status=ConsentRecord.Status.OPT_OUT,
+                source=ConsentRecord.Source.WHATSAPP,
+                wording=f"Customer tapped: {title[:200]}",
+            )
+        elif is_opt_out_message(title):
+            opt_out_everywhere(
+                customer=customer,
+                source=ConsentRecord.Source.WHATSAPP,
+                wording=f"Customer tapped: {title[:200]}",
+            )
+
+
+# --- Notifications ------------------------------------------------------------------
+
+# A notification's status as the business sees it, from its message's.
+NOTIFICATION_STATUS = {
+    Message.Status.QUEUED: "queued",
+    Message.Status.SENDING: "queued",
+    Message.Status.UNKNOWN: "unknown",
+    Message.Status.SENT: "sent",
+    Message.Status.DELIVERED: "delivered",
+    Message.Status.READ: "read",
+    Message.Status.PLAYED: "read",
+    Message.Status.FAILED: "failed",
+}
+CALLBACK_EVENTS = frozenset({"sent", "delivered", "read", "failed"})
+
+
+def notification_status(notification: Notification) -> str:
+    if notification.state == Notification.State.REFUSED:
+        return "refused"
+    message = notification.message
+    if message is None:
+        return "queued"
+    return NOTIFICATION_STATUS.get(message.status, message.status)
+
+
+def notification_error(notification: Notification) -> dict | None:
+    if notification.state == Notification.State.REFUSED:
+        return notification.error
+    message = notification.message
+    if message is not None and message.status == Message.Status.FAILED:
+        return message.error or {"code": None, "title": "Failed"}
+    return None
+
+
+def notification_template(
+    *, number: WhatsAppNumber, name: str, language: str, purpose: str
+) -> MessageTemplate:
+    """The approved template a notification of this purpose may use."""
+    template = MessageTemplate.objects.filter(
+        waba_id=number.waba_id, name=name, language=language
+    ).first()
+    if template is None:
+        raise TemplateNotApproved(
+            f"There is no template {name} ({language}) for this number."
+        )
+    if template.status != MessageTemplate.Status.APPROVED:
+        raise TemplateNotApproved(
+            f"Template {name} ({language}) is {template.status}, not approved."
+        )
+    if template.category.lower() != purpose:
+        raise TemplateCategoryMismatch(
+            f"Template {name} is a {template.category} template; a {purpose} "
+            f"notification needs a {purpose.upper()} one."
+        )
+    return template
+
+
+def notification_parameters(
+    template: MessageTemplate, parameters: dict, document: dict | None
+) -> dict:
+    """The template parameters, with the document as its document header.
+
+    Checked against the template here, once, so a bulk send refuses bad
+    parameters for everybody before anything is queued.
+    """
+    parameters = dict(parameters or {})
+    if document:
+        header = _template_components(template).get("HEADER") or {}
+        if str(header.get("format", "")).upper() != "DOCUMENT":
+            raise TemplateParametersInvalid(
+                "document: this template has no document header"
+            )
+        if parameters.get("header"):
+            raise TemplateParametersInvalid(
+                "document: give the document or header.document, not both"
+            )
+        parameters["header"] = {"document": dict(document)}
+    template_components(template, parameters)
+    return parameters
+
+
+def _notification_conversation(
+    *, customer: Customer, number: WhatsAppNumber, team, by
+) -> tuple[Conversation, bool]:
+    """The customer's unresolved conversation on the number, or a new one."""
+    for _ in range(5):
+        current = (
+            Conversation.objects.select_for_update()
+            .filter(customer=customer, number=number)
+            .unresolved()
+            .order_by("-id")
+            .first()
+        )
+        if current is not None:
+            if team is not None and current.team_id != team.pk and by is not None:
+                current = assign_conversation(conversation=current, by=by, team=team)
+            return current, False
+        try:
+            with transaction.atomic():
+                return (
+                    Conversation.objects.create(
+                        customer=customer, number=number, team=team
+                    ),
+                    True,
+                )
+        except IntegrityError:
+            continue
+    raise IntegrityError(f"Could not settle a conversation for customer {customer.pk}")
+
+
+def _recipient_digits(to: str) -> str | None:
+    value = (to or "").strip()
+    if not value.startswith("+"):
+        return None
+    digits = value[1:]
+    return digits if _E164_DIGITS.match(digits) else None
+
+
+@dataclass
+class NotificationOrder:
+    """What every recipient of one request shares, checked once."""
+
+    number: WhatsAppNumber
+    template: MessageTemplate
+    purpose: str
+    parameters: dict
+    reference: str = ""
+    team: Team | None = None
+    created_by: User | None = None
+    idempotency_key: str = ""
+    request_hash: str = ""
+
+
+def send_notification(
+    *,
+    order: NotificationOrder,
+    to: str,
+    position: int = 0,
+    batch: NotificationBatch | None = None,
+    consents: dict | None = None,
+    parameters: dict | None = None,
+    reference: str | None = None,
+) -> Notification:
+    """Queue one template notification, or record why it was refused.
+
+    Refusals for this recipient (a number that is not E.164, no opt-in for
+    the purpose) become a refused Notification row; the template and its
+    parameters must have been checked already (notification_template,
+    notification_parameters). `consents` may carry latest_consents() for a
+    bulk send. A duplicate idempotency key raises IntegrityError.
+    """
+    parameters = order.parameters if parameters is None else parameters
+    notification = Notification(
+        to=to[:64],
+        number=order.number,
+        purpose=order.purpose,
+        template=order.template,
+        template_name=order.template.name,
+        template_language=order.template.language,
+        parameters=parameters,
+        reference=order.reference if reference is None else reference,
+        team=order.team,
+        idempotency_key=order.idempotency_key,
+        request_hash=order.request_hash,
+        position=position,
+        batch=batch,
+        created_by=order.created_by,
+    )
+
+    def refuse(code: str, detail: str) -> Notification:
+        notification.state = Notification.State.REFUSED
+        notification.error = {"code": code, "detail": detail}
+        notification.save()
+        return notification
+
+    digits = _recipient_digits(to)
+    if digits is None:
+        return refuse(
+            InvalidRecipient.code,
+            "Give the number in E.164 form, such as +4917012345678.",
+        )
+    with transaction.atomic():
+        customer = find_or_create_customer(wa_id=digits, user_id="")
+        notification.customer = customer
+        if consents is not None and customer.pk in consents.get("_known", ()):
+            consented = (
+                consents.get((customer.pk, order.purpose))
+                == ConsentRecord.Status.OPT_IN
+            )
+        else:
+            consented = has_consent(customer, order.purpose)
+        if not consented:
+            return refuse(
+                NoConsent.code,
+                f"{to} has not opted in to {order.purpose} messages "
+                "(or has opted out).",
+            )
+        conversation, created = _notification_conversation(
+            customer=customer, number=order.number, team=order.team, by=order.created_by
+        )
+        message = send_template(
+            conversation=conversation,
+            template=order.template,
+            parameters=parameters,
+        )
+        notification.state = Notification.State.QUEUED
+        notification.message = message
+        notification.conversation = conversation
+        notification.save()
+        if created:
+            realtime.publish(realtime.CONVERSATION_CREATED, conversation=conversation)
+    return notification
+
+
+def send_notifications(
+    *,
+    order: NotificationOrder,
+    recipients: list[dict],
+    source: str = NotificationBatch.Source.API,
+    name: str = "",
+) -> tuple[NotificationBatch, list[Notification]]:
+    """Queue one notification per recipient ({"to", "parameters"?, "reference"?}).
+
+    Each recipient gets a row (refusals included); the batch counts them.
+    Sends go out through the number's rate limiter like every other message.
+    """
+    batch = NotificationBatch.objects.create(
+        name=name,
+        source=source,
+        template=order.template,
+        total=len(recipients),
+        created_by=order.created_by,
+    )
+    digits = [_recipient_digits(item["to"]) for item in recipients]
+    known = dict(
+        Customer.objects.filter(wa_id__in=[d for d in digits if d]).values_list(
+            "wa_id", "pk"
+        )
+    )
+    consents: dict = dict(latest_consents(known.values()))
+    consents["_known"] = set(known.values())
+    notifications = []
+    for position, item in enumerate(recipients):
+        notifications.append(
+            send_notification(
+                order=order,
+                to=item["to"],
+                position=position,
+                batch=batch,
+                consents=consents,
+                parameters=item.get("parameters"),
+                reference=item.get("reference"),
+            )
+        )
+    refused = sum(1 for n in notifications if n.state == Notification.State.REFUSED)
+    NotificationBatch.objects.filter(pk=batch.pk).update(
+        queued=len(notifications) - refused, refused=refused
+    )
+    batch.queued, batch.refused = len(notifications) - refused, refused
+    return batch, notifications
+
+
+def request_hash(data) -> str:
+    """A stable hash of a request body (key order and spacing do not matter)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- Status callbacks to the business -------------------------------------------------
+
+
+def _notify_business(message: Message, status: str) -> int:
+    """Owe every active callback endpoint this notification's new status.
+
+    Rows in the caller's transaction (an outbox); the HTTP requests happen in
+    their own task after commit, so a slow endpoint never holds up webhook
+    processing. A redelivered status owes nothing new (unique per event).
+    """
+    if status not in CALLBACK_EVENTS:
+        return 0
+    endpoints = list(
+        CallbackEndpoint.objects.filter(active=True).values_list("pk", flat=True)
+    )
+    if not endpoints:
+        return 0
+    notification = (
+        Notification.objects.filter(message_id=message.pk)
+        .select_related("message")
+        .first()
+    )
+    if notification is None:
+        return 0
+    notification.message = message
+    payload = {
+        "type": "notification.status",
+        "status": NOTIFICATION_STATUS.get(status, status),
+        "occurred_at": timezone.now().isoformat(),
+        "notification": notification_payload(notification),
+    }
+    created = CallbackDelivery.objects.bulk_create(
+        [
+            CallbackDelivery(
+                endpoint_id=endpoint_id,
+                notification=notification,
+                event=status,
+                payload=payload,
+            )
+            for endpoint_id in endpoints
+        ],
+        ignore_conflicts=True,
+    )
+    transaction.on_commit(_queue_callback_delivery, robust=True)
+    return len(created)
+
+
+def notification_payload(notification: Notification) -> dict:
+    """A notification as the API and the callbacks show it."""
+    return {
+        "id": notification.pk,
+        "status": notification_status(notification),
+        "to": notification.to,
+        "purpose": notification.purpose,
+        "template": {
+            "name": notification.template_name,
+            "language": notification.template_language,
+        },
+        "reference": notification.reference,
+        "message": notification.message_id,
+        "conversation": notification.conversation_id,
+        "team": notification.team_id,
+        "batch": notification.batch_id,
+        "error": notification_error(notification),
+        "created_at": notification.created_at.isoformat()
+        if notification.created_at
+        else None,
+    }
+
+
+def _queue_callback_delivery() -> None:
+    try:
+        tasks.deliver_callbacks.delay()
+    except Exception:
+        logger.warning("Callback delivery not queued; the sweeper will")
+
+
+def callback_backoff(attempts: int) -> timedelta:
+    """Wait before attempt attempts+1: base × 2^(attempts-1), capped."""
+    seconds = settings.BUSINESS_CALLBACK_BACKOFF_BASE * 2 ** max(attempts - 1, 0)
+    return timedelta(seconds=min(seconds, settings.BUSINESS_CALLBACK_BACKOFF_MAX))
+
+
+def _due_callbacks(now):
+    return CallbackDelivery.objects.filter(state=CallbackDelivery.State.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
+def deliver_callbacks(*, limit: int = 50) -> int:
+    """Post up to `limit` due callbacks; return how many were tried.
+
+    Rows are claimed (a lease in next_attempt_at, committed) before any
+    request, so two workers never post the same row at once; a worker that
+    dies leaves the row due again when its lease ends.
+    """
+    now = timezone.now()
+    lease = now + timedelta(
+        seconds=settings.BUSINESS_CALLBACK_TIMEOUT
+        + settings.BUSINESS_CALLBACK_CONNECT_TIMEOUT
+        + 30
+    )
+    with transaction.atomic():
+        ids = list(
+            _due_callbacks(now)
+            .order_by("id")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        CallbackDelivery.objects.filter(pk__in=ids).update(
+            next_attempt_at=lease, attempts=F("attempts") + 1
+        )
+    rows = list(CallbackDelivery.objects.filter(pk__in=ids).select_related("endpoint"))
+    for row in rows:
+        body = json.dumps(
+            {"id": row.pk, **row.payload}, separators=(",", ":"), sort_keys=True
+        ).encode()
+        result = callbacks.post(row.endpoint.url, row.endpoint.secret, body)
+        now = timezone.now()
+        if result.ok:
+            CallbackDelivery.objects.filter(pk=row.pk).update(
+                state=CallbackDelivery.State.DELIVERED,
+                delivered_at=now,
+                next_attempt_at=None,
+                last_status_code=result.status_code,
+                last_error="",
+            )
+            continue
+        gave_up = row.attempts >= settings.BUSINESS_CALLBACK_MAX_ATTEMPTS
+        CallbackDelivery.objects.filter(pk=row.pk).update(
+            state=CallbackDelivery.State.FAILED
+            if gave_up
+            else CallbackDelivery.State.PENDING,
+            next_attempt_at=None if gave_up else now + callback_backoff(row.attempts),
+            last_status_code=result.status_code,
+            last_error=result.error[:2000],
+        )
+    return len(rows)
+
+
+def callbacks_due() -> bool:
+    return _due_callbacks(timezone.now()).exists()
+
+
+def retry_callback(*, delivery: CallbackDelivery) -> None:
+    """An admin sends a callback that gave up once more."""
+    CallbackDelivery.objects.filter(pk=delivery.pk).update(
+        state=CallbackDelivery.State.PENDING, next_attempt_at=None
+    )
+    transaction.on_commit(_queue_callback_delivery, robust=True)
+
+
+def _after_status(message: Message, *, status: str, changed: list[str]) -> None:
+    """What a status webhook means for the business: cost, opt-out, callbacks."""
+    if message.pricing and {"pricing", "delivered_at", "read_at"} & set(changed):
+        record_charge(message)
+    if (
+        status == Message.Status.FAILED
+        and "status" in changed
+        and (message.error or {}).get("code") == MARKETING_OPTED_OUT_CODE
+    ):
+        record_consent(
+            customer=Customer.objects.get(conversations=message.conversation_id),
+            purpose=ConsentRecord.Purpose.MARKETING,
+            status=ConsentRecord.Status.OPT_OUT,
+            source=ConsentRecord.Source.META_ERROR,
+            wording="WhatsApp reported that the customer stopped marketing messages.",
+        )
+    _notify_business(message, status)
+
+
+# --- Charges: Meta's pricing priced with the rate card -----------------------------
+
+
+def record_charge(message: Message) -> MessageCharge | None:
+    """Price a message from its pricing object; billed once it is delivered."""
+    pricing = message.pricing or {}
+    category = str(pricing.get("category") or "")
+    if not category:
+        return None
+    pricing_type = str(pricing.get("type") or "")
+    billable = (
+        pricing_type == "regular" if pricing_type else bool(pricing.get("billable"))
+    )
+    wa_id = (
+        Customer.objects.filter(conversations=message.conversation_id)
+        .values_list("wa_id", flat=True)
+        .first()
+        or ""
+    )
+    day = timezone.localdate(message.sent_at or message.timestamp)
+    rate = billing.rate_for(wa_id, category, day) if billable else None
+    delivered = message.delivered_at or message.read_at
+    charge, _ = MessageCharge.objects.update_or_create(
+        message=message,
+        defaults={
+            "conversation_id": message.conversation_id,
+            "category": category,
+            "pricing_type": pricing_type,
+            "billable": billable,
+            "market": rate.market if rate else "",
+            "price": rate.price if rate else (Decimal("0") if not billable else None),
+            "currency": rate.currency if rate else "",
+            "billed_at": delivered if billable else None,
+        },
+    )
+    return charge
+
+
+def compare_signature(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """Check a callback signature the way a business's receiver should."""
+    expected = callbacks.sign(secret, timestamp, body)
+    return hmac.compare_digest(expected, signature)
+
+
+# === End of business ===============================================================

@@ -192,3 +192,31 @@ def send_typing(message_id: int) -> None:
 def sync_templates(number_id: int | None = None) -> int:
     number = WhatsAppNumber.objects.get(pk=number_id) if number_id else None
     return services.sync_templates(number=number)
+
+
+# --- Business: signed status callbacks ----------------------------------------------
+
+
+@shared_task(name="conversations.tasks.deliver_callbacks", ignore_result=True)
+def deliver_callbacks(rounds: int = 20) -> int:
+    """Post due status callbacks to the business (services.deliver_callbacks).
+
+    Retry state lives in the rows (next_attempt_at), so no Celery retry here;
+    the sweeper queues this again while rows are due.
+    """
+    tried = 0
+    for _ in range(rounds):
+        count = services.deliver_callbacks()
+        tried += count
+        if not count:
+            break
+    return tried
+
+
+@shared_task(name="conversations.tasks.sweep_callbacks", ignore_result=True)
+def sweep_callbacks() -> bool:
+    """Queue a delivery run when callbacks are due (retries after backoff)."""
+    if services.callbacks_due():
+        deliver_callbacks.delay()
+        return True
+    return False

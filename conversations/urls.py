@@ -18,6 +18,11 @@ urlpatterns = [
     path("conversations/<int:pk>/labels/", views.set_labels, name="labels"),
     path("conversations/<int:pk>/customer/name/", views.rename_customer, name="rename"),
     path(
+        "conversations/<int:pk>/customer/consent/",
+        views.record_consent,
+        name="consent",
+    ),
+    path(
         "conversations/<int:pk>/canned/<int:canned_pk>/",
         views.canned_text,
         name="canned",

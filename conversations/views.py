@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.models import User
 
 from . import services, workspace
-from .models import Conversation, Label, Message, MessageTemplate
+from .models import ConsentRecord, Conversation, Label, Message, MessageTemplate
 
 EMOJIS = ["😊", "👍", "🙏", "🎉", "❤️", "😂", "👋", "✅", "🙂", "😉", "🚚", "📦"]
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
@@ -363,6 +363,34 @@ def set_labels(request: HttpRequest, pk: int) -> HttpResponse:
     labels = list(Label.objects.filter(pk__in=ids))
     services.set_labels(conversation=conversation, labels=labels, by=request.user)
     return _answer(request, conversation, _header_html(conversation.pk, request.user))
+
+
+@login_required
+@require_POST
+def record_consent(request: HttpRequest, pk: int) -> HttpResponse:
+    """An agent records what the customer said: opt-in or opt-out (business)."""
+    conversation = _conversation(request, pk)
+    status = request.POST.get("status", "")
+    purpose = request.POST.get("purpose", "")
+    wording = request.POST.get("wording", "")[:2000]
+    purposes = ConsentRecord.Purpose.values if purpose == "all" else [purpose]
+    if status not in ConsentRecord.Status.values or not set(purposes) <= set(
+        ConsentRecord.Purpose.values
+    ):
+        return HttpResponse("Choose a purpose and opt-in or opt-out.", status=422)
+    for each in purposes:
+        services.record_consent(
+            customer=conversation.customer,
+            purpose=each,
+            status=status,
+            source=ConsentRecord.Source.AGENT,
+            wording=wording,
+            recorded_by=request.user,
+        )
+    context = workspace.conversation_context(conversation, request.user)
+    return _answer(
+        request, conversation, workspace.render_fragment("customer", context)
+    )
 
 
 @login_required

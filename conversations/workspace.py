@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import Team, User
 
-from . import windows
+from . import billing, windows
 from .models import (
     CannedResponse,
     ConsentRecord,
@@ -269,7 +269,11 @@ def conversation_for(user: User, pk: int) -> Conversation | None:
 
 def messages_queryset() -> QuerySet:
     return Message.objects.select_related(
-        "reply_to", "sender", "template"
+        # notification: the business's reference on a notification's bubble.
+        "reply_to",
+        "sender",
+        "template",
+        "notification",
     ).prefetch_related(
         Prefetch(
             "reactions",
@@ -416,6 +420,8 @@ def conversation_context(conversation: Conversation, user: User) -> dict:
         "canned": canned_responses(user),
         "templates": [] if window.is_open else template_choices(conversation),
         "consent": consent_state(conversation.customer_id),
+        "consent_purposes": ConsentRecord.Purpose.choices,
+        "cost": conversation_cost(conversation),
         "referral": referral_card(conversation.referral),
         "all_labels": list(Label.objects.all()),
         "label_ids": {label.pk for label in conversation.labels.all()},
@@ -423,14 +429,27 @@ def conversation_context(conversation: Conversation, user: User) -> dict:
 
 
 def template_choices(conversation: Conversation) -> list[dict]:
-    return [
-        {
-            "template": template,
-            "fields": template_fields(template),
-            "body": template_body_text(template),
-        }
-        for template in approved_templates(conversation)
-    ]
+    free = ""
+    if windows.free_entry_point_open(conversation):
+        free = "the free entry point of the ad is open"
+    choices = []
+    for template in approved_templates(conversation):
+        price = None if free else billing.estimate(conversation, template)
+        choices.append(
+            {
+                "template": template,
+                "fields": template_fields(template),
+                "body": template_body_text(template),
+                "price": price,
+                "free": free,
+            }
+        )
+    return choices
+
+
+def conversation_cost(conversation: Conversation) -> list[dict]:
+    """What Meta billed for this conversation, per currency (one query)."""
+    return billing.conversation_cost(conversation.pk)
 
 
 def consent_state(customer_id: int) -> dict:

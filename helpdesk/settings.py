@@ -317,6 +317,68 @@ WHATSAPP_PAIR_INTERVAL = env_float("WHATSAPP_PAIR_INTERVAL", 6.0)
 WHATSAPP_TYPING_INTERVAL = env_float("WHATSAPP_TYPING_INTERVAL", 20.0)
 # End of outbound delivery settings.
 
+# --- Business: consent, notifications, delivery callbacks --------------------
+# A customer message that is exactly one of these (ignoring case, accents,
+# spaces and punctuation around it) opts the customer out of every purpose.
+OPT_OUT_KEYWORDS = env_list(
+    "OPT_OUT_KEYWORDS",
+    [
+        "STOP",
+        "STOPP",
+        "STOPPEN",
+        "ARRÊT",
+        "ARRETER",
+        "ALTO",
+        "BAJA",
+        "PARAR",
+        "CANCELAR",
+        "UNSUBSCRIBE",
+        "STOP ALL",
+        "OPT OUT",
+        "ABMELDEN",
+        "DESABONNER",
+        "DESINSCRIBIR",
+        "DISISCRIVI",
+        "ANNULLA ISCRIZIONE",
+        "AFMELDEN",
+        "SAIR",
+    ],
+)
+# Titles of the marketing opt-out quick reply in marketing templates: tapping
+# it opts the customer out of marketing only.
+MARKETING_OPT_OUT_BUTTONS = env_list(
+    "MARKETING_OPT_OUT_BUTTONS", ["Stop promotions", "STOP_PROMOTIONS"]
+)
+# Recipients one bulk notification request may name.
+NOTIFICATIONS_BULK_MAX = env_int("NOTIFICATIONS_BULK_MAX", 10000)
+# Signed status callbacks to the business: request timeouts, attempts and
+# exponential backoff (base × 2^attempt, capped) between them.
+BUSINESS_CALLBACK_CONNECT_TIMEOUT = env_float("BUSINESS_CALLBACK_CONNECT_TIMEOUT", 3.0)
+BUSINESS_CALLBACK_TIMEOUT = env_float("BUSINESS_CALLBACK_TIMEOUT", 5.0)
+BUSINESS_CALLBACK_MAX_ATTEMPTS = env_int("BUSINESS_CALLBACK_MAX_ATTEMPTS", 10)
+BUSINESS_CALLBACK_BACKOFF_BASE = env_float("BUSINESS_CALLBACK_BACKOFF_BASE", 10.0)
+BUSINESS_CALLBACK_BACKOFF_MAX = env_float("BUSINESS_CALLBACK_BACKOFF_MAX", 3600.0)
+# Distinct names for the choice sets the consent and notification endpoints
+# share field names with (status, purpose).
+SPECTACULAR_BUSINESS_ENUMS = {
+    "ConsentStatusEnum": "conversations.models.ConsentRecord.Status",
+    "PurposeEnum": "conversations.models.ConsentRecord.Purpose",
+    "NotificationStatusEnum": [
+        "queued",
+        "sent",
+        "delivered",
+        "read",
+        "failed",
+        "unknown",
+        "refused",
+    ],
+}
+CELERY_BEAT_SCHEDULE["sweep-business-callbacks"] = {
+    "task": "conversations.tasks.sweep_callbacks",
+    "schedule": env_float("CALLBACK_SWEEP_SECONDS", 10.0),
+}
+# End of business settings.
+
 # A resolved conversation reopens when the customer writes again within this
 # many hours; later messages open a new conversation.
 CONVERSATION_REOPEN_HOURS = env_float("CONVERSATION_REOPEN_HOURS", 24.0)
@@ -346,6 +408,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": SPECTACULAR_BUSINESS_ENUMS,
 }
 CACHES = {
     "default": {

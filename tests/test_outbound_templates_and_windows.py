@@ -93,6 +93,13 @@ def test_template_parameters_are_checked_and_built(graph_sandbox, conversation):
     ]
     assert message.text.startswith("Hi Anna, your order #4711")
     sale = MessageTemplate.objects.get(name="spring_sale")
+    # Marketing templates need the customer's marketing opt-in.
+    services.record_consent(
+        customer=conversation.customer,
+        purpose="marketing",
+        status="opt_in",
+        source="web_form",
+    )
     with pytest.raises(services.TemplateParametersInvalid, match="header"):
         services.send_template(
             conversation=conversation,

@@ -58,6 +58,8 @@ class ConversationSerializer(serializers.ModelSerializer):
     )
     window_expires_at = serializers.SerializerMethodField()
     last_message = serializers.SerializerMethodField()
+    # The business's notifications sent into this conversation (business).
+    notifications = serializers.SerializerMethodField()
 
     class Meta:
         model = Conversation
@@ -82,6 +84,7 @@ class ConversationSerializer(serializers.ModelSerializer):
             "first_response_at",
             "resolved_at",
             "created_at",
+            "notifications",
         ]
         read_only_fields = [
             f
@@ -93,6 +96,44 @@ class ConversationSerializer(serializers.ModelSerializer):
         super().__init__(*args, **kwargs)
         # Teams and assignees are resolved by id; the view checks visibility.
         self.fields["team"].queryset = Team.objects.all()
+
+    @extend_schema_field(
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "reference": {"type": "string"},
+                    "purpose": {"type": "string"},
+                    "template": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "language": {"type": "string"},
+                        },
+                    },
+                    "message": {"type": "integer", "nullable": True},
+                    "created_at": {"type": "string", "format": "date-time"},
+                },
+            },
+        }
+    )
+    def get_notifications(self, conversation):
+        # Prefetched by the views ("notifications").
+        return [
+            {
+                "id": n.pk,
+                "reference": n.reference,
+                "purpose": n.purpose,
+                "template": {"name": n.template_name, "language": n.template_language},
+                "message": n.message_id,
+                "created_at": serializers.DateTimeField().to_representation(
+                    n.created_at
+                ),
+            }
+            for n in sorted(conversation.notifications.all(), key=lambda n: n.pk)
+        ]
 
     @extend_schema_field(OpenApiTypes.DATETIME)
     def get_window_expires_at(self, conversation):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import business, views
 
 urlpatterns = [
     path("conversations/", views.ConversationList.as_view(), name="api-conversations"),
@@ -17,4 +17,22 @@ urlpatterns = [
     path("messages/<int:pk>/", views.MessageDetail.as_view(), name="api-message"),
     path("customers/", views.CustomerList.as_view(), name="api-customers"),
     path("customers/<int:pk>/", views.CustomerDetail.as_view(), name="api-customer"),
+    # --- Business: consent and notifications ---
+    path("consents/", business.ConsentCreate.as_view(), name="api-consents"),
+    path(
+        "customers/<int:pk>/consents/",
+        business.CustomerConsents.as_view(),
+        name="api-customer-consents",
+    ),
+    path(
+        "notifications/",
+        business.NotificationCreate.as_view(),
+        name="api-notifications",
+    ),
+    path(
+        "notifications/<int:pk>/",
+        business.NotificationDetail.as_view(),
+        name="api-notification",
+    ),
+    # --- End of business ---
 ]

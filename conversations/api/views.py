@@ -72,7 +72,7 @@ class ConversationList(generics.ListAPIView):
         queryset = (
             Conversation.objects.visible_to(request.user)
             .for_inbox()
-            .prefetch_related("labels")
+            .prefetch_related("labels", "notifications")
             .order_by(F("last_message_at").desc(nulls_last=True), "-id")
         )
         status_filter = request.query_params.get("status")
@@ -101,7 +101,7 @@ class ConversationDetail(generics.RetrieveUpdateAPIView):
         return (
             Conversation.objects.visible_to(self.request.user)
             .for_inbox()
-            .prefetch_related("labels")
+            .prefetch_related("labels", "notifications")
         )
 
     def perform_update(self, serializer):

@@ -1,0 +1,687 @@
+"""The business's endpoints of /api/v1/: consent records and notifications.
+
+Shapes and codes: docs in interfaces.md ("POST /api/v1/consents/",
+"POST /api/v1/notifications/"). Every refusal is JSON with a stable
+``code``; bad input is a 400 naming the field, never a server error.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
+from rest_framework import generics, permissions, serializers, status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Team
+from conversations import services
+from conversations.models import (
+    ConsentRecord,
+    Customer,
+    Notification,
+    WhatsAppNumber,
+)
+
+# \Z, not $: a trailing newline is not part of a phone number.
+E164 = r"^\+[1-9]\d{6,14}\Z"
+E164_SCHEMA = r"^\+[1-9]\d{6,14}$"
+MAX_TEXT = 1024
+
+
+class Refused(APIException):
+    """A domain refusal (services.OutboundError) as an HTTP answer."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "refused"
+
+    def __init__(self, error: services.OutboundError):
+        super().__init__(error.detail, code=error.code)
+        self.status_code = error.status
+
+
+class IdempotencyConflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "idempotency_conflict"
+    default_detail = (
+        "This Idempotency-Key was used with another request body; use a new key."
+    )
+
+
+def _check_text(value, field: str) -> str:
+    """A string PostgreSQL and JSON can store: no NUL, no lone surrogates."""
+    if not isinstance(value, str):
+        raise ValidationError({field: "Must be a string."}, code="invalid")
+    if "\x00" in value:
+        raise ValidationError({field: "Null characters are not allowed."}, "invalid")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError({field: "Not valid Unicode text."}, "invalid") from None
+    if len(value) > MAX_TEXT:
+        raise ValidationError({field: f"At most {MAX_TEXT} characters."}, "invalid")
+    return value
+
+
+# --- Consents -------------------------------------------------------------------------
+
+# Sources a business or an agent may give; the customer's own (WhatsApp,
+# Meta's 131050) are recorded by the helpdesk itself.
+API_SOURCES = [
+    ConsentRecord.Source.WEB_FORM,
+    ConsentRecord.Source.CHECKOUT,
+    ConsentRecord.Source.AGENT,
+    ConsentRecord.Source.API,
+]
+
+
+class ConsentRecordSerializer(serializers.ModelSerializer):
+    customer = serializers.IntegerField(source="customer_id", read_only=True)
+    recorded_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ConsentRecord
+        fields = [
+            "id",
+            "customer",
+            "purpose",
+            "status",
+            "source",
+            "wording",
+            "recorded_at",
+            "recorded_by",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(
+        {
+            "type": "string",
+            "description": "the agent's or API user's username, or `customer`",
+        }
+    )
+    def get_recorded_by(self, record) -> str:
+        if record.recorded_by is not None:
+            return record.recorded_by.get_username()
+        return "customer"
+
+
+class ConsentInputSerializer(serializers.Serializer):
+    phone = serializers.RegexField(
+        E164,
+        max_length=16,
+        error_messages={
+            "invalid": "Give the number in E.164 form, e.g. +4917012345678."
+        },
+    )
+    purpose = serializers.ChoiceField(choices=ConsentRecord.Purpose.choices)
+    status = serializers.ChoiceField(choices=ConsentRecord.Status.choices)
+    source = serializers.ChoiceField(choices=API_SOURCES, default="api")
+    wording = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, default=""
+    )
+
+
+@extend_schema(
+    request=ConsentInputSerializer,
+    responses={201: ConsentRecordSerializer},
+    examples=[
+        OpenApiExample(
+            "Order updates from the checkout",
+            value={
+                "phone": "+4917012345678",
+                "purpose": "utility",
+                "status": "opt_in",
+                "source": "checkout",
+                "wording": "Send me order updates on WhatsApp",
+            },
+            request_only=True,
+        )
+    ],
+)
+class ConsentCreate(APIView):
+    """Record a consent given outside WhatsApp; creates the customer if new."""
+
+    def post(self, request):
+        serializer = ConsentInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        with transaction.atomic():
+            customer = services.find_or_create_customer(
+                wa_id=data["phone"][1:], user_id=""
+            )
+            record = services.record_consent(
+                customer=customer,
+                purpose=data["purpose"],
+                status=data["status"],
+                source=data["source"],
+                wording=data["wording"],
+                recorded_by=request.user,
+            )
+        return Response(
+            ConsentRecordSerializer(record).data, status=status.HTTP_201_CREATED
+        )
+
+
+class CustomerConsents(generics.ListAPIView):
+    """A customer's consent ledger, newest first."""
+
+    serializer_class = ConsentRecordSerializer
+
+    def get_queryset(self):
+        customer = get_object_or_404(
+            Customer.objects.visible_to(self.request.user), pk=self.kwargs["pk"]
+        )
+        return (
+            ConsentRecord.objects.filter(customer=customer)
+            .select_related("recorded_by")
+            .order_by("-recorded_at", "-id")
+        )
+
+
+# --- Notifications --------------------------------------------------------------------
+
+
+class CanSendNotifications(permissions.BasePermission):
+    message = "This user may not send notifications (conversations.send_notification)."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(
+            user
+            and user.is_authenticated
+            and user.has_perm("conversations.send_notification")
+        )
+
+
+class MediaReferenceSerializer(serializers.Serializer):
+    id = serializers.CharField(max_length=128, required=False)
+    link = serializers.URLField(max_length=2000, required=False)
+    filename = serializers.CharField(max_length=240, required=False)
+
+    def validate(self, attrs):
+        if bool(attrs.get("id")) == bool(attrs.get("link")):
+            raise ValidationError("Give exactly one of id (uploaded media) or link.")
+        if attrs.get("link") and not attrs["link"].lower().startswith("https://"):
+            raise ValidationError({"link": "Media links must be HTTPS URLs."})
+        return attrs
+
+
+HEADER_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "description": "the text header's parameter"},
+        {
+            "type": "object",
+            "description": "the media header: one of image, video or document",
+            "properties": {
+                kind: {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "link": {"type": "string", "format": "uri"},
+                        "filename": {"type": "string"},
+                    },
+                }
+                for kind in ("image", "video", "document")
+            },
+        },
+    ]
+}
+BODY_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "positional parameters {{1}}, {{2}}, ...",
+        },
+        {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "named parameters",
+        },
+    ]
+}
+
+
+@extend_schema_field(HEADER_SCHEMA)
+class HeaderField(serializers.JSONField):
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return _check_text(data, "header")
+        if not isinstance(data, dict) or len(data) != 1:
+            raise ValidationError(
+                "A string, or an object with one of image, video or document."
+            )
+        [(kind, media)] = data.items()
+        if kind not in {"image", "video", "document"}:
+            raise ValidationError(f"Unknown header kind {str(kind)[:20]!r}.")
+        serializer = MediaReferenceSerializer(data=media)
+        if not serializer.is_valid():
+            raise ValidationError({kind: serializer.errors})
+        return {kind: dict(serializer.validated_data)}
+
+
+@extend_schema_field(BODY_SCHEMA)
+class BodyField(serializers.JSONField):
+    def to_internal_value(self, data):
+        if isinstance(data, list):
+            if len(data) > 100:
+                raise ValidationError("At most 100 parameters.")
+            return [_check_text(_scalar(value), "body") for value in data]
+        if isinstance(data, dict):
+            if len(data) > 100:
+                raise ValidationError("At most 100 parameters.")
+            return {
+                _check_text(key, "body"): _check_text(_scalar(value), "body")
+                for key, value in data.items()
+            }
+        raise ValidationError("A list of positional or an object of named parameters.")
+
+
+def _scalar(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValidationError({"body": "Parameters are strings (or numbers)."})
+    return str(value)
+
+
+class ButtonSerializer(serializers.Serializer):
+    index = serializers.IntegerField(min_value=0, max_value=9)
+    type = serializers.ChoiceField(choices=["url", "quick_reply"])
+    text = serializers.CharField(max_length=2000, required=False)
+    payload = serializers.CharField(max_length=1000, required=False)
+
+
+class ParametersSerializer(serializers.Serializer):
+    header = HeaderField(required=False)
+    body = BodyField(required=False)
+    buttons = ButtonSerializer(many=True, required=False, max_length=10)
+
+
+class TemplateRefSerializer(serializers.Serializer):
+    name = serializers.RegexField(r"^[a-z0-9_]{1,512}$", max_length=512)
+    language = serializers.RegexField(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})?$")
+
+
+class RecipientSerializer(serializers.Serializer):
+    to = serializers.CharField(max_length=64)
+    parameters = ParametersSerializer(required=False)
+    reference = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "pattern": E164_SCHEMA, "example": "+4917012345678"},
+            {
+                "type": "array",
+                "description": "a bulk send: numbers, or objects with their own "
+                "parameters and reference",
+                "items": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {
+                            "type": "object",
+                            "required": ["to"],
+                            "properties": {
+                                "to": {"type": "string"},
+                                "parameters": {"type": "object"},
+                                "reference": {"type": "string"},
+                            },
+                        },
+                    ]
+                },
+            },
+        ]
+    }
+)
+class RecipientsField(serializers.JSONField):
+    """One E.164 number, or a list of recipients (a bulk send)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            if not re.match(E164, data):
+                raise ValidationError(
+                    "Give the number in E.164 form, e.g. +4917012345678."
+                )
+            return data
+        if not isinstance(data, list):
+            raise ValidationError("A phone number or a list of recipients.")
+        if not data:
+            raise ValidationError("Name at least one recipient.")
+        if len(data) > settings.NOTIFICATIONS_BULK_MAX:
+            raise ValidationError(
+                f"At most {settings.NOTIFICATIONS_BULK_MAX} recipients per request."
+            )
+        recipients = []
+        for index, item in enumerate(data):
+            if isinstance(item, str):
+                item = {"to": item}
+            serializer = RecipientSerializer(data=item)
+            if not serializer.is_valid():
+                raise ValidationError({index: serializer.errors})
+            recipients.append(dict(serializer.validated_data))
+        return recipients
+
+
+class NotificationInputSerializer(serializers.Serializer):
+    to = RecipientsField()
+    purpose = serializers.ChoiceField(choices=ConsentRecord.Purpose.choices)
+    template = TemplateRefSerializer()
+    parameters = ParametersSerializer(required=False)
+    document = MediaReferenceSerializer(
+        required=False, help_text="a PDF for the template's document header"
+    )
+    reference = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
+    team = serializers.CharField(
+        max_length=100, required=False, help_text="the team (name) for replies"
+    )
+    number = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="the WhatsApp number (id) to send from; the first active one "
+        "by default",
+    )
+
+
+class NotificationSerializer(serializers.Serializer):
+    """A notification and its status (mirrored from its message)."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(
+        choices=["queued", "sent", "delivered", "read", "failed", "unknown", "refused"]
+    )
+    to = serializers.CharField()
+    purpose = serializers.CharField()
+    template = TemplateRefSerializer()
+    reference = serializers.CharField()
+    message = serializers.IntegerField(allow_null=True)
+    conversation = serializers.IntegerField(allow_null=True)
+    team = serializers.IntegerField(allow_null=True)
+    batch = serializers.IntegerField(allow_null=True)
+    error = serializers.JSONField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+QueuedSerializer = inline_serializer(
+    "NotificationQueued",
+    {
+        "id": serializers.IntegerField(),
+        "status": serializers.CharField(),
+        "message": serializers.IntegerField(allow_null=True),
+        "conversation": serializers.IntegerField(allow_null=True),
+    },
+)
+BulkSerializer = inline_serializer(
+    "NotificationBulkQueued",
+    {
+        "batch": serializers.IntegerField(),
+        "total": serializers.IntegerField(),
+        "queued": serializers.IntegerField(),
+        "refused": serializers.IntegerField(),
+        "results": inline_serializer(
+            "NotificationBulkResult",
+            {
+                "id": serializers.IntegerField(),
+                "to": serializers.CharField(),
+                "status": serializers.CharField(),
+                "message": serializers.IntegerField(allow_null=True),
+                "conversation": serializers.IntegerField(allow_null=True),
+                "code": serializers.CharField(required=False),
+                "detail": serializers.CharField(required=False),
+            },
+            many=True,
+        ),
+    },
+)
+ErrorSerializer = inline_serializer(
+    "Error",
+    {
+        "code": serializers.CharField(),
+        "detail": serializers.CharField(),
+        "errors": serializers.JSONField(required=False),
+    },
+)
+
+
+def _result(notification: Notification) -> dict:
+    result = {
+        "id": notification.pk,
+        "to": notification.to,
+        "status": "refused"
+        if notification.state == Notification.State.REFUSED
+        else "queued",
+        "message": notification.message_id,
+        "conversation": notification.conversation_id,
+    }
+    if notification.state == Notification.State.REFUSED:
+        result.update(notification.error or {})
+    return result
+
+
+def _single_answer(notification: Notification) -> Response:
+    if notification.state == Notification.State.REFUSED:
+        error = notification.error or {}
+        return Response(
+            {
+                "code": error.get("code", "refused"),
+                "detail": error.get("detail", ""),
+                "id": notification.pk,
+            },
+            status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        )
+    return Response(
+        {
+            "id": notification.pk,
+            "status": "queued",
+            "message": notification.message_id,
+            "conversation": notification.conversation_id,
+        },
+        status=status.HTTP_202_ACCEPTED,
+    )
+
+
+def _bulk_answer(batch_id, notifications: list[Notification]) -> Response:
+    refused = sum(1 for n in notifications if n.state == Notification.State.REFUSED)
+    return Response(
+        {
+            "batch": batch_id,
+            "total": len(notifications),
+            "queued": len(notifications) - refused,
+            "refused": refused,
+            "results": [_result(n) for n in notifications],
+        },
+        status=status.HTTP_202_ACCEPTED,
+    )
+
+
+class NotificationCreate(APIView):
+    """Send a template notification (one recipient, or a list: a bulk send)."""
+
+    permission_classes = [CanSendNotifications]
+
+    @extend_schema(
+        request=NotificationInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="the same key with the same body answers the first "
+                "result again and sends nothing; with another body, 409",
+            )
+        ],
+        responses={
+            202: OpenApiResponse(
+                QueuedSerializer,
+                description="queued (a list of recipients answers "
+                "NotificationBulkQueued: one result per recipient)",
+            ),
+            400: ErrorSerializer,
+            403: ErrorSerializer,
+            409: ErrorSerializer,
+            422: OpenApiResponse(
+                ErrorSerializer,
+                description="no_consent, template_not_approved, "
+                "template_category_mismatch or template_parameters",
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "A boarding pass",
+                value={
+                    "to": "+4917012345678",
+                    "purpose": "utility",
+                    "template": {"name": "boarding_pass", "language": "en"},
+                    "parameters": {"body": ["Anna", "LH 2046"]},
+                    "document": {
+                        "link": "https://example.com/pass.pdf",
+                        "filename": "boarding-pass.pdf",
+                    },
+                    "reference": "booking-4711",
+                    "team": "Travel desk",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request):
+        key = request.headers.get("Idempotency-Key", "")
+        if key and (len(key) > 255 or not key.isprintable()):
+            raise ValidationError(
+                {"Idempotency-Key": "At most 255 printable characters."}, "invalid"
+            )
+        serializer = NotificationInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        digest = services.request_hash(request.data)
+        if key:
+            replay = self._replay(request.user, key, digest)
+            if replay is not None:
+                return replay
+        try:
+            with transaction.atomic():
+                return self._send(request, serializer.validated_data, key, digest)
+        except IntegrityError:
+            # A concurrent request with this key committed first.
+            replay = self._replay(request.user, key, digest) if key else None
+            if replay is None:
+                raise
+            return replay
+
+    def _replay(self, user, key: str, digest: str) -> Response | None:
+        previous = list(
+            Notification.objects.filter(created_by=user, idempotency_key=key).order_by(
+                "position"
+            )
+        )
+        if not previous:
+            return None
+        if previous[0].request_hash != digest:
+            raise IdempotencyConflict()
+        if previous[0].batch_id is None:
+            return _single_answer(previous[0])
+        return _bulk_answer(previous[0].batch_id, previous)
+
+    def _send(self, request, data: dict, key: str, digest: str) -> Response:
+        number = self._number(data.get("number"))
+        team = self._team(data.get("team"), number)
+        try:
+            template = services.notification_template(
+                number=number,
+                name=data["template"]["name"],
+                language=data["template"]["language"],
+                purpose=data["purpose"],
+            )
+            parameters = services.notification_parameters(
+                template, data.get("parameters") or {}, data.get("document")
+            )
+        except services.OutboundError as error:
+            raise Refused(error) from None
+        order = services.NotificationOrder(
+            number=number,
+            template=template,
+            purpose=data["purpose"],
+            parameters=parameters,
+            reference=data.get("reference", ""),
+            team=team,
+            created_by=request.user,
+            idempotency_key=key,
+            request_hash=digest,
+        )
+        if isinstance(data["to"], str):
+            notification = services.send_notification(order=order, to=data["to"])
+            return _single_answer(notification)
+        recipients = []
+        for index, item in enumerate(data["to"]):
+            own = item.get("parameters")
+            if own is not None:
+                try:
+                    own = services.notification_parameters(
+                        template, own, data.get("document")
+                    )
+                except services.OutboundError as error:
+                    error.detail = f"to[{index}]: {error.detail}"
+                    raise Refused(error) from None
+            recipients.append({**item, "parameters": own})
+        batch, notifications = services.send_notifications(
+            order=order, recipients=recipients
+        )
+        return _bulk_answer(batch.pk, notifications)
+
+    def _number(self, number_id: int | None) -> WhatsAppNumber:
+        numbers = WhatsAppNumber.objects.filter(is_active=True)
+        number = (
+            numbers.filter(pk=number_id).first()
+            if number_id
+            else numbers.order_by("pk").first()
+        )
+        if number is None:
+            raise ValidationError(
+                {"number": "No such active WhatsApp number."}, code="invalid"
+            )
+        return number
+
+    def _team(self, name: str | None, number: WhatsAppNumber) -> Team | None:
+        if not name:
+            return None
+        name = _check_text(name, "team")
+        team = Team.objects.filter(name=name).first()
+        if team is None:
+            raise ValidationError({"team": f"No team named {name!r}."}, "invalid")
+        if not number.teams.filter(pk=team.pk).exists():
+            raise ValidationError(
+                {"team": f"{team.name} does not work on {number.name}."}, "invalid"
+            )
+        return team
+
+
+@extend_schema(responses={200: NotificationSerializer})
+class NotificationDetail(APIView):
+    """A notification's status: queued, sent, delivered, read, failed (with
+    the error), or refused (with the reason)."""
+
+    permission_classes = [CanSendNotifications]
+
+    def get(self, request, pk: int):
+        notifications = Notification.objects.select_related("message")
+        if not request.user.is_staff:
+            notifications = notifications.filter(created_by=request.user)
+        notification = get_object_or_404(notifications, pk=pk)
+        return Response(services.notification_payload(notification))
+
+
+# drf-spectacular reads these when it cannot infer a serializer.
+ConsentCreate.serializer_class = ConsentInputSerializer
+NotificationCreate.serializer_class = NotificationInputSerializer
+NotificationDetail.serializer_class = NotificationSerializer
