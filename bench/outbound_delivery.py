@@ -1,0 +1,226 @@
+"""Outbound delivery benchmark: N replies queued at once, delivered end to end.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/helpdesk_bench \
+    REDIS_URL=redis://127.0.0.1:6379/6 \
+    .venv/bin/python bench/outbound_delivery.py --messages 5000 --throughput 1000
+
+Starts the sandbox (a Cloud API simulator) answering after --latency-ms
+(Meta's ~100 ms round trip), migrates a fresh database, creates one number
+with the given throughput and --customers conversations with open windows,
+starts --workers real `celery worker` processes, queues the replies through
+services.send_reply (each its own transaction, as the API would), and waits
+until every message is `sent` or `failed`. Reports messages/s from the first
+queue to the last `sent`, p50/p99 from queued to sent, the highest number of
+sends the sandbox counted in any one wall-clock second, and duplicates (any
+message id the sandbox accepted more than once).
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--throughput", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        raise SystemExit("Set DATABASE_URL to a PostgreSQL database for the benchmark")
+
+    # The number's pair limit would hold customers after 45 messages each.
+    os.environ["WHATSAPP_PAIR_BURST"] = str(args.messages)
+    os.environ["WHATSAPP_DELIVERY_CONCURRENCY"] = str(args.concurrency)
+    os.environ["WHATSAPP_DELIVERY_BATCH"] = str(args.concurrency)
+    from sandbox.config import Number
+    from sandbox.testing import running_sandbox
+
+    number_config = Number(
+        phone_number_id="100000000000777",
+        display_phone_number="+15550100777",
+        waba_id="200000000000777",
+        access_token="bench-token",  # noqa: S106
+        app_secret="bench-secret",  # noqa: S106
+        throughput=args.throughput,
+    )
+    with running_sandbox(
+        numbers=[number_config],
+        status_delays={"sent": None, "delivered": None, "read": None},
+        faults={"latency_ms": args.latency_ms},
+        record_limit=args.messages * 2 + 100,
+    ) as sandbox:
+        os.environ["WHATSAPP_GRAPH_API_URL"] = sandbox.base_url
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("flush", interactive=False, verbosity=0)
+        call_command("migrate", verbosity=0)
+        return run(args, sandbox, number_config)
+
+
+def run(args, sandbox, number_config) -> int:
+    from django.conf import settings
+    from django.db import transaction
+    from django.utils import timezone
+
+    from conversations import ratelimit, services
+    from conversations.models import Conversation, Customer, Message
+
+    number, _ = services.add_whatsapp_number(
+        phone_number_id=number_config.phone_number_id,
+        display_phone_number=number_config.display_phone_number,
+        waba_id=number_config.waba_id,
+        access_token=number_config.access_token,
+        app_secret="bench-secret",  # noqa: S106
+        verify_token="bench-verify",  # noqa: S106
+        throughput=args.throughput,
+    )
+    connection = ratelimit.connection()
+    for key in connection.scan_iter("outbound:*"):
+        connection.delete(key)
+    connection.delete("default")
+    wa_ids = [f"49170{7000000 + n}" for n in range(args.customers)]
+    sandbox.control.open_window(*wa_ids)
+    now = timezone.now()
+    conversations = []
+    for wa_id in wa_ids:
+        customer = Customer.objects.create(wa_id=wa_id, phone=f"+{wa_id}")
+        conversations.append(
+            Conversation.objects.create(
+                customer=customer, number=number, last_inbound_at=now
+            )
+        )
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "helpdesk.settings"}
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "helpdesk",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "1",
+                "-n",
+                f"bench{n}@%h",
+                "-l",
+                "ERROR",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        for n in range(args.workers)
+    ]
+    try:
+        time.sleep(3)  # workers booting; the benchmark's clock starts later
+        # Paused while queueing, so the clock measures delivery alone.
+        type(number).objects.filter(pk=number.pk).update(sending_paused=True)
+        queue_started = time.time()
+        # One transaction, as a bulk API call would: the clock starts when
+        # every reply is committed `queued` (creating 5,000 rows one by one
+        # measures the producer, not delivery).
+        with transaction.atomic():
+            for n in range(args.messages):
+                services.send_reply(
+                    conversation=conversations[n % len(conversations)],
+                    kind="text",
+                    content={"body": f"Reply {n}"},
+                )
+        started = queued_done = time.time()
+        committed_at = timezone.now()
+        services.resume_sending(number=number)
+        deadline = started + args.timeout
+        pending = Message.objects.filter(direction="outbound").exclude(
+            status__in=["sent", "failed", "unknown"]
+        )
+        while pending.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        finished = time.time()
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+
+    rows = Message.objects.filter(direction="outbound")
+    sent = rows.filter(status="sent")
+    latencies = sorted(
+        (sent_at - committed_at).total_seconds()
+        for sent_at in sent.values_list("sent_at", flat=True)
+    )
+    last_sent = max(sent.values_list("sent_at", flat=True), default=None)
+    elapsed = (last_sent - committed_at).total_seconds() if last_sent else 0
+    requests = sandbox.control._call(
+        "GET", "requests", params={"path": "/messages", "limit": args.messages * 3}
+    )["requests"]
+    accepted: dict[str, int] = {}
+    for record in requests:
+        if record["status"] == 200:
+            key = (record["body"] or {}).get("biz_opaque_callback_data")
+            accepted[key] = accepted.get(key, 0) + 1
+    stats = sandbox.control.stats()["numbers"].get(number.phone_number_id, {})
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+    report = {
+        "messages": args.messages,
+        "customers": args.customers,
+        "throughput_setting": args.throughput,
+        "latency_ms": args.latency_ms,
+        "workers": args.workers,
+        "concurrency_per_worker": args.concurrency,
+        "limiter_window_s": settings.WHATSAPP_RATE_LIMIT_WINDOW,
+        "sent": sent.count(),
+        "failed": rows.filter(status="failed").count(),
+        "unknown": rows.filter(status="unknown").count(),
+        "not_finished": rows.exclude(status__in=["sent", "failed", "unknown"]).count(),
+        "lost": args.messages - len(accepted) - rows.filter(status="failed").count(),
+        "sent_twice": sum(1 for count in accepted.values() if count > 1),
+        "queueing_s": round(queued_done - queue_started, 2),
+        "end_to_end_s": round(elapsed, 2),
+        "msgs_per_s": round(sent.count() / elapsed, 1) if elapsed else 0,
+        "p50_ms": round(pct(0.50), 1) if latencies else None,
+        "p99_ms": round(pct(0.99), 1) if latencies else None,
+        "sandbox_max_per_second": stats.get("max_per_second"),
+        "sandbox_rejected_130429": stats.get("rejected_by_throughput"),
+        "wall_s": round(finished - started, 2),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
