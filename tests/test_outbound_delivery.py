@@ -226,7 +226,12 @@ def test_an_expired_token_pauses_the_number_and_tells_admins(
     assert "190" in sandbox_number.sending_paused_reason
     for message in (first, second):
         wait_for_status(message, Message.Status.QUEUED)
-    assert len(sends(graph_sandbox)) == 1
+    # Both may have been in flight before the first 190 paused the number;
+    # nothing is tried after the pause.
+    tried = len(sends(graph_sandbox))
+    assert tried <= 2
+    services.sweep_deliveries()
+    assert len(sends(graph_sandbox)) == tried
     sandbox_number.access_token = graph_sandbox.number.access_token
     sandbox_number.save()
     services.resume_sending(number=sandbox_number)
