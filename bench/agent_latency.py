@@ -1,0 +1,428 @@
+"""Agent workspace benchmark: webhook ack → message in 20 agents' browsers,
+and the inbox and conversation pages at 100,000 conversations / 1,000,000
+messages.
+
+    .venv/bin/python bench/agent_latency.py            # both parts
+    .venv/bin/python bench/agent_latency.py --part live --agents 20 --rate 50
+    .venv/bin/python bench/agent_latency.py --part pages
+
+Needs PostgreSQL (BENCH_DATABASE_URL, default
+postgres://postgres@127.0.0.1:5432/helpdesk_bench, dropped and re-created)
+and Redis (REDIS_URL, default redis://127.0.0.1:6379/7), plus Debian's
+chromium. The live part starts daphne and a Celery worker (as `make run`
+does), opens N headless Chromium pages logged in as N agents on the inbox,
+posts signed webhooks at the given rate and takes, per page and message,
+the wall-clock time the row with that text appeared (a MutationObserver in
+the page) minus the time the webhook's 200 came back. The pages part fills
+the database with generate_series and times the two views in-process.
+"""
+
+import argparse
+import hashlib
+import hmac
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/helpdesk_bench"
+)
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/7")
+os.environ["DATABASE_URL"] = DATABASE_URL
+os.environ["REDIS_URL"] = REDIS_URL
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
+os.environ.setdefault("DEBUG", "1")
+
+PHONE_NUMBER_ID = "109900000000001"
+WABA_ID = "209900000000001"
+APP_SECRET = "bench-app-secret"  # noqa: S105
+PASSWORD = "bench-password"  # noqa: S105
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{platform.node()}: {os.cpu_count()} cores {cpu}, Python "
+        f"{platform.python_version()}, {platform.platform()}"
+    )
+
+
+def recreate_database() -> None:
+    import psycopg
+
+    name = DATABASE_URL.rsplit("/", 1)[1]
+    admin = DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, check=True
+    )
+
+
+def set_up_agents(count: int):
+    import django
+
+    django.setup()
+    from accounts.models import Team, User
+    from conversations.models import MetaApp, WhatsAppNumber
+
+    team = Team.objects.create(name="Bench team")
+    app = MetaApp.objects.create(
+        name="Bench app",
+        app_id="309900000000001",
+        app_secret=APP_SECRET,
+        verify_token="bench",  # noqa: S106
+    )
+    number = WhatsAppNumber.objects.create(
+        app=app,
+        name="Bench line",
+        phone_number_id=PHONE_NUMBER_ID,
+        display_phone_number="+15550199001",
+        waba_id=WABA_ID,
+        access_token="bench-token",  # noqa: S106
+    )
+    number.teams.add(team)
+    agents = []
+    for index in range(count):
+        agent = User.objects.create_user(
+            f"bench{index}", password=PASSWORD, display_name=f"Agent {index}"
+        )
+        agent.teams.add(team)
+        agents.append(agent)
+    return number, agents
+
+
+def webhook_body(seq: int, wa_id: str) -> bytes:
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {
+            "display_phone_number": "15550199001",
+            "phone_number_id": PHONE_NUMBER_ID,
+        },
+        "contacts": [{"profile": {"name": f"Bench {wa_id[-4:]}"}, "wa_id": wa_id}],
+        "messages": [
+            {
+                "from": wa_id,
+                "id": f"wamid.bench{seq:08d}{time.time_ns()}",
+                "timestamp": str(int(time.time())),
+                "type": "text",
+                "text": {"body": f"bench-{seq}-x"},
+            }
+        ],
+    }
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": WABA_ID, "changes": [{"field": "messages", "value": value}]}],
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+OBSERVER = """
+window.__seen = {};
+new MutationObserver(function () {
+  document.querySelectorAll('#inbox-list .preview').forEach(function (el) {
+    var m = /bench-(\\d+)-x/.exec(el.textContent);
+    if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now();
+  });
+}).observe(document.getElementById('inbox-list'), {childList: true, subtree: true,
+  characterData: true});
+"""
+
+
+def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    from helpdesk.launcher import free_port, wait_for_port
+
+    recreate_database()
+    set_up_agents(agents)
+    port = free_port()
+    env = {**os.environ, "DEBUG": "0", "SECRET_KEY": "bench-secret-key-" + "x" * 40}
+    env["ALLOWED_HOSTS"] = "127.0.0.1"
+    env["SECURE_SSL_REDIRECT"] = "0"
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-v",
+                "0",
+                "helpdesk.asgi:application",
+            ],
+            cwd=BASE_DIR,
+            env={**env, "HELPDESK_PROCESS": "asgi"},
+        ),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "helpdesk",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                "8",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+            ],
+            cwd=BASE_DIR,
+            env=env,
+        ),
+    ]
+    base = f"http://127.0.0.1:{port}"
+    acks: dict[int, float] = {}
+    ack_latency: list[float] = []
+    try:
+        wait_for_port(port, 30, processes[0])
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=[
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--no-first-run",
+                ],
+            )
+            pages = []
+            for index in range(agents):
+                context = browser.new_context()
+                # Secure cookies (DEBUG off) still travel over 127.0.0.1 here.
+                page = context.new_page()
+                page.goto(f"{base}/accounts/login/")
+                page.fill("#id_username", f"bench{index}")
+                page.fill("#id_password", PASSWORD)
+                page.click("button[type=submit]")
+                page.wait_for_url(f"{base}/")
+                page.wait_for_selector("#live-status[data-state=live]")
+                page.evaluate(OBSERVER)
+                pages.append(page)
+            session = requests.Session()
+            interval = 1.0 / rate
+            total = int(rate * seconds)
+            started = time.perf_counter()
+
+            def post(seq):
+                wa_id = f"49150{seq % customers:07d}"
+                body = webhook_body(seq, wa_id)
+                signature = (
+                    "sha256="
+                    + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+                )
+                t0 = time.time()
+                response = session.post(
+                    f"{base}/webhooks/whatsapp/",
+                    data=body,
+                    timeout=10,
+                    headers={
+                        "Content-Type": "application/json",
+                        "X-Hub-Signature-256": signature,
+                    },
+                )
+                acks[seq] = time.time() * 1000
+                ack_latency.append((time.time() - t0) * 1000)
+                response.raise_for_status()
+
+            # The sender runs in a thread; Playwright's pages stay idle (their
+            # observers run in the browser).
+            def sender():
+                for seq in range(total):
+                    target = started + seq * interval
+                    delay = target - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    post(seq)
+
+            thread = threading.Thread(target=sender)
+            thread.start()
+            while thread.is_alive():
+                pages[0].wait_for_timeout(200)
+            deadline = time.time() + 20
+            seen = []
+            for page in pages:
+                while True:
+                    got = page.evaluate("window.__seen")
+                    if len(got) >= total or time.time() > deadline:
+                        break
+                    page.wait_for_timeout(200)
+                seen.append(got)
+            browser.close()
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(15)
+    latencies = []
+    missing = 0
+    for got in seen:
+        for seq, ack in acks.items():
+            if str(seq) in got:
+                latencies.append(got[str(seq)] - ack)
+            else:
+                missing += 1
+    return {
+        "agents": agents,
+        "rate": rate,
+        "messages": len(acks),
+        "samples": len(latencies),
+        "missing": missing,
+        "ack_p50": percentile(ack_latency, 0.5),
+        "ack_p99": percentile(ack_latency, 0.99),
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
+        "max": max(latencies),
+    }
+
+
+GENERATE_SQL = """
+INSERT INTO conversations_customer
+  (wa_id, user_id, phone, profile_name, name, username, country_code,
+   created_at, updated_at)
+SELECT '4916' || lpad(g::text, 8, '0'), '', '+4916' || lpad(g::text, 8, '0'),
+       'Customer ' || g, '', '', '', now(), now()
+FROM generate_series(1, %(conversations)s) g;
+
+INSERT INTO conversations_conversation
+  (customer_id, number_id, status, unread_count, referral_source_id,
+   referral_ctwa_clid, created_at, updated_at)
+SELECT c.id, %(number)s,
+       (ARRAY['open','open','pending','resolved'])[1 + c.id %% 4],
+       c.id %% 3, '', '', now(), now()
+FROM conversations_customer c;
+
+INSERT INTO conversations_message
+  (conversation_id, direction, type, text, payload, wamid, status, timestamp,
+   context_wamid, forwarded, frequently_forwarded, media_id, media_mime_type,
+   media_filename, media_sha256, media_file, media_state, attempts, created_at,
+   updated_at)
+SELECT cv.first + (g %% %(conversations)s),
+       CASE WHEN g %% 3 = 0 THEN 'outbound' ELSE 'inbound' END, 'text',
+       'Message number ' || g || ' about an order', '{}', 'wamid.gen' || g,
+       CASE WHEN g %% 3 = 0 THEN 'read' ELSE 'received' END,
+       now() - make_interval(secs => (%(messages)s - g) * 7),
+       '', false, false, '', '', '', '', '', '', 0, now(), now()
+FROM generate_series(1, %(messages)s) g,
+     (SELECT min(id) AS first FROM conversations_conversation) cv;
+
+UPDATE conversations_conversation c
+SET last_message_id = m.id, last_message_at = m.timestamp,
+    last_inbound_at = m.timestamp
+FROM (SELECT DISTINCT ON (conversation_id) conversation_id, id, timestamp
+      FROM conversations_message ORDER BY conversation_id, timestamp DESC, id DESC) m
+WHERE m.conversation_id = c.id;
+"""
+
+
+def pages_part(conversations: int, messages: int, runs: int) -> dict:
+    recreate_database()
+    number, agents = set_up_agents(1)
+    from django.db import connection
+    from django.test import Client
+
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            GENERATE_SQL,
+            {"conversations": conversations, "messages": messages, "number": number.pk},
+        )
+    connection.cursor().execute("VACUUM ANALYZE")
+    generated = time.perf_counter() - started
+    from conversations.models import Conversation
+
+    busiest = (
+        Conversation.objects.filter(status="open").order_by("-last_message_at").first()
+    )
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(agents[0])
+    results = {"generate_seconds": generated}
+    for name, url in (
+        ("inbox", "/"),
+        ("inbox_search", "/?q=Customer%2099"),
+        ("inbox_window_order", "/?order=window"),
+        ("conversation", f"/conversations/{busiest.pk}/"),
+    ):
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - t0) * 1000)
+            assert response.status_code == 200, (url, response.status_code)
+        results[name] = (statistics.median(times), percentile(times, 0.99))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["live", "pages", "both"], default="both")
+    parser.add_argument("--agents", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--conversations", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    print(machine(), flush=True)
+    if args.part in ("live", "both"):
+        live = live_part(args.agents, args.rate, args.seconds, args.customers)
+        print(
+            f"live: {live['agents']} agents' browsers, {live['rate']:.0f} msgs/s, "
+            f"{live['messages']} messages, {live['samples']} samples, "
+            f"{live['missing']} missing\n"
+            f"  webhook ack p50 {live['ack_p50']:.1f} ms, "
+            f"p99 {live['ack_p99']:.1f} ms\n"
+            f"  ack → row in page p50 {live['p50']:.1f} ms, p99 {live['p99']:.1f} ms, "
+            f"max {live['max']:.1f} ms (targets p50 < 50, p99 < 250)",
+            flush=True,
+        )
+    if args.part in ("pages", "both"):
+        pages = pages_part(args.conversations, args.messages, args.runs)
+        print(
+            f"pages: {args.conversations} conversations, {args.messages} messages "
+            f"(generated in {pages.pop('generate_seconds'):.0f} s)",
+            flush=True,
+        )
+        for name, (p50, p99) in pages.items():
+            print(f"  {name}: median {p50:.1f} ms, p99 {p99:.1f} ms (target < 100)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
