@@ -427,3 +427,321 @@ class AccountNoticeAdmin(admin.ModelAdmin):
     @admin.display(description="As Meta sent it")
     def raw_display(self, notice):
         return pretty_json(notice.raw)
+
+
+# --- Business: notifications, batches, callbacks, rate cards -----------------------
+
+from django import forms  # noqa: E402
+from django.db.models import Q  # noqa: E402
+from django.shortcuts import redirect, render  # noqa: E402
+from django.urls import path, reverse  # noqa: E402
+
+from accounts.models import Team  # noqa: E402
+
+from .models import (  # noqa: E402
+    CallbackDelivery,
+    CallbackEndpoint,
+    MessageCharge,
+    Notification,
+    NotificationBatch,
+    RateCard,
+)
+
+DONE_STATUSES = ["sent", "delivered", "read", "played", "failed", "unknown"]
+
+
+@admin.register(RateCard)
+class RateCardAdmin(admin.ModelAdmin):
+    """Meta's prices per market and category; a new price is a new dated row."""
+
+    list_display = ("market", "category", "price", "currency", "valid_from")
+    list_filter = ("category", "currency", "market")
+    search_fields = ("market", "category")
+    ordering = ("market", "category", "-valid_from")
+
+
+@admin.register(MessageCharge)
+class MessageChargeAdmin(admin.ModelAdmin):
+    list_display = (
+        "message",
+        "conversation",
+        "category",
+        "pricing_type",
+        "billable",
+        "market",
+        "price",
+        "currency",
+        "billed_at",
+    )
+    list_filter = ("category", "pricing_type", "billable")
+    raw_id_fields = ("message", "conversation")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class NotificationInline(admin.TabularInline):
+    model = Notification
+    extra = 0
+    fields = ("position", "to", "reference", "delivery_status", "error", "message")
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("message")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Status")
+    def delivery_status(self, notification):
+        return services.notification_status(notification)
+
+
+class CsvUploadForm(forms.Form):
+    number = forms.ModelChoiceField(WhatsAppNumber.objects.filter(is_active=True))
+    template = forms.ModelChoiceField(
+        MessageTemplate.objects.filter(status=MessageTemplate.Status.APPROVED)
+    )
+    purpose = forms.ChoiceField(choices=ConsentRecord.Purpose.choices)
+    team = forms.ModelChoiceField(Team.objects.all(), required=False)
+    name = forms.CharField(max_length=200, required=False)
+    file = forms.FileField(
+        help_text="Columns: phone (E.164), reference, body_1, body_2, ... or "
+        "body_<name>, header, header_link, document_filename"
+    )
+
+
+@admin.register(NotificationBatch)
+class NotificationBatchAdmin(admin.ModelAdmin):
+    """Bulk sends with their progress; "Upload CSV" sends a new one."""
+
+    list_display = (
+        "__str__",
+        "source",
+        "template",
+        "total",
+        "queued",
+        "refused",
+        "progress",
+        "created_at",
+    )
+    list_filter = ("source",)
+    readonly_fields = (
+        "name",
+        "source",
+        "template",
+        "total",
+        "queued",
+        "refused",
+        "progress",
+        "created_by",
+        "created_at",
+    )
+    fields = readonly_fields
+    inlines = [NotificationInline]
+    change_list_template = "admin/conversations/notificationbatch/change_list.html"
+
+    def get_queryset(self, request):
+        # The progress of every row in one query.
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("template")
+            .annotate(
+                done=Count(
+                    "notifications",
+                    filter=Q(notifications__message__status__in=DONE_STATUSES),
+                ),
+                delivered=Count(
+                    "notifications",
+                    filter=Q(
+                        notifications__message__status__in=[
+                            "delivered",
+                            "read",
+                            "played",
+                        ]
+                    ),
+                ),
+            )
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Progress")
+    def progress(self, batch):
+        finished = batch.done + batch.refused
+        return format_html(
+            '<progress value="{}" max="{}" aria-label="Sent or settled">'
+            "</progress> {} of {} settled, {} delivered",
+            finished,
+            batch.total or 1,
+            finished,
+            batch.total,
+            batch.delivered,
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "upload/",
+                self.admin_site.admin_view(self.upload_view),
+                name="conversations_notificationbatch_upload",
+            ),
+            *super().get_urls(),
+        ]
+
+    def upload_view(self, request):
+        if not request.user.has_perm("conversations.send_notification"):
+            messages.error(request, "You may not send notifications.")
+            return redirect("admin:conversations_notificationbatch_changelist")
+        form = CsvUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                text = data["file"].read().decode("utf-8-sig")
+                batch, _ = services.notifications_from_csv(
+                    text=text,
+                    number=data["number"],
+                    template=data["template"],
+                    purpose=data["purpose"],
+                    team=data["team"],
+                    created_by=request.user,
+                    name=data["name"] or data["file"].name,
+                )
+            except UnicodeDecodeError:
+                form.add_error("file", "The file is not UTF-8 text.")
+            except services.OutboundError as error:
+                form.add_error(None, error.detail)
+            else:
+                messages.success(
+                    request,
+                    f"{batch.queued} notifications queued, {batch.refused} refused.",
+                )
+                return redirect(
+                    reverse(
+                        "admin:conversations_notificationbatch_change", args=[batch.pk]
+                    )
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "Send notifications from a CSV file",
+            "opts": self.model._meta,
+        }
+        return render(
+            request, "admin/conversations/notificationbatch/upload.html", context
+        )
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = (
+        "pk",
+        "to",
+        "template_name",
+        "reference",
+        "delivery_status",
+        "team",
+        "batch",
+        "created_at",
+    )
+    list_filter = ("state", "purpose", "template_name")
+    list_select_related = ("message", "team", "batch")
+    search_fields = ("to", "reference", "idempotency_key")
+    date_hierarchy = "created_at"
+    raw_id_fields = ("customer", "message", "conversation", "batch", "template")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="Status")
+    def delivery_status(self, notification):
+        return services.notification_status(notification)
+
+
+class CallbackEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=500, assume_scheme="https")
+    secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=False),
+        required=False,
+        help_text="Leave empty to keep the current secret.",
+    )
+
+    class Meta:
+        model = CallbackEndpoint
+        fields = ("name", "url", "secret", "active")
+
+    def clean_secret(self):
+        secret = self.cleaned_data.get("secret")
+        if not secret:
+            if self.instance.pk:
+                return self.instance.secret
+            raise forms.ValidationError("A new endpoint needs a secret.")
+        return secret
+
+
+@admin.register(CallbackEndpoint)
+class CallbackEndpointAdmin(admin.ModelAdmin):
+    form = CallbackEndpointForm
+    list_display = ("name", "url", "masked_secret", "active", "created_at")
+    list_filter = ("active",)
+
+    @admin.display(description="Secret")
+    def masked_secret(self, endpoint):
+        return endpoint.masked_secret
+
+
+@admin.register(CallbackDelivery)
+class CallbackDeliveryAdmin(admin.ModelAdmin):
+    """The delivery log of status callbacks to the business."""
+
+    list_display = (
+        "created_at",
+        "endpoint",
+        "notification",
+        "event",
+        "state",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+        "delivered_at",
+    )
+    list_filter = ("state", "event", "endpoint")
+    list_select_related = ("endpoint",)
+    readonly_fields = (
+        "endpoint",
+        "notification",
+        "event",
+        "payload_display",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "delivered_at",
+    )
+    exclude = ("payload",)
+    actions = ["send_again"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.display(description="Body")
+    def payload_display(self, delivery):
+        return pretty_json(delivery.payload)
+
+    @admin.action(description="Send the selected callbacks again")
+    def send_again(self, request, queryset):
+        for delivery in queryset:
+            services.retry_callback(delivery=delivery)
+        messages.success(request, "Queued again.")

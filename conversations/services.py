@@ -2088,7 +2088,9 @@ def sync_templates(*, number: WhatsAppNumber | None = None) -> int:
 # signed status callbacks back to those systems, and what each message costs.
 # Imports sit here so the engineers editing this file at once do not collide.
 
+import csv  # noqa: E402
 import hmac  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import unicodedata  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -2411,8 +2413,12 @@ def send_notification(
     consents: dict | None = None,
     parameters: dict | None = None,
     reference: str | None = None,
+    refusal: dict | None = None,
 ) -> Notification:
     """Queue one template notification, or record why it was refused.
+
+    `refusal` ({"code", "detail"}) records a recipient the caller already
+    refused (a CSV row with bad parameters).
 
     Refusals for this recipient (a number that is not E.164, no opt-in for
     the purpose) become a refused Notification row; the template and its
@@ -2444,6 +2450,8 @@ def send_notification(
         notification.save()
         return notification
 
+    if refusal is not None:
+        return refuse(refusal["code"], refusal["detail"])
     digits = _recipient_digits(to)
     if digits is None:
         return refuse(
@@ -2490,7 +2498,9 @@ def send_notifications(
     source: str = NotificationBatch.Source.API,
     name: str = "",
 ) -> tuple[NotificationBatch, list[Notification]]:
-    """Queue one notification per recipient ({"to", "parameters"?, "reference"?}).
+    """Queue one notification per recipient.
+
+    recipients: [{"to", "parameters"?, "reference"?, "refusal"?}].
 
     Each recipient gets a row (refusals included); the batch counts them.
     Sends go out through the number's rate limiter like every other message.
@@ -2521,6 +2531,7 @@ def send_notifications(
                 consents=consents,
                 parameters=item.get("parameters"),
                 reference=item.get("reference"),
+                refusal=item.get("refusal"),
             )
         )
     refused = sum(1 for n in notifications if n.state == Notification.State.REFUSED)
@@ -2529,6 +2540,77 @@ def send_notifications(
     )
     batch.queued, batch.refused = len(notifications) - refused, refused
     return batch, notifications
+
+
+def notifications_from_csv(
+    *,
+    text: str,
+    number: WhatsAppNumber,
+    template: MessageTemplate,
+    purpose: str,
+    team: Team | None,
+    created_by: User,
+    name: str = "",
+) -> tuple[NotificationBatch, list[Notification]]:
+    """Send a notification per CSV row (an admin's upload).
+
+    Columns: phone (E.164), reference, body_1, body_2, ... (positional) or
+    body_<name> (named), header (a text header's value), header_link (a
+    media header) and document_filename. A row whose parameters the template
+    refuses is recorded as refused with the reason; the others are sent.
+    """
+    template = notification_template(
+        number=number, name=template.name, language=template.language, purpose=purpose
+    )
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "phone" not in reader.fieldnames:
+        raise OutboundError("The CSV needs a header row with a phone column.")
+    header = _template_components(template).get("HEADER") or {}
+    header_kind = str(header.get("format", "")).lower()
+    named = _parameter_format(template) == "NAMED"
+    recipients = []
+    for row in reader:
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        body_columns = sorted(
+            (k for k in row if k.startswith("body_") and row[k]),
+            key=lambda k: (len(k), k),
+        )
+        parameters: dict = {}
+        if named:
+            parameters["body"] = {k[5:]: row[k] for k in body_columns}
+        elif body_columns:
+            parameters["body"] = [row[k] for k in body_columns]
+        if row.get("header_link") and header_kind in {"image", "video", "document"}:
+            media = {"link": row["header_link"]}
+            if header_kind == "document" and row.get("document_filename"):
+                media["filename"] = row["document_filename"]
+            parameters["header"] = {header_kind: media}
+        elif row.get("header"):
+            parameters["header"] = row["header"]
+        item = {"to": row.get("phone", ""), "reference": row.get("reference", "")}
+        try:
+            item["parameters"] = notification_parameters(template, parameters, None)
+        except OutboundError as error:
+            item["parameters"] = parameters
+            item["refusal"] = {"code": error.code, "detail": error.detail}
+        recipients.append(item)
+    if not recipients:
+        raise OutboundError("The CSV has no rows.")
+    order = NotificationOrder(
+        number=number,
+        template=template,
+        purpose=purpose,
+        parameters={},
+        team=team,
+        created_by=created_by,
+    )
+    with transaction.atomic():
+        return send_notifications(
+            order=order,
+            recipients=recipients,
+            source=NotificationBatch.Source.CSV,
+            name=name,
+        )
 
 
 def request_hash(data) -> str:

@@ -31,6 +31,9 @@ urlpatterns = [
     path("messages/<int:pk>/resend/", views.resend, name="resend"),
     path("me/availability/", views.set_availability, name="availability"),
     # --- End of agent workspace ---
+    # --- Reports (business) ---
+    path("reports/", views.reports_page, name="reports"),
+    path("reports/<slug:name>.csv", views.report_csv, name="report-csv"),
     path("api/v1/", include("conversations.api.urls")),
     # Customer media, only through this authenticated view (session or token).
     path("media/<int:pk>/", api_views.MessageMedia.as_view(), name="message-media"),

@@ -6,11 +6,12 @@ changed (htmx), or redirect back (no script). Every lookup goes through
 visible_to(), so a foreign or unknown id is a 404 either way.
 """
 
+import csv
 import mimetypes
 from datetime import datetime
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
 
-from . import services, workspace
+from . import reports, services, workspace
 from .models import ConsentRecord, Conversation, Label, Message, MessageTemplate
 
 EMOJIS = ["😊", "👍", "🙏", "🎉", "❤️", "😂", "👋", "✅", "🙂", "😉", "🚚", "📦"]
@@ -434,3 +435,78 @@ def canned_text(request: HttpRequest, pk: int, canned_pk: int) -> HttpResponse:
         response.text, conversation=conversation, agent=request.user
     )
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+# --- Reports (business): supervisors only ----------------------------------------
+
+REPORT_CHARTS = [
+    ("volume_by_hour", "hour", "messages"),
+    ("volume_by_day", "day", "inbound"),
+    ("cost_by_day", "day", "cost"),
+    ("cost_by_template", "template", "cost"),
+    ("cost_by_ad", "ad", "cost"),
+]
+
+
+def _may_see_reports(user) -> bool:
+    return user.is_staff or user.has_perm("conversations.view_reports")
+
+
+def _report_tables(request: HttpRequest) -> tuple[dict, int]:
+    try:
+        days = max(1, min(int(request.GET.get("days", 30)), 366))
+    except ValueError:
+        days = 30
+    return reports.build(since=reports.default_since(days)), days
+
+
+@login_required
+@require_GET
+def reports_page(request: HttpRequest) -> HttpResponse:
+    """Volume, response times, template funnel, cost and ads, as tables and SVG."""
+    if not _may_see_reports(request.user):
+        raise PermissionDenied
+    tables, days = _report_tables(request)
+    charts = {
+        name: reports.bars(tables[name].rows, label, value)
+        for name, label, value in REPORT_CHARTS
+        if tables[name].rows
+    }
+    return render(
+        request,
+        "conversations/reports.html",
+        {
+            "tables": [
+                {"table": table, "chart": charts.get(name)}
+                for name, table in tables.items()
+            ],
+            "days": days,
+        },
+    )
+
+
+@login_required
+@require_GET
+def report_csv(request: HttpRequest, name: str) -> HttpResponse:
+    """One report table as CSV (same filters as the page)."""
+    if not _may_see_reports(request.user):
+        raise PermissionDenied
+    tables, _ = _report_tables(request)
+    table = tables.get(name)
+    if table is None:
+        raise Http404("No such report")
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(table.columns)
+    for row in table.as_lists():
+        # A leading =, +, - or @ would be a formula in a spreadsheet.
+        writer.writerow(
+            [
+                f"'{value}"
+                if isinstance(value, str) and value[:1] in {"=", "+", "-", "@"}
+                else value
+                for value in row
+            ]
+        )
+    return response
