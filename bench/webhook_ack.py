@@ -16,9 +16,10 @@ the backlog, checking that every acknowledged message was processed once.
 
 wrk (apt-get install wrk) shares the cores with the servers, the database,
 Redis and the workers; on a 2-core machine it takes a noticeable share.
-The Celery worker runs at the lowest CPU priority (nice 19), as docs/operations.md
-recommends when web and workers share a machine: acknowledging Meta comes
-first, processing follows a moment later.
+By default the Celery workers start when the load ends, so the acks compare
+with the reference (which has no workers) and the drain rate is the workers'
+own; --workers-during-load runs them throughout, at the lowest CPU priority
+(nice 19) as docs/operations.md recommends when web and workers share cores.
 """
 
 import argparse
@@ -456,7 +457,8 @@ def bench_server(server: str, args, base_env: dict, workdir: Path, script: Path)
         group.stop()
 
     group = Group()
-    try:
+
+    def start_worker():
         group.start(
             [
                 "nice",
@@ -481,6 +483,10 @@ def bench_server(server: str, args, base_env: dict, workdir: Path, script: Path)
             base_env,
             workdir / f"{server}-worker.log",
         )
+
+    try:
+        if args.workers_during_load:
+            start_worker()
         port = start_server(
             group,
             server,
@@ -501,6 +507,8 @@ def bench_server(server: str, args, base_env: dict, workdir: Path, script: Path)
             f" {results['reference']['acks_per_s']:.0f} acks/s; draining...",
             flush=True,
         )
+        if not args.workers_during_load:
+            start_worker()
         results["drain"] = drain(db_url, loaded_at, args.drain_timeout)
         results["drain"]["load_s"] = loaded_at - started
     finally:
@@ -553,6 +561,12 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--workers-during-load",
+        action="store_true",
+        help="run the Celery workers during the load (default: start them when it"
+        " ends, so the acks compare with the reference and the drain is pure)",
+    )
     parser.add_argument(
         "--drain-timeout", type=float, default=900, help="seconds to wait for workers"
     )
