@@ -9,9 +9,12 @@ events after the last id it applied, so a lost channel message or a frozen
 Redis delays an update but never loses it.
 """
 
+import asyncio
+import atexit
 import logging
+import os
+import threading
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -43,6 +46,159 @@ def inbox_group(number_id: int) -> str:
     return f"inbox.{number_id}"
 
 
+# --- The announcer: one event loop per process owns the channel layer ------------
+# async_to_sync(group_send) from sync code starts a new event loop and opens new
+# Redis connections on every call (~5-10 ms each here), and a frozen Redis
+# would hold the caller (the channel layer's sockets have no timeout). So each
+# process keeps one daemon thread running one event loop that owns the
+# layer's connections; announce() hands it the message and returns at once.
+# The loop sends in submission order. Announcements are doorbells, not state:
+# one that is dropped (queue full, Redis down, the process exiting) only
+# delays an update until the tab catches up from the LiveEvent table.
+
+# Channel-layer messages waiting for the loop, at most; past this they are
+# dropped, so a frozen Redis never grows the process' memory.
+ANNOUNCE_QUEUE_LIMIT = 10_000
+# A group_send still unanswered after this long is abandoned...
+ANNOUNCE_TIMEOUT = 3.0
+# ...and what is queued in the next second is dropped without trying, so a
+# backlog behind a frozen Redis drains in seconds, not hours.
+ANNOUNCE_PAUSE_AFTER_FAILURE = 1.0
+
+
+class _Announcer:
+    """The per-process loop thread that sends channel-layer messages."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.pending = 0
+        self.dropped = 0
+        self.changed = threading.Condition()
+        self.down_until = 0.0
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue | None = None
+        started = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(started,), name="realtime-announcer", daemon=True
+        )
+        self.thread.start()
+        started.wait(5)
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.queue = asyncio.Queue()
+        self.loop.create_task(self._drain())
+        started.set()
+        self.loop.run_forever()
+
+    def submit(self, messages: list[tuple[str, dict]]) -> bool:
+        """Queue (group, message) pairs for the loop; False when dropped."""
+        with self.changed:
+            if self.queue is None or self.pending + len(messages) > (
+                ANNOUNCE_QUEUE_LIMIT
+            ):
+                self.dropped += len(messages)
+                return False
+            self.pending += len(messages)
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, messages)
+        except RuntimeError:  # the loop is closed (interpreter shutdown)
+            self._done(len(messages))
+            return False
+        return True
+
+    def _done(self, count: int) -> None:
+        with self.changed:
+            self.pending -= count
+            self.changed.notify_all()
+
+    async def _drain(self) -> None:
+        while True:
+            messages = await self.queue.get()
+            try:
+                await self._send_all(messages)
+            except Exception:
+                logger.warning("Announcements not sent", exc_info=True)
+            finally:
+                self._done(len(messages))
+
+    async def _send_all(self, messages: list[tuple[str, dict]]) -> None:
+        for index, (group, message) in enumerate(messages):
+            if self.loop.time() < self.down_until:
+                with self.changed:
+                    self.dropped += len(messages) - index
+                return
+            try:
+                await asyncio.wait_for(
+                    get_channel_layer().group_send(group, message), ANNOUNCE_TIMEOUT
+                )
+            except Exception:
+                self.down_until = self.loop.time() + ANNOUNCE_PAUSE_AFTER_FAILURE
+                with self.changed:
+                    self.dropped += len(messages) - index
+                logger.warning(
+                    "Channel layer unavailable; %d announcements dropped (tabs "
+                    "catch up from the database)",
+                    len(messages) - index,
+                    exc_info=True,
+                )
+                return
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted was sent or dropped."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.pending <= 0, timeout)
+
+
+_announcer: _Announcer | None = None
+_announcer_lock = threading.Lock()
+
+
+def announcer() -> _Announcer:
+    """This process' announcer, started on first use (again in a forked child)."""
+    global _announcer
+    current = _announcer
+    if current is None or current.pid != os.getpid():
+        with _announcer_lock:
+            current = _announcer
+            if current is None or current.pid != os.getpid():
+                # A forked child (Celery prefork) inherits the parent's
+                # object but not its thread: it starts its own.
+                current = _announcer = _Announcer()
+    return current
+
+
+def _send(group: str, message: dict) -> None:
+    _send_many([(group, message)])
+
+
+def _send_many(messages: list[tuple[str, dict]]) -> None:
+    """Hand channel-layer messages to the announcer; never blocks."""
+    if not messages:
+        return
+    try:
+        queued = announcer().submit(messages)
+    except Exception:
+        logger.warning("Announcer unavailable", exc_info=True)
+        return
+    if not queued:
+        logger.warning(
+            "Announcement queue full; %d announcements dropped", len(messages)
+        )
+
+
+def flush_announcements(timeout: float = 5.0) -> bool:
+    """Wait (up to timeout) until this process' announcements are out."""
+    current = _announcer
+    if current is None or current.pid != os.getpid():
+        return True
+    return current.flush(timeout)
+
+
+# A command or worker that exits right after a commit still rings its bells.
+atexit.register(flush_announcements, 2.0)
+
+
 def publish(
     event_type: str,
     *,
@@ -68,15 +224,10 @@ def publish(
 
 def announce(event: LiveEvent) -> None:
     """Ring the inbox group's doorbell; a failure only delays the update."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(
-            inbox_group(event.number_id),
-            {"type": CHANNEL_MESSAGE_TYPE, "id": event.pk, "event": event.type},
-        )
-    except Exception:
-        # Browsers catch up from the LiveEvent table when they reconnect or
-        # poll; the change itself is already committed.
-        logger.warning("Live event %s not announced", event.pk, exc_info=True)
+    _send(
+        inbox_group(event.number_id),
+        {"type": CHANNEL_MESSAGE_TYPE, "id": event.pk, "event": event.type},
+    )
 
 
 def publish_many(
@@ -113,20 +264,16 @@ def publish_many(
 
 
 def announce_many(events: list[LiveEvent]) -> None:
-    """Ring the doorbells of many events in one trip into the event loop."""
-
-    async def send_all():
-        layer = get_channel_layer()
-        for event in events:
-            await layer.group_send(
+    """Ring the doorbells of many events in one hand-over to the announcer."""
+    _send_many(
+        [
+            (
                 inbox_group(event.number_id),
                 {"type": CHANNEL_MESSAGE_TYPE, "id": event.pk, "event": event.type},
             )
-
-    try:
-        async_to_sync(send_all)()
-    except Exception:
-        logger.warning("%d live events not announced", len(events), exc_info=True)
+            for event in events
+        ]
+    )
 
 
 # --- Agent workspace: agents' own streams, presence and typing ------------------
@@ -174,15 +321,13 @@ def announce_access_changed(user_ids) -> None:
     user_ids = sorted(set(user_ids))
 
     def send():
-        try:
-            layer = get_channel_layer()
-            for user_id in user_ids:
-                async_to_sync(layer.group_send)(
-                    user_group(user_id), {"type": ACCESS_MESSAGE_TYPE}
-                )
-        except Exception:
-            # Consumers also re-check access on a timer.
-            logger.warning("Access change not announced", exc_info=True)
+        # Consumers also re-check access on a timer, so a lost one only waits.
+        _send_many(
+            [
+                (user_group(user_id), {"type": ACCESS_MESSAGE_TYPE})
+                for user_id in user_ids
+            ]
+        )
 
     if user_ids:
         transaction.on_commit(send)
@@ -190,13 +335,10 @@ def announce_access_changed(user_ids) -> None:
 
 def send_presence(conversation_id: int, message: dict) -> None:
     """Pass a presence or typing note to the tabs viewing a conversation."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(
-            conversation_group(conversation_id),
-            {"type": PRESENCE_MESSAGE_TYPE, **message},
-        )
-    except Exception:
-        logger.info("Presence for conversation %s not sent", conversation_id)
+    _send(
+        conversation_group(conversation_id),
+        {"type": PRESENCE_MESSAGE_TYPE, **message},
+    )
 
 
 # --- End of agent workspace ---------------------------------------------------

@@ -86,6 +86,9 @@ def customer_writes(number, text="Hello", conversation=None):
     realtime.publish(
         realtime.MESSAGE_CREATED, conversation=conversation, message=message
     )
+    # Announcing is asynchronous: wait until the doorbell rang, so a tab that
+    # connects next is not also rung for this event.
+    realtime.flush_announcements()
     return conversation, message
 
 
