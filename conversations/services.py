@@ -1412,6 +1412,33 @@ class NothingToMark(OutboundError):
     status = 409
 
 
+class SendingPaused(OutboundError):
+    code = "sending_paused"
+    status = 409
+
+
+def check_can_send(*, conversation: Conversation, free_form: bool = False) -> None:
+    """Refuse at once what could not go out now (the REST API asks first).
+
+    Sends already queued on a paused number wait for resume_sending; a new
+    one from an API client is refused with the reason instead, so the client
+    is not left with a message that sits `queued`. `free_form`: also check
+    the customer service window (before an upload, say).
+    """
+    number = conversation.number
+    if number.sending_paused:
+        raise SendingPaused(
+            f"Sending from {number} is paused until an admin resumes it: "
+            f"{number.sending_paused_reason or 'no reason recorded'}",
+            reason=number.sending_paused_reason,
+            since=number.sending_paused_since,
+        )
+    if not number.is_active:
+        raise SendingPaused(f"{number} is not active.", reason="inactive", since=None)
+    if free_form:
+        _check_window(conversation, timezone.now())
+
+
 # Meta's limits, checked before the request (Cloud API checklist item 39).
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
@@ -2009,7 +2036,9 @@ def resume_sending(*, number: WhatsAppNumber) -> None:
         sending_paused_since=None,
         updated_at=timezone.now(),
     )
-    transaction.on_commit(functools.partial(delivery.ring, number.pk), robust=True)
+    transaction.on_commit(
+        functools.partial(delivery.ring, number.pk, force=True), robust=True
+    )
 
 
 def handle_send_error(*, message_id: int, code: int | None) -> None:

@@ -178,7 +178,10 @@ def _structured(kind: str):
         if message.type != kind:
             return None
         if kind == "contacts":
-            # Meta's contacts is a list; the payload keeps it under its name.
+            # Meta's contacts is a list: inbound payloads keep it under its
+            # name, outbound ones are the list itself.
+            if isinstance(message.payload, list):
+                return message.payload
             return message.payload.get("contacts", [])
         return message.payload
 

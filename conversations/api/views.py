@@ -12,11 +12,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.views import APIView
 
 from conversations import services
 from conversations.models import Conversation, Customer, Message, Reaction
 
+from . import replies
 from .pagination import MessageCursorPagination
 from .serializers import ConversationSerializer, CustomerSerializer, MessageSerializer
 
@@ -138,13 +140,25 @@ class ConversationDetail(generics.RetrieveUpdateAPIView):
 class ConversationMessages(generics.ListAPIView):
     """A conversation's messages, oldest first (Meta's time), cursor-paginated.
 
-    The outbound issue adds the agent's reply here as ``post()``:
-    ``self.get_conversation()`` resolves the visible conversation (404
-    otherwise) and MessageSerializer renders the created message.
+    POST sends an agent's reply (replies.py: shapes, codes and schema).
     """
 
     serializer_class = MessageSerializer
     pagination_class = MessageCursorPagination
+    parser_classes = [JSONParser, MultiPartParser]
+
+    @extend_schema(**replies.POST_SCHEMA)
+    def post(self, request, pk: int):
+        return replies.post_reply(
+            request,
+            self.get_conversation(),
+            render=lambda message: (
+                MessageSerializer(
+                    visible_messages(request.user).get(pk=message.pk),
+                    context=self.get_serializer_context(),
+                ).data
+            ),
+        )
 
     def get_conversation(self) -> Conversation:
         return get_object_or_404(
