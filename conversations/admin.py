@@ -69,24 +69,78 @@ class WhatsAppNumberAdmin(admin.ModelAdmin):
         "throughput",
         "masked_access_token",
         "is_active",
+        "sending_state",
         "messaging_limit",
         "quality_event",
     )
-    list_filter = ("is_active", "app", "teams")
+    list_filter = ("is_active", "sending_paused", "app", "teams")
     list_select_related = ("app",)
     search_fields = ("name", "display_phone_number", "phone_number_id", "waba_id")
     filter_horizontal = ("teams",)
-    # Reported by Meta's phone_number_quality_update webhooks.
+    # Reported by Meta's phone_number_quality_update webhooks; paused by
+    # delivery when Meta refuses the number (e.g. 190, an expired token).
     readonly_fields = (
         "quality_event",
         "quality_rating",
         "messaging_limit",
         "quality_updated_at",
+        "sending_paused",
+        "sending_paused_reason",
+        "sending_paused_since",
     )
+    actions = ["resume_sending", "sync_templates_now"]
 
     @admin.display(description="Access token")
     def masked_access_token(self, number):
         return number.masked_access_token
+
+    @admin.display(description="Sending", ordering="sending_paused")
+    def sending_state(self, number):
+        if not number.sending_paused:
+            return "sending"
+        return format_html(
+            "<strong>paused</strong> since {}: {}",
+            number.sending_paused_since or "?",
+            number.sending_paused_reason or "no reason recorded",
+        )
+
+    @admin.action(
+        description="Resume sending (after fixing the cause)", permissions=["change"]
+    )
+    def resume_sending(self, request, queryset):
+        paused = list(queryset.filter(sending_paused=True))
+        for number in paused:
+            services.resume_sending(number=number)
+        if paused:
+            self.message_user(
+                request,
+                f"Sending resumed on {len(paused)} number(s); their queued "
+                "messages go out now.",
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(request, "None of them was paused.", messages.INFO)
+
+    @admin.action(description="Sync message templates now", permissions=["change"])
+    def sync_templates_now(self, request, queryset):
+        synced, seen = 0, set()
+        for number in queryset:
+            if number.waba_id in seen:
+                continue  # one sync covers every number of the WABA
+            seen.add(number.waba_id)
+            try:
+                synced += services.sync_templates(number=number)
+            except Exception as error:  # Meta refused or is unreachable
+                self.message_user(
+                    request,
+                    f"Templates of {number} not synced: {error}",
+                    messages.ERROR,
+                )
+        self.message_user(
+            request,
+            f"{synced} template(s) synced from {len(seen)} account(s).",
+            messages.SUCCESS,
+        )
 
 
 class ConsentRecordInline(admin.TabularInline):

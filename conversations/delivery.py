@@ -95,17 +95,18 @@ class RunStats:
 # --- Doorbell -------------------------------------------------------------------
 
 
-def ring(number_id: int) -> None:
+def ring(number_id: int, *, force: bool = False) -> None:
     """Queue a delivery run for the number unless one is already queued.
 
     Called after commit. The key is cleared by a run before each claim, so a
     message committed while a run is going is either seen by its next claim
     or rings again. A lost task is covered by the key's expiry and the
-    sweeper.
+    sweeper. `force` queues a run even so: a run that found the number
+    paused left the key set, and resuming must not wait for it to expire.
     """
     try:
         fresh = ratelimit.connection().set(
-            DOORBELL_KEY.format(number_id), "1", nx=True, ex=DOORBELL_TTL
+            DOORBELL_KEY.format(number_id), "1", nx=not force, ex=DOORBELL_TTL
         )
     except redis.RedisError:
         logger.warning("Doorbell for number %s not rung; the sweeper will", number_id)
