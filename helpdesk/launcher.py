@@ -214,7 +214,8 @@ def run() -> int:
         )
         processes.start(
             "worker",
-            # Both queues: media downloads have their own (see settings).
+            # Every queue: media downloads and delivery have their own (see
+            # settings).
             [
                 PYTHON,
                 "-m",
@@ -223,7 +224,7 @@ def run() -> int:
                 "helpdesk",
                 "worker",
                 "-Q",
-                "default,media",
+                "default,media,delivery",
                 "-l",
                 "INFO",
             ],

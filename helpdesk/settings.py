@@ -253,10 +253,20 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Media downloads have a queue of their own, so a backlog of large files
-# never delays webhook processing or replies (workers consume it with
-# -Q default,media, or a dedicated media worker).
+# never delays webhook processing or replies; so has outbound delivery, so a
+# webhook backlog (~3 status webhooks per send) never delays replies and a
+# bulk send never delays inbound processing. Workers consume them with
+# -Q default,media,delivery, or dedicated workers take one queue each.
+DELIVERY_TASKS = (
+    "conversations.tasks.deliver_messages",
+    "conversations.tasks.deliver_message",
+    "conversations.tasks.sweep_deliveries",
+    "conversations.tasks.send_read_receipt",
+    "conversations.tasks.send_typing",
+)
 CELERY_TASK_ROUTES = {
     "conversations.tasks.download_media": {"queue": "media"},
+    **{name: {"queue": "delivery"} for name in DELIVERY_TASKS},
 }
 CELERY_BEAT_SCHEDULE = {
     # Queues stored webhook events that were never processed (the publish

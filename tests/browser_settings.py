@@ -10,4 +10,7 @@ from tests.settings import *  # noqa: F403
 
 _QUEUE = os.environ.get("HELPDESK_TEST_QUEUE", "default")
 CELERY_TASK_DEFAULT_QUEUE = _QUEUE
-CELERY_TASK_ROUTES = {"conversations.tasks.download_media": {"queue": _QUEUE}}
+CELERY_TASK_ROUTES = {
+    name: {"queue": _QUEUE}
+    for name in ("conversations.tasks.download_media", *DELIVERY_TASKS)  # noqa: F405
+}

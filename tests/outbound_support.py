@@ -83,7 +83,10 @@ def delivery_worker(transactional_db, graph_sandbox):
     """A real Celery worker (threads) on a queue of this test's own."""
     queue = f"test-outbound-{uuid.uuid4().hex[:8]}"
     previous = celery_app.conf.task_default_queue
+    previous_routes = celery_app.conf.task_routes
     celery_app.conf.task_default_queue = queue
+    # Every task to this queue, the delivery queue's too.
+    use_routes(celery_app, {})
     try:
         with start_worker(
             celery_app,
@@ -96,6 +99,14 @@ def delivery_worker(transactional_db, graph_sandbox):
             yield worker
     finally:
         celery_app.conf.task_default_queue = previous
+        use_routes(celery_app, previous_routes)
+
+
+def use_routes(app, routes) -> None:
+    """Route tasks by `routes` from now on (Celery caches the router)."""
+    app.conf.task_routes = routes
+    app.amqp.flush_routes()
+    app.amqp.__dict__.pop("router", None)
 
 
 def sends(sandbox) -> list[dict]:

@@ -329,7 +329,7 @@ def start_subprocess_worker(sandbox, tmp_path) -> subprocess.Popen:
             "-l",
             "WARNING",
             "-Q",
-            "default",
+            "default,delivery",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
