@@ -134,3 +134,50 @@ def test_run_starts_everything_and_the_demo_agent_logs_in(running_helpdesk):
     assert process.wait(30) == 0
     assert not port_open(http_port)
     assert not port_open(sandbox_port)
+
+
+def test_a_newcomer_says_hello_from_the_sandbox_phone_and_gets_an_answer(
+    running_helpdesk,
+):
+    """The walkthrough of the README, in a browser: phone → inbox → phone."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.browser_support import launch_chromium, log_in
+
+    _, output, http_port, sandbox_port = running_helpdesk
+    password = output.wait_for(r"with password '([^']+)'", 90).group(1)
+    output.wait_for(r"Press Ctrl-C to stop", 60)
+    output.wait_for(r"celery@\S+ ready", 60)
+    helpdesk = f"http://127.0.0.1:{http_port}"
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            phone = browser.new_page()
+            phone.goto(f"http://127.0.0.1:{sandbox_port}/")
+            phone.get_by_label("Customer name").fill("Nora Newcomer")
+            phone.get_by_label("Customer number").fill("+49 170 5550123")
+            phone.get_by_role("button", name="Start chat").click()
+            phone.get_by_role("textbox", name="Message").fill("Hello")
+            phone.get_by_role("button", name="Send").click()
+
+            agent = browser.new_page()
+            log_in(agent, helpdesk, "demo", password)
+            row = agent.get_by_role("link", name=re.compile("Nora Newcomer"))
+            expect(row).to_contain_text("Hello", timeout=20_000)
+            row.click()
+            box = agent.get_by_role("textbox", name="Message")
+            box.fill("Hi Nora, how can I help?")
+            box.press("Enter")
+
+            answer = phone.locator("#messages li").filter(
+                has_text="Hi Nora, how can I help?"
+            )
+            expect(answer).to_be_visible(timeout=20_000)
+            expect(answer.locator(".ticks")).to_have_text("✓✓ read", timeout=20_000)
+            bubble = agent.locator("article.bubble.outbound").filter(
+                has_text="Hi Nora, how can I help?"
+            )
+            expect(bubble.get_by_role("img", name="Read")).to_be_visible(timeout=20_000)
+        finally:
+            browser.close()
