@@ -137,6 +137,15 @@ def sweep_media_downloads() -> int:
     return len(ids)
 
 
+# --- Agent workspace: snoozes ---------------------------------------------------------
+
+
+@shared_task(name="conversations.tasks.wake_snoozed_conversations", ignore_result=True)
+def wake_snoozed_conversations() -> int:
+    """Reopen snoozed conversations whose time has come (beat, every minute)."""
+    return services.wake_snoozed_conversations()
+
+
 # --- Outbound: delivery, read receipts, typing, templates --------------------------
 
 

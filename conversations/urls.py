@@ -10,6 +10,7 @@ urlpatterns = [
     # --- Agent workspace ---
     path("conversations/<int:pk>/", views.conversation_detail, name="detail"),
     path("conversations/<int:pk>/composer/", views.composer, name="composer"),
+    path("conversations/<int:pk>/older/", views.older_messages, name="older"),
     path("conversations/<int:pk>/reply/", views.reply, name="reply"),
     path("conversations/<int:pk>/template/", views.send_template, name="send-template"),
     path("conversations/<int:pk>/note/", views.add_note, name="note"),

@@ -73,6 +73,24 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "conversations/workspace.html", context)
 
 
+@login_required
+@require_GET
+def older_messages(request: HttpRequest, pk: int) -> HttpResponse:
+    """The page of the thread before the oldest message shown, as fragments.
+
+    The bubbles are the page's own partials (they place themselves by their
+    data-sort); the "Load older messages" link is replaced by the next one.
+    """
+    conversation = _conversation(request, pk)
+    cursor = workspace.ThreadCursor.from_query(request.GET)
+    if cursor is None:
+        return HttpResponse("Which messages? (before_ts, before_id)", status=400)
+    context = workspace.thread_context(conversation, before=cursor)
+    html = workspace.render_fragment("thread_items", context)
+    html += workspace.render_fragment("thread_older", context)
+    return HttpResponse(html)
+
+
 def _conversation(request: HttpRequest, pk: int) -> Conversation:
     conversation = workspace.conversation_for(request.user, pk)
     if conversation is None:

@@ -9,14 +9,16 @@ socket. Writes go through services.py.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cached_property
+from datetime import UTC, datetime, timedelta
+from functools import cached_property, partial
 from urllib.parse import urlencode, urlsplit
 
+from channels.db import database_sync_to_async
 from django.db.models import Max, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import QueryDict
 from django.template.loader import render_to_string
@@ -24,7 +26,7 @@ from django.utils import timezone
 
 from accounts.models import Team, User
 
-from . import billing, windows
+from . import billing, realtime, windows
 from .models import (
     CannedResponse,
     ConsentRecord,
@@ -174,8 +176,13 @@ class InboxFilter:
         user: User,
         user_team_ids: set[int],
         label_ids: set[int],
+        search=None,
     ) -> bool:
-        """apply() for one loaded conversation (search: customer and last message)."""
+        """apply() for one loaded conversation.
+
+        search(q) answers whether the conversation matches the search text;
+        without it only the customer and the last message are searched.
+        """
         if conversation.last_message_at is None:
             return False
         if self.view == "mine" and conversation.assignee_id != user.pk:
@@ -193,16 +200,9 @@ class InboxFilter:
         if self.team and conversation.team_id != self.team:
             return False
         if self.q:
-            needle = self.q.casefold()
-            customer = conversation.customer
-            haystack = [
-                customer.name,
-                customer.profile_name,
-                customer.phone,
-                customer.wa_id,
-                conversation.last_message.text if conversation.last_message else "",
-            ]
-            if not any(needle in (value or "").casefold() for value in haystack):
+            if search is None:
+                search = partial(search_in_memory, conversation)
+            if not search(self.q):
                 return False
         if self.order == "window":
             since = timezone.now() - windows.SERVICE_WINDOW
@@ -212,6 +212,30 @@ class InboxFilter:
             ):
                 return False
         return True
+
+
+def search_in_memory(conversation: Conversation, q: str) -> bool:
+    """Whether the customer or the last message contains q (no query)."""
+    needle = q.casefold()
+    customer = conversation.customer
+    haystack = [
+        customer.name,
+        customer.profile_name,
+        customer.phone,
+        customer.wa_id,
+        conversation.last_message.text if conversation.last_message else "",
+    ]
+    return any(needle in (value or "").casefold() for value in haystack)
+
+
+def search_matches(conversation: Conversation, q: str) -> bool:
+    """Whether a search for q finds the conversation: its customer or any of
+    its messages (one indexed query when the last message does not match)."""
+    if search_in_memory(conversation, q):
+        return True
+    return Message.objects.filter(
+        conversation_id=conversation.pk, text__icontains=q
+    ).exists()
 
 
 def visible_conversations(user: User) -> QuerySet:
@@ -291,22 +315,87 @@ def messages_queryset() -> QuerySet:
     )
 
 
-def thread_items(conversation: Conversation) -> list:
-    """The newest messages and notes of a conversation, oldest first."""
-    messages = list(
-        messages_queryset()
-        .filter(conversation=conversation)
-        .exclude(type="reaction")
-        .order_by("-timestamp", "-id")[:THREAD_PAGE_SIZE]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True)
+class ThreadCursor:
+    """Where a page of the thread starts: its oldest message's (timestamp, id).
+
+    "Load older messages" asks for the messages before it, a keyset page on
+    the msg_thread index (conversation, timestamp, id): as fast for the
+    thousandth page as for the first, and messages arriving meanwhile never
+    shift a page.
+    """
+
+    timestamp: datetime
+    message_id: int
+
+    @classmethod
+    def of(cls, message: Message) -> ThreadCursor:
+        return cls(message.timestamp, message.pk)
+
+    @classmethod
+    def from_query(cls, query: QueryDict | dict) -> ThreadCursor | None:
+        """The cursor of as_query(), or None when absent or malformed."""
+        micros = str(query.get("before_ts") or "")
+        message_id = str(query.get("before_id") or "")
+        if not (micros.isdigit() and message_id.isdigit()) or len(micros) > 18:
+            return None
+        try:
+            moment = EPOCH + int(micros) * MICROSECOND
+        except OverflowError:
+            return None
+        return cls(moment, int(message_id))
+
+    def as_query(self) -> str:
+        # Integer microseconds: exact, and nothing in it needs escaping.
+        micros = (self.timestamp - EPOCH) // MICROSECOND
+        return urlencode({"before_ts": micros, "before_id": self.message_id})
+
+
+@dataclass
+class ThreadPage:
+    """Messages and notes of one page of a thread, oldest first."""
+
+    items: list
+    # Set when older messages exist: where the next page starts.
+    older: ThreadCursor | None
+
+
+def thread_page(
+    conversation: Conversation, *, before: ThreadCursor | None = None
+) -> ThreadPage:
+    """THREAD_PAGE_SIZE messages (the newest, or those before `before`), with
+    the notes written in the time they span."""
+    messages = (
+        messages_queryset().filter(conversation=conversation).exclude(type="reaction")
     )
-    messages.reverse()
-    since = messages[0].timestamp if len(messages) == THREAD_PAGE_SIZE else None
     notes = Note.objects.filter(conversation=conversation).select_related("author")
-    if since is not None:
-        notes = notes.filter(created_at__gte=since)
+    if before is not None:
+        # timestamp <= bounds the index range; the OR settles equal timestamps.
+        messages = messages.filter(timestamp__lte=before.timestamp).filter(
+            Q(timestamp__lt=before.timestamp)
+            | Q(timestamp=before.timestamp, id__lt=before.message_id)
+        )
+        notes = notes.filter(created_at__lt=before.timestamp)
+    messages = list(messages.order_by("-timestamp", "-id")[: THREAD_PAGE_SIZE + 1])
+    older = None
+    if len(messages) > THREAD_PAGE_SIZE:
+        messages = messages[:THREAD_PAGE_SIZE]
+        older = ThreadCursor.of(messages[-1])
+        # Notes older than this page come with the older messages.
+        notes = notes.filter(created_at__gte=older.timestamp)
+    messages.reverse()
     items = [*messages, *notes.order_by("-created_at")[:THREAD_PAGE_SIZE]]
     items.sort(key=item_moment)
-    return items
+    return ThreadPage(items, older)
+
+
+def thread_items(conversation: Conversation) -> list:
+    """The newest messages and notes of a conversation, oldest first."""
+    return thread_page(conversation).items
 
 
 def item_moment(item) -> datetime:
@@ -422,7 +511,7 @@ def conversation_context(conversation: Conversation, user: User) -> dict:
     return {
         "conversation": conversation,
         "window": window,
-        "items": thread_items(conversation),
+        **thread_context(conversation),
         "previous": previous_conversations(conversation),
         "agents": assignable_agents(conversation.number_id),
         "number_teams": list(conversation.number.teams.all()),
@@ -434,6 +523,18 @@ def conversation_context(conversation: Conversation, user: User) -> dict:
         "referral": referral_card(conversation.referral),
         "all_labels": list(Label.objects.all()),
         "label_ids": {label.pk for label in conversation.labels.all()},
+    }
+
+
+def thread_context(
+    conversation: Conversation, *, before: ThreadCursor | None = None
+) -> dict:
+    """A page of the thread, for the page or for "Load older messages"."""
+    page = thread_page(conversation, before=before)
+    return {
+        "conversation": conversation,
+        "items": page.items,
+        "older_query": page.older.as_query() if page.older else "",
     }
 
 
@@ -558,6 +659,18 @@ class RenderedEvent:
         agent_id = self.event.data.get("agent")
         return User.objects.filter(pk=agent_id).first() if agent_id else None
 
+    def search(self, q: str) -> bool:
+        """search_matches() for this event's conversation, once per search text.
+
+        A row found by an older message stays in a search's results when a
+        new message that does not match arrives (the page found it the same
+        way), and tabs with the same search share the query.
+        """
+        cache = self.__dict__.setdefault("_search", {})
+        if q not in cache:
+            cache[q] = search_matches(self.conversation, q)
+        return cache[q]
+
     def row(self, order: str) -> str:
         return self._cached(
             f"row:{order}", lambda: render_row(self.conversation, order)
@@ -602,6 +715,37 @@ class RenderedEvent:
             ),
         )
 
+    def removal_html(self) -> str:
+        return self._cached(
+            "removal",
+            lambda: (
+                render_row_removal(self.conversation.pk) if self.conversation else ""
+            ),
+        )
+
+    def prepare(self) -> RenderedEvent:
+        """Load and render, once, what most tabs need (the event loop cannot).
+
+        A tab whose inbox is in the default order and that does not have
+        the conversation open needs nothing else, so its frame is built on
+        the event loop without a database query or a thread hop.
+        """
+        if self.event.type == realtime.AGENT_UPDATED:
+            self.agent_html()
+        elif self.conversation is not None:
+            self.message  # noqa: B018 (loads the cached property)
+            self.row("activity")
+            self.removal_html()
+        return self
+
+    def cached_html(self, key: str) -> str | None:
+        """A fragment prepare() or an earlier tab rendered, else None."""
+        return self.__dict__.get("_html", {}).get(key)
+
+    def cached_search(self, q: str) -> bool | None:
+        """search(q) if a tab of this process asked already, else None."""
+        return self.__dict__.get("_search", {}).get(q)
+
     def _cached(self, key: str, build) -> str:
         cache = self.__dict__.setdefault("_html", {})
         if key not in cache:
@@ -616,6 +760,8 @@ class EventCache:
         self.size = size
         self._items: OrderedDict[int, RenderedEvent] = OrderedDict()
         self._lock = threading.Lock()
+        # Loads in flight, by event id (touched on the event loop only).
+        self._loading: dict[int, asyncio.Future] = {}
 
     def get(self, event_id: int) -> RenderedEvent | None:
         with self._lock:
@@ -635,6 +781,30 @@ class EventCache:
         if event is None:
             return None
         return self.put(event)
+
+    async def aget(self, event_id: int) -> RenderedEvent | None:
+        """get() and prepare() for the event loop: one thread hop per event
+        and process, however many tabs ring at once (they share the load)."""
+        with self._lock:
+            rendered = self._items.get(event_id)
+        if rendered is not None and rendered.__dict__.get("_prepared"):
+            return rendered
+        loading = self._loading.get(event_id)
+        if loading is None:
+            loading = asyncio.ensure_future(
+                database_sync_to_async(self._get_prepared)(event_id)
+            )
+            self._loading[event_id] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(event_id, None))
+        # Shielded: a tab closing while it waits must not cancel the others' load.
+        return await asyncio.shield(loading)
+
+    def _get_prepared(self, event_id: int) -> RenderedEvent | None:
+        rendered = self.get(event_id)
+        if rendered is not None:
+            rendered.prepare()
+            rendered.__dict__["_prepared"] = True
+        return rendered
 
     def put(self, event: LiveEvent) -> RenderedEvent:
         conversation = event.conversation

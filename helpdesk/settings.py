@@ -289,6 +289,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.sync_templates",
         "schedule": env_float("TEMPLATE_SYNC_SECONDS", 3600.0),
     },
+    # Snoozed conversations reopen (and show up live) at most a minute late.
+    "wake-snoozed-conversations": {
+        "task": "conversations.tasks.wake_snoozed_conversations",
+        "schedule": env_float("SNOOZE_WAKE_SECONDS", 60.0),
+    },
 }
 
 # --- WhatsApp Cloud API -----------------------------------------------------

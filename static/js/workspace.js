@@ -76,7 +76,14 @@
       }
       if (window.htmx) window.htmx.process(el);
       if (el.id === "composer") setUpComposer();
-      if (el.closest && el.closest("#thread") && el.dataset.live === "upsert") {
+      // Only the newest bubble scrolls the thread: older pages load above
+      // what the agent is reading, and a tick on an old bubble stays put.
+      if (
+        el.closest &&
+        el.closest("#thread") &&
+        el.dataset.live === "upsert" &&
+        !el.nextElementSibling
+      ) {
         scrollThread();
       }
       markCurrentRow();
