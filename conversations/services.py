@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.constants import OnConflict
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from . import delivery, realtime, tasks, windows
@@ -147,7 +149,9 @@ def process_webhook_event(*, event_id: int, force: bool = False) -> WebhookEvent
             except payloads.MalformedPayload as exc:
                 _finish_event(event, WebhookEvent.State.MALFORMED, str(exc))
                 return event
-            problems = _process_batch(batch, received_at=event.received_at)
+            # The batch's live events go out in one INSERT.
+            with realtime.batched():
+                problems = _process_batch(batch, received_at=event.received_at)
             state = (
                 WebhookEvent.State.UNROUTABLE
                 if problems
@@ -190,16 +194,19 @@ def _record_event_failure(event_id: int, exc: Exception) -> None:
 
 def _process_batch(batch: payloads.WebhookBatch, *, received_at: datetime) -> list[str]:
     """Hand every item to its service; return what could not be handled."""
-    by_id = {
-        number.phone_number_id: number
-        for number in WhatsAppNumber.objects.filter(
-            phone_number_id__in=batch.phone_number_ids
-        )
-    }
+    # Every number the batch names, by phone-number id or by WABA, in one query.
+    phone_number_ids = set(batch.phone_number_ids)
     waba_ids = {item.waba_id for item in batch.items if getattr(item, "waba_id", "")}
+    by_id: dict[str, WhatsAppNumber] = {}
     by_waba: dict[str, list[WhatsAppNumber]] = {}
-    for number in WhatsAppNumber.objects.filter(waba_id__in=waba_ids):
-        by_waba.setdefault(number.waba_id, []).append(number)
+    if phone_number_ids or waba_ids:
+        for number in WhatsAppNumber.objects.filter(
+            Q(phone_number_id__in=phone_number_ids) | Q(waba_id__in=waba_ids)
+        ):
+            if number.phone_number_id in phone_number_ids:
+                by_id[number.phone_number_id] = number
+            if number.waba_id in waba_ids:
+                by_waba.setdefault(number.waba_id, []).append(number)
 
     problems: list[str] = []
     for item in batch.items:
@@ -316,47 +323,166 @@ def find_or_create_customer(
     )
 
 
+def _upsert_customer(
+    *, wa_id: str, profile_name: str, username: str, country_code: str
+) -> tuple[Customer, bool]:
+    """find_or_create_customer for a message that names a wa_id and no BSUID,
+    in one statement; return the customer and whether it was created.
+
+    The wa_id's unique index decides (so concurrent messages from a new
+    customer make one row), and the profile fields are refreshed the same
+    way: non-empty values win, ``updated_at`` moves only when one changed.
+    """
+    now = timezone.now()
+    table = Customer._meta.db_table
+    columns = [field.column for field in Customer._meta.concrete_fields]
+    refreshed = ("profile_name", "username", "country_code")
+    changed = " OR ".join(
+        f"(excluded.{name} <> '' AND excluded.{name} <> {table}.{name})"
+        for name in refreshed
+    )
+    sets = [
+        f"{name} = CASE WHEN excluded.{name} <> '' THEN excluded.{name}"
+        f" ELSE {table}.{name} END"
+        for name in refreshed
+    ]
+    sets.append(
+        f"updated_at = CASE WHEN {changed} THEN excluded.updated_at"
+        f" ELSE {table}.updated_at END"
+    )
+    ops = connection.ops
+    stamp = ops.adapt_datetimefield_value(now)
+    sql = (
+        f"INSERT INTO {table} (wa_id, user_id, phone, profile_name, name,"  # noqa: S608
+        " username, country_code, created_at, updated_at)"
+        " VALUES (%s, '', %s, %s, '', %s, %s, %s, %s)"
+        " ON CONFLICT (wa_id) WHERE NOT (wa_id = '') DO UPDATE SET "
+        + ", ".join(sets)
+        + " RETURNING "
+        + ", ".join(columns)
+    )
+    phone = f"+{wa_id}" if _E164_DIGITS.match(wa_id) else ""
+    params = [wa_id, phone, profile_name, username, country_code, stamp, stamp]
+    customer = next(iter(Customer.objects.raw(sql, params)))
+    return customer, customer.created_at == now
+
+
+def _customer_for(message: payloads.InboundMessage) -> tuple[Customer, bool]:
+    """The message's customer and whether this call created it (as far as known)."""
+    contact = message.contact
+    username = contact.username if contact else ""
+    country_code = contact.country_code if contact else ""
+    if message.wa_id and not message.user_id:
+        return _upsert_customer(
+            wa_id=message.wa_id,
+            profile_name=message.profile_name,
+            username=username,
+            country_code=country_code,
+        )
+    # Two ids that may match two rows: the general, multi-statement path.
+    customer = find_or_create_customer(
+        wa_id=message.wa_id,
+        user_id=message.user_id,
+        profile_name=message.profile_name,
+        username=username,
+        country_code=country_code,
+    )
+    return customer, False
+
+
+def _insert_or_ignore(obj) -> bool:
+    """INSERT a new model instance unless a unique constraint already holds
+    its values; set its pk and return True if it was inserted.
+
+    One statement (ON CONFLICT DO NOTHING / INSERT OR IGNORE ... RETURNING),
+    so a conflict needs no savepoint and leaves the transaction usable.
+    """
+    opts = obj._meta
+    fields = [
+        field
+        for field in opts.local_concrete_fields
+        if not field.generated and field is not opts.auto_field
+    ]
+    query = InsertQuery(type(obj), on_conflict=OnConflict.IGNORE)
+    query.insert_values(fields, [obj])
+    compiler = query.get_compiler(using=obj._state.db or "default")
+    compiler.returning_fields = [opts.pk]
+    [(sql, params)] = compiler.as_sql()
+    with compiler.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    obj.pk = row[0]
+    obj._state.adding = False
+    obj._state.db = compiler.using
+    return True
+
+
+# Unresolved conversations first (at most one), then the latest resolved.
+_CONVERSATION_TO_JOIN = (
+    Case(When(status=Conversation.Status.RESOLVED, then=Value(1)), default=Value(0)),
+    F("resolved_at").desc(nulls_last=True),
+    "-id",
+)
+
+
 def _conversation_for(
-    *, customer: Customer, number: WhatsAppNumber, at: datetime
-) -> tuple[Conversation, str | None]:
-    """Return the conversation a customer's message joins, and what happened.
+    *, customer: Customer, number: WhatsAppNumber, at: datetime, new_customer: bool
+):
+    """Return the conversation a customer's message joins, what happened, and
+    how to undo it.
 
     The unresolved one on that number; else the latest resolved one, reopened,
     if it was resolved within CONVERSATION_REOPEN_HOURS of the message; else a
     new one. The second value is the live event to publish (None, created or
-    updated).
+    updated); the third undoes a creation or reopening (for a message that
+    turns out to be stored already), or is None. A customer created just now
+    has no conversation, so that lookup is skipped.
     """
     window = timedelta(hours=settings.CONVERSATION_REOPEN_HOURS)
     for _ in range(5):
-        conversations = Conversation.objects.select_for_update().filter(
-            customer=customer, number=number
-        )
-        current = conversations.unresolved().order_by("-id").first()
-        if current is not None:
-            return current, None
-        latest = (
-            conversations.filter(status=Conversation.Status.RESOLVED)
-            .order_by("-resolved_at", "-id")
-            .first()
-        )
-        try:
-            with transaction.atomic():
-                if (
-                    latest is not None
-                    and latest.resolved_at is not None
-                    and at <= latest.resolved_at + window
-                ):
+        latest = None
+        if not new_customer:
+            latest = (
+                Conversation.objects.select_for_update()
+                .filter(customer=customer, number=number)
+                .order_by(*_CONVERSATION_TO_JOIN)
+                .first()
+            )
+        if latest is not None and latest.status != Conversation.Status.RESOLVED:
+            return latest, None, None
+        if (
+            latest is not None
+            and latest.resolved_at is not None
+            and at <= latest.resolved_at + window
+        ):
+            resolved_at = latest.resolved_at
+            try:
+                with transaction.atomic():
                     latest.status = Conversation.Status.OPEN
                     latest.resolved_at = None
                     latest.save(update_fields=["status", "resolved_at", "updated_at"])
-                    return latest, realtime.CONVERSATION_UPDATED
-                conversation = Conversation.objects.create(
-                    customer=customer, number=number
+            except IntegrityError:
+                # A concurrent message opened one first; join it.
+                new_customer = False
+                continue
+
+            def reopen_undo(conversation=latest, resolved_at=resolved_at):
+                Conversation.objects.filter(pk=conversation.pk).update(
+                    status=Conversation.Status.RESOLVED, resolved_at=resolved_at
                 )
-                return conversation, realtime.CONVERSATION_CREATED
-        except IntegrityError:
-            # A concurrent message opened one first; join it.
-            continue
+
+            return latest, realtime.CONVERSATION_UPDATED, reopen_undo
+        conversation = Conversation(customer=customer, number=number)
+        if _insert_or_ignore(conversation):
+
+            def create_undo(conversation=conversation):
+                Conversation.objects.filter(pk=conversation.pk).delete()
+
+            return conversation, realtime.CONVERSATION_CREATED, create_undo
+        # A concurrent message opened one first (it waited for that commit).
+        new_customer = False
     raise IntegrityError(f"Could not settle a conversation for customer {customer.pk}")
 
 
@@ -365,20 +491,34 @@ def _touch_conversation(
 ) -> None:
     """Move the denormalised last-message fields forward in Meta's time.
 
-    Conditional UPDATEs, so concurrent or out-of-order messages converge on
-    the newest; never backwards.
+    One conditional UPDATE, so concurrent or out-of-order messages converge
+    on the newest; never backwards.
     """
     now = timezone.now()
     at = message.timestamp
-    rows = Conversation.objects.filter(pk=conversation.pk)
-    rows.filter(Q(last_message_at__isnull=True) | Q(last_message_at__lte=at)).update(
-        last_message=message, last_message_at=at, updated_at=now
+    if not inbound:
+        Conversation.objects.filter(pk=conversation.pk).filter(
+            Q(last_message_at__isnull=True) | Q(last_message_at__lte=at)
+        ).update(last_message=message, last_message_at=at, updated_at=now)
+        return
+    # Hand-written: the ORM spends longer compiling this statement as
+    # Case/When expressions than the database takes to run it.
+    adapt = connection.ops.adapt_datetimefield_value
+    newer = "(last_message_at IS NULL OR last_message_at <= %s)"
+    sql = (
+        f"UPDATE {Conversation._meta.db_table} SET"  # noqa: S608
+        f" last_message_id = CASE WHEN {newer} THEN %s ELSE last_message_id END,"
+        f" last_message_at = CASE WHEN {newer} THEN %s ELSE last_message_at END,"
+        f" updated_at = CASE WHEN {newer} THEN %s ELSE updated_at END,"
+        " last_inbound_at = CASE WHEN last_inbound_at IS NULL OR last_inbound_at < %s"
+        " THEN %s ELSE last_inbound_at END,"
+        " unread_count = unread_count + 1"
+        " WHERE id = %s"
     )
-    if inbound:
-        rows.filter(Q(last_inbound_at__isnull=True) | Q(last_inbound_at__lt=at)).update(
-            last_inbound_at=at
-        )
-        rows.update(unread_count=F("unread_count") + 1)
+    at, now = adapt(at), adapt(now)
+    params = [at, message.pk, at, at, at, now, at, at, conversation.pk]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 # --- Inbound messages ---------------------------------------------------------------
@@ -396,17 +536,15 @@ def receive_message(
     records a click-to-WhatsApp referral on the conversation, queues media
     downloads and publishes the live events. Reactions land on the message
     they react to; system messages re-key the customer as well. A redelivered
-    wamid dies on the unique constraint and changes nothing.
+    wamid is ignored by the insert, and the conversation or customer this
+    call opened for it is removed again (a refreshed profile name stays).
     """
     at = message.timestamp or received_at or timezone.now()
     if message.type == "reaction" and message.reaction is not None:
         if _receive_reaction(number=number, message=message, at=at):
             return None
     try:
-        # One savepoint for the whole message: a duplicate rolls back the
-        # conversation it may have opened, too.
-        with transaction.atomic():
-            return _store_inbound(number=number, message=message, at=at)
+        return _store_inbound(number=number, message=message, at=at)
     except DuplicateMessage:
         return None
 
@@ -414,16 +552,13 @@ def receive_message(
 def _store_inbound(
     *, number: WhatsAppNumber, message: payloads.InboundMessage, at: datetime
 ) -> Message:
-    contact = message.contact
-    customer = find_or_create_customer(
-        wa_id=message.wa_id,
-        user_id=message.user_id,
-        profile_name=message.profile_name,
-        username=contact.username if contact else "",
-        country_code=contact.country_code if contact else "",
-    )
-    conversation, conversation_event = _conversation_for(
-        customer=customer, number=number, at=at
+    # For a known customer writing into an open conversation this is four
+    # statements (customer, conversation, message, conversation's fields),
+    # plus the live events that the batch writes together; a new customer
+    # costs the same. No savepoints: conflicts are absorbed by the inserts.
+    customer, new_customer = _customer_for(message)
+    conversation, conversation_event, undo = _conversation_for(
+        customer=customer, number=number, at=at, new_customer=new_customer
     )
     context = message.context
     reply_to = None
@@ -462,13 +597,15 @@ def _store_inbound(
         row.media_mime_type = media.mime_type
         row.media_filename = media.filename
         row.media_state = Message.MediaState.PENDING
-    try:
-        with transaction.atomic():
-            row.save()
-    except IntegrityError as exc:
-        if Message.objects.filter(wamid=message.wamid).exists():
-            raise DuplicateMessage(message.wamid) from exc
-        raise
+    if not _insert_or_ignore(row):
+        if not Message.objects.filter(wamid=message.wamid).exists():
+            raise IntegrityError(f"Message {message.wamid!r} could not be stored")
+        # Stored already (a redelivery): leave no trace of this call.
+        if undo is not None:
+            undo()
+        if new_customer:
+            Customer.objects.filter(pk=customer.pk).delete()
+        raise DuplicateMessage(message.wamid)
 
     if message.referral is not None:
         referral = message.referral
@@ -2161,12 +2298,16 @@ def _fold(text: str) -> str:
     return " ".join(words)
 
 
+@functools.lru_cache(maxsize=4)
+def _folded_keywords(keywords: tuple[str, ...]) -> frozenset[str]:
+    # Every customer message is checked: fold the keywords once, not each time.
+    return frozenset(_fold(keyword) for keyword in keywords)
+
+
 def is_opt_out_message(text: str) -> bool:
     """Whether a whole message is an opt-out keyword (STOP, BAJA, ARRÊT, ...)."""
     folded = _fold(text)
-    return bool(folded) and folded in {
-        _fold(keyword) for keyword in settings.OPT_OUT_KEYWORDS
-    }
+    return bool(folded) and folded in _folded_keywords(tuple(settings.OPT_OUT_KEYWORDS))
 
 
 def is_marketing_opt_out_button(title: str, payload: str = "") -> bool:
