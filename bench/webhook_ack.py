@@ -18,8 +18,12 @@ wrk (apt-get install wrk) shares the cores with the servers, the database,
 Redis and the workers; on a 2-core machine it takes a noticeable share.
 By default the Celery workers start when the load ends, so the acks compare
 with the reference (which has no workers) and the drain rate is the workers'
-own; --workers-during-load runs them throughout, at the lowest CPU priority
-(nice 19) as docs/operations.md recommends when web and workers share cores.
+own (at normal priority: nothing else of the helpdesk runs then, and a
+niced worker on a machine shared with other work measures that work, not
+the worker); --workers-during-load runs them throughout, at the lowest CPU
+priority (nice 19) as docs/operations.md recommends when web and workers
+share cores. Workers: prefork, -c 2 per server process (--worker-concurrency,
+--worker-pool).
 """
 
 import argparse
@@ -395,9 +399,10 @@ def drain(db_url: str, loaded_at: float, timeout: float = 600) -> dict:
                 break
             time.sleep(0.5)
         drained_after = time.monotonic() - loaded_at
-        events, processed, first, last = conn.execute(
+        events, processed, first, first_done, last = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE state = 'processed'),"
-            " min(received_at), max(processed_at) FROM conversations_webhookevent"
+            " min(received_at), min(processed_at), max(processed_at)"
+            " FROM conversations_webhookevent"
         ).fetchone()
         messages, distinct = conn.execute(
             "SELECT count(*), count(DISTINCT wamid) FROM conversations_message"
@@ -411,6 +416,9 @@ def drain(db_url: str, loaded_at: float, timeout: float = 600) -> dict:
             ).fetchall()
         )
     span = (last - first).total_seconds() if first and last else float("nan")
+    # The workers' own rate: first to last event processed (with the workers
+    # started after the load, the span above includes the load itself).
+    busy = (last - first_done).total_seconds() if first_done and last else 0
     return {
         "backlog_at_end_of_load": backlog,
         "drained_s_after_load": drained_after,
@@ -421,6 +429,7 @@ def drain(db_url: str, loaded_at: float, timeout: float = 600) -> dict:
         "distinct_wamids": distinct,
         "customers": customers,
         "processing_rate": processed / span if span else float("nan"),
+        "workers_rate": processed / busy if busy else float("nan"),
         "exactly_once": events == processed == messages == distinct == customers,
     }
 
@@ -459,19 +468,20 @@ def bench_server(server: str, args, base_env: dict, workdir: Path, script: Path)
     group = Group()
 
     def start_worker():
+        niced = ["nice", "-n", "19"] if args.workers_during_load else []
         group.start(
             [
-                "nice",
-                "-n",
-                "19",
+                *niced,
                 PYTHON,
                 "-m",
                 "celery",
                 "-A",
                 "helpdesk",
                 "worker",
+                "-P",
+                args.worker_pool,
                 "-c",
-                str(args.processes),
+                str(args.worker_concurrency or 2 * args.processes),
                 "-Q",
                 "default",
                 "--without-gossip",
@@ -500,6 +510,8 @@ def bench_server(server: str, args, base_env: dict, workdir: Path, script: Path)
             f"http://127.0.0.1:{port}{PATH}", workdir, f"hd-{server}", args, script
         )
         loaded_at = time.monotonic()
+        queue = redis.Redis.from_url(base_env["REDIS_URL"])
+        results["celery_messages_at_end_of_load"] = queue.llen("default")
         row = results["helpdesk"]
         print(
             f"[{server}] helpdesk {row['acks_per_s']:.0f} acks/s, p99"
@@ -534,8 +546,10 @@ def report(server: str, results: dict, args) -> None:
     print(
         f"     drain: backlog {dr['backlog_at_end_of_load']} events at the end of the"
         f" load, all processed {dr['drained_s_after_load']:.1f} s later;"
+        f" workers {dr['workers_rate']:.0f} events/s (first to last processed),"
         f" {dr['processing_rate']:.0f} events/s from first received to last"
-        " processed"
+        f" processed; {results['celery_messages_at_end_of_load']} Celery messages"
+        " queued at the end of the load"
     )
     print(
         f"     check: {dr['events']} events stored (warm-up included),"
@@ -569,6 +583,16 @@ def main() -> int:
     )
     parser.add_argument(
         "--drain-timeout", type=float, default=900, help="seconds to wait for workers"
+    )
+    parser.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=0,
+        help="Celery worker -c (default: 2 per server process, as docs/operations.md"
+        " recommends: processing waits on PostgreSQL half the time)",
+    )
+    parser.add_argument(
+        "--worker-pool", choices=["prefork", "threads", "solo"], default="prefork"
     )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
@@ -607,6 +631,11 @@ def main() -> int:
             results = bench_server(server, args, env, workdir, script)
             all_results[server] = results
             report(server, results, args)
+            print(
+                "  load average after this server's run: "
+                + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(all_results, indent=2, default=str))
     return 0

@@ -185,12 +185,12 @@ def test_signed_post_stores_exact_bytes_and_headers_then_queues_processing(
     assert event.headers["user-agent"] == "facebookplatform/1.0"
     assert event.headers["content-length"] == str(len(body))
 
-    # The Celery message names the task and the stored row's id.
+    # The Celery message names the task and the stored row's id (a batch).
     client = redis_server.client()
     raw = wait_until(lambda: client.lpop("default"), timeout=5)
     celery_headers, (args, kwargs, _embed) = decode_celery_message(raw)
     assert celery_headers["task"] == PROCESS_TASK
-    assert args == [event.pk] and kwargs == {}
+    assert args == [[event.pk]] and kwargs == {}
     assert client.llen("default") == 0
 
 
@@ -203,11 +203,13 @@ def test_the_row_is_committed_before_the_message_is_published(
         requests.post(
             endpoint.url, data=body, headers=signed_headers(body, app.app_secret)
         )
-    for _ in range(5):
+    published = []
+    while len(published) < 5:
         raw = wait_until(lambda: client.rpop("default"), timeout=5)
-        _, (args, _, _) = decode_celery_message(raw)
+        _, ((ids,), _, _) = decode_celery_message(raw)
+        published += ids
         # Read on another connection than the endpoint's: visible, so committed.
-        assert WebhookEvent.objects.filter(pk=args[0]).exists()
+        assert WebhookEvent.objects.filter(pk__in=ids).count() == len(ids)
 
 
 def test_each_app_signs_with_its_own_secret(endpoint):
@@ -385,7 +387,7 @@ def test_daphne_serves_the_webhook_before_django_and_django_behind_it(
         assert bytes(WebhookEvent.objects.get().body) == body
         client = redis_server.client()
         raw = wait_until(lambda: client.lpop("default"), timeout=5)
-        assert decode_celery_message(raw)[1][0] == [WebhookEvent.objects.get().pk]
+        assert decode_celery_message(raw)[1][0] == [[WebhookEvent.objects.get().pk]]
         # Everything else is still Django's.
         assert requests.get(f"{base}/healthz", timeout=5).text == "ok"
     finally:

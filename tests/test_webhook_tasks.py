@@ -15,7 +15,7 @@ from tests.inbound_helpers import store_event
 def queued(monkeypatch):
     """Event ids the code queued for processing (the broker is not needed)."""
     ids = []
-    monkeypatch.setattr(tasks.process_webhook_event, "delay", ids.append)
+    monkeypatch.setattr(tasks.process_webhook_events, "delay", ids.extend)
     return ids
 
 
@@ -75,6 +75,62 @@ def test_other_errors_are_left_to_the_sweeper(meta_number, monkeypatch):
     event.refresh_from_db()
     assert event.state == WebhookEvent.State.FAILED
     assert event.attempts == 1
+
+
+def test_a_batch_task_processes_each_event_and_skips_failures(meta_number, monkeypatch):
+    first, second = store_event("text"), store_event("image")
+    original = services.receive_message
+
+    def broken_for_images(**kwargs):
+        if kwargs["message"].type == "image":
+            raise ValueError("bad data")
+        return original(**kwargs)
+
+    monkeypatch.setattr(services, "receive_message", broken_for_images)
+
+    tasks.process_webhook_events.run([first.pk, 999999, second.pk])
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == WebhookEvent.State.PROCESSED
+    assert second.state == WebhookEvent.State.FAILED
+    assert tasks.process_webhook_events.acks_late is True
+
+
+def test_a_transient_error_retries_the_rest_of_the_batch(meta_number, monkeypatch):
+    done, stuck, after = (store_event("text") for _ in range(3))
+    original = services.process_webhook_event
+
+    def locked_once(*, event_id, **kwargs):
+        if event_id == stuck.pk:
+            raise OperationalError("database is locked")
+        return original(event_id=event_id, **kwargs)
+
+    monkeypatch.setattr(services, "process_webhook_event", locked_once)
+    retries = []
+
+    def fake_retry(*, args, exc, countdown):
+        retries.append((args, countdown))
+        return RuntimeError("retrying")
+
+    monkeypatch.setattr(tasks.process_webhook_events, "retry", fake_retry)
+
+    with pytest.raises(RuntimeError, match="retrying"):
+        tasks.process_webhook_events.run([done.pk, stuck.pk, after.pk])
+    assert retries == [([[stuck.pk, after.pk]], 2)]
+    done.refresh_from_db()
+    assert done.state == WebhookEvent.State.PROCESSED
+
+
+def test_the_sweeper_queues_batches(meta_number, monkeypatch):
+    batches = []
+    monkeypatch.setattr(tasks.process_webhook_events, "delay", batches.append)
+    events = [aged(store_event("text")) for _ in range(tasks.WEBHOOK_TASK_BATCH + 1)]
+
+    assert tasks.sweep_webhook_events() == len(events)
+
+    assert [len(batch) for batch in batches] == [tasks.WEBHOOK_TASK_BATCH, 1]
+    assert sorted(sum(batches, [])) == sorted(event.pk for event in events)
 
 
 def test_a_missing_event_is_ignored(db):

@@ -40,13 +40,15 @@ from django.conf import settings
 from django.db import connections
 
 from conversations.models import MetaApp, WebhookEvent
+from conversations.tasks import event_batches
 from conversations.whatsapp.payloads import verify_signature
 
 logger = logging.getLogger(__name__)
 
 WEBHOOK_PATHS = frozenset({"/webhooks/whatsapp/", "/webhooks/whatsapp"})
-# The task that processes one stored event (conversations/tasks.py).
-PROCESS_TASK = "conversations.tasks.process_webhook_event"
+# The task that processes stored events, a batch of ids per message
+# (conversations/tasks.py).
+PROCESS_TASK = "conversations.tasks.process_webhook_events"
 # Meta documents webhook payloads of up to 3 MB; the margin keeps a batch
 # that is a little over from being refused on every retry.
 MAX_BODY_BYTES = 3 * 1024 * 1024 + 512 * 1024
@@ -325,12 +327,14 @@ def queue_name(task_name: str) -> str:
 
 
 class Doorbell:
-    """Tells workers "process event N", off the request path and in batches.
+    """Tells workers "process events N, M, ...", off the request path and in batches.
 
     ``ring`` never waits. A background task LPUSHes whatever has gathered in
-    one command with a short timeout; when Redis is down or frozen the ids
-    are dropped with a warning, because the event rows are already stored
-    and the sweeper queues them.
+    one command with a short timeout, as Celery messages of up to
+    ``WEBHOOK_TASK_BATCH`` ids each: the busier the endpoint, the more ids
+    gather while a push is in flight and the fewer tasks the workers run.
+    When Redis is down or frozen the ids are dropped with a warning, because
+    the event rows are already stored and the sweeper queues them.
     """
 
     def __init__(self, redis_url: str):
@@ -370,8 +374,8 @@ class Doorbell:
                     for _ in range(min(DOORBELL_BATCH, len(self._pending)))
                 ]
                 messages = [
-                    celery_message(PROCESS_TASK, [event_id], self._queue)
-                    for event_id in batch
+                    celery_message(PROCESS_TASK, [ids], self._queue)
+                    for ids in event_batches(batch)
                 ]
                 try:
                     await asyncio.wait_for(
