@@ -241,6 +241,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+# Unset, Celery's Django fixup closes the database connection before and
+# after every task, so each task opened a new PostgreSQL connection (a backend
+# started for it: several ms, more than processing a webhook event). Set, the
+# fixup closes them only every this many tasks, and helpdesk/celery.py drops
+# unusable or expired (CONN_MAX_AGE) connections around each task instead.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longest a task may run before Redis hands it to another worker.
