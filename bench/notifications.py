@@ -194,7 +194,7 @@ def run(args, sandbox, number_config, http_port: int) -> int:
                     "-n",
                     f"benchnotify{n}@%h",
                     "-Q",
-                    "default,media",
+                    "default,media,delivery",
                     "-l",
                     "WARNING",
                     "--without-gossip",
