@@ -140,19 +140,45 @@ def webhook_body(seq: int, wa_id: str) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+# The row's arrival in the DOM: only the nodes each mutation added are read,
+# so the observer costs the page next to nothing per event.
 OBSERVER = """
 window.__seen = {};
-new MutationObserver(function () {
-  document.querySelectorAll('#inbox-list .preview').forEach(function (el) {
-    var m = /bench-(\\d+)-x/.exec(el.textContent);
-    if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now();
+new MutationObserver(function (mutations) {
+  var now = Date.now();
+  mutations.forEach(function (mutation) {
+    mutation.addedNodes.forEach(function (node) {
+      if (node.nodeType !== 1) return;
+      var m = /bench-(\\d+)-x/.exec(node.textContent);
+      if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = now;
+    });
   });
-}).observe(document.getElementById('inbox-list'), {childList: true, subtree: true,
-  characterData: true});
+}).observe(document.getElementById('inbox-list'), {childList: true, subtree: true});
+"""
+# The frame's arrival at the page, before the workspace's script applies it
+# (a listener added before the script's own onmessage runs first).
+FRAME_PROBE = """
+window.__frames = {};
+(function () {
+  var Native = window.WebSocket;
+  window.WebSocket = function (url, protocols) {
+    var socket = protocols ? new Native(url, protocols) : new Native(url);
+    socket.addEventListener('message', function (event) {
+      var m = /bench-(\\d+)-x/.exec(event.data);
+      if (m && !(m[1] in window.__frames)) window.__frames[m[1]] = Date.now();
+    });
+    return socket;
+  };
+  window.WebSocket.prototype = Native.prototype;
+  ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED'].forEach(function (k) {
+    window.WebSocket[k] = Native[k];
+  });
+})();
 """
 
 
 def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
+    import redis
     import requests
     from playwright.sync_api import sync_playwright
 
@@ -160,6 +186,8 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
 
     recreate_database()
     set_up_agents(agents)
+    # Tasks a previous run left queued would name events of the old database.
+    redis.Redis.from_url(REDIS_URL).flushdb()
     port = free_port()
     # DEBUG on: static files straight from the source folders (no
     # collectstatic) and plain-HTTP cookies; the live path is the same.
@@ -224,6 +252,7 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
             pages = []
             for index in range(agents):
                 context = browser.new_context()
+                context.add_init_script(FRAME_PROBE)
                 page = context.new_page()
                 page.goto(f"{base}/accounts/login/")
                 page.fill("#id_username", f"bench{index}")
@@ -275,6 +304,7 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                 pages[0].wait_for_timeout(200)
             deadline = time.time() + 20
             seen = []
+            frames = []
             for page in pages:
                 while True:
                     got = page.evaluate("window.__seen")
@@ -282,6 +312,7 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                         break
                     page.wait_for_timeout(200)
                 seen.append(got)
+                frames.append(page.evaluate("window.__frames"))
             browser.close()
     finally:
         for process in processes:
@@ -301,7 +332,9 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                 latencies.append(got[str(seq)] - ack)
             else:
                 missing += 1
+    stages = stage_breakdown(acks, seen, frames)
     return {
+        "stages": stages,
         "agents": agents,
         "rate": rate,
         "messages": len(acks),
@@ -312,6 +345,60 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
         "p50": percentile(latencies, 0.5),
         "p99": percentile(latencies, 0.99),
         "max": max(latencies),
+    }
+
+
+def stage_breakdown(
+    acks: dict[int, float], seen: list[dict], frames: list[dict]
+) -> dict:
+    """Where the time goes, from the rows' own timestamps (one clock):
+    ack → message row written (queue + task start + processing) → webhook
+    event processed (commit) → first and last page showing it."""
+    import re
+
+    from conversations.models import Message, WebhookEvent
+
+    written = {}
+    for text, created in Message.objects.filter(text__startswith="bench-").values_list(
+        "text", "created_at"
+    ):
+        written[int(text.split("-")[1])] = created.timestamp() * 1000
+    processed = {}
+    for body, at in WebhookEvent.objects.values_list("body", "processed_at"):
+        match = re.search(rb'"body":"bench-(\d+)-x"', bytes(body))
+        if match and at:
+            processed[int(match.group(1))] = at.timestamp() * 1000
+    stages: dict[str, list[float]] = {
+        "ack → message row": [],
+        "ack → event committed": [],
+        "committed → first page": [],
+        "committed → last page": [],
+        "committed → frame at page (all pages)": [],
+        "frame → row in DOM (all pages)": [],
+    }
+    for seq, ack in acks.items():
+        shown = [got[str(seq)] for got in seen if str(seq) in got]
+        if seq in written:
+            stages["ack → message row"].append(written[seq] - ack)
+        if seq in processed:
+            stages["ack → event committed"].append(processed[seq] - ack)
+            if shown:
+                stages["committed → first page"].append(min(shown) - processed[seq])
+                stages["committed → last page"].append(max(shown) - processed[seq])
+            for got in frames:
+                if str(seq) in got:
+                    stages["committed → frame at page (all pages)"].append(
+                        got[str(seq)] - processed[seq]
+                    )
+        for got_frame, got_row in zip(frames, seen, strict=True):
+            if str(seq) in got_frame and str(seq) in got_row:
+                stages["frame → row in DOM (all pages)"].append(
+                    got_row[str(seq)] - got_frame[str(seq)]
+                )
+    return {
+        name: (percentile(values, 0.5), percentile(values, 0.99))
+        for name, values in stages.items()
+        if values
     }
 
 
@@ -379,9 +466,15 @@ def pages_part(conversations: int, messages: int, runs: int) -> dict:
     for name, url in (
         ("inbox", "/"),
         ("inbox_search", "/?q=Customer%2099"),
+        # One message of a million (the trigram index finds it)...
+        ("inbox_search_rare_text", "/?q=number%20999999%20about"),
+        # ...and a word in every message (the newest matches bound it).
+        ("inbox_search_common_text", "/?q=order"),
         ("inbox_window_order", "/?order=window"),
         ("conversation", f"/conversations/{busiest.pk}/"),
     ):
+        # Not timed: the first request compiles templates and warms caches.
+        assert client.get(url).status_code == 200
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -416,6 +509,8 @@ def main() -> int:
             f"max {live['max']:.1f} ms (targets p50 < 50, p99 < 250)",
             flush=True,
         )
+        for name, (p50, p99) in live["stages"].items():
+            print(f"  {name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
     if args.part in ("pages", "both"):
         pages = pages_part(args.conversations, args.messages, args.runs)
         print(

@@ -17,12 +17,18 @@ Protocol (JSON text frames):
   {"type": "access", "numbers": [...]}; {"type": "reload"}.
 """
 
+import asyncio
+import contextvars
+import functools
 import json
 import logging
 import time
 
 from asgiref.sync import async_to_sync
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import WebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 
 from . import realtime, services, workspace
 from .models import Conversation, Message
@@ -37,11 +43,124 @@ ACCESS_RECHECK_SECONDS = 60
 TYPING_SHOWS_SECONDS = 6
 
 
+# The hub re-joins its groups this often: channels_redis forgets a group
+# member after a day (group_expiry) unless it is added again.
+HUB_REJOIN_SECONDS = 3600
+
+
+class InboxHub:
+    """One channel-layer member per process and inbox, shared by its tabs.
+
+    group_send copies a message once per member channel, and a process reads
+    each copy from Redis in a round trip of its own: with one member per
+    tab, 20 tabs at 50 messages/s were 1,000 reads a second, more than the
+    process could do next to everything else. The hub reads each event once
+    per process, loads it once (workspace.event_cache) and hands it to its
+    tabs' queues in memory, in the order it came.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.layer = get_channel_layer()
+        self.channel_name: str | None = None
+        self.tabs: dict[str, set] = {}
+        self.tasks: list[asyncio.Task] = []
+
+    async def subscribe(self, group: str, tab: "WorkspaceConsumer") -> None:
+        if self.channel_name is None:
+            self.channel_name = await self.layer.new_channel()
+            # A fresh context: subscribe() runs inside a tab's async_to_sync,
+            # whose thread executor must not be inherited (it ends with it).
+            self.tasks = [
+                self.loop.create_task(self._receive(), context=contextvars.Context()),
+                self.loop.create_task(self._rejoin(), context=contextvars.Context()),
+            ]
+        tabs = self.tabs.setdefault(group, set())
+        if not tabs:
+            await self.layer.group_add(group, self.channel_name)
+        tabs.add(tab)
+
+    async def unsubscribe(self, group: str, tab: "WorkspaceConsumer") -> None:
+        tabs = self.tabs.get(group)
+        if tabs is None:
+            return
+        tabs.discard(tab)
+        if not tabs:
+            del self.tabs[group]
+            await self.layer.group_discard(group, self.channel_name)
+            if self.tabs.get(group):
+                # A tab subscribed while the discard was on its way.
+                await self.layer.group_add(group, self.channel_name)
+
+    async def forget(self, tab: "WorkspaceConsumer") -> None:
+        for group in [group for group, tabs in self.tabs.items() if tab in tabs]:
+            await self.unsubscribe(group, tab)
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+                if message.get("type") != realtime.CHANNEL_MESSAGE_TYPE:
+                    continue
+                rendered = await workspace.event_cache.aget(message["id"])
+                if rendered is None:
+                    continue
+                group = realtime.inbox_group(rendered.event.number_id)
+                for tab in list(self.tabs.get(group, ())):
+                    tab.live_queue.put_nowait(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A Redis hiccup: tabs catch up from the database on reconnect.
+                logger.warning("Inbox hub: receive failed", exc_info=True)
+                await asyncio.sleep(1)
+
+    async def _rejoin(self) -> None:
+        while True:
+            await asyncio.sleep(HUB_REJOIN_SECONDS)
+            for group in list(self.tabs):
+                try:
+                    await self.layer.group_add(group, self.channel_name)
+                except Exception:
+                    logger.warning("Inbox hub: rejoin failed", exc_info=True)
+
+
+_hubs: dict[asyncio.AbstractEventLoop, InboxHub] = {}
+
+
+def inbox_hub() -> InboxHub:
+    """The hub of the running event loop (a server has one; tests one each)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        for old in [old for old in _hubs if old.is_closed()]:
+            del _hubs[old]
+        hub = _hubs[loop] = InboxHub(loop)
+    return hub
+
+
 class WorkspaceConsumer(WebsocketConsumer):
     async def __call__(self, scope, receive, send):
+        """AsyncConsumer.__call__ with a third source: the hub's live events."""
+        self.scope = scope
         # The server's own send, for frames built on the event loop.
         self.asgi_send = send
-        await super().__call__(scope, receive, send)
+        self.base_send = async_to_sync(send)
+        self.live_queue: asyncio.Queue = asyncio.Queue()
+        self.hub = inbox_hub()
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(
+            self.channel_layer.receive, self.channel_name
+        )
+        try:
+            await await_many_dispatch(
+                [receive, self.channel_receive, self.live_queue.get], self.dispatch
+            )
+        except StopConsumer:
+            pass
+        finally:
+            await self.hub.forget(self)
 
     async def dispatch(self, message):
         """Live events take a fast path on the event loop; the rest (and any
@@ -147,18 +266,27 @@ class WorkspaceConsumer(WebsocketConsumer):
         if getattr(self, "conversation_id", None):
             self._presence("leave")
         for group in list(getattr(self, "groups_joined", ())):
-            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+            self._leave(group)
 
     # --- Groups and access ---------------------------------------------------------
 
     def _join(self, group: str) -> None:
         if group not in self.groups_joined:
-            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
+            if group.startswith("inbox."):
+                # Inbox events come through the process' hub.
+                async_to_sync(self.hub.subscribe)(group, self)
+            else:
+                async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
             self.groups_joined.add(group)
 
     def _leave(self, group: str) -> None:
         if group in self.groups_joined:
-            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+            if group.startswith("inbox."):
+                async_to_sync(self.hub.unsubscribe)(group, self)
+            else:
+                async_to_sync(self.channel_layer.group_discard)(
+                    group, self.channel_name
+                )
             self.groups_joined.discard(group)
 
     def _refresh_access(self) -> None:

@@ -55,3 +55,12 @@ def meta_number(db, team):
     )
     number.teams.add(team)
     return number
+
+
+@pytest.fixture(autouse=True)
+def fresh_event_cache(monkeypatch):
+    """Each test its own cache of rendered live events: a flushed test database
+    hands out the same event ids again (SQLite), so a cached one would be stale."""
+    from conversations import workspace
+
+    monkeypatch.setattr(workspace, "event_cache", workspace.EventCache())

@@ -169,12 +169,6 @@ def test_a_snoozed_conversation_past_its_time_reopens_and_is_published(
 # --- Live rows in a searched inbox ---------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def own_event_cache(monkeypatch):
-    """A cache of this test's events: rolled-back ids are reused by later tests."""
-    monkeypatch.setattr(workspace, "event_cache", workspace.EventCache())
-
-
 def searched(number, text_of_old: str, text_of_new: str):
     """A conversation with an older message and a newer one, its event loaded."""
     conversation = ConversationFactory(number=number, customer__profile_name="Ina")

@@ -87,8 +87,11 @@
         scrollThread();
       }
       markCurrentRow();
+      // Only the new fragment's countdowns: the rest are current (the
+      // timer ticks them), and rewriting every row's text per event costs
+      // a busy inbox dozens of layouts a second.
+      tick(el);
     });
-    tick();
   }
 
   function keepState(existing, replacement) {
@@ -282,19 +285,30 @@
     return minutes + "m " + seconds + "s";
   }
 
-  function tick() {
+  function tick(scope) {
     var now = Date.now();
-    document.querySelectorAll("[data-countdown]").forEach(function (el) {
+    var countdowns = Array.prototype.slice.call(
+      (scope && scope.querySelectorAll ? scope : document).querySelectorAll(
+        "[data-countdown]"
+      )
+    );
+    if (scope && scope.matches && scope.matches("[data-countdown]")) {
+      countdowns.push(scope);
+    }
+    countdowns.forEach(function (el) {
       var until = parseInt(el.dataset.countdown, 10);
       if (!until) return;
       var label = el.dataset.countdownLabel;
+      var text;
       if (until <= now) {
-        el.textContent = (label ? label + " " : "window ") + "closed";
+        text = (label ? label + " " : "window ") + "closed";
         el.classList.add("closed");
       } else {
-        el.textContent = (label ? label + ": " : "") + left(until - now) + " left";
+        text = (label ? label + ": " : "") + left(until - now) + " left";
         el.classList.toggle("closing", until - now < 3600000);
       }
+      // Unchanged text is left alone (no mutation, no layout).
+      if (el.textContent !== text) el.textContent = text;
     });
     var composer = document.getElementById("composer");
     if (
@@ -312,7 +326,9 @@
         .then(applyFragments);
     }
   }
-  setInterval(tick, 1000);
+  setInterval(function () {
+    tick();
+  }, 1000);
 
   // --- Forms: answers are fragments, applied like pushes --------------------------
 
