@@ -366,3 +366,34 @@ def test_the_customers_reply_lands_with_the_notification_and_the_chosen_team(
     html = admin_client.get(f"/conversations/{conversation.pk}/").content.decode()
     assert "booking-4711" in html
     assert "Notification" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicates_with_one_key_queue_once(shop, templates, clean_redis):
+    """Two copies of a request racing: the unique key lets one in, the other
+    answers its result."""
+    import threading
+
+    from django.db import connection
+
+    consent(api_client_for(shop), ANNA)
+    barrier = threading.Barrier(2)
+    answers = []
+
+    def send():
+        client = api_client_for(shop)
+        barrier.wait()
+        try:
+            answers.append(post(client, boarding_pass(), key="race-1"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [a.status_code for a in answers] == [202, 202]
+    assert answers[0].json() == answers[1].json()
+    assert Notification.objects.count() == 1
+    assert Message.objects.filter(direction="outbound").count() == 1
