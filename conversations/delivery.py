@@ -42,8 +42,8 @@ from datetime import timedelta
 
 import redis
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, F, Min, Q, Value, When
+from django.db import connection, transaction
+from django.db.models import F, Min, Q
 from django.utils import timezone
 
 from . import ratelimit, realtime, services, tasks
@@ -175,10 +175,25 @@ def pair_backoff(attempts: int) -> float:
 # --- The threads: requests only, no database --------------------------------------
 
 
-def _send_group(number, jobs: list[Job], outcomes: queue.Queue, stop: threading.Event):
-    """Send one customer's jobs in order; put one Outcome per job."""
+def _send_group(
+    number,
+    jobs: list[Job],
+    outcomes: queue.Queue,
+    stop: threading.Event,
+    *,
+    pair_granted: int | None = None,
+    pair_wait: float = 0.0,
+    head_granted: bool = False,
+):
+    """Send one customer's jobs in order; put one Outcome per job.
+
+    The run may already have taken this batch's limiter slots in one Redis
+    call each: `pair_granted` of the jobs have their pair slot (the rest wait
+    `pair_wait`), and `head_granted` says the first job has its number slot.
+    Every other send asks the limiters itself, just before its request.
+    """
     held_for = 0.0
-    for job in jobs:
+    for index, job in enumerate(jobs):
         if stop.is_set():
             outcomes.put(Outcome(job, DEFER, delay=0.0))
             continue
@@ -187,17 +202,21 @@ def _send_group(number, jobs: list[Job], outcomes: queue.Queue, stop: threading.
             outcomes.put(Outcome(job, DEFER, delay=held_for))
             continue
         try:
-            wait = ratelimit.acquire_pair(number.phone_number_id, job.recipient)
+            if pair_granted is None:
+                wait = ratelimit.acquire_pair(number.phone_number_id, job.recipient)
+            else:
+                wait = 0.0 if index < pair_granted else max(pair_wait, 0.05)
             if wait > 0:
                 held_for = wait
                 outcomes.put(Outcome(job, DEFER, delay=wait))
                 continue
-            while (
-                wait := ratelimit.acquire_number(
-                    number.phone_number_id, number.throughput
-                )
-            ) > 0:
-                time.sleep(min(wait, 1.0))
+            if not (index == 0 and head_granted):
+                while (
+                    wait := ratelimit.acquire_number(
+                        number.phone_number_id, number.throughput
+                    )
+                ) > 0:
+                    time.sleep(min(wait, 1.0))
         except redis.RedisError:
             logger.warning("Rate limiter unavailable; message %s waits", job.message_id)
             outcomes.put(Outcome(job, DEFER, delay=LIMITER_DOWN_DELAY))
@@ -280,7 +299,12 @@ def _due(number_id: int, now):
 
 
 def claim(number: WhatsAppNumber, limit: int) -> list[Job]:
-    """Move up to `limit` due messages to `sending`; commit before any request."""
+    """Move up to `limit` due messages to `sending`; commit before any request.
+
+    Safe with several runs of one number at once: the rows are locked with
+    SKIP LOCKED and moved only while still `queued`, so no two runs ever
+    claim the same message.
+    """
     now = timezone.now()
     with transaction.atomic():
         ids = list(
@@ -292,14 +316,16 @@ def claim(number: WhatsAppNumber, limit: int) -> list[Job]:
         if not ids:
             return []
         lease = now + timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS)
-        Message.objects.filter(pk__in=ids).update(
+        Message.objects.filter(pk__in=ids, status=Message.Status.QUEUED).update(
             status=Message.Status.SENDING,
             attempts=F("attempts") + 1,
             next_attempt_at=lease,
             updated_at=now,
         )
         messages = list(
-            Message.objects.filter(pk__in=ids)
+            Message.objects.filter(
+                pk__in=ids, status=Message.Status.SENDING, next_attempt_at=lease
+            )
             .select_related("conversation__customer")
             .order_by("id")
         )
@@ -315,6 +341,49 @@ def claim(number: WhatsAppNumber, limit: int) -> list[Job]:
     ]
 
 
+def _mark_sent(sent: dict[int, Outcome], now) -> list[int]:
+    """Store the wamids of accepted sends in one statement; the ids moved to sent.
+
+    One UPDATE joined to a VALUES list (PostgreSQL and SQLite >= 3.33)
+    instead of a CASE with a branch per row, whose compilation in the ORM
+    cost more than the sends.
+    """
+    table = connection.ops.quote_name(Message._meta.db_table)
+    rows = ", ".join(["(%s, %s)"] * len(sent))
+    params: list = []
+    for pk, outcome in sent.items():
+        params += [pk, outcome.result.wamid]
+    moved_sql = (
+        f"WITH v(id, wamid) AS (VALUES {rows}) "  # noqa: S608 - names and placeholders only
+        f"UPDATE {table} SET status = %s, wamid = v.wamid, sent_at = %s, "
+        f"next_attempt_at = NULL, error = NULL, updated_at = %s "
+        f"FROM v WHERE {table}.id = v.id AND {table}.status IN (%s, %s) "
+        f"RETURNING {table}.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            moved_sql,
+            [
+                *params,
+                Message.Status.SENT,
+                now,
+                now,
+                Message.Status.SENDING,
+                Message.Status.UNKNOWN,
+            ],
+        )
+        moved = [row[0] for row in cursor.fetchall()]
+        if len(moved) < len(sent):
+            # A status webhook (matched by our id) may have moved it already.
+            cursor.execute(
+                f"WITH v(id, wamid) AS (VALUES {rows}) "  # noqa: S608
+                f"UPDATE {table} SET wamid = v.wamid, updated_at = %s "
+                f"FROM v WHERE {table}.id = v.id AND {table}.wamid IS NULL",
+                [*params, now],
+            )
+    return moved
+
+
 def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     """Write what the threads learnt; publish every status change."""
     now = timezone.now()
@@ -326,56 +395,46 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     with transaction.atomic():
         sent = {o.job.message_id: o for o in by_kind[SENT]}
         if sent:
-            moving = list(
-                Message.objects.filter(
-                    pk__in=sent,
-                    status__in=[Message.Status.SENDING, Message.Status.UNKNOWN],
-                ).values_list("pk", flat=True)
-            )
-            wamid_case = Case(
-                *[When(pk=pk, then=Value(o.result.wamid)) for pk, o in sent.items()]
-            )
-            if moving:
-                Message.objects.filter(pk__in=moving).update(
-                    status=Message.Status.SENT,
-                    wamid=wamid_case,
-                    sent_at=now,
-                    next_attempt_at=None,
-                    error=None,
-                    updated_at=now,
-                )
-                changed += moving
-            # A status webhook (matched by our id) may have moved it already.
-            Message.objects.filter(
-                pk__in=set(sent) - set(moving), wamid__isnull=True
-            ).update(wamid=wamid_case, updated_at=now)
+            changed += _mark_sent(sent, now)
             wamids = [o.result.wamid for o in sent.values()]
-        unknown = [o.job.message_id for o in by_kind[UNKNOWN]]
-        if unknown:
-            for outcome in by_kind[UNKNOWN]:
-                if Message.objects.filter(
-                    pk=outcome.job.message_id, status=Message.Status.SENDING
-                ).update(
-                    status=Message.Status.UNKNOWN,
-                    error=outcome.error,
-                    next_attempt_at=None,
-                    updated_at=now,
-                ):
-                    changed.append(outcome.job.message_id)
-        for outcome in by_kind[RETRY] + by_kind[DEFER] + by_kind[STOP]:
-            values = {
-                "status": Message.Status.QUEUED,
-                "next_attempt_at": now + timedelta(seconds=outcome.delay),
-                "updated_at": now,
-            }
-            if outcome.kind == RETRY:
-                values["error"] = outcome.error
-            else:
-                # Nothing was tried: the attempt does not count.
-                values["attempts"] = F("attempts") - 1
+        for outcome in by_kind[UNKNOWN]:
             if Message.objects.filter(
                 pk=outcome.job.message_id, status=Message.Status.SENDING
-            ).update(**values):
+            ).update(
+                status=Message.Status.UNKNOWN,
+                error=outcome.error,
+                next_attempt_at=None,
+                updated_at=now,
+            ):
+                changed.append(outcome.job.message_id)
+        # Sends that never went out wait again; rows with the same delay
+        # (a stop, a limiter outage, one customer's pair wait) in one UPDATE.
+        deferred: dict[float, list[int]] = defaultdict(list)
+        for outcome in by_kind[DEFER] + by_kind[STOP]:
+            deferred[outcome.delay].append(outcome.job.message_id)
+        for delay, ids in deferred.items():
+            # Nothing was tried: the attempt does not count.
+            moved = list(
+                Message.objects.filter(
+                    pk__in=ids, status=Message.Status.SENDING
+                ).values_list("pk", flat=True)
+            )
+            Message.objects.filter(pk__in=moved).update(
+                status=Message.Status.QUEUED,
+                next_attempt_at=now + timedelta(seconds=delay),
+                attempts=F("attempts") - 1,
+                updated_at=now,
+            )
+            changed += moved
+        for outcome in by_kind[RETRY]:
+            if Message.objects.filter(
+                pk=outcome.job.message_id, status=Message.Status.SENDING
+            ).update(
+                status=Message.Status.QUEUED,
+                next_attempt_at=now + timedelta(seconds=outcome.delay),
+                error=outcome.error,
+                updated_at=now,
+            ):
                 changed.append(outcome.job.message_id)
         for outcome in by_kind[FAILED]:
             if Message.objects.filter(
@@ -394,9 +453,9 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             realtime.publish_many(
                 realtime.MESSAGE_UPDATED,
                 messages=list(
-                    Message.objects.filter(pk__in=changed).select_related(
-                        "conversation"
-                    )
+                    Message.objects.filter(pk__in=changed)
+                    .select_related("conversation")
+                    .only("id", "status", "conversation__id", "conversation__number")
                 ),
             )
     for outcome in by_kind[FAILED]:
@@ -407,8 +466,9 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
                 "wamid", flat=True
             )
         )
-        for message in Message.objects.filter(wamid__in=parked):
-            services.apply_parked_statuses(message)
+        if parked:
+            for message in Message.objects.filter(wamid__in=parked):
+                services.apply_parked_statuses(message)
 
 
 def next_due_in(number_id: int) -> float | None:
@@ -425,25 +485,91 @@ def next_due_in(number_id: int) -> float | None:
     return max(0.0, (earliest - timezone.now()).total_seconds())
 
 
+def dispatch(
+    number: WhatsAppNumber,
+    jobs: list[Job],
+    outcomes: queue.Queue,
+    stop: threading.Event,
+    reserved: tuple[str, int] | None = None,
+) -> None:
+    """Hand a claimed batch to the threads, with its limiter slots taken at once.
+
+    One Redis call takes every customer's pair slots, one more the number's
+    slots for the first send to each customer (trading in the run's
+    reservation); a customer's later sends in the batch, and first sends the
+    number could not grant now, ask the limiter in their thread.
+    """
+    groups: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        groups[job.recipient].append(job)
+    pool = executor()
+    try:
+        pairs = ratelimit.acquire_pairs(
+            number.phone_number_id, {r: len(g) for r, g in groups.items()}
+        )
+    except redis.RedisError:
+        logger.warning("Rate limiter unavailable; %s messages wait", len(jobs))
+        for job in jobs:
+            outcomes.put(Outcome(job, DEFER, delay=LIMITER_DOWN_DELAY))
+        return
+    ready = []
+    for recipient, group in groups.items():
+        granted, wait = pairs[recipient]
+        if granted:
+            ready.append(recipient)
+            continue
+        # Held by the customer's pair limit: nothing to send now.
+        for job in group:
+            outcomes.put(Outcome(job, DEFER, delay=max(wait, 0.05)))
+    try:
+        heads, _, _ = ratelimit.acquire_number_slots(
+            number.phone_number_id, number.throughput, len(ready), release=reserved
+        )
+    except redis.RedisError:
+        heads = 0
+    for index, recipient in enumerate(ready):
+        granted, wait = pairs[recipient]
+        pool.submit(
+            _send_group,
+            number,
+            groups[recipient],
+            outcomes,
+            stop,
+            pair_granted=granted,
+            pair_wait=wait,
+            head_granted=index < heads,
+        )
+
+
 def run(number_id: int, *, run_seconds: float | None = None) -> RunStats:
-    """Deliver a number's due messages until none are left or time is up."""
+    """Deliver a number's due messages until none are left or time is up.
+
+    The run's thread claims, dispatches and records; the pool's threads only
+    make requests. Claims wait until a quarter of the pool is free (or the
+    backlog is small), and outcomes are written a batch at a time, so the
+    database sees a few statements per batch rather than per message.
+    """
     if run_seconds is None:
         run_seconds = settings.WHATSAPP_DELIVERY_RUN_SECONDS
     deadline = time.monotonic() + run_seconds
     concurrency = max(1, settings.WHATSAPP_DELIVERY_CONCURRENCY)
+    batch = max(1, min(settings.WHATSAPP_DELIVERY_BATCH, concurrency))
+    # A claim waits for this many free places, unless the last one was short.
+    claim_step = max(1, batch // 4)
     outcomes: queue.Queue[Outcome] = queue.Queue()
     stop = threading.Event()
     stats = RunStats()
     in_flight = 0
     next_claim = 0.0
-    pool = executor()
+    backlog = True
     while True:
         # Write back whatever finished.
         done: list[Outcome] = []
+        free = concurrency - in_flight
         try:
             block = in_flight > 0 and (
                 stop.is_set()
-                or in_flight >= concurrency
+                or free < (claim_step if backlog else 1)
                 or time.monotonic() < next_claim
             )
             done.append(outcomes.get(timeout=0.05) if block else outcomes.get_nowait())
@@ -463,27 +589,47 @@ def run(number_id: int, *, run_seconds: float | None = None) -> RunStats:
             continue
         now = time.monotonic()
         out_of_time = now >= deadline
-        if not out_of_time and in_flight < concurrency and now >= next_claim:
+        free = concurrency - in_flight
+        if (
+            not out_of_time
+            and free >= (claim_step if backlog and in_flight else 1)
+            and now >= next_claim
+        ):
             number = WhatsAppNumber.objects.get(pk=number_id)
             if number.sending_paused or not number.is_active:
                 stop.set()
                 continue
             _clear_doorbell(number_id)
-            limit = min(
-                concurrency - in_flight,
-                settings.WHATSAPP_DELIVERY_BATCH,
-                max(1, number.throughput),
-            )
-            jobs = claim(number, limit)
+            # Reserve the number's slots first, so a run at its throughput
+            # claims only what it may send now instead of holding rows
+            # `sending` while its threads wait for the limiter.
+            try:
+                slots, wait, stamp = ratelimit.acquire_number_slots(
+                    number.phone_number_id, number.throughput, min(free, batch)
+                )
+            except redis.RedisError:
+                logger.warning("Rate limiter unavailable; number %s waits", number_id)
+                slots, wait, stamp = 0, LIMITER_DOWN_DELAY, ""
+            if not slots:
+                next_claim = now + min(max(wait, 0.01), LIMITER_DOWN_DELAY)
+                if in_flight or next_due_in(number_id) is not None:
+                    continue
+                break
+            jobs = claim(number, slots)
+            backlog = len(jobs) == slots
             if jobs:
                 stats.claimed += len(jobs)
                 in_flight += len(jobs)
-                groups: dict[str, list[Job]] = defaultdict(list)
-                for job in jobs:
-                    groups[job.recipient].append(job)
-                for group in groups.values():
-                    pool.submit(_send_group, number, group, outcomes, stop)
+                dispatch(number, jobs, outcomes, stop, reserved=(stamp, slots))
                 continue
+            try:
+                ratelimit.acquire_number_slots(
+                    number.phone_number_id, 0, 0, release=(stamp, slots)
+                )
+            except redis.RedisError:
+                logger.warning(
+                    "Unused limiter slots of number %s not given back", number_id
+                )
             next_claim = now + 0.2
         if in_flight:
             continue
@@ -494,8 +640,7 @@ def run(number_id: int, *, run_seconds: float | None = None) -> RunStats:
         wait = next_due_in(number_id)
         if wait is None or wait > IDLE_WAIT:
             break
-        time.sleep(max(wait, 0.05))
-        next_claim = 0.0
+        time.sleep(max(wait, next_claim - time.monotonic(), 0.05))
     return stats
 
 
