@@ -203,7 +203,7 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                 "-p",
                 str(port),
                 "-v",
-                "0",
+                "1",
                 "helpdesk.asgi:application",
             ],
             cwd=BASE_DIR,
@@ -340,6 +340,7 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
         "messages": len(acks),
         "samples": len(latencies),
         "missing": missing,
+        "per_page": [len(got) for got in seen],
         "ack_p50": percentile(ack_latency, 0.5),
         "ack_p99": percentile(ack_latency, 0.99),
         "p50": percentile(latencies, 0.5),
@@ -502,7 +503,7 @@ def main() -> int:
         print(
             f"live: {live['agents']} agents' browsers, {live['rate']:.0f} msgs/s, "
             f"{live['messages']} messages, {live['samples']} samples, "
-            f"{live['missing']} missing\n"
+            f"{live['missing']} missing (rows per page: {live['per_page']})\n"
             f"  webhook ack p50 {live['ack_p50']:.1f} ms, "
             f"p99 {live['ack_p99']:.1f} ms\n"
             f"  ack → row in page p50 {live['p50']:.1f} ms, p99 {live['p99']:.1f} ms, "

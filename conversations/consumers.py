@@ -71,9 +71,10 @@ class InboxHub:
             self.channel_name = await self.layer.new_channel()
             # A fresh context: subscribe() runs inside a tab's async_to_sync,
             # whose thread executor must not be inherited (it ends with it).
+            self.loaded = asyncio.Queue()
             self.tasks = [
-                self.loop.create_task(self._receive(), context=contextvars.Context()),
-                self.loop.create_task(self._rejoin(), context=contextvars.Context()),
+                self.loop.create_task(task, context=contextvars.Context())
+                for task in (self._receive(), self._route(), self._rejoin())
             ]
         tabs = self.tabs.setdefault(group, set())
         if not tabs:
@@ -97,23 +98,37 @@ class InboxHub:
             await self.unsubscribe(group, tab)
 
     async def _receive(self) -> None:
+        """Read events and start loading each at once (loads run in parallel
+        threads); _route() hands them to the tabs in the order they came."""
         while True:
             try:
                 message = await self.layer.receive(self.channel_name)
                 if message.get("type") != realtime.CHANNEL_MESSAGE_TYPE:
                     continue
-                rendered = await workspace.event_cache.aget(message["id"])
-                if rendered is None:
-                    continue
-                group = realtime.inbox_group(rendered.event.number_id)
-                for tab in list(self.tabs.get(group, ())):
-                    tab.live_queue.put_nowait(message)
+                loading = asyncio.ensure_future(
+                    workspace.event_cache.aget(message["id"])
+                )
+                self.loaded.put_nowait((message, loading))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A Redis hiccup: tabs catch up from the database on reconnect.
                 logger.warning("Inbox hub: receive failed", exc_info=True)
                 await asyncio.sleep(1)
+
+    async def _route(self) -> None:
+        while True:
+            message, loading = await self.loaded.get()
+            try:
+                rendered = await loading
+            except Exception:
+                logger.warning("Inbox hub: event %s not loaded", message.get("id"))
+                continue
+            if rendered is None:
+                continue
+            group = realtime.inbox_group(rendered.event.number_id)
+            for tab in list(self.tabs.get(group, ())):
+                tab.live_queue.put_nowait(message)
 
     async def _rejoin(self) -> None:
         while True:

@@ -811,8 +811,12 @@ class EventCache:
             return rendered
         loading = self._loading.get(event_id)
         if loading is None:
+            # A thread of its own (not the consumers' shared one): events
+            # load side by side instead of queueing behind each other.
             loading = asyncio.ensure_future(
-                database_sync_to_async(self._get_prepared)(event_id)
+                database_sync_to_async(self._get_prepared, thread_sensitive=False)(
+                    event_id
+                )
             )
             self._loading[event_id] = loading
             loading.add_done_callback(lambda _: self._loading.pop(event_id, None))
