@@ -460,7 +460,11 @@ def canned_text(request: HttpRequest, pk: int, canned_pk: int) -> HttpResponse:
 REPORT_CHARTS = [
     ("volume_by_hour", "hour", "messages"),
     ("volume_by_day", "day", "inbound"),
+    ("response_times_by_agent", "agent", "first_response_p50"),
+    ("template_funnel", "template", "read"),
     ("cost_by_day", "day", "cost"),
+    ("cost_by_number", "number", "cost"),
+    ("cost_by_team", "team", "cost"),
     ("cost_by_template", "template", "cost"),
     ("cost_by_ad", "ad", "cost"),
 ]
