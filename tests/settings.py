@@ -20,3 +20,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": str(VAR_DIR / "test-helpdesk.sqlite3")  # noqa: F405
     }
+
+# In-thread test workers (celery.contrib.testing) must close each task's
+# database connection as before: kept open (CELERY_DB_REUSE_MAX), the worker
+# threads' connections outlive the test and PostgreSQL refuses to drop the
+# test database at the end of the session.
+CELERY_DB_REUSE_MAX = None
