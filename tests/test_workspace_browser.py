@@ -235,3 +235,34 @@ def test_a_tab_offline_for_100_events_catches_up_once_and_in_order(stack):
     expect(
         page.get_by_role("link", name=re.compile(customer.display_name))
     ).to_contain_text("missed 099")
+
+
+def test_older_messages_load_above_the_thread_in_order(stack):
+    number = stack["number"]
+    conversation = ConversationFactory(number=number, customer__name="Olga Older")
+    start = timezone.now() - timedelta(hours=5)
+    count = 70
+    for index in range(count):
+        MessageFactory(
+            conversation=conversation,
+            text=f"line {index:02d}",
+            timestamp=start + timedelta(minutes=index),
+        )
+    last = conversation.messages.order_by("-timestamp").first()
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message=last, last_message_at=last.timestamp
+    )
+    page = stack["browser"].new_context().new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
+    bubbles = page.locator("#thread article.bubble")
+    expect(bubbles).to_have_count(60)
+    expect(bubbles.first).to_contain_text("line 10")
+
+    page.get_by_role("link", name="Load older messages").click()
+    expect(bubbles).to_have_count(count)
+    expect(bubbles.first).to_contain_text("line 00")
+    expect(bubbles.nth(10)).to_contain_text("line 10")
+    expect(bubbles.last).to_contain_text(f"line {count - 1}")
+    # Nothing older: the link is gone.
+    expect(page.get_by_role("link", name="Load older messages")).to_have_count(0)
