@@ -318,6 +318,10 @@ WHATSAPP_DELIVERY_CONCURRENCY = env_int("WHATSAPP_DELIVERY_CONCURRENCY", 100)
 # Messages one delivery run claims at a time (also bounded by the number's
 # throughput), and how long a run keeps going before it hands over.
 WHATSAPP_DELIVERY_BATCH = env_int("WHATSAPP_DELIVERY_BATCH", 200)
+# Delivery runs one number may have at once, each in its own worker process
+# (on PostgreSQL only: claims there skip rows another run holds). One
+# process' Python tops out near one core, so a backlog at 1,000 mps needs two.
+WHATSAPP_DELIVERY_RUNS_PER_NUMBER = env_int("WHATSAPP_DELIVERY_RUNS_PER_NUMBER", 2)
 WHATSAPP_DELIVERY_RUN_SECONDS = env_float("WHATSAPP_DELIVERY_RUN_SECONDS", 60.0)
 # A `sending` row whose worker has not reported back after this many seconds
 # (past the request timeouts) belongs to a dead worker and becomes `unknown`.
