@@ -2262,6 +2262,8 @@ import unicodedata  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from decimal import Decimal  # noqa: E402
 
+from django.db.models import OuterRef, Subquery  # noqa: E402
+
 from . import billing, callbacks  # noqa: E402
 from .models import (  # noqa: E402
     CallbackDelivery,
@@ -2661,6 +2663,258 @@ def send_notification(
     return notification
 
 
+# Recipients written per round of set-based statements in a bulk send.
+BULK_CHUNK = 1000
+
+
+def _send_notification_chunk(
+    *,
+    order: NotificationOrder,
+    recipients: list[dict],
+    offset: int,
+    batch: NotificationBatch,
+) -> list[Notification]:
+    """send_notification() for many recipients in a few statements.
+
+    Same refusals and rows as one call per recipient: customers are looked up
+    and created in bulk, consent read once, and conversations, messages,
+    notifications and live events inserted with bulk_create; the number's
+    doorbell rings once after commit. A recipient the bulk path cannot settle
+    alone (the same customer twice, an unresolved conversation that another
+    team holds or that may open a free entry point, a conversation another
+    request created meanwhile) goes through send_notification().
+    """
+    template, number = order.template, order.number
+    if template.status != MessageTemplate.Status.APPROVED:
+        raise TemplateNotApproved(
+            f"Template {template.name} ({template.language}) is {template.status}, "
+            "not approved."
+        )
+    if template.waba_id != number.waba_id:
+        raise TemplateNotApproved("That template belongs to another account.")
+
+    def row(position: int, item: dict, **fields) -> Notification:
+        parameters = item.get("parameters")
+        reference = item.get("reference")
+        return Notification(
+            to=item["to"][:64],
+            number=number,
+            purpose=order.purpose,
+            template=template,
+            template_name=template.name,
+            template_language=template.language,
+            parameters=order.parameters if parameters is None else parameters,
+            reference=order.reference if reference is None else reference,
+            team=order.team,
+            idempotency_key=order.idempotency_key,
+            request_hash=order.request_hash,
+            position=position,
+            batch=batch,
+            created_by=order.created_by,
+            **fields,
+        )
+
+    def refused(code: str, detail: str) -> dict:
+        return {
+            "state": Notification.State.REFUSED,
+            "error": {"code": code, "detail": detail},
+        }
+
+    results: dict[int, Notification] = {}
+    wanted: dict[int, str] = {}  # position -> wa_id
+    for index, item in enumerate(recipients):
+        position = offset + index
+        if item.get("refusal") is not None:
+            results[position] = row(
+                position,
+                item,
+                **refused(item["refusal"]["code"], item["refusal"]["detail"]),
+            )
+            continue
+        digits = _recipient_digits(item["to"])
+        if digits is None:
+            results[position] = row(
+                position,
+                item,
+                **refused(
+                    InvalidRecipient.code,
+                    "Give the number in E.164 form, such as +4917012345678.",
+                ),
+            )
+            continue
+        wanted[position] = digits
+
+    # Customers: the known ones in one query, the others in one INSERT.
+    wa_ids = set(wanted.values())
+    customers = dict(
+        Customer.objects.filter(wa_id__in=wa_ids).values_list("wa_id", "pk")
+    )
+    missing = wa_ids - customers.keys()
+    if missing:
+        Customer.objects.bulk_create(
+            [Customer(wa_id=wa_id, phone=f"+{wa_id}") for wa_id in sorted(missing)],
+            ignore_conflicts=True,
+        )
+        customers.update(
+            Customer.objects.filter(wa_id__in=missing).values_list("wa_id", "pk")
+        )
+    consents = latest_consents(customers.values())
+
+    later: list[int] = []  # positions for send_notification()
+    ready: dict[int, int] = {}  # position -> customer id, consented
+    taken: set[int] = set()
+    for position, wa_id in wanted.items():
+        customer_id = customers.get(wa_id)
+        if customer_id is None:
+            later.append(position)
+            continue
+        if consents.get((customer_id, order.purpose)) != ConsentRecord.Status.OPT_IN:
+            item = recipients[position - offset]
+            results[position] = row(
+                position,
+                item,
+                customer_id=customer_id,
+                **refused(
+                    NoConsent.code,
+                    f"{item['to']} has not opted in to {order.purpose} messages "
+                    "(or has opted out).",
+                ),
+            )
+            continue
+        if customer_id in taken:
+            later.append(position)
+            continue
+        taken.add(customer_id)
+        ready[position] = customer_id
+
+    # Conversations: reuse the unresolved one unless it needs the slow path.
+    current = {
+        conversation.customer_id: conversation
+        for conversation in Conversation.objects.filter(
+            number=number, customer_id__in=set(ready.values())
+        ).unresolved()
+    }
+    conversations: dict[int, Conversation] = {}
+    for position, customer_id in list(ready.items()):
+        conversation = current.get(customer_id)
+        if conversation is None:
+            continue
+        moves_team = (
+            order.team is not None
+            and conversation.team_id != order.team.pk
+            and order.created_by is not None
+        )
+        if moves_team or windows.opens_free_entry_point(conversation):
+            later.append(position)
+            del ready[position]
+        else:
+            conversations[customer_id] = conversation
+    fresh = [
+        Conversation(customer_id=customer_id, number=number, team=order.team)
+        for customer_id in ready.values()
+        if customer_id not in conversations
+    ]
+    if fresh:
+        if not connection.features.can_return_rows_from_bulk_insert:
+            later.extend(p for p, c in ready.items() if c not in conversations)
+            ready = {p: c for p, c in ready.items() if c in conversations}
+            fresh = []
+        else:
+            try:
+                with transaction.atomic():
+                    Conversation.objects.bulk_create(fresh)
+            except IntegrityError:
+                # Another request opened one of them meanwhile.
+                later.extend(p for p, c in ready.items() if c not in conversations)
+                ready = {p: c for p, c in ready.items() if c in conversations}
+                fresh = []
+        for conversation in fresh:
+            conversations[conversation.customer_id] = conversation
+
+    # Messages: the template rendered once per distinct set of parameters.
+    now = timezone.now()
+    body_text = (_template_components(template).get("BODY") or {}).get("text", "")
+    rendered: dict[str, tuple[dict, str]] = {}
+    messages: dict[int, Message] = {}
+    for position, customer_id in ready.items():
+        item = recipients[position - offset]
+        parameters = item.get("parameters")
+        parameters = order.parameters if parameters is None else parameters
+        key = json.dumps(parameters, sort_keys=True, default=str)
+        if key not in rendered:
+            components = template_components(template, parameters or {})
+            payload = {
+                "name": template.name,
+                "language": {"code": template.language, "policy": "deterministic"},
+                "components": components,
+            }
+            rendered[key] = (payload, _render_template_text(body_text, components))
+        payload, text = rendered[key]
+        messages[position] = Message(
+            conversation=conversations[customer_id],
+            direction=Message.Direction.OUTBOUND,
+            type="template",
+            text=text,
+            payload=payload,
+            status=Message.Status.QUEUED,
+            timestamp=now,
+            template=template,
+        )
+    if messages:
+        Message.objects.bulk_create(messages.values())
+        # Each conversation's newest message, never moving backwards.
+        newest = (
+            Message.objects.filter(
+                conversation_id=OuterRef("pk"),
+                direction=Message.Direction.OUTBOUND,
+                timestamp=now,
+            )
+            .order_by("-id")
+            .values("id")[:1]
+        )
+        Conversation.objects.filter(
+            pk__in={m.conversation_id for m in messages.values()}
+        ).filter(Q(last_message_at__isnull=True) | Q(last_message_at__lte=now)).update(
+            last_message=Subquery(newest), last_message_at=now, updated_at=now
+        )
+        for position, message in messages.items():
+            results[position] = row(
+                position,
+                recipients[position - offset],
+                state=Notification.State.QUEUED,
+                customer_id=ready[position],
+                message=message,
+                conversation=message.conversation,
+            )
+        realtime.publish_many(
+            realtime.MESSAGE_CREATED, messages=list(messages.values())
+        )
+        with realtime.batched():  # one INSERT, one announcement hop
+            for conversation in fresh:
+                realtime.publish(
+                    realtime.CONVERSATION_CREATED, conversation=conversation
+                )
+        transaction.on_commit(functools.partial(delivery.ring, number.pk), robust=True)
+
+    Notification.objects.bulk_create(
+        [results[position] for position in sorted(results)]
+    )
+    consents_known: dict = dict(consents)
+    consents_known["_known"] = set(customers.values())
+    for position in sorted(later):
+        item = recipients[position - offset]
+        results[position] = send_notification(
+            order=order,
+            to=item["to"],
+            position=position,
+            batch=batch,
+            consents=consents_known,
+            parameters=item.get("parameters"),
+            reference=item.get("reference"),
+        )
+    return [results[position] for position in sorted(results)]
+
+
 def send_notifications(
     *,
     order: NotificationOrder,
@@ -2682,26 +2936,14 @@ def send_notifications(
         total=len(recipients),
         created_by=order.created_by,
     )
-    digits = [_recipient_digits(item["to"]) for item in recipients]
-    known = dict(
-        Customer.objects.filter(wa_id__in=[d for d in digits if d]).values_list(
-            "wa_id", "pk"
-        )
-    )
-    consents: dict = dict(latest_consents(known.values()))
-    consents["_known"] = set(known.values())
-    notifications = []
-    for position, item in enumerate(recipients):
-        notifications.append(
-            send_notification(
+    notifications: list[Notification] = []
+    for start in range(0, len(recipients), BULK_CHUNK):
+        notifications.extend(
+            _send_notification_chunk(
                 order=order,
-                to=item["to"],
-                position=position,
+                recipients=recipients[start : start + BULK_CHUNK],
+                offset=start,
                 batch=batch,
-                consents=consents,
-                parameters=item.get("parameters"),
-                reference=item.get("reference"),
-                refusal=item.get("refusal"),
             )
         )
     refused = sum(1 for n in notifications if n.state == Notification.State.REFUSED)
