@@ -7,6 +7,7 @@ Shapes and codes: docs in interfaces.md ("POST /api/v1/consents/",
 
 from __future__ import annotations
 
+import mimetypes
 import re
 
 from django.conf import settings
@@ -22,6 +23,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -33,6 +35,7 @@ from conversations.models import (
     Notification,
     WhatsAppNumber,
 )
+from conversations.whatsapp import client
 
 # \Z, not $: a trailing newline is not part of a phone number.
 E164 = r"^\+[1-9]\d{6,14}\Z"
@@ -681,7 +684,128 @@ class NotificationDetail(APIView):
         return Response(services.notification_payload(notification))
 
 
+# --- Media for notification headers ---------------------------------------------------
+
+# Meta's own limits per kind are checked too (client.check_media); this caps
+# what the request may hold at all.
+MAX_MEDIA_UPLOAD = 100 * 1024 * 1024
+# Template headers take a PDF document, an image or a video.
+HEADER_MEDIA_KINDS = {
+    "application/pdf": "document",
+    "image/jpeg": "image",
+    "image/png": "image",
+    "video/mp4": "video",
+    "video/3gpp": "video",
+}
+
+
+class MediaUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(
+        help_text="the file: a PDF for a document header (at most 100 MB), "
+        "a JPEG or PNG image (5 MB) or an MP4/3GPP video (16 MB)"
+    )
+    number = serializers.IntegerField(
+        required=False, help_text="the WhatsApp number's id (default: the first)"
+    )
+
+
+class UploadedMediaSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="Meta's media id, valid for 30 days")
+    type = serializers.ChoiceField(choices=["document", "image", "video"])
+    mime_type = serializers.CharField()
+    filename = serializers.CharField()
+    size = serializers.IntegerField()
+    number = serializers.IntegerField()
+
+
+class UploadFailed(APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_code = "upload_failed"
+    default_detail = "Meta did not take the upload; try again."
+
+
+class MediaUpload(APIView):
+    """Upload a notification's header file (a PDF, image or video) to Meta for
+    a number; the answer's id goes in parameters.header.document.id (with the
+    file name in parameters.header.document.filename)."""
+
+    permission_classes = [CanSendNotifications]
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={"multipart/form-data": MediaUploadSerializer},
+        responses={
+            201: UploadedMediaSerializer,
+            400: ErrorSerializer,
+            403: ErrorSerializer,
+            422: OpenApiResponse(
+                ErrorSerializer,
+                description="media_refused: a type or size Meta refuses",
+            ),
+            502: ErrorSerializer,
+        },
+    )
+    def post(self, request):
+        serializer = MediaUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        number = _active_number(serializer.validated_data.get("number"))
+        mime_type = (upload.content_type or "").split(";")[0].strip().lower()
+        if mime_type in {"", "application/octet-stream"}:
+            mime_type = mimetypes.guess_type(upload.name)[0] or ""
+        kind = HEADER_MEDIA_KINDS.get(mime_type)
+        if kind is None:
+            raise Refused(
+                services.MediaRefused(
+                    "A template header takes a PDF, a JPEG or PNG image or an "
+                    f"MP4 video, not {mime_type or 'an unknown type'}."
+                )
+            )
+        if upload.size > MAX_MEDIA_UPLOAD:
+            raise Refused(services.MediaRefused("That file is too large."))
+        data = upload.read()
+        if kind == "document" and not data.startswith(b"%PDF-"):
+            raise Refused(services.MediaRefused("That file is not a PDF."))
+        filename = re.sub(r"[\x00-\x1f/\\]", "", upload.name or "")[:240] or "file"
+        try:
+            media_id = services.upload_media(
+                number=number,
+                kind=kind,
+                data=data,
+                mime_type=mime_type,
+                filename=filename,
+            )
+        except services.OutboundError as error:
+            raise Refused(error) from None
+        except client.GraphAPIError as error:
+            raise UploadFailed(f"Meta did not take the upload: {error}") from None
+        return Response(
+            {
+                "id": media_id,
+                "type": kind,
+                "mime_type": mime_type,
+                "filename": filename,
+                "size": len(data),
+                "number": number.pk,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+def _active_number(number_id: int | None) -> WhatsAppNumber:
+    numbers = WhatsAppNumber.objects.filter(is_active=True)
+    number = (
+        numbers.filter(pk=number_id).first()
+        if number_id
+        else numbers.order_by("pk").first()
+    )
+    if number is None:
+        raise ValidationError({"number": "No such active WhatsApp number."}, "invalid")
+    return number
+
+
 # drf-spectacular reads these when it cannot infer a serializer.
 ConsentCreate.serializer_class = ConsentInputSerializer
 NotificationCreate.serializer_class = NotificationInputSerializer
 NotificationDetail.serializer_class = NotificationSerializer
+MediaUpload.serializer_class = MediaUploadSerializer

@@ -34,5 +34,6 @@ urlpatterns = [
         business.NotificationDetail.as_view(),
         name="api-notification",
     ),
+    path("media/", business.MediaUpload.as_view(), name="api-media"),
     # --- End of business ---
 ]
