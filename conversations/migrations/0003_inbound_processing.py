@@ -5,81 +5,118 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0002_live_events'),
+        ("conversations", "0002_live_events"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='referral',
+            model_name="message",
+            name="referral",
             field=models.JSONField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='webhookevent',
-            name='next_attempt_at',
+            model_name="webhookevent",
+            name="next_attempt_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='whatsappnumber',
-            name='messaging_limit',
+            model_name="whatsappnumber",
+            name="messaging_limit",
             field=models.CharField(blank=True, max_length=40),
         ),
         migrations.AddField(
-            model_name='whatsappnumber',
-            name='quality_event',
+            model_name="whatsappnumber",
+            name="quality_event",
             field=models.CharField(blank=True, max_length=40),
         ),
         migrations.AddField(
-            model_name='whatsappnumber',
-            name='quality_rating',
+            model_name="whatsappnumber",
+            name="quality_rating",
             field=models.CharField(blank=True, max_length=20),
         ),
         migrations.AddField(
-            model_name='whatsappnumber',
-            name='quality_updated_at',
+            model_name="whatsappnumber",
+            name="quality_updated_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AlterField(
-            model_name='reaction',
-            name='emoji',
+            model_name="reaction",
+            name="emoji",
             field=models.CharField(blank=True, max_length=32),
         ),
         migrations.CreateModel(
-            name='AccountNotice',
+            name="AccountNotice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(max_length=60)),
-                ('event', models.CharField(blank=True, max_length=60)),
-                ('waba_id', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('summary', models.TextField(blank=True)),
-                ('raw', models.JSONField(blank=True, default=dict)),
-                ('occurred_at', models.DateTimeField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('number', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='notices', to='conversations.whatsappnumber')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("kind", models.CharField(max_length=60)),
+                ("event", models.CharField(blank=True, max_length=60)),
+                ("waba_id", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("summary", models.TextField(blank=True)),
+                ("raw", models.JSONField(blank=True, default=dict)),
+                ("occurred_at", models.DateTimeField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "number",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="notices",
+                        to="conversations.whatsappnumber",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-occurred_at', '-id'],
+                "ordering": ["-occurred_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='ParkedStatus',
+            name="ParkedStatus",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('wamid', models.CharField(max_length=256)),
-                ('status', models.CharField(max_length=20)),
-                ('timestamp', models.DateTimeField()),
-                ('error', models.JSONField(blank=True, null=True)),
-                ('pricing', models.JSONField(blank=True, null=True)),
-                ('raw', models.JSONField(blank=True, default=dict)),
-                ('received', models.DateTimeField(auto_now_add=True)),
-                ('number', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='conversations.whatsappnumber')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("wamid", models.CharField(max_length=256)),
+                ("status", models.CharField(max_length=20)),
+                ("timestamp", models.DateTimeField()),
+                ("error", models.JSONField(blank=True, null=True)),
+                ("pricing", models.JSONField(blank=True, null=True)),
+                ("raw", models.JSONField(blank=True, default=dict)),
+                ("received", models.DateTimeField(auto_now_add=True)),
+                (
+                    "number",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="conversations.whatsappnumber",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'parked statuses',
-                'ordering': ['-received', '-id'],
-                'constraints': [models.UniqueConstraint(fields=('wamid', 'status'), name='unique_parked_status')],
+                "verbose_name_plural": "parked statuses",
+                "ordering": ["-received", "-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("wamid", "status"), name="unique_parked_status"
+                    )
+                ],
             },
         ),
     ]

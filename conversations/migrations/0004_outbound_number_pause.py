@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('conversations', '0003_inbound_processing'),
+        ("conversations", "0003_inbound_processing"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='whatsappnumber',
-            name='sending_paused',
+            model_name="whatsappnumber",
+            name="sending_paused",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='whatsappnumber',
-            name='sending_paused_reason',
+            model_name="whatsappnumber",
+            name="sending_paused_reason",
             field=models.TextField(blank=True),
         ),
         migrations.AddField(
-            model_name='whatsappnumber',
-            name='sending_paused_since',
+            model_name="whatsappnumber",
+            name="sending_paused_since",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

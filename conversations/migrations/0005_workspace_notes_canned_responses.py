@@ -6,60 +6,103 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('conversations', '0004_outbound_number_pause'),
+        ("accounts", "0001_initial"),
+        ("conversations", "0004_outbound_number_pause"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CannedResponse',
+            name="CannedResponse",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('shortcut', models.SlugField(help_text="Typed after '/' in the composer", unique=True)),
-                ('title', models.CharField(max_length=100)),
-                ('text', models.TextField(help_text='Variables: {customer_name}, {agent_name}, {number_name}')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "shortcut",
+                    models.SlugField(
+                        help_text="Typed after '/' in the composer", unique=True
+                    ),
+                ),
+                ("title", models.CharField(max_length=100)),
+                (
+                    "text",
+                    models.TextField(
+                        help_text="Variables: {customer_name}, {agent_name}, {number_name}"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['shortcut'],
+                "ordering": ["shortcut"],
             },
         ),
         migrations.CreateModel(
-            name='Note',
+            name="Note",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('body', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("body", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['last_inbound_at', 'id'], name='conv_window'),
+            model_name="conversation",
+            index=models.Index(fields=["last_inbound_at", "id"], name="conv_window"),
         ),
         migrations.AddField(
-            model_name='cannedresponse',
-            name='team',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='canned_responses', to='accounts.team'),
+            model_name="cannedresponse",
+            name="team",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="canned_responses",
+                to="accounts.team",
+            ),
         ),
         migrations.AddField(
-            model_name='note',
-            name='author',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="note",
+            name="author",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='note',
-            name='conversation',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notes', to='conversations.conversation'),
+            model_name="note",
+            name="conversation",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="notes",
+                to="conversations.conversation",
+            ),
         ),
         migrations.AddIndex(
-            model_name='note',
-            index=models.Index(fields=['conversation', 'created_at'], name='note_thread'),
+            model_name="note",
+            index=models.Index(
+                fields=["conversation", "created_at"], name="note_thread"
+            ),
         ),
     ]

@@ -7,139 +7,384 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
-        ('conversations', '0005_workspace_notes_canned_responses'),
+        ("accounts", "0001_initial"),
+        ("conversations", "0005_workspace_notes_canned_responses"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CallbackEndpoint',
+            name="CallbackEndpoint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('url', models.URLField(max_length=500)),
-                ('secret', models.CharField(max_length=255)),
-                ('active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("url", models.URLField(max_length=500)),
+                ("secret", models.CharField(max_length=255)),
+                ("active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='NotificationBatch',
+            name="NotificationBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('source', models.CharField(choices=[('api', 'API'), ('csv', 'CSV upload')], max_length=10)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('queued', models.PositiveIntegerField(default=0)),
-                ('refused', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('template', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='conversations.messagetemplate')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=200)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("api", "API"), ("csv", "CSV upload")], max_length=10
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("queued", models.PositiveIntegerField(default=0)),
+                ("refused", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "template",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="conversations.messagetemplate",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'notification batches',
-                'ordering': ['-created_at', '-id'],
+                "verbose_name_plural": "notification batches",
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Notification',
+            name="Notification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('to', models.CharField(max_length=64)),
-                ('purpose', models.CharField(choices=[('marketing', 'Marketing'), ('utility', 'Utility')], max_length=20)),
-                ('template_name', models.CharField(max_length=512)),
-                ('template_language', models.CharField(max_length=15)),
-                ('parameters', models.JSONField(blank=True, default=dict)),
-                ('reference', models.CharField(blank=True, db_index=True, max_length=200)),
-                ('state', models.CharField(choices=[('queued', 'Accepted (its message carries the status)'), ('refused', 'Refused before sending')], max_length=10)),
-                ('error', models.JSONField(blank=True, null=True)),
-                ('idempotency_key', models.CharField(blank=True, max_length=255)),
-                ('request_hash', models.CharField(blank=True, max_length=64)),
-                ('position', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('conversation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='notifications', to='conversations.conversation')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('customer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='notifications', to='conversations.customer')),
-                ('message', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='notification', to='conversations.message')),
-                ('number', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='conversations.whatsappnumber')),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='accounts.team')),
-                ('template', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='notifications', to='conversations.messagetemplate')),
-                ('batch', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='notifications', to='conversations.notificationbatch')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("to", models.CharField(max_length=64)),
+                (
+                    "purpose",
+                    models.CharField(
+                        choices=[("marketing", "Marketing"), ("utility", "Utility")],
+                        max_length=20,
+                    ),
+                ),
+                ("template_name", models.CharField(max_length=512)),
+                ("template_language", models.CharField(max_length=15)),
+                ("parameters", models.JSONField(blank=True, default=dict)),
+                (
+                    "reference",
+                    models.CharField(blank=True, db_index=True, max_length=200),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Accepted (its message carries the status)"),
+                            ("refused", "Refused before sending"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("error", models.JSONField(blank=True, null=True)),
+                ("idempotency_key", models.CharField(blank=True, max_length=255)),
+                ("request_hash", models.CharField(blank=True, max_length=64)),
+                ("position", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="notifications",
+                        to="conversations.conversation",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="notifications",
+                        to="conversations.customer",
+                    ),
+                ),
+                (
+                    "message",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="notification",
+                        to="conversations.message",
+                    ),
+                ),
+                (
+                    "number",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="conversations.whatsappnumber",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="accounts.team",
+                    ),
+                ),
+                (
+                    "template",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="notifications",
+                        to="conversations.messagetemplate",
+                    ),
+                ),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="notifications",
+                        to="conversations.notificationbatch",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'permissions': [('send_notification', 'Can send notifications through the API'), ('view_reports', 'Can see the reports page')],
+                "ordering": ["-created_at", "-id"],
+                "permissions": [
+                    ("send_notification", "Can send notifications through the API"),
+                    ("view_reports", "Can see the reports page"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='RateCard',
+            name="RateCard",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('market', models.CharField(help_text="Country calling code without '+', e.g. 49, or * for the rest", max_length=4, validators=[django.core.validators.RegexValidator('^(\\*|[1-9]\\d{0,3})$', 'A calling code or *.')])),
-                ('category', models.CharField(max_length=40)),
-                ('currency', models.CharField(default='EUR', max_length=3)),
-                ('price', models.DecimalField(decimal_places=4, max_digits=10)),
-                ('valid_from', models.DateField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                (
+                    "market",
+                    models.CharField(
+                        help_text="Country calling code without '+', e.g. 49, or * for the rest",
+                        max_length=4,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^(\\*|[1-9]\\d{0,3})$", "A calling code or *."
+                            )
+                        ],
+                    ),
+                ),
+                ("category", models.CharField(max_length=40)),
+                ("currency", models.CharField(default="EUR", max_length=3)),
+                ("price", models.DecimalField(decimal_places=4, max_digits=10)),
+                ("valid_from", models.DateField()),
             ],
             options={
-                'ordering': ['market', 'category', '-valid_from'],
-                'constraints': [models.UniqueConstraint(fields=('market', 'category', 'valid_from'), name='unique_rate')],
+                "ordering": ["market", "category", "-valid_from"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("market", "category", "valid_from"), name="unique_rate"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='MessageCharge',
+            name="MessageCharge",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('category', models.CharField(max_length=40)),
-                ('pricing_type', models.CharField(blank=True, max_length=40)),
-                ('billable', models.BooleanField(default=False)),
-                ('market', models.CharField(blank=True, max_length=4)),
-                ('price', models.DecimalField(decimal_places=4, max_digits=10, null=True)),
-                ('currency', models.CharField(blank=True, max_length=3)),
-                ('billed_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('priced_at', models.DateTimeField(auto_now=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='charges', to='conversations.conversation')),
-                ('message', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='charge', to='conversations.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("category", models.CharField(max_length=40)),
+                ("pricing_type", models.CharField(blank=True, max_length=40)),
+                ("billable", models.BooleanField(default=False)),
+                ("market", models.CharField(blank=True, max_length=4)),
+                (
+                    "price",
+                    models.DecimalField(decimal_places=4, max_digits=10, null=True),
+                ),
+                ("currency", models.CharField(blank=True, max_length=3)),
+                (
+                    "billed_at",
+                    models.DateTimeField(blank=True, db_index=True, null=True),
+                ),
+                ("priced_at", models.DateTimeField(auto_now=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="charges",
+                        to="conversations.conversation",
+                    ),
+                ),
+                (
+                    "message",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="charge",
+                        to="conversations.message",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['conversation', 'billable'], name='charge_conv')],
+                "indexes": [
+                    models.Index(
+                        fields=["conversation", "billable"], name="charge_conv"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='CallbackDelivery',
+            name="CallbackDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event', models.CharField(max_length=20)),
-                ('payload', models.JSONField(default=dict)),
-                ('state', models.CharField(choices=[('pending', 'Waiting to be sent'), ('delivered', 'Delivered'), ('failed', 'Gave up')], default='pending', max_length=10)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('endpoint', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='conversations.callbackendpoint')),
-                ('notification', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='callbacks', to='conversations.notification')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("event", models.CharField(max_length=20)),
+                ("payload", models.JSONField(default=dict)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Waiting to be sent"),
+                            ("delivered", "Delivered"),
+                            ("failed", "Gave up"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "last_status_code",
+                    models.PositiveSmallIntegerField(blank=True, null=True),
+                ),
+                ("last_error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "endpoint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="conversations.callbackendpoint",
+                    ),
+                ),
+                (
+                    "notification",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="callbacks",
+                        to="conversations.notification",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'callback deliveries',
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(condition=models.Q(('state', 'pending')), fields=['next_attempt_at'], name='callback_due')],
-                'constraints': [models.UniqueConstraint(fields=('endpoint', 'notification', 'event'), name='one_callback_per_event')],
+                "verbose_name_plural": "callback deliveries",
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        condition=models.Q(("state", "pending")),
+                        fields=["next_attempt_at"],
+                        name="callback_due",
+                    )
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("endpoint", "notification", "event"),
+                        name="one_callback_per_event",
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='notification',
-            index=models.Index(fields=['batch', 'position'], name='notification_batch'),
+            model_name="notification",
+            index=models.Index(fields=["batch", "position"], name="notification_batch"),
         ),
         migrations.AddConstraint(
-            model_name='notification',
-            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key', ''), _negated=True), fields=('created_by', 'idempotency_key', 'position'), name='unique_notification_idempotency_key'),
+            model_name="notification",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key", ""), _negated=True),
+                fields=("created_by", "idempotency_key", "position"),
+                name="unique_notification_idempotency_key",
+            ),
         ),
     ]
