@@ -5,31 +5,47 @@ call these; they receive valid domain values and raise domain errors.
 """
 
 import base64
+import csv
 import functools
 import hashlib
+import hmac
+import io
+import json
 import logging
 import mimetypes
 import re
+import unicodedata
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
-from . import delivery, realtime, tasks, windows
+from accounts.models import Team, User
+
+from . import billing, callbacks, delivery, realtime, tasks, windows
 from .models import (
     AccountNotice,
+    CallbackDelivery,
+    CallbackEndpoint,
     ConsentRecord,
     Conversation,
     Customer,
+    Label,
     Message,
+    MessageCharge,
     MessageTemplate,
     MetaApp,
+    Note,
+    Notification,
+    NotificationBatch,
     ParkedStatus,
     Reaction,
     WebhookEvent,
@@ -1244,12 +1260,6 @@ def fail_media(*, message_id: int, reason: str) -> Message | None:
 
 
 # --- Agent workspace: assignment, status, labels, notes, availability ------------
-# Kept in one section so the engineers editing this file at once do not
-# collide; its imports sit here for the same reason.
-
-from accounts.models import Team, User  # noqa: E402
-
-from .models import Label, Note  # noqa: E402
 
 
 class WorkspaceError(Exception):
@@ -2252,26 +2262,6 @@ def sync_templates(*, number: WhatsAppNumber | None = None) -> int:
 # The business's side of WhatsApp: who agreed to hear from it (a ledger that
 # is only ever appended to), template notifications its own systems send,
 # signed status callbacks back to those systems, and what each message costs.
-# Imports sit here so the engineers editing this file at once do not collide.
-
-import csv  # noqa: E402
-import hmac  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import unicodedata  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from decimal import Decimal  # noqa: E402
-
-from django.db.models import OuterRef, Subquery  # noqa: E402
-
-from . import billing, callbacks  # noqa: E402
-from .models import (  # noqa: E402
-    CallbackDelivery,
-    CallbackEndpoint,
-    MessageCharge,
-    Notification,
-    NotificationBatch,
-)
 
 
 class NoConsent(OutboundError):
