@@ -250,6 +250,13 @@ def run(args, sandbox, number_config, http_port: int) -> int:
         if response.status_code != 202:
             raise SystemExit(f"{response.status_code}: {response.text[:500]}")
         answer = response.json()
+        print(
+            f"accepted {answer['queued']} in {accepted_at - started:.2f} s "
+            f"({answer['queued'] / (accepted_at - started):.1f}/s), "
+            f"load {os.getloadavg()}",
+            file=sys.stderr,
+            flush=True,
+        )
         outbound = Message.objects.filter(direction="outbound")
         deadline_left = lambda: args.timeout - (time.time() - started)  # noqa: E731
         poll(
