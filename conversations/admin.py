@@ -1,24 +1,35 @@
 import json
 
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.db.models.functions import Length
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
 from django.utils.html import format_html
+
+from accounts.models import Team
 
 from . import services
 from .forms import MetaAppAdminForm, WhatsAppNumberAdminForm
 from .models import (
     AccountNotice,
+    CallbackDelivery,
+    CallbackEndpoint,
     CannedResponse,
     ConsentRecord,
     Conversation,
     Customer,
     Label,
     Message,
+    MessageCharge,
     MessageTemplate,
     MetaApp,
     Note,
+    Notification,
+    NotificationBatch,
     ParkedStatus,
+    RateCard,
     Reaction,
     WebhookEvent,
     WhatsAppNumber,
@@ -484,22 +495,6 @@ class AccountNoticeAdmin(admin.ModelAdmin):
 
 
 # --- Business: notifications, batches, callbacks, rate cards -----------------------
-
-from django import forms  # noqa: E402
-from django.db.models import Q  # noqa: E402
-from django.shortcuts import redirect, render  # noqa: E402
-from django.urls import path, reverse  # noqa: E402
-
-from accounts.models import Team  # noqa: E402
-
-from .models import (  # noqa: E402
-    CallbackDelivery,
-    CallbackEndpoint,
-    MessageCharge,
-    Notification,
-    NotificationBatch,
-    RateCard,
-)
 
 DONE_STATUSES = ["sent", "delivered", "read", "played", "failed", "unknown"]
 

@@ -28,6 +28,8 @@ MESSAGE_UPDATED = "message.updated"
 CONVERSATION_CREATED = "conversation.created"
 CONVERSATION_UPDATED = "conversation.updated"
 NOTE_CREATED = "note.created"
+# An agent's availability, stored in every inbox the agent works in.
+AGENT_UPDATED = "agent.updated"
 EVENT_TYPES = frozenset(
     {
         MESSAGE_CREATED,
@@ -35,11 +37,16 @@ EVENT_TYPES = frozenset(
         CONVERSATION_CREATED,
         CONVERSATION_UPDATED,
         NOTE_CREATED,
+        AGENT_UPDATED,
     }
 )
 
 # The channel-layer message type every consumer handles (live_event).
 CHANNEL_MESSAGE_TYPE = "live.event"
+# Channel-layer message types of the ephemeral messages (consumer handlers
+# access_changed and presence_update): never stored.
+ACCESS_MESSAGE_TYPE = "access.changed"
+PRESENCE_MESSAGE_TYPE = "presence.update"
 
 
 def inbox_group(number_id: int) -> str:
@@ -318,15 +325,6 @@ def announce_many(events: list[LiveEvent]) -> None:
 # the LiveEvent table, and a lost one costs nothing that a reload or the next
 # beat would not restore.
 
-AGENT_UPDATED = "agent.updated"
-# Rebound rather than edited above so this section stays self-contained.
-EVENT_TYPES = EVENT_TYPES | {AGENT_UPDATED}
-
-# Channel-layer message types of the ephemeral messages (consumer handlers
-# access_changed and presence_update).
-ACCESS_MESSAGE_TYPE = "access.changed"
-PRESENCE_MESSAGE_TYPE = "presence.update"
-
 
 def user_group(user_id: int) -> str:
     """The channel group of one agent's tabs (control messages)."""
@@ -374,6 +372,3 @@ def send_presence(conversation_id: int, message: dict) -> None:
         conversation_group(conversation_id),
         {"type": PRESENCE_MESSAGE_TYPE, **message},
     )
-
-
-# --- End of agent workspace ---------------------------------------------------

@@ -1512,9 +1512,6 @@ def number_teams_changed(*, team_ids) -> None:
     realtime.announce_access_changed(set(user_ids))
 
 
-# --- End of agent workspace -------------------------------------------------------
-
-
 # === Outbound: replies, templates, reactions and their delivery ==================
 # Every send is a `queued` Message row written here, in the caller's
 # transaction; after commit conversations.delivery rings the number's
@@ -2253,9 +2250,6 @@ def sync_templates(*, number: WhatsAppNumber | None = None) -> int:
             pk__in=kept
         ).update(status=MessageTemplate.Status.DELETED, synced_at=now)
     return synced
-
-
-# === End of outbound ============================================================
 
 
 # === Business: consent, notifications, status callbacks and charges ==============
@@ -3254,6 +3248,3 @@ def compare_signature(secret: str, timestamp: str, body: bytes, signature: str) 
     """Check a callback signature the way a business's receiver should."""
     expected = callbacks.sign(secret, timestamp, body)
     return hmac.compare_digest(expected, signature)
-
-
-# === End of business ===============================================================

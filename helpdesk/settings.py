@@ -340,7 +340,6 @@ WHATSAPP_PAIR_BURST = env_int("WHATSAPP_PAIR_BURST", 45)
 WHATSAPP_PAIR_INTERVAL = env_float("WHATSAPP_PAIR_INTERVAL", 6.0)
 # A typing indicator at most this often per conversation (it lasts 25 s).
 WHATSAPP_TYPING_INTERVAL = env_float("WHATSAPP_TYPING_INTERVAL", 20.0)
-# End of outbound delivery settings.
 
 # --- Business: consent, notifications, delivery callbacks --------------------
 # A customer message that is exactly one of these (ignoring case, accents,
@@ -402,7 +401,6 @@ CELERY_BEAT_SCHEDULE["sweep-business-callbacks"] = {
     "task": "conversations.tasks.sweep_callbacks",
     "schedule": env_float("CALLBACK_SWEEP_SECONDS", 10.0),
 }
-# End of business settings.
 
 # A resolved conversation reopens when the customer writes again within this
 # many hours; later messages open a new conversation.

@@ -35,5 +35,4 @@ urlpatterns = [
         name="api-notification",
     ),
     path("media/", business.MediaUpload.as_view(), name="api-media"),
-    # --- End of business ---
 ]
