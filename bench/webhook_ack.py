@@ -48,6 +48,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis
 
+from helpdesk.launcher import free_port, wait_for_port
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 PHONE_NUMBER_ID = "100000000000077"
@@ -79,26 +81,6 @@ done = function(summary, latency, requests)
     latency.max))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{process.args} exited with {process.returncode}")
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), 0.2),
-        ):
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def run(*args, env=None, **kwargs):
@@ -318,7 +300,7 @@ def start_server(
     # Ready when every process answers; a plain connect may reach only one.
     deadline = time.monotonic() + 60
     url = f"http://127.0.0.1:{port}{PATH}"
-    wait_for_port(port, group.processes[-1])
+    wait_for_port(port, 60, group.processes[-1])
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             answered = subprocess.run(
