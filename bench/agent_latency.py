@@ -33,6 +33,8 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench import cpu  # noqa: E402
+
 DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/helpdesk_bench"
 )
@@ -46,6 +48,7 @@ PHONE_NUMBER_ID = "109900000000001"
 WABA_ID = "209900000000001"
 APP_SECRET = "bench-app-secret"  # noqa: S105
 PASSWORD = "bench-password"  # noqa: S105
+IDLE_SECONDS = 5
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -70,13 +73,9 @@ def machine() -> str:
 
 
 def recreate_database() -> None:
-    import psycopg
+    from bench.database import recreate_database as recreate
 
-    name = DATABASE_URL.rsplit("/", 1)[1]
-    admin = DATABASE_URL.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    recreate(DATABASE_URL)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, check=True
     )
@@ -262,10 +261,12 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                 page.wait_for_selector("#live-status[data-state=live]")
                 page.evaluate(OBSERVER)
                 pages.append(page)
+            # The first page's renderer main thread, as Chrome counts it.
+            devtools = pages[0].context.new_cdp_session(pages[0])
+            devtools.send("Performance.enable")
             session = requests.Session()
             interval = 1.0 / rate
             total = int(rate * seconds)
-            started = time.perf_counter()
 
             def post(seq):
                 wa_id = f"49150{seq % customers:07d}"
@@ -298,7 +299,14 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                         time.sleep(delay)
                     post(seq)
 
+            # What the idle pages cost (countdowns, the socket's keep-alive).
+            idle_before = cpu.snapshot()
+            pages[0].wait_for_timeout(IDLE_SECONDS * 1000)
+            cpu_idle = cpu.share(idle_before, cpu.snapshot(), IDLE_SECONDS)
+            load_before, load_started = cpu.snapshot(), time.perf_counter()
+            renderer_before = renderer_metrics(devtools)
             thread = threading.Thread(target=sender)
+            started = time.perf_counter()
             thread.start()
             while thread.is_alive():
                 pages[0].wait_for_timeout(200)
@@ -313,6 +321,13 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                     page.wait_for_timeout(200)
                 seen.append(got)
                 frames.append(page.evaluate("window.__frames"))
+            cpu_load = cpu.share(
+                load_before, cpu.snapshot(), time.perf_counter() - load_started
+            )
+            renderer = {
+                name: round(value - renderer_before.get(name, 0), 3)
+                for name, value in renderer_metrics(devtools).items()
+            }
             browser.close()
     finally:
         for process in processes:
@@ -335,6 +350,9 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
     stages = stage_breakdown(acks, seen, frames)
     return {
         "stages": stages,
+        "cpu_idle": cpu_idle,
+        "cpu_load": cpu_load,
+        "renderer": renderer,
         "agents": agents,
         "rate": rate,
         "messages": len(acks),
@@ -347,6 +365,23 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
         "p99": percentile(latencies, 0.99),
         "max": max(latencies),
     }
+
+
+RENDERER_METRICS = (
+    "TaskDuration",
+    "ScriptDuration",
+    "RecalcStyleDuration",
+    "LayoutDuration",
+    "RecalcStyleCount",
+    "LayoutCount",
+    "Nodes",
+)
+
+
+def renderer_metrics(devtools) -> dict[str, float]:
+    """Chrome's own counters of a page's main thread (durations in seconds)."""
+    metrics = devtools.send("Performance.getMetrics")["metrics"]
+    return {m["name"]: m["value"] for m in metrics if m["name"] in RENDERER_METRICS}
 
 
 def stage_breakdown(
@@ -512,6 +547,14 @@ def main() -> int:
         )
         for name, (p50, p99) in live["stages"].items():
             print(f"  {name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+        print(
+            "  first page's renderer during the load: "
+            + ", ".join(f"{k} {v}" for k, v in live["renderer"].items()),
+            flush=True,
+        )
+        for name in ("cpu_idle", "cpu_load"):
+            shares = ", ".join(f"{g} {v:.0f}%" for g, v in live[name].items())
+            print(f"  {name} (% of one core): {shares}", flush=True)
     if args.part in ("pages", "both"):
         pages = pages_part(args.conversations, args.messages, args.runs)
         print(

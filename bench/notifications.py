@@ -93,11 +93,13 @@ def main() -> int:
         os.environ["WHATSAPP_GRAPH_API_URL"] = sandbox.base_url
         import django
 
+        from bench.database import recreate_database
+
+        recreate_database(os.environ["DATABASE_URL"])
         django.setup()
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        call_command("flush", interactive=False, verbosity=0)
         return run(args, sandbox, number_config, http_port)
 
 

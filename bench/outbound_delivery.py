@@ -13,7 +13,10 @@ with the number paused (the queueing time is reported on its own), resumes
 the number, and waits until every message is `sent` or `failed`. Reports
 messages/s from the commit to the last `sent`, p50/p99 from queued to sent,
 the highest number of sends the sandbox counted in any one wall-clock
-second, and duplicates (any message id the sandbox accepted more than once).
+second, duplicates (any message id the sandbox accepted more than once), and
+the CPU each delivered message cost the worker processes and this process
+(the sandbox and the polling): on a shared 2-core machine msgs/s moves with
+the neighbours' load, CPU per message much less.
 
 Status webhooks are not part of this load: the sandbox is told to post none
 (status_delays all None), so the figures are delivery alone. In production
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import subprocess
 import sys
 import time
@@ -49,6 +53,9 @@ def main() -> int:
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         raise SystemExit("Set DATABASE_URL to a PostgreSQL database for the benchmark")
 
+    # Production settings: DEBUG on would keep every query in memory.
+    os.environ.setdefault("DEBUG", "false")
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(40))
     # The number's pair limit would hold customers after 45 messages each.
     os.environ["WHATSAPP_PAIR_BURST"] = str(args.messages)
     os.environ["WHATSAPP_DELIVERY_CONCURRENCY"] = str(args.concurrency)
@@ -73,12 +80,32 @@ def main() -> int:
         os.environ["WHATSAPP_GRAPH_API_URL"] = sandbox.base_url
         import django
 
+        from bench.database import recreate_database
+
+        recreate_database(os.environ["DATABASE_URL"])
         django.setup()
         from django.core.management import call_command
 
-        call_command("flush", interactive=False, verbosity=0)
         call_command("migrate", verbosity=0)
         return run(args, sandbox, number_config)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its descendants (alive now), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                pending += [int(child) for child in children.read().split()]
+        except OSError:
+            continue  # exited in the meantime
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def run(args, sandbox, number_config) -> int:
@@ -160,6 +187,8 @@ def run(args, sandbox, number_config) -> int:
                 )
         started = queued_done = time.time()
         committed_at = timezone.now()
+        workers_cpu_before = sum(cpu_seconds(worker.pid) for worker in workers)
+        own_cpu_before = time.process_time()
         services.resume_sending(number=number)
         deadline = started + args.timeout
         pending = Message.objects.filter(direction="outbound").exclude(
@@ -168,6 +197,8 @@ def run(args, sandbox, number_config) -> int:
         while pending.exists() and time.time() < deadline:
             time.sleep(0.2)
         finished = time.time()
+        workers_cpu = sum(cpu_seconds(w.pid) for w in workers) - workers_cpu_before
+        own_cpu = time.process_time() - own_cpu_before
     finally:
         for worker in workers:
             worker.terminate()
@@ -221,6 +252,10 @@ def run(args, sandbox, number_config) -> int:
         "sandbox_max_per_second": stats.get("max_per_second"),
         "sandbox_rejected_130429": stats.get("rejected_by_throughput"),
         "wall_s": round(finished - started, 2),
+        "cpu_ms_per_message": {
+            "workers": round(1000 * workers_cpu / args.messages, 3),
+            "sandbox_and_bench": round(1000 * own_cpu / args.messages, 3),
+        },
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),

@@ -38,8 +38,13 @@ def main() -> int:
         help="announce as before the announcer: async_to_sync(group_send) per call",
     )
     args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        raise SystemExit("Set DATABASE_URL to a PostgreSQL database for the benchmark")
     import django
 
+    from bench.database import recreate_database
+
+    recreate_database(os.environ["DATABASE_URL"])
     django.setup()
     from django.core.management import call_command
     from django.utils import timezone
@@ -50,7 +55,6 @@ def main() -> int:
     if args.old_announce:
         use_old_announce()
     call_command("migrate", verbosity=0)
-    call_command("flush", interactive=False, verbosity=0)
     number, _ = services.add_whatsapp_number(
         phone_number_id="100000000000778",
         display_phone_number="+15550100778",

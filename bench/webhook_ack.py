@@ -43,11 +43,11 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
 
+from bench.database import recreate_database
 from helpdesk.launcher import free_port, wait_for_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -124,15 +124,6 @@ def machine() -> dict:
 
 
 # --- Setup -------------------------------------------------------------------
-
-
-def fresh_database(url: str) -> None:
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def prepare(env: dict) -> None:
@@ -419,7 +410,7 @@ def drain(db_url: str, loaded_at: float, timeout: float = 600) -> dict:
 def bench_server(server: str, args, base_env: dict, workdir: Path, script: Path):
     """The helpdesk and the reference under one server kind."""
     db_url = base_env["DATABASE_URL"]
-    fresh_database(db_url)
+    recreate_database(db_url)
     redis.Redis.from_url(base_env["REDIS_URL"]).flushdb()
     prepare(base_env)
     results = {}
