@@ -16,13 +16,18 @@ One ``requests.Session`` per process is shared by all threads: urllib3's
 connection pool is thread-safe, and its size follows the delivery
 concurrency so that each in-flight request keeps its connection alive.
 Headers are passed per request, never stored on the session, so threads
-sending for different numbers never see each other's tokens.
+sending for different numbers never see each other's tokens. The session
+reads the environment (proxies, CA bundle) once, when it is created, and a
+send copies a request prepared once per number and token: requests' own
+per-call work was a third of a delivery worker's CPU.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -221,6 +226,20 @@ def session() -> requests.Session:
         with _session_lock:
             if _session is None:
                 http = requests.Session()
+                # The environment is read here once instead of on every
+                # request (~6 % of a delivery worker's CPU went to proxy
+                # lookups). An operator's HTTPS_PROXY / NO_PROXY (for the
+                # Graph API's host) and CA bundle still apply; ~/.netrc does
+                # not, as every call carries its own bearer token.
+                http.trust_env = False
+                http.proxies = requests.utils.get_environ_proxies(
+                    settings.WHATSAPP_GRAPH_API_URL
+                )
+                http.verify = (
+                    os.environ.get("REQUESTS_CA_BUNDLE")
+                    or os.environ.get("CURL_CA_BUNDLE")
+                    or True
+                )
                 adapter = HTTPAdapter(
                     pool_connections=4, pool_maxsize=pool_size(), max_retries=0
                 )
@@ -264,14 +283,21 @@ def _request(
     **kwargs,
 ) -> requests.Response:
     """Make one request; map transport failures to the typed errors."""
+    prepared = session().prepare_request(
+        requests.Request(method, url, headers=_headers(number), **kwargs)
+    )
+    return _send_prepared(prepared, read_timeout=read_timeout, stream=stream)
+
+
+def _send_prepared(
+    prepared: requests.PreparedRequest,
+    *,
+    read_timeout: float | None = None,
+    stream: bool = False,
+) -> requests.Response:
     try:
-        response = session().request(
-            method,
-            url,
-            headers=_headers(number),
-            timeout=_timeout(read_timeout),
-            stream=stream,
-            **kwargs,
+        response = session().send(
+            prepared, timeout=_timeout(read_timeout), stream=stream
         )
     except requests.exceptions.ConnectTimeout as error:
         raise ConnectionFailed(f"Connecting to Meta timed out: {error}") from error
@@ -395,9 +421,25 @@ def build_message(
     return body
 
 
+@functools.lru_cache(maxsize=64)
+def _message_post(url: str, access_token: str) -> requests.PreparedRequest:
+    """A send's POST without its body, for send_message to copy: the URL is
+    parsed and the headers are built once per number and token."""
+    return requests.Request(
+        "POST",
+        url,
+        headers={
+            "Authorization": f"Bearer {access_token}",
+            "Content-Type": "application/json",
+        },
+    ).prepare()
+
+
 def send_message(number: Number, body: dict) -> SendResult:
     """POST a prepared message body; the answer's wamid, or a typed error."""
-    response = _request("POST", messages_url(number), number, json=body)
+    prepared = _message_post(messages_url(number), number.access_token).copy()
+    prepared.prepare_body(data=None, files=None, json=body)
+    response = _send_prepared(prepared)
     try:
         data = response.json()
     except ValueError as error:
