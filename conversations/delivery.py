@@ -78,6 +78,7 @@ STOP = "stop"
 @dataclass(frozen=True)
 class Job:
     message_id: int
+    conversation_id: int
     recipient: str
     body: dict
     attempts: int
@@ -307,24 +308,6 @@ def _classify(job: Job, error: client.GraphAPIError) -> Outcome:
 # --- The run: claims and bookkeeping, in the task's thread --------------------------
 
 
-def recipient_of(message: Message) -> str:
-    customer = message.conversation.customer
-    return customer.wa_id or customer.user_id
-
-
-def request_body(message: Message) -> dict:
-    """The JSON a message is sent as (Message.payload is the type's object)."""
-    customer = message.conversation.customer
-    to = f"+{customer.wa_id}" if customer.wa_id else customer.user_id
-    return client.build_message(
-        to=to,
-        type=message.type,
-        content=message.payload,
-        context_message_id=message.context_wamid,
-        callback_data=str(message.pk),
-    )
-
-
 def _due(number_id: int, now):
     return Message.objects.filter(
         direction=Message.Direction.OUTBOUND,
@@ -333,47 +316,81 @@ def _due(number_id: int, now):
     ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
 
 
+def _job(row) -> Job:
+    """The send of a claimed row (Message.payload is the type's object)."""
+    return Job(
+        message_id=row.id,
+        conversation_id=row.conversation_id,
+        recipient=row.wa_id or row.user_id,
+        body=client.build_message(
+            to=f"+{row.wa_id}" if row.wa_id else row.user_id,
+            type=row.type,
+            content=row.payload,
+            context_message_id=row.context_wamid,
+            callback_data=str(row.id),
+        ),
+        # The claim counts this attempt.
+        attempts=row.attempts + 1,
+    )
+
+
 def claim(number: WhatsAppNumber, limit: int) -> list[Job]:
     """Move up to `limit` due messages to `sending`; commit before any request.
 
     Safe with several runs of one number at once: the rows are locked with
     SKIP LOCKED and moved only while still `queued`, so no two runs ever
-    claim the same message.
+    claim the same message. The rows are read as tuples with what a send
+    needs, in the locking query: model instances cost more than the sends.
     """
     now = timezone.now()
     with transaction.atomic():
-        ids = list(
+        rows = list(
             _due(number.pk, now)
             .order_by("id")
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", flat=True)[:limit]
+            .annotate(
+                wa_id=F("conversation__customer__wa_id"),
+                user_id=F("conversation__customer__user_id"),
+            )
+            .values_list(
+                "id",
+                "conversation_id",
+                "type",
+                "payload",
+                "context_wamid",
+                "attempts",
+                "wa_id",
+                "user_id",
+                named=True,
+            )[:limit]
         )
-        if not ids:
+        if not rows:
             return []
+        ids = [row.id for row in rows]
         lease = now + timedelta(seconds=settings.WHATSAPP_DELIVERY_LEASE_SECONDS)
-        Message.objects.filter(pk__in=ids, status=Message.Status.QUEUED).update(
+        moved = Message.objects.filter(pk__in=ids, status=Message.Status.QUEUED).update(
             status=Message.Status.SENDING,
             attempts=F("attempts") + 1,
             next_attempt_at=lease,
             updated_at=now,
         )
-        messages = list(
-            Message.objects.filter(
-                pk__in=ids, status=Message.Status.SENDING, next_attempt_at=lease
+        if moved < len(ids):
+            # Without row locks (SQLite) another run may have moved some
+            # first: this claim's lease marks the ones it moved.
+            mine = set(
+                Message.objects.filter(
+                    pk__in=ids, status=Message.Status.SENDING, next_attempt_at=lease
+                ).values_list("pk", flat=True)
             )
-            .select_related("conversation__customer")
-            .order_by("id")
+            rows = [row for row in rows if row.id in mine]
+        realtime.publish_statuses(
+            realtime.MESSAGE_UPDATED,
+            number_id=number.pk,
+            changes=[
+                (row.conversation_id, row.id, Message.Status.SENDING) for row in rows
+            ],
         )
-        realtime.publish_many(realtime.MESSAGE_UPDATED, messages=messages)
-    return [
-        Job(
-            message_id=message.pk,
-            recipient=recipient_of(message),
-            body=request_body(message),
-            attempts=message.attempts,
-        )
-        for message in messages
-    ]
+    return [_job(row) for row in rows]
 
 
 def _mark_sent(sent: dict[int, Outcome], now) -> list[int]:
@@ -423,14 +440,17 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     """Write what the threads learnt; publish every status change."""
     now = timezone.now()
     by_kind: dict[str, list[Outcome]] = defaultdict(list)
+    conversation_of: dict[int, int] = {}
     for outcome in outcomes:
         by_kind[outcome.kind].append(outcome)
-    changed: list[int] = []
+        conversation_of[outcome.job.message_id] = outcome.job.conversation_id
+    # (message id, status) of every row this write moved, to announce.
+    changed: list[tuple[int, str]] = []
     wamids: list[str] = []
     with transaction.atomic():
         sent = {o.job.message_id: o for o in by_kind[SENT]}
         if sent:
-            changed += _mark_sent(sent, now)
+            changed += [(pk, Message.Status.SENT) for pk in _mark_sent(sent, now)]
             wamids = [o.result.wamid for o in sent.values()]
         for outcome in by_kind[UNKNOWN]:
             if Message.objects.filter(
@@ -441,7 +461,7 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
                 next_attempt_at=None,
                 updated_at=now,
             ):
-                changed.append(outcome.job.message_id)
+                changed.append((outcome.job.message_id, Message.Status.UNKNOWN))
         # Sends that never went out wait again; rows with the same delay
         # (a stop, a limiter outage, one customer's pair wait) in one UPDATE.
         deferred: dict[float, list[int]] = defaultdict(list)
@@ -460,7 +480,7 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
                 attempts=F("attempts") - 1,
                 updated_at=now,
             )
-            changed += moved
+            changed += [(pk, Message.Status.QUEUED) for pk in moved]
         for outcome in by_kind[RETRY]:
             if Message.objects.filter(
                 pk=outcome.job.message_id, status=Message.Status.SENDING
@@ -470,7 +490,7 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
                 error=outcome.error,
                 updated_at=now,
             ):
-                changed.append(outcome.job.message_id)
+                changed.append((outcome.job.message_id, Message.Status.QUEUED))
         for outcome in by_kind[FAILED]:
             if Message.objects.filter(
                 pk=outcome.job.message_id, status=Message.Status.SENDING
@@ -481,18 +501,14 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
                 next_attempt_at=None,
                 updated_at=now,
             ):
-                changed.append(outcome.job.message_id)
+                changed.append((outcome.job.message_id, Message.Status.FAILED))
         if by_kind[STOP]:
             services.pause_sending(number=number, error=by_kind[STOP][0].error)
-        if changed:
-            realtime.publish_many(
-                realtime.MESSAGE_UPDATED,
-                messages=list(
-                    Message.objects.filter(pk__in=changed)
-                    .select_related("conversation")
-                    .only("id", "status", "conversation__id", "conversation__number")
-                ),
-            )
+        realtime.publish_statuses(
+            realtime.MESSAGE_UPDATED,
+            number_id=number.pk,
+            changes=[(conversation_of[pk], pk, status) for pk, status in changed],
+        )
     for outcome in by_kind[FAILED]:
         services.handle_send_error(message_id=outcome.job.message_id, code=outcome.code)
     if wamids:
@@ -625,6 +641,9 @@ def _run(
     in_flight = 0
     next_claim = 0.0
     backlog = True
+    # Read again before every claim (an admin may pause it); recording the
+    # outcomes uses the copy of the last claim.
+    number = WhatsAppNumber.objects.get(pk=number_id)
     while True:
         # Write back whatever finished.
         done: list[Outcome] = []
@@ -642,7 +661,6 @@ def _run(
             pass
         if done:
             in_flight -= len(done)
-            number = WhatsAppNumber.objects.get(pk=number_id)
             record(number, done)
             for outcome in done:
                 stats.outcomes[outcome.kind] += 1

@@ -41,7 +41,8 @@ EVENT_TYPES = frozenset(
     }
 )
 
-# The channel-layer message type every consumer handles (live_event).
+# The channel-layer message type of live events: {"type": ..., "ids": [...]},
+# the ids of stored events of the group's inbox in the order they were made.
 CHANNEL_MESSAGE_TYPE = "live.event"
 # Channel-layer message types of the ephemeral messages (consumer handlers
 # access_changed and presence_update): never stored.
@@ -123,8 +124,11 @@ class _Announcer:
     async def _drain(self) -> None:
         while True:
             messages = await self.queue.get()
+            # Whatever else was handed over meanwhile goes in the same sends.
+            while not self.queue.empty():
+                messages = messages + self.queue.get_nowait()
             try:
-                await self._send_all(messages)
+                await self._send_all(_coalesce(messages))
             except Exception:
                 logger.warning("Announcements not sent", exc_info=True)
             finally:
@@ -156,6 +160,26 @@ class _Announcer:
         """Wait until everything submitted was sent or dropped."""
         with self.changed:
             return self.changed.wait_for(lambda: self.pending <= 0, timeout)
+
+
+def _coalesce(messages: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """One live-event message per group, its ids in the order they came.
+
+    A group_send is several Redis round trips, each waiting for the GIL in
+    a busy worker: one per event fell behind a burst by seconds, one per
+    group and hand-over keeps up with any rate.
+    """
+    coalesced: list[tuple[str, dict]] = []
+    live: dict[str, dict] = {}
+    for group, message in messages:
+        if message.get("type") != CHANNEL_MESSAGE_TYPE:
+            coalesced.append((group, message))
+        elif group in live:
+            live[group]["ids"].extend(message["ids"])
+        else:
+            live[group] = {"type": CHANNEL_MESSAGE_TYPE, "ids": list(message["ids"])}
+            coalesced.append((group, live[group]))
+    return coalesced
 
 
 _announcer: _Announcer | None = None
@@ -264,12 +288,16 @@ def publish(
     return event
 
 
+def _doorbell(event: LiveEvent) -> tuple[str, dict]:
+    return inbox_group(event.number_id), {
+        "type": CHANNEL_MESSAGE_TYPE,
+        "ids": [event.pk],
+    }
+
+
 def announce(event: LiveEvent) -> None:
     """Ring the inbox group's doorbell; a failure only delays the update."""
-    _send(
-        inbox_group(event.number_id),
-        {"type": CHANNEL_MESSAGE_TYPE, "id": event.pk, "event": event.type},
-    )
+    _send_many([_doorbell(event)])
 
 
 def publish_many(
@@ -281,24 +309,62 @@ def publish_many(
     round trip each would cost more than the sends themselves. Each message
     needs its conversation loaded (select_related).
     """
+    return _publish_changes(
+        event_type,
+        [
+            (
+                message.conversation.number_id,
+                message.conversation_id,
+                message.pk,
+                message.status,
+            )
+            for message in messages
+        ],
+        data,
+    )
+
+
+def publish_statuses(
+    event_type: str, *, number_id: int, changes: list[tuple[int, int, str]]
+) -> list[LiveEvent]:
+    """publish_many() from ids the caller already holds, without model rows.
+
+    `changes` are (conversation id, message id, new status) of messages of
+    one number: the delivery run knows them from its claim, and loading the
+    rows again only to announce them was a tenth of its CPU.
+    """
+    return _publish_changes(
+        event_type,
+        [
+            (number_id, conversation_id, message_id, status)
+            for conversation_id, message_id, status in changes
+        ],
+        None,
+    )
+
+
+def _publish_changes(
+    event_type: str, changes: list[tuple[int, int, int, str]], data: dict | None
+) -> list[LiveEvent]:
+    # changes: (number id, conversation id, message id, status) per message.
     if event_type not in EVENT_TYPES:
         raise ValueError(f"Unknown live event type {event_type!r}")
-    if not messages:
+    if not changes:
         return []
     events = LiveEvent.objects.bulk_create(
         [
             LiveEvent(
-                number_id=message.conversation.number_id,
-                conversation_id=message.conversation_id,
+                number_id=number_id,
+                conversation_id=conversation_id,
                 type=event_type,
                 data={
-                    "conversation": message.conversation_id,
-                    "message": message.pk,
-                    "status": message.status,
+                    "conversation": conversation_id,
+                    "message": message_id,
+                    "status": status,
                     **(data or {}),
                 },
             )
-            for message in messages
+            for number_id, conversation_id, message_id, status in changes
         ]
     )
     transaction.on_commit(lambda: announce_many(events))
@@ -307,15 +373,7 @@ def publish_many(
 
 def announce_many(events: list[LiveEvent]) -> None:
     """Ring the doorbells of many events in one hand-over to the announcer."""
-    _send_many(
-        [
-            (
-                inbox_group(event.number_id),
-                {"type": CHANNEL_MESSAGE_TYPE, "id": event.pk, "event": event.type},
-            )
-            for event in events
-        ]
-    )
+    _send_many([_doorbell(event) for event in events])
 
 
 # --- Agent workspace: agents' own streams, presence and typing ------------------

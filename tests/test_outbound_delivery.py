@@ -6,14 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections import defaultdict
 from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from conversations import delivery, services
-from conversations.models import AccountNotice, Message, MessageTemplate
+from conversations import delivery, realtime, services
+from conversations.models import AccountNotice, LiveEvent, Message, MessageTemplate
 from sandbox.testing import wait_until
 from tests.factories import MessageFactory
 from tests.outbound_support import (  # noqa: F401
@@ -156,6 +157,30 @@ def test_permanent_errors_fail_with_the_code_and_are_not_retried(
     assert message.error["fbtrace_id"]
     assert message.attempts == 1
     assert len(sends_for(graph_sandbox, message)) == 1
+
+
+def test_every_status_a_run_moves_a_message_to_is_published_as_a_live_event(
+    graph_sandbox, conversation
+):
+    graph_sandbox.control.set_faults(error_next=[131026])
+    failed, sent = reply(conversation, "one"), reply(conversation, "two")
+    published_before = LiveEvent.objects.count()
+
+    delivery.run(conversation.number_id, run_seconds=1)
+
+    updates = LiveEvent.objects.filter(
+        pk__gt=published_before, type=realtime.MESSAGE_UPDATED
+    ).order_by("pk")
+    assert {event.number_id for event in updates} == {conversation.number_id}
+    assert {event.conversation_id for event in updates} == {conversation.pk}
+    statuses = defaultdict(list)
+    for event in updates:
+        assert event.data["conversation"] == conversation.pk
+        statuses[event.data["message"]].append(event.data["status"])
+    assert statuses == {
+        failed.pk: [Message.Status.SENDING, Message.Status.FAILED],
+        sent.pk: [Message.Status.SENDING, Message.Status.SENT],
+    }
 
 
 @pytest.mark.parametrize("code", [130429, 131000])
