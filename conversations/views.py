@@ -35,6 +35,7 @@ def _page_context(request: HttpRequest, inbox_filter: workspace.InboxFilter) -> 
     return {
         "last_event_id": last_event_id,
         "conversations": conversations,
+        "inbox_page_size": workspace.INBOX_PAGE_SIZE,
         "filter": inbox_filter,
         "filter_query": inbox_filter.as_query(),
         "views": list(workspace.VIEWS.items()),

@@ -753,7 +753,6 @@ class RenderedEvent:
         if self.event.type == realtime.AGENT_UPDATED:
             self.agent_html()
         elif self.conversation is not None:
-            self.message  # noqa: B018 (loads the cached property)
             self.row("activity")
             self.removal_html()
         return self
@@ -784,82 +783,139 @@ class EventCache:
         self._loading: dict[int, asyncio.Future] = {}
 
     def get(self, event_id: int) -> RenderedEvent | None:
+        return self.get_many([event_id])[0]
+
+    def get_many(self, event_ids: list[int]) -> list[RenderedEvent | None]:
+        """The events with these ids, in that order (None: no such event),
+        loaded together: a few queries for a whole batch, not a few each."""
         with self._lock:
-            if event_id in self._items:
-                return self._items[event_id]
-        event = (
-            LiveEvent.objects.filter(pk=event_id)
-            .select_related(
-                "conversation__customer",
-                "conversation__number",
-                "conversation__assignee",
-                "conversation__team",
-                "conversation__last_message",
-            )
-            .first()
-        )
-        if event is None:
-            return None
-        return self.put(event)
+            cached = {pk: self._items[pk] for pk in event_ids if pk in self._items}
+        missing = [pk for pk in event_ids if pk not in cached]
+        if missing:
+            for rendered in self.put_many(
+                list(_live_events().filter(pk__in=missing).order_by("pk"))
+            ):
+                cached[rendered.event.pk] = rendered
+        return [cached.get(pk) for pk in event_ids]
 
     async def aget(self, event_id: int) -> RenderedEvent | None:
-        """get() and prepare() for the event loop: one thread hop per event
-        and process, however many tabs ring at once (they share the load)."""
+        """get() and prepare() for the event loop."""
+        return (await self.aget_many([event_id]))[0]
+
+    async def aget_many(self, event_ids: list[int]) -> list[RenderedEvent | None]:
+        """get_many() and prepare() for the event loop: one thread hop per
+        batch and process, however many tabs ring at once (they share it)."""
         with self._lock:
-            rendered = self._items.get(event_id)
-        if rendered is not None and rendered.__dict__.get("_prepared"):
-            return rendered
-        loading = self._loading.get(event_id)
-        if loading is None:
-            # A thread of its own (not the consumers' shared one): events
-            # load side by side instead of queueing behind each other.
+            ready = {
+                pk: rendered
+                for pk in event_ids
+                if (rendered := self._items.get(pk)) is not None
+                and rendered.__dict__.get("_prepared")
+            }
+        wanted = [pk for pk in event_ids if pk not in ready and pk not in self._loading]
+        if wanted:
+            # A thread of its own (not the consumers' shared one), so a batch
+            # never queues behind a tab's sync handler.
             loading = asyncio.ensure_future(
                 database_sync_to_async(self._get_prepared, thread_sensitive=False)(
-                    event_id
+                    wanted
                 )
             )
-            self._loading[event_id] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(event_id, None))
-        # Shielded: a tab closing while it waits must not cancel the others' load.
-        return await asyncio.shield(loading)
+            for pk in wanted:
+                self._loading[pk] = loading
+            loading.add_done_callback(
+                lambda _: [self._loading.pop(pk, None) for pk in wanted]
+            )
+        waits = {self._loading[pk] for pk in event_ids if pk not in ready}
+        for future in waits:
+            # Shielded: a tab closing while it waits must not cancel the load
+            # the others wait for.
+            for rendered in await asyncio.shield(future):
+                if rendered is not None:
+                    ready[rendered.event.pk] = rendered
+        return [ready.get(pk) for pk in event_ids]
 
-    def _get_prepared(self, event_id: int) -> RenderedEvent | None:
-        rendered = self.get(event_id)
-        if rendered is not None:
+    def _get_prepared(self, event_ids: list[int]) -> list[RenderedEvent | None]:
+        loaded = self.get_many(event_ids)
+        present = [rendered for rendered in loaded if rendered is not None]
+        _load_messages(present)
+        for rendered in present:
             rendered.prepare()
             rendered.__dict__["_prepared"] = True
-        return rendered
+        return loaded
 
     def put(self, event: LiveEvent) -> RenderedEvent:
-        conversation = event.conversation
-        label_ids: set[int] = set()
-        if conversation is not None:
-            # Rows show the labels; prefetch them once for every renderer.
-            prefetch_related_objects([conversation], "labels")
-            label_ids = {label.pk for label in conversation.labels.all()}
-        rendered = RenderedEvent(event, conversation, label_ids)
+        return self.put_many([event])[0]
+
+    def put_many(self, events: list[LiveEvent]) -> list[RenderedEvent]:
+        conversations = [e.conversation for e in events if e.conversation is not None]
+        # Rows show the labels; one query for every conversation of the batch.
+        prefetch_related_objects(conversations, "labels")
+        batch = [
+            RenderedEvent(
+                event,
+                event.conversation,
+                {label.pk for label in event.conversation.labels.all()}
+                if event.conversation is not None
+                else set(),
+            )
+            for event in events
+        ]
         with self._lock:
-            self._items[event.pk] = rendered
+            for rendered in batch:
+                self._items[rendered.event.pk] = rendered
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
-        return rendered
+        return batch
 
     def catch_up(self, number_ids, after: int, skip: set[int]) -> list[RenderedEvent]:
         """Events of these inboxes after `after` (and in the lookback), oldest first."""
         floor = max(after - CATCH_UP_LOOKBACK, 0)
         events = list(
-            LiveEvent.objects.filter(number_id__in=list(number_ids), pk__gt=floor)
+            _live_events()
+            .filter(number_id__in=list(number_ids), pk__gt=floor)
             .exclude(pk__in=list(skip))
-            .select_related(
-                "conversation__customer",
-                "conversation__number",
-                "conversation__assignee",
-                "conversation__team",
-                "conversation__last_message",
-            )
             .order_by("pk")[: CATCH_UP_LIMIT + 1]
         )
-        return [self.put(event) for event in events]
+        return self.put_many(events)
+
+
+def _live_events() -> QuerySet:
+    """Live events with what every tab's fragments show of their conversation."""
+    return LiveEvent.objects.select_related(
+        "conversation__customer",
+        "conversation__number",
+        "conversation__assignee",
+        "conversation__team",
+        "conversation__last_message",
+    )
+
+
+def _load_messages(batch: list[RenderedEvent]) -> None:
+    """Set RenderedEvent.message, in one query for the batch, where a tab
+    without the conversation open needs it: a new message in an assigned
+    conversation may notify its assignee. (Tabs with the conversation open
+    take the sync path, which loads it.)"""
+    waiting = [
+        rendered
+        for rendered in batch
+        if "message" not in rendered.__dict__
+        and rendered.event.type == realtime.MESSAGE_CREATED
+        and rendered.conversation is not None
+        and rendered.conversation.assignee_id is not None
+        and rendered.event.data.get("message")
+    ]
+    if not waiting:
+        return
+    found = messages_queryset().in_bulk(
+        {rendered.event.data["message"] for rendered in waiting}
+    )
+    for rendered in waiting:
+        message = found.get(rendered.event.data["message"])
+        # As RenderedEvent.message: only a message of the event's conversation.
+        if message is not None and message.conversation_id != rendered.conversation.pk:
+            message = None
+        rendered.__dict__["message"] = message
 
 
 event_cache = EventCache()

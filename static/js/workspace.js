@@ -45,11 +45,24 @@
     container.appendChild(el);
   }
 
+  // A live list keeps the length of its page: rows pushed past it are the
+  // ones a reload would not show, and every extra row is painted again each
+  // time a row moves to the top.
+  function trim(container) {
+    var limit = parseInt(container.dataset.limit || "0", 10);
+    while (limit && container.children.length > limit) {
+      container.lastElementChild.remove();
+    }
+  }
+
   function applyFragments(html) {
     if (!html) return;
     var template = document.createElement("template");
     template.innerHTML = html;
     var elements = Array.prototype.slice.call(template.content.children);
+    // Most pushes are inbox rows and bubbles without htmx attributes; walking
+    // them for htmx costs more than placing them.
+    var hasHtmx = /\shx-/.test(html);
     elements.forEach(function (el) {
       var mode = el.dataset.live;
       var existing = el.id ? document.getElementById(el.id) : null;
@@ -71,10 +84,11 @@
         var container = document.querySelector(el.dataset.liveInto);
         if (!container) return;
         insertSorted(container, el);
+        trim(container);
         var empty = document.getElementById("inbox-empty");
         if (empty && container.id === "inbox-list") empty.remove();
       }
-      if (window.htmx) window.htmx.process(el);
+      if (hasHtmx && window.htmx) window.htmx.process(el);
       if (el.id === "composer") setUpComposer();
       // Only the newest bubble scrolls the thread: older pages load above
       // what the agent is reading, and a tick on an old bubble stays put.
