@@ -1,6 +1,7 @@
 """ASGI entry point: webhooks to their lean endpoint, other HTTP to Django,
 WebSockets to Channels consumers."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
@@ -35,3 +36,9 @@ application = route_webhooks(
         }
     ),
 )
+
+# What start-up loaded (Django, the URLconf, every module) is never garbage.
+# Frozen, it is left out of the collector's full passes, which otherwise walk
+# it several times per page and made the slowest page loads (measured with
+# 100,000 conversations: p95 of the conversation page 112 -> 72 ms).
+gc.freeze()

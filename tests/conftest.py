@@ -63,4 +63,8 @@ def fresh_event_cache(monkeypatch):
     hands out the same event ids again (SQLite), so a cached one would be stale."""
     from conversations import workspace
 
-    monkeypatch.setattr(workspace, "event_cache", workspace.EventCache())
+    cache = workspace.EventCache()
+    monkeypatch.setattr(workspace, "event_cache", cache)
+    yield
+    # Its loader thread's connection would keep the test database in use.
+    cache.close()
