@@ -23,9 +23,11 @@ import hmac
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,7 +44,13 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/7")
 os.environ["DATABASE_URL"] = DATABASE_URL
 os.environ["REDIS_URL"] = REDIS_URL
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
-os.environ.setdefault("DEBUG", "1")
+# The pages are timed in this process as production serves them: DEBUG off
+# (no query log, no template debugging), over HTTPS. The live part's servers
+# get DEBUG on for their own reasons (see live_part).
+os.environ.setdefault("DEBUG", "0")
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(40))
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
+os.environ.setdefault("STATIC_ROOT", tempfile.mkdtemp(prefix="helpdesk-bench-static-"))
 
 PHONE_NUMBER_ID = "109900000000001"
 WABA_ID = "209900000000001"
@@ -480,6 +488,7 @@ WHERE m.conversation_id = c.id;
 def pages_part(conversations: int, messages: int, runs: int) -> dict:
     recreate_database()
     number, agents = set_up_agents(1)
+    from django.core.management import call_command
     from django.db import connection
     from django.test import Client
 
@@ -496,6 +505,8 @@ def pages_part(conversations: int, messages: int, runs: int) -> dict:
     busiest = (
         Conversation.objects.filter(status="open").order_by("-last_message_at").first()
     )
+    # As a deployment does: pages link the hashed names collectstatic writes.
+    call_command("collectstatic", "--noinput", verbosity=0)
     # The process set up as the server's is (helpdesk/asgi.py freezes what
     # start-up loaded out of the garbage collector's way).
     import helpdesk.asgi  # noqa: F401
@@ -514,11 +525,11 @@ def pages_part(conversations: int, messages: int, runs: int) -> dict:
         ("conversation", f"/conversations/{busiest.pk}/"),
     ):
         # Not timed: the first request compiles templates and warms caches.
-        assert client.get(url).status_code == 200
+        assert client.get(url, secure=True).status_code == 200
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            response = client.get(url)
+            response = client.get(url, secure=True)
             times.append((time.perf_counter() - t0) * 1000)
             assert response.status_code == 200, (url, response.status_code)
         results[name] = (statistics.median(times), percentile(times, 0.99))
