@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
 from urllib.parse import urlencode, urlsplit
 
-from django.db import close_old_connections, connection, connections
+from django.db import close_old_connections, connections
 from django.db.models import Max, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import QueryDict
 from django.template.loader import render_to_string
@@ -188,17 +188,7 @@ class InboxFilter:
             .order_by("-id")
             .values("conversation_id")[:SEARCH_MESSAGE_LIMIT]
         )
-        if not connection.features.supports_slicing_ordering_in_compound:
-            # SQLite: no LIMIT inside a UNION.
-            return Q(customer__in=customers.values("pk")) | Q(pk__in=hits)
-        # One id subquery (a UNION), not an OR of two: PostgreSQL joins the
-        # few matching ids to the page instead of testing every conversation
-        # the filters keep against both (a rare text among 100,000
-        # conversations: 72 -> 50 ms, the rest is the trigram index).
-        by_customer = (
-            queryset.filter(customer__in=customers.values("pk")).order_by().values("pk")
-        )
-        return Q(pk__in=by_customer.union(hits))
+        return Q(customer__in=customers.values("pk")) | Q(pk__in=hits)
 
     def matches(
         self,
