@@ -14,7 +14,7 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from conversations import realtime
+from conversations import realtime, workspace
 from conversations.models import Conversation, MessageTemplate
 from sandbox.config import Number
 from sandbox.testing import running_sandbox, wait_until
@@ -266,3 +266,41 @@ def test_older_messages_load_above_the_thread_in_order(stack):
     expect(bubbles.last).to_contain_text(f"line {count - 1}")
     # Nothing older: the link is gone.
     expect(page.get_by_role("link", name="Load older messages")).to_have_count(0)
+
+
+def test_the_live_inbox_keeps_the_length_of_its_page(stack):
+    number = stack["number"]
+    start = timezone.now() - timedelta(hours=1)
+    for index in range(workspace.INBOX_PAGE_SIZE):
+        at = start + timedelta(seconds=index)
+        conversation = ConversationFactory(
+            number=number, customer__name=f"Earlier {index:02d}"
+        )
+        message = MessageFactory(conversation=conversation, timestamp=at)
+        Conversation.objects.filter(pk=conversation.pk).update(
+            last_message=message, last_message_at=at, last_inbound_at=at
+        )
+    page = stack["browser"].new_context().new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    expect(page.get_by_role("status")).to_have_text("Live")
+    rows = page.locator("#inbox-list > li")
+    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE)
+
+    for index in range(5):
+        at = timezone.now() + timedelta(seconds=index)
+        conversation = ConversationFactory(
+            number=number, customer__name=f"Newcomer {index}"
+        )
+        message = MessageFactory(conversation=conversation, timestamp=at)
+        Conversation.objects.filter(pk=conversation.pk).update(
+            last_message=message, last_message_at=at, last_inbound_at=at
+        )
+        realtime.publish(
+            realtime.MESSAGE_CREATED, conversation=conversation, message=message
+        )
+
+    # The newcomers are on top, the five oldest rows went: what a reload shows.
+    expect(rows.first).to_contain_text("Newcomer 4")
+    expect(page.locator("#inbox-list > li", has_text="Earlier 04")).to_have_count(0)
+    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE)
+    assert "Earlier 05" in rows.last.inner_text()
