@@ -23,6 +23,28 @@ GROUPS = (
 )
 
 
+def seconds(pid: int | str) -> float:
+    """CPU (user + system) a process has used so far; OSError once it exited."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def tree_seconds(pid: int) -> float:
+    """seconds() of a process and its live descendants (a worker and its pool)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += seconds(current)
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                pending += [int(child) for child in children.read().split()]
+        except OSError:
+            continue  # exited in the meantime
+    return total
+
+
 def snapshot() -> Counter:
     """Seconds of CPU (user + system) used so far, by group, of live processes."""
     used: Counter = Counter()
@@ -30,14 +52,13 @@ def snapshot() -> Counter:
         if not pid.isdigit():
             continue
         try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            spent = seconds(pid)
         except OSError:
             continue
         group = next((name for name, part in GROUPS if part in command), "other")
-        used[group] += (int(fields[11]) + int(fields[12])) / TICKS
+        used[group] += spent
     return used
 
 

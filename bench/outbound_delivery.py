@@ -90,29 +90,12 @@ def main() -> int:
         return run(args, sandbox, number_config)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its descendants (alive now), from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            with open(f"/proc/{current}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{current}/task/{current}/children") as children:
-                pending += [int(child) for child in children.read().split()]
-        except OSError:
-            continue  # exited in the meantime
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
 def run(args, sandbox, number_config) -> int:
     from django.conf import settings
     from django.db import transaction
     from django.utils import timezone
 
+    from bench import cpu
     from conversations import ratelimit, services
     from conversations.models import Conversation, Customer, Message
 
@@ -187,7 +170,7 @@ def run(args, sandbox, number_config) -> int:
                 )
         started = queued_done = time.time()
         committed_at = timezone.now()
-        workers_cpu_before = sum(cpu_seconds(worker.pid) for worker in workers)
+        workers_cpu_before = sum(cpu.tree_seconds(worker.pid) for worker in workers)
         own_cpu_before = time.process_time()
         services.resume_sending(number=number)
         deadline = started + args.timeout
@@ -197,7 +180,7 @@ def run(args, sandbox, number_config) -> int:
         while pending.exists() and time.time() < deadline:
             time.sleep(0.2)
         finished = time.time()
-        workers_cpu = sum(cpu_seconds(w.pid) for w in workers) - workers_cpu_before
+        workers_cpu = sum(cpu.tree_seconds(w.pid) for w in workers) - workers_cpu_before
         own_cpu = time.process_time() - own_cpu_before
     finally:
         for worker in workers:

@@ -826,9 +826,12 @@ class EventCache:
             )
             for pk in wanted:
                 self._loading[pk] = loading
-            loading.add_done_callback(
-                lambda _: [self._loading.pop(pk, None) for pk in wanted]
-            )
+
+            def forget(_):
+                for pk in wanted:
+                    self._loading.pop(pk, None)
+
+            loading.add_done_callback(forget)
         waits = {self._loading[pk] for pk in event_ids if pk not in ready}
         for future in waits:
             # Shielded: a tab closing while it waits must not cancel the load
