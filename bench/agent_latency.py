@@ -2,19 +2,26 @@
 and the inbox and conversation pages at 100,000 conversations / 1,000,000
 messages.
 
-    .venv/bin/python bench/agent_latency.py            # both parts
+    .venv/bin/python bench/agent_latency.py            # live and pages
     .venv/bin/python bench/agent_latency.py --part live --agents 20 --rate 50
+    .venv/bin/python bench/agent_latency.py --part live --browsers 1
+    .venv/bin/python bench/agent_latency.py --part floor
     .venv/bin/python bench/agent_latency.py --part pages
 
 Needs PostgreSQL (BENCH_DATABASE_URL, default
 postgres://postgres@127.0.0.1:5432/helpdesk_bench, dropped and re-created)
 and Redis (REDIS_URL, default redis://127.0.0.1:6379/7), plus Debian's
-chromium. The live part starts daphne and a Celery worker (as `make run`
-does), opens N headless Chromium pages logged in as N agents on the inbox,
-posts signed webhooks at the given rate and takes, per page and message,
-the wall-clock time the row with that text appeared (a MutationObserver in
-the page) minus the time the webhook's 200 came back. The pages part fills
-the database with generate_series and times the two views in-process.
+chromium. The live part starts the production server (uvicorn, or daphne
+as `make run` does, --server) and a Celery worker, opens headless Chromium
+pages logged in as agents on the inbox (--browsers of them; the other
+agents are sockets without a browser, bench/socket_agents.py), posts signed
+webhooks at the given rate and takes, per agent and message, the wall-clock
+time the row with that text appeared (a MutationObserver in the page; the
+frame's arrival for a socket) minus the time the webhook's 200 came back.
+The floor part measures what the machine's Chromium costs without the
+helpdesk: as many blank pages as agents, each changing one number at the
+message rate. The pages part fills the database with generate_series and
+times the two views in-process.
 """
 
 import argparse
@@ -24,6 +31,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,13 +58,55 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(40))
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
-os.environ.setdefault("STATIC_ROOT", tempfile.mkdtemp(prefix="helpdesk-bench-static-"))
+# Collected static files and the socket agents' results, removed at exit.
+SCRATCH = tempfile.TemporaryDirectory(prefix="helpdesk-bench-")
+os.environ.setdefault("STATIC_ROOT", str(Path(SCRATCH.name) / "static"))
 
 PHONE_NUMBER_ID = "109900000000001"
 WABA_ID = "209900000000001"
 APP_SECRET = "bench-app-secret"  # noqa: S105
 PASSWORD = "bench-password"  # noqa: S105
 IDLE_SECONDS = 5
+
+
+BLANK_PAGE = """<!doctype html><title>floor</title><p id="n">0</p><script>
+window.changes = 0;
+setInterval(function () {
+  document.getElementById("n").textContent = ++window.changes;
+}, %d);
+</script>"""
+FLOOR_SECONDS = 10
+
+
+def floor_part(pages: int, rate: float) -> tuple[dict[str, float], float]:
+    """What Chromium here costs to show `rate` changes a second in each of
+    `pages` pages, with nothing else on them: the share of the machine that
+    the live part's browsers need before the helpdesk does anything."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS
+        )
+        opened = []
+        for _ in range(pages):
+            page = browser.new_context().new_page()
+            page.set_content(BLANK_PAGE % round(1000 / rate))
+            opened.append(page)
+        opened[0].wait_for_timeout(2000)
+        before, started = cpu.snapshot(), time.perf_counter()
+        counts = [page.evaluate("window.changes") for page in opened]
+        opened[0].wait_for_timeout(FLOOR_SECONDS * 1000)
+        counts = [
+            page.evaluate("window.changes") - count
+            for page, count in zip(opened, counts, strict=True)
+        ]
+        used = cpu.share(before, cpu.snapshot(), time.perf_counter() - started)
+        browser.close()
+    browsers = {group: share for group, share in used.items() if "browsers" in group}
+    return browsers, sum(counts) / len(counts) / FLOOR_SECONDS
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -184,35 +234,51 @@ window.__frames = {};
 """
 
 
-def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
+def live_part(
+    agents: int,
+    rate: float,
+    seconds: float,
+    customers: int,
+    trace: str | None,
+    browsers: int,
+    server: str,
+    server_workers: int,
+) -> dict:
     import redis
     import requests
     from playwright.sync_api import sync_playwright
 
     from helpdesk.launcher import free_port, wait_for_port
+    from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
 
     recreate_database()
     set_up_agents(agents)
     # Tasks a previous run left queued would name events of the old database.
     redis.Redis.from_url(REDIS_URL).flushdb()
     port = free_port()
-    # DEBUG on: static files straight from the source folders (no
-    # collectstatic) and plain-HTTP cookies; the live path is the same.
-    env = {**os.environ, "DEBUG": "1", "LOG_LEVEL": "WARNING"}
+    # As deployed: DEBUG off, static files collected (whitenoise serves the
+    # hashed names), no access log per request. Plain HTTP on the loopback
+    # (Chromium keeps Secure cookies there), so no redirect to HTTPS.
+    from django.core.management import call_command
+
+    call_command("collectstatic", "--noinput", verbosity=0)
+    env = {**os.environ, "LOG_LEVEL": "WARNING", "SECURE_SSL_REDIRECT": "0"}
+    servers = {
+        # docs/operations.md's production command.
+        "uvicorn": [
+            *("-m", "uvicorn", "helpdesk.asgi:application"),
+            *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+            *("--workers", str(server_workers), "--log-level", "warning"),
+        ],
+        # What `make run` starts.
+        "daphne": [
+            *("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"),
+            "helpdesk.asgi:application",
+        ],
+    }
     processes = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-v",
-                "1",
-                "helpdesk.asgi:application",
-            ],
+            [sys.executable, *servers[server]],
             cwd=BASE_DIR,
             env={**env, "HELPDESK_PROCESS": "asgi"},
         ),
@@ -245,19 +311,10 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
         wait_for_port(port, 30, processes[0])
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium",
-                args=[
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--no-first-run",
-                ],
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS
             )
             pages = []
-            for index in range(agents):
+            for index in range(browsers):
                 context = browser.new_context()
                 context.add_init_script(FRAME_PROBE)
                 page = context.new_page()
@@ -269,6 +326,23 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                 page.wait_for_selector("#live-status[data-state=live]")
                 page.evaluate(OBSERVER)
                 pages.append(page)
+            if agents > browsers:
+                sockets_out = Path(SCRATCH.name) / "socket-agents.json"
+                socket_agents = subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(BASE_DIR / "bench" / "socket_agents.py"),
+                        base,
+                        PASSWORD,
+                        str(sockets_out),
+                        *(f"bench{index}" for index in range(browsers, agents)),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                processes.append(socket_agents)
+                if socket_agents.stdout.readline().strip() != "ready":
+                    raise RuntimeError("the socket agents did not connect")
             # The first page's renderer main thread, as Chrome counts it.
             devtools = pages[0].context.new_cdp_session(pages[0])
             devtools.send("Performance.enable")
@@ -313,11 +387,16 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
             cpu_idle = cpu.share(idle_before, cpu.snapshot(), IDLE_SECONDS)
             load_before, load_started = cpu.snapshot(), time.perf_counter()
             renderer_before = renderer_metrics(devtools)
+            if trace:
+                # All of Chromium's processes, for DevTools' performance panel.
+                browser.start_tracing(path=trace, categories=TRACE_CATEGORIES)
             thread = threading.Thread(target=sender)
             started = time.perf_counter()
             thread.start()
             while thread.is_alive():
                 pages[0].wait_for_timeout(200)
+            if trace:
+                browser.stop_tracing()
             deadline = time.time() + 20
             seen = []
             frames = []
@@ -329,6 +408,11 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                     page.wait_for_timeout(200)
                 seen.append(got)
                 frames.append(page.evaluate("window.__frames"))
+            socket_seen = []
+            if agents > browsers:
+                socket_agents.send_signal(signal.SIGTERM)
+                socket_agents.wait(30)
+                socket_seen = list(json.loads(sockets_out.read_text()).values())
             cpu_load = cpu.share(
                 load_before, cpu.snapshot(), time.perf_counter() - load_started
             )
@@ -347,26 +431,42 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
                 # daphne may wait on 20 sockets' shutdown; the figures are in.
                 process.kill()
                 process.wait()
-    latencies = []
-    missing = 0
-    for got in seen:
-        for seq, ack in acks.items():
-            if str(seq) in got:
-                latencies.append(got[str(seq)] - ack)
-            else:
-                missing += 1
+
+    def latencies_of(agents_seen: list[dict]) -> tuple[list[float], int]:
+        latencies, missing = [], 0
+        for got in agents_seen:
+            for seq, ack in acks.items():
+                if str(seq) in got:
+                    latencies.append(got[str(seq)] - ack)
+                else:
+                    missing += 1
+        return latencies, missing
+
+    page_latencies, page_missing = latencies_of(seen)
+    socket_latencies, socket_missing = latencies_of(socket_seen)
+    latencies = page_latencies + socket_latencies
     stages = stage_breakdown(acks, seen, frames)
+    if socket_latencies:
+        stages["ack → row in browser pages"] = (
+            percentile(page_latencies, 0.5),
+            percentile(page_latencies, 0.99),
+        )
+        stages["ack → frame at browserless sockets"] = (
+            percentile(socket_latencies, 0.5),
+            percentile(socket_latencies, 0.99),
+        )
     return {
         "stages": stages,
         "cpu_idle": cpu_idle,
         "cpu_load": cpu_load,
         "renderer": renderer,
         "agents": agents,
+        "browsers": browsers,
         "rate": rate,
         "messages": len(acks),
         "samples": len(latencies),
-        "missing": missing,
-        "per_page": [len(got) for got in seen],
+        "missing": page_missing + socket_missing,
+        "per_page": [len(got) for got in seen + socket_seen],
         "ack_p50": percentile(ack_latency, 0.5),
         "ack_p99": percentile(ack_latency, 0.99),
         "p50": percentile(latencies, 0.5),
@@ -374,6 +474,19 @@ def live_part(agents: int, rate: float, seconds: float, customers: int) -> dict:
         "max": max(latencies),
     }
 
+
+TRACE_CATEGORIES = [
+    "devtools.timeline",
+    "disabled-by-default-devtools.timeline",
+    "toplevel",
+    "blink",
+    "cc",
+    "viz",
+    "gpu",
+    "v8",
+    "loading",
+    "net",
+]
 
 RENDERER_METRICS = (
     "TaskDuration",
@@ -538,7 +651,9 @@ def pages_part(conversations: int, messages: int, runs: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["live", "pages", "both"], default="both")
+    parser.add_argument(
+        "--part", choices=["live", "floor", "pages", "both"], default="both"
+    )
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -546,12 +661,38 @@ def main() -> int:
     parser.add_argument("--conversations", type=int, default=100_000)
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument(
+        "--trace", help="write a Chromium trace of the live load to this file"
+    )
+    parser.add_argument("--server", choices=["uvicorn", "daphne"], default="uvicorn")
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="uvicorn's --workers"
+    )
+    parser.add_argument(
+        "--browsers",
+        type=int,
+        help="agents with a Chromium page (default: all); the others are "
+        "sockets without a browser (bench/socket_agents.py)",
+    )
     args = parser.parse_args()
     print(machine(), flush=True)
     if args.part in ("live", "both"):
-        live = live_part(args.agents, args.rate, args.seconds, args.customers)
+        live = live_part(
+            args.agents,
+            args.rate,
+            args.seconds,
+            args.customers,
+            args.trace,
+            args.agents if args.browsers is None else args.browsers,
+            args.server,
+            args.server_workers,
+        )
         print(
-            f"live: {live['agents']} agents' browsers, {live['rate']:.0f} msgs/s, "
+            f"live: {live['agents']} agents ({live['browsers']} in Chromium pages), "
+            f"{args.server}"
+            + (f" --workers {args.server_workers}" if args.server == "uvicorn" else "")
+            + ", "
+            f"{live['rate']:.0f} msgs/s, "
             f"{live['messages']} messages, {live['samples']} samples, "
             f"{live['missing']} missing (rows per page: {live['per_page']})\n"
             f"  webhook ack p50 {live['ack_p50']:.1f} ms, "
@@ -570,6 +711,17 @@ def main() -> int:
         for name in ("cpu_idle", "cpu_load"):
             shares = ", ".join(f"{g} {v:.0f}%" for g, v in live[name].items())
             print(f"  {name} (% of one core): {shares}", flush=True)
+    if args.part == "floor":
+        used, changes = floor_part(args.agents, args.rate)
+        print(
+            f"floor: {args.agents} blank Chromium pages, each changing one number "
+            f"{args.rate:.0f} times a second (achieved {changes:.1f}/s per page):\n"
+            f"  browsers use {sum(used.values()):.0f}% of one core of the machine's "
+            f"{100 * os.cpu_count()}% ("
+            + ", ".join(f"{group} {share:.0f}%" for group, share in used.items())
+            + ")",
+            flush=True,
+        )
     if args.part in ("pages", "both"):
         pages = pages_part(args.conversations, args.messages, args.runs)
         print(

@@ -58,6 +58,9 @@ def snapshot() -> Counter:
         except OSError:
             continue
         group = next((name for name, part in GROUPS if part in command), "other")
+        if group == "browsers" and "--type=" in command:
+            # Chromium's renderers, GPU and utility (network) processes apart.
+            group += "/" + command.split("--type=", 1)[1].split(" ", 1)[0]
         used[group] += spent
     return used
 
