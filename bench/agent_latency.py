@@ -675,6 +675,8 @@ def main() -> int:
         "sockets without a browser (bench/socket_agents.py)",
     )
     args = parser.parse_args()
+    if args.browsers is not None and not 1 <= args.browsers <= args.agents:
+        parser.error("--browsers must be between 1 and --agents")
     print(machine(), flush=True)
     if args.part in ("live", "both"):
         live = live_part(
