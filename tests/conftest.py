@@ -68,3 +68,17 @@ def fresh_event_cache(monkeypatch):
     yield
     # Its loader thread's connection would keep the test database in use.
     cache.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test its own channel layer instance. channels_redis binds its
+    receive lock to the event loop of the first receiver and keeps it while
+    any receiver is waiting; a server has one loop, but each async test has
+    its own, and an inbox hub a previous test left waiting handed the next
+    test's loop that lock ("bound to a different event loop")."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
