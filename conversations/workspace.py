@@ -895,9 +895,6 @@ class EventCache:
         self._loader.submit(connections.close_all).result()
         self._loader.shutdown()
 
-    def put(self, event: LiveEvent) -> RenderedEvent:
-        return self.put_many([event])[0]
-
     def put_many(self, events: list[LiveEvent]) -> list[RenderedEvent]:
         conversations = [e.conversation for e in events if e.conversation is not None]
         # Rows show the labels; one query for every conversation of the batch.
