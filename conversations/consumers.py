@@ -30,6 +30,8 @@ from channels.generic.websocket import WebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
+from accounts.models import User
+
 from . import realtime, services, workspace
 from .models import Conversation, Message
 
@@ -324,7 +326,11 @@ class WorkspaceConsumer(WebsocketConsumer):
 
     def _refresh_access(self) -> None:
         """Re-read the inboxes the agent may see; join and leave groups to match."""
-        self.user.refresh_from_db(fields=["is_active", "is_staff", "is_superuser"])
+        try:
+            self.user.refresh_from_db(fields=["is_active", "is_staff", "is_superuser"])
+        except User.DoesNotExist:
+            # The account was deleted: nothing of it may stay on screen.
+            self.user.is_active = False
         allowed = (
             services.visible_number_ids(self.user) if self.user.is_active else set()
         )

@@ -1,19 +1,22 @@
-"""Receivers that turn membership changes (admin, shell, API) into services calls.
+"""Receivers that turn access changes (admin, shell, API) into services calls.
 
-Removing an agent from a team, or a team from a number, must close that
-agent's live stream for those conversations at once: the service tells the
-agent's open tabs to re-check what they may see.
+Removing an agent from a team, a team from a number, deleting a team, or
+taking away an agent's admin rights or account must close that agent's live
+stream for those conversations at once: the service tells the agent's open
+tabs to re-check what they may see.
 """
 
-from django.db.models.signals import m2m_changed
+from django.db.models.signals import m2m_changed, post_save, pre_delete
 from django.dispatch import receiver
 
-from accounts.models import User
+from accounts.models import Team, User
 
 from . import services
 from .models import WhatsAppNumber
 
 _CHANGES = {"post_add", "post_remove", "post_clear", "pre_clear"}
+# The fields of a user that decide what they may see.
+_ACCESS_FIELDS = {"is_active", "is_staff", "is_superuser"}
 
 
 @receiver(m2m_changed, sender=User.teams.through)
@@ -41,3 +44,25 @@ def number_teams_changed(sender, instance, action, reverse, pk_set, **kwargs):
         services.number_teams_changed(team_ids=pk_set or [])
     else:
         services.number_teams_changed(team_ids=[instance.pk])
+
+
+@receiver(post_save, sender=User)
+def agent_saved(sender, instance, created, update_fields, **kwargs):
+    # Logins and availability save only their own fields: nothing to re-check.
+    if created or (update_fields is not None and not _ACCESS_FIELDS & update_fields):
+        return
+    services.memberships_changed(user_ids=[instance.pk])
+
+
+@receiver(pre_delete, sender=User)
+def agent_deleted(sender, instance, **kwargs):
+    services.memberships_changed(user_ids=[instance.pk])
+
+
+@receiver(pre_delete, sender=Team)
+def team_deleted(sender, instance, **kwargs):
+    # The cascade removes the memberships without m2m_changed; the members
+    # are still there to be told.
+    services.memberships_changed(
+        user_ids=list(instance.members.values_list("pk", flat=True))
+    )

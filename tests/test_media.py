@@ -248,6 +248,25 @@ def test_other_teams_and_anonymous_users_are_refused(client, meta_number):
     assert client.get(f"/media/{message.pk}/").status_code == 404
 
 
+def test_browsers_check_with_the_server_before_showing_media_again(
+    agent_client, agent, meta_number
+):
+    message = stored(meta_number, PNG, "image/png")
+
+    first = agent_client.get(f"/media/{message.pk}/")
+    # Never reused without asking: access may have gone since.
+    assert first["Cache-Control"] == "private, no-cache"
+    etag = first["ETag"]
+
+    again = agent_client.get(f"/media/{message.pk}/", HTTP_IF_NONE_MATCH=etag)
+    assert again.status_code == 304
+    assert not again.content
+
+    agent.teams.clear()
+    gone = agent_client.get(f"/media/{message.pk}/", HTTP_IF_NONE_MATCH=etag)
+    assert gone.status_code == 404
+
+
 def test_media_not_stored_is_a_404(agent_client, meta_number):
     message = MessageFactory(
         conversation=ConversationFactory(number=meta_number),

@@ -269,23 +269,77 @@ async def test_removing_an_agent_from_a_team_closes_their_stream():
     await sync_to_async(data["anna"].teams.remove)(data["team_a"])
     frames = [json.loads(await ws.receive_from()) for _ in range(2)]
     assert {"type": "access", "numbers": []} in frames
-    assert any("no longer have access" in f.get("html", "") for f in frames)
+    (lost,) = [
+        f["html"] for f in frames if "no longer have access" in f.get("html", "")
+    ]
+    # The customer panel (name, phone, consent, ad) goes with the thread.
+    assert '<aside id="customer-panel"' in lost
+    phone = await sync_to_async(lambda: conversation.customer.wa_id)()
+    assert phone not in lost
     await sync_to_async(customer_writes)(data["number_a"], "after removal")
     assert await ws.receive_nothing(0.5)
     await ws.disconnect()
 
 
-async def test_removing_a_team_from_a_number_closes_its_agents_streams():
+async def test_deleting_a_team_closes_its_members_streams():
     data = await sync_to_async(world)()
     ws = communicator(data["anna_cookie"])
     await ws.connect()
     await fresh_hello(ws)
     assert json.loads(await ws.receive_from())["type"] == "synced"
-    await sync_to_async(data["number_a"].teams.remove)(data["team_a"])
+    await sync_to_async(data["team_a"].delete)()
     assert json.loads(await ws.receive_from()) == {"type": "access", "numbers": []}
-    await sync_to_async(customer_writes)(data["number_a"], "after removal")
+    await sync_to_async(customer_writes)(data["number_a"], "after deletion")
     assert await ws.receive_nothing(0.5)
     await ws.disconnect()
+
+
+async def test_taking_admin_rights_away_closes_the_other_teams_inboxes():
+    data = await sync_to_async(world)()
+    anna = data["anna"]
+    anna.is_staff = True
+    await sync_to_async(anna.save)()
+    ws = communicator(await sync_to_async(session_cookie)(anna))
+    await ws.connect()
+    await fresh_hello(ws)
+    assert json.loads(await ws.receive_from())["type"] == "synced"
+    await sync_to_async(customer_writes)(data["number_b"], "seen as admin")
+    assert "seen as admin" in (await receive_event(ws))["html"]
+    anna.is_staff = False
+    await sync_to_async(anna.save)()
+    assert json.loads(await ws.receive_from()) == {
+        "type": "access",
+        "numbers": [data["number_a"].pk],
+    }
+    await sync_to_async(customer_writes)(data["number_b"], "after demotion")
+    assert await ws.receive_nothing(0.5)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("change", ["deactivate", "delete"])
+async def test_a_deactivated_or_deleted_agent_is_disconnected(change):
+    data = await sync_to_async(world)()
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws)
+    assert json.loads(await ws.receive_from())["type"] == "synced"
+
+    def remove():
+        if change == "delete":
+            data["anna"].delete()
+        else:
+            data["anna"].is_active = False
+            data["anna"].save()
+
+    await sync_to_async(remove)()
+    frames = []
+    while True:
+        output = await ws.receive_output(5)
+        if output["type"] == "websocket.close":
+            break
+        frames.append(json.loads(output["text"]))
+    assert output["code"] == 4401
+    assert {"type": "access", "numbers": []} in frames
 
 
 async def test_the_composer_flips_when_the_window_closes_or_opens():

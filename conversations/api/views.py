@@ -4,10 +4,13 @@ Every queryset starts from ``visible_to(request.user)``, so another team's
 conversation, message, customer or media is a 404, even by guessing ids.
 """
 
+import hashlib
+
 from django.db import transaction
 from django.db.models import F, Prefetch
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponseNotModified
 from django.shortcuts import get_object_or_404
+from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
@@ -246,6 +249,10 @@ DOCUMENT_TYPES = frozenset(
 )
 
 
+# Kept by the agent's browser only, and checked with the server before each use.
+MEDIA_CACHE_CONTROL = "private, no-cache"
+
+
 class MessageMedia(APIView):
     """A message's stored media file, for agents who may see its conversation.
 
@@ -264,6 +271,17 @@ class MessageMedia(APIView):
         )
         if not message.media_file:
             raise Http404
+        # Browsers revalidate on every view, so media is gone for an agent
+        # the moment their access is; an unchanged file answers 304.
+        etag = '"{}"'.format(
+            message.media_sha256
+            or hashlib.sha256(message.media_file.name.encode()).hexdigest()
+        )
+        if etag in parse_etags(request.headers.get("If-None-Match", "")):
+            response = HttpResponseNotModified()
+            response["ETag"] = etag
+            response["Cache-Control"] = MEDIA_CACHE_CONTROL
+            return response
         mime_type = message.media_mime_type.split(";")[0].strip().lower()
         inline = mime_type in INLINE_TYPES
         if not inline and mime_type not in DOCUMENT_TYPES:
@@ -277,7 +295,8 @@ class MessageMedia(APIView):
         )
         response["X-Content-Type-Options"] = "nosniff"
         response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-        response["Cache-Control"] = "private, max-age=3600"
+        response["Cache-Control"] = MEDIA_CACHE_CONTROL
+        response["ETag"] = etag
         return response
 
 
