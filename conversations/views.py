@@ -397,7 +397,14 @@ def record_consent(request: HttpRequest, pk: int) -> HttpResponse:
     if status not in ConsentRecord.Status.values or not set(purposes) <= set(
         ConsentRecord.Purpose.values
     ):
-        return HttpResponse("Choose a purpose and opt-in or opt-out.", status=422)
+        context = workspace.conversation_context(conversation, request.user)
+        context["consent_error"] = "Choose a purpose and opt-in or opt-out."
+        return _answer(
+            request,
+            conversation,
+            workspace.render_fragment("customer", context),
+            status=422,
+        )
     for each in purposes:
         services.record_consent(
             customer=conversation.customer,
@@ -433,9 +440,13 @@ def set_availability(request: HttpRequest) -> HttpResponse:
             user=request.user, availability=request.POST.get("availability", "")
         )
     except services.WorkspaceError as error:
-        return HttpResponse(error.message, status=400)
+        html = workspace.render_fragment("availability_error", {"error": error.message})
+        return HttpResponse(html, status=400)
     if request.headers.get("HX-Request"):
-        return HttpResponse(workspace.render_fragment("agent", {"agent": user}))
+        return HttpResponse(
+            workspace.render_fragment("agent", {"agent": user})
+            + workspace.render_fragment("availability_error", {"error": ""})
+        )
     return redirect("conversations:inbox")
 
 

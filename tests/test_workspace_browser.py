@@ -304,3 +304,123 @@ def test_the_live_inbox_keeps_the_length_of_its_page(stack):
     expect(page.locator("#inbox-list > li", has_text="Earlier 04")).to_have_count(0)
     expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE)
     assert "Earlier 05" in rows.last.inner_text()
+
+
+def conversation_with_a_message(number, **fields):
+    customer = CustomerFactory(wa_id=CUSTOMER, phone=f"+{CUSTOMER}")
+    conversation = ConversationFactory(customer=customer, number=number, **fields)
+    customer_writes(conversation, "hello")
+    return conversation
+
+
+def customer_writes(conversation, text):
+    """What inbound processing stores and publishes, at once."""
+    at = timezone.now()
+    message = MessageFactory(conversation=conversation, text=text, timestamp=at)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message=message, last_message_at=at, last_inbound_at=at
+    )
+    conversation.refresh_from_db()
+    realtime.publish(
+        realtime.MESSAGE_CREATED, conversation=conversation, message=message
+    )
+
+
+def test_a_colleague_who_keeps_typing_keeps_showing_as_typing(stack):
+    conversation = conversation_with_a_message(stack["number"])
+    pages = {}
+    for name in ("anna", "bruno"):
+        page = stack["browser"].new_context().new_page()
+        # The pages' timers run on clocks the test moves.
+        page.clock.install()
+        log_in(page, stack["url"], f"{name}-browser", PASSWORD)
+        page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
+        expect(page.get_by_role("status")).to_have_text("Live")
+        page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+        pages[name] = page
+    anna, bruno = pages["anna"], pages["bruno"]
+    presence = anna.locator("#presence")
+    expect(presence).to_contain_text("Bruno Agent")
+    # Counts the presence notes Anna's tab applies (each replaces #presence).
+    anna.evaluate(
+        """() => {
+          window.presenceNotes = 0;
+          new MutationObserver((records) => records.forEach((record) =>
+            record.addedNodes.forEach((node) => {
+              if (node.id === "presence") window.presenceNotes++;
+            }))
+          ).observe(document.getElementById("presence").parentNode, {childList: true});
+        }"""
+    )
+    box = bruno.get_by_role("textbox", name="Message")
+    box.press("H")
+    expect(presence).to_contain_text("Bruno Agent is typing")
+    anna.wait_for_function("window.presenceNotes >= 1")
+
+    anna.clock.run_for(5000)
+    # Bruno types on, past his tab's 3 s between notes.
+    bruno.clock.run_for(3100)
+    box.press("i")
+    anna.wait_for_function("window.presenceNotes >= 2")
+    # 8 s after the first note, 3 s after the last one: still typing.
+    anna.clock.run_for(3000)
+    assert "typing" in presence.inner_text()
+    # Once he stops, the note goes.
+    anna.clock.run_for(4000)
+    expect(presence).not_to_contain_text("typing")
+
+
+RECORD_NOTIFICATIONS = """
+window.shownNotifications = [];
+window.Notification = class {
+  constructor(title) { window.shownNotifications.push(title); }
+  static get permission() { return "granted"; }
+  static requestPermission() { return Promise.resolve("granted"); }
+};
+let focused = true;
+document.hasFocus = () => focused;
+window.setFocus = (value) => {
+  focused = value;
+  window.dispatchEvent(new Event(value ? "focus" : "blur"));
+};
+"""
+
+
+def test_the_title_badge_and_notifications_are_for_what_the_agent_did_not_see(stack):
+    conversation = conversation_with_a_message(stack["number"], assignee=stack["anna"])
+    context = stack["browser"].new_context()
+    # The system's notifications are recorded, and window focus is the test's.
+    context.add_init_script(RECORD_NOTIFICATIONS)
+    page = context.new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    status = page.get_by_role("status")
+    expect(status).to_have_text("Live")
+    row = page.get_by_role("link", name=re.compile(conversation.customer.display_name))
+
+    # In front of the agent: the row says it, the title stays quiet.
+    customer_writes(conversation, "while looking")
+    expect(row).to_contain_text("while looking")
+    expect(page).to_have_title("Inbox · Helpdesk")
+    assert page.evaluate("window.shownNotifications") == []
+
+    # Another window in front: a badge and a notification.
+    page.evaluate("window.setFocus(false)")
+    customer_writes(conversation, "while away")
+    expect(page).to_have_title("(1) Inbox · Helpdesk")
+    assert page.evaluate("window.shownNotifications") == [
+        conversation.customer.display_name
+    ]
+
+    # What arrived while the tab was offline counts, without a notification each.
+    context.set_offline(True)
+    expect(status).to_contain_text("Offline")
+    customer_writes(conversation, "missed one")
+    customer_writes(conversation, "missed two")
+    context.set_offline(False)
+    expect(status).to_have_text("Live")
+    expect(page).to_have_title("(3) Inbox · Helpdesk")
+    assert len(page.evaluate("window.shownNotifications")) == 1
+
+    # Back in front of the agent: the badge goes.
+    page.evaluate("window.setFocus(true)")
+    expect(page).to_have_title("Inbox · Helpdesk")

@@ -412,6 +412,33 @@ def test_safe_ad_links_get_rel_noopener(agent_client, number):
     conversation = chat(number)
     Conversation.objects.filter(pk=conversation.pk).update(
         referral={
+def test_a_refused_availability_or_consent_answers_with_an_error_shown_in_place(
+    agent_client, agent, number
+):
+    response = agent_client.post(
+        reverse("conversations:availability"),
+        {"availability": "on holiday"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'id="availability-error"' in html and 'role="alert"' in html
+    assert "Unknown availability" in html
+
+    conversation = chat(number, name="Consent Person")
+    response = agent_client.post(
+        reverse("conversations:consent", args=[conversation.pk]),
+        {"purpose": "newsletter", "status": "opt_in"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 422
+    html = response.content.decode()
+    # The customer panel again, with the reason next to the consent buttons.
+    assert html.strip().startswith('<aside id="customer-panel"')
+    assert "Choose a purpose and opt-in or opt-out." in html
+    assert not conversation.customer.consents.exists()
+
+
             "headline": "Spring sale",
             "body": "Shoes",
             "source_url": "https://fb.me/ad1",

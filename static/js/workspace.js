@@ -22,8 +22,12 @@
   var retry = 0;
   var retryTimer = null;
   var status = document.getElementById("live-status");
-  var hiddenNew = 0;
+  var unseenNew = 0;
   var baseTitle = document.title;
+  // Between a hello and its "synced": events the tab missed while away,
+  // which count in the title badge but pop up no notification each.
+  var catchingUp = false;
+  var typingTimer = null;
 
   // --- Applying fragments ------------------------------------------------------
 
@@ -150,6 +154,7 @@
   }
 
   function hello() {
+    catchingUp = true;
     send({
       type: "hello",
       after: lastId,
@@ -214,16 +219,22 @@
         });
       }
       applyFragments(message.html);
-      if (message.notify) notify(message.notify);
+      if (message.notify) notify(message.notify, catchingUp);
       if (message.inbound && document.visibilityState === "visible") {
         send({ type: "seen" });
       }
     } else if (message.type === "synced") {
+      catchingUp = false;
       if (message.last > lastId) lastId = message.last;
       setStatus("Live", "live");
     } else if (message.type === "fragment") {
       applyFragments(message.html);
-      if (message.typing) setTimeout(clearTyping, 6500);
+      // One timer, restarted by each keystroke note: a colleague who keeps
+      // typing keeps showing as typing.
+      if (message.typing) {
+        clearTimeout(typingTimer);
+        typingTimer = setTimeout(clearTyping, 6500);
+      }
     } else if (message.type === "access") {
       var allowed = new Set(message.numbers.map(String));
       document.querySelectorAll("#inbox-list > li").forEach(function (row) {
@@ -251,25 +262,32 @@
   });
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible") {
-      hiddenNew = 0;
-      document.title = baseTitle;
+      clearBadge();
       if (socket && socket.readyState === WebSocket.OPEN) hello();
       else connect();
     }
   });
+  window.addEventListener("focus", clearBadge);
 
   // --- Notifications and the title badge ------------------------------------------
 
-  function notify(info) {
-    if (document.visibilityState !== "visible" || info.conversation !== conversationId) {
-      hiddenNew += 1;
-      document.title = "(" + hiddenNew + ") " + baseTitle;
-    }
-    if (
-      document.visibilityState !== "visible" &&
-      "Notification" in window &&
-      Notification.permission === "granted"
-    ) {
+  // Whether the agent has this tab in front of them: then the inbox's
+  // unread counts say what is new, and the title and notifications stay quiet.
+  function lookedAt() {
+    return document.visibilityState === "visible" && document.hasFocus();
+  }
+
+  function clearBadge() {
+    if (!lookedAt()) return;
+    unseenNew = 0;
+    document.title = baseTitle;
+  }
+
+  function notify(info, missed) {
+    if (lookedAt()) return;
+    unseenNew += 1;
+    document.title = "(" + unseenNew + ") " + baseTitle;
+    if (!missed && "Notification" in window && Notification.permission === "granted") {
       var note = new Notification(info.title, { body: info.body, tag: "conv-" + info.conversation });
       note.onclick = function () {
         window.focus();
