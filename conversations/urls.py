@@ -8,6 +8,7 @@ app_name = "conversations"
 urlpatterns = [
     path("", views.inbox, name="inbox"),
     # --- Agent workspace ---
+    path("inbox/more/", views.inbox_more, name="inbox-more"),
     path("conversations/<int:pk>/", views.conversation_detail, name="detail"),
     path("conversations/<int:pk>/composer/", views.composer, name="composer"),
     path("conversations/<int:pk>/older/", views.older_messages, name="older"),

@@ -28,16 +28,10 @@ MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 
 def _page_context(request: HttpRequest, inbox_filter: workspace.InboxFilter) -> dict:
     last_event_id = workspace.latest_event_id()  # before reading any state
-    conversations = workspace.inbox_conversations(request.user, inbox_filter)
-    for conversation in conversations:
-        conversation.window_state = workspace.WindowState.of(conversation)
-        conversation.sort_key = workspace.row_sort_key(conversation, inbox_filter.order)
     return {
         "last_event_id": last_event_id,
-        "conversations": conversations,
-        "inbox_page_size": workspace.INBOX_PAGE_SIZE,
+        **workspace.inbox_context(request.user, inbox_filter),
         "filter": inbox_filter,
-        "filter_query": inbox_filter.as_query(),
         "views": list(workspace.VIEWS.items()),
         "view_queries": {
             view: inbox_filter.as_query(view=view) for view in workspace.VIEWS
@@ -58,6 +52,23 @@ def inbox(request: HttpRequest) -> HttpResponse:
     return render(
         request, "conversations/workspace.html", _page_context(request, inbox_filter)
     )
+
+
+@login_required
+@require_GET
+def inbox_more(request: HttpRequest) -> HttpResponse:
+    """The inbox's next page of rows, after the row given by `after` (without
+    it, the first page), as fragments: the rows place themselves by their
+    data-sort, and "Load more conversations" is replaced by the next one."""
+    inbox_filter = workspace.InboxFilter.from_query(request.GET)
+    context = workspace.inbox_context(
+        request.user,
+        inbox_filter,
+        after=workspace.InboxCursor.from_query(request.GET),
+    )
+    html = workspace.render_fragment("inbox_rows", context)
+    html += workspace.render_fragment("inbox_more", context)
+    return HttpResponse(html)
 
 
 @login_required

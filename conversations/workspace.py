@@ -86,6 +86,27 @@ def safe_url(value) -> str:
     return value
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(moment: datetime) -> int:
+    """A moment as integer microseconds since the epoch: exact, and nothing
+    in it needs escaping in a URL (the keyset cursors)."""
+    return (moment - EPOCH) // MICROSECOND
+
+
+def from_micros(value) -> datetime | None:
+    """The moment of to_micros(), or None when value is not such a number."""
+    value = str(value or "")
+    if not value.isdigit() or len(value) > 18:
+        return None
+    try:
+        return EPOCH + int(value) * MICROSECOND
+    except OverflowError:
+        return None
+
+
 # --- Inbox filters ---------------------------------------------------------------
 
 
@@ -304,23 +325,93 @@ def visible_conversations(user: User) -> QuerySet:
     return Conversation.objects.filter(number_id__in=numbers)
 
 
-def inbox_conversations(user: User, inbox_filter: InboxFilter) -> list[Conversation]:
+def sort_moment(conversation: Conversation, order: str) -> datetime | None:
+    """The moment that places a row in the inbox's order."""
+    if order == "window":
+        return conversation.last_inbound_at
+    return conversation.last_message_at
+
+
+def row_sort_key(conversation: Conversation, order: str) -> float:
+    moment = sort_moment(conversation, order)
+    return moment.timestamp() * 1000 if moment else 0
+
+
+@dataclass(frozen=True)
+class InboxCursor:
+    """A row's place in the inbox: its sort moment and its id. The next page
+    starts after it.
+
+    Every row carries its own (an input named "after"), and "Load more
+    conversations" sends the one of the list's last row, so the next page
+    follows whatever the list ends with by then: a row that live updates
+    moved to the top is not repeated, and rows they pushed off the end (the
+    list keeps the length of its pages) come back. A keyset page on the
+    order's index (conv_inbox, conv_window) without OFFSET: as fast for the
+    hundredth page as for the first.
+    """
+
+    moment: datetime
+    conversation_id: int
+
+    @classmethod
+    def of(cls, conversation: Conversation, order: str) -> InboxCursor | None:
+        moment = sort_moment(conversation, order)
+        return cls(moment, conversation.pk) if moment else None
+
+    @classmethod
+    def from_query(cls, query: QueryDict | dict) -> InboxCursor | None:
+        """The cursor of str(), or None when absent or malformed."""
+        micros, _, conversation_id = str(query.get("after") or "").partition("-")
+        moment = from_micros(micros)
+        if moment is None or not conversation_id.isdigit():
+            return None
+        return cls(moment, int(conversation_id))
+
+    def __str__(self) -> str:
+        return f"{to_micros(self.moment)}-{self.conversation_id}"
+
+    def rows_after(self, queryset: QuerySet, order: str) -> QuerySet:
+        """The rows of an InboxFilter.apply() queryset that follow this one."""
+        # The inclusive bound is the index range; the OR settles equal moments.
+        if order == "window":
+            return queryset.filter(last_inbound_at__gte=self.moment).filter(
+                Q(last_inbound_at__gt=self.moment)
+                | Q(last_inbound_at=self.moment, id__gt=self.conversation_id)
+            )
+        return queryset.filter(last_message_at__lte=self.moment).filter(
+            Q(last_message_at__lt=self.moment)
+            | Q(last_message_at=self.moment, id__lt=self.conversation_id)
+        )
+
+
+def inbox_context(
+    user: User, inbox_filter: InboxFilter, *, after: InboxCursor | None = None
+) -> dict:
+    """A page of the inbox's rows (the first, or the one after `after`) and
+    whether more follow, for the page or for "Load more conversations"."""
     queryset = inbox_filter.apply(
         visible_conversations(user).for_inbox(), user
     ).prefetch_related("labels")
     if inbox_filter.label or inbox_filter.view == "teams":
         # Joins through labels or teams can repeat a row.
         queryset = queryset.distinct()
-    return list(queryset[:INBOX_PAGE_SIZE])
-
-
-def row_sort_key(conversation: Conversation, order: str) -> float:
-    moment = (
-        conversation.last_inbound_at
-        if order == "window"
-        else conversation.last_message_at
-    )
-    return moment.timestamp() * 1000 if moment else 0
+    if after is not None:
+        queryset = after.rows_after(queryset, inbox_filter.order)
+    # One row more than a page says whether there is a next one.
+    conversations = list(queryset[: INBOX_PAGE_SIZE + 1])
+    more = len(conversations) > INBOX_PAGE_SIZE
+    conversations = conversations[:INBOX_PAGE_SIZE]
+    for conversation in conversations:
+        conversation.window_state = WindowState.of(conversation)
+        conversation.sort_key = row_sort_key(conversation, inbox_filter.order)
+        conversation.cursor = InboxCursor.of(conversation, inbox_filter.order)
+    return {
+        "conversations": conversations,
+        "more_conversations": more,
+        "inbox_page_size": INBOX_PAGE_SIZE,
+        "filter_query": inbox_filter.as_query(),
+    }
 
 
 # --- The conversation -------------------------------------------------------------
@@ -372,10 +463,6 @@ def messages_queryset() -> QuerySet:
     )
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
 @dataclass(frozen=True)
 class ThreadCursor:
     """Where a page of the thread starts: its oldest message's (timestamp, id).
@@ -396,20 +483,16 @@ class ThreadCursor:
     @classmethod
     def from_query(cls, query: QueryDict | dict) -> ThreadCursor | None:
         """The cursor of as_query(), or None when absent or malformed."""
-        micros = str(query.get("before_ts") or "")
+        moment = from_micros(query.get("before_ts"))
         message_id = str(query.get("before_id") or "")
-        if not (micros.isdigit() and message_id.isdigit()) or len(micros) > 18:
-            return None
-        try:
-            moment = EPOCH + int(micros) * MICROSECOND
-        except OverflowError:
+        if moment is None or not message_id.isdigit():
             return None
         return cls(moment, int(message_id))
 
     def as_query(self) -> str:
-        # Integer microseconds: exact, and nothing in it needs escaping.
-        micros = (self.timestamp - EPOCH) // MICROSECOND
-        return urlencode({"before_ts": micros, "before_id": self.message_id})
+        return urlencode(
+            {"before_ts": to_micros(self.timestamp), "before_id": self.message_id}
+        )
 
 
 @dataclass
@@ -660,6 +743,7 @@ def render_row(conversation: Conversation, order: str = "activity") -> str:
             "conversation": conversation,
             "window": WindowState.of(conversation),
             "sort_key": row_sort_key(conversation, order),
+            "cursor": InboxCursor.of(conversation, order),
             "live": True,
         },
     )

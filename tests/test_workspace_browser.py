@@ -306,6 +306,60 @@ def test_the_live_inbox_keeps_the_length_of_its_page(stack):
     assert "Earlier 05" in rows.last.inner_text()
 
 
+def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
+    number = stack["number"]
+    start = timezone.now() - timedelta(hours=1)
+    earlier = []
+    for index in range(workspace.INBOX_PAGE_SIZE + 5):
+        at = start + timedelta(seconds=index)
+        conversation = ConversationFactory(
+            number=number, customer__name=f"Earlier {index:02d}"
+        )
+        message = MessageFactory(conversation=conversation, timestamp=at)
+        Conversation.objects.filter(pk=conversation.pk).update(
+            last_message=message, last_message_at=at, last_inbound_at=at
+        )
+        earlier.append(conversation)
+    page = stack["browser"].new_context().new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    expect(page.get_by_role("status")).to_have_text("Live")
+    rows = page.locator("#inbox-list > li")
+    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE)
+
+    # The oldest customer, not shown yet, writes: the row goes on top and the
+    # list's last row (Earlier 05) makes room for it.
+    at = timezone.now()
+    message = MessageFactory(conversation=earlier[0], timestamp=at)
+    Conversation.objects.filter(pk=earlier[0].pk).update(
+        last_message=message, last_message_at=at, last_inbound_at=at
+    )
+    earlier[0].refresh_from_db()
+    realtime.publish(realtime.MESSAGE_CREATED, conversation=earlier[0], message=message)
+    expect(rows.first).to_contain_text("Earlier 00")
+    expect(page.locator("#inbox-list > li", has_text="Earlier 05")).to_have_count(0)
+
+    # The next page starts after the last row shown: Earlier 05 comes back,
+    # Earlier 00 is not there twice, and nothing is left to load.
+    page.get_by_role("button", name="Load more conversations").click()
+    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE + 5)
+    expect(rows.last).to_contain_text("Earlier 01")
+    expect(page.locator("#inbox-list > li", has_text="Earlier 00")).to_have_count(1)
+    expect(page.locator("#inbox-list > li", has_text="Earlier 05")).to_have_count(1)
+    expect(page.get_by_role("button", name="Load more conversations")).to_have_count(0)
+
+    # The list now keeps the length of two pages: a newcomer trims nothing.
+    newcomer = ConversationFactory(number=number, customer__name="Newcomer")
+    message = MessageFactory(conversation=newcomer, timestamp=timezone.now())
+    Conversation.objects.filter(pk=newcomer.pk).update(
+        last_message=message,
+        last_message_at=message.timestamp,
+        last_inbound_at=message.timestamp,
+    )
+    realtime.publish(realtime.MESSAGE_CREATED, conversation=newcomer, message=message)
+    expect(rows.first).to_contain_text("Newcomer")
+    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE + 6)
+
+
 def conversation_with_a_message(number, **fields):
     customer = CustomerFactory(wa_id=CUSTOMER, phone=f"+{CUSTOMER}")
     conversation = ConversationFactory(customer=customer, number=number, **fields)
