@@ -45,6 +45,9 @@ from .models import (
 FRAGMENTS = "conversations/fragments.html"
 INBOX_PAGE_SIZE = 50
 THREAD_PAGE_SIZE = 60
+# The customer panel lists at most this many of the customer's other
+# conversations.
+PREVIOUS_CONVERSATIONS = 10
 # A reconnecting tab gets the events after its last one, and also re-reads
 # this many ids below it: ids are allocated when a transaction inserts its
 # event but become visible when it commits, so a lower id can appear after a
@@ -542,14 +545,17 @@ def item_moment(item) -> datetime:
     return item.timestamp if isinstance(item, Message) else item.created_at
 
 
-def previous_conversations(conversation: Conversation) -> list[Conversation]:
+def previous_conversations(
+    conversation: Conversation, user: User
+) -> list[Conversation]:
+    """The customer's other conversations on every number the agent may see,
+    newest first (PREVIOUS_CONVERSATIONS of them, each with its number)."""
     return list(
-        Conversation.objects.filter(
-            customer_id=conversation.customer_id, number_id=conversation.number_id
-        )
+        visible_conversations(user)
+        .filter(customer_id=conversation.customer_id)
         .exclude(pk=conversation.pk)
-        .select_related("last_message")
-        .order_by("-created_at")[:10]
+        .select_related("last_message", "number")
+        .order_by("-created_at", "-id")[:PREVIOUS_CONVERSATIONS]
     )
 
 
@@ -652,7 +658,7 @@ def conversation_context(conversation: Conversation, user: User) -> dict:
         "conversation": conversation,
         "window": window,
         **thread_context(conversation),
-        "previous": previous_conversations(conversation),
+        "previous": previous_conversations(conversation, user),
         "agents": assignable_agents(conversation.number_id),
         "number_teams": list(conversation.number.teams.all()),
         "canned": canned_responses(user),
