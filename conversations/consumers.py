@@ -492,17 +492,8 @@ class WorkspaceConsumer(WebsocketConsumer):
 
     def _composer_html(self, conversation: Conversation) -> str:
         # Rarely needed (the window opened or closed), so rendered per tab.
-        window = workspace.WindowState.of(conversation)
         return workspace.render_fragment(
-            "composer",
-            {
-                "conversation": conversation,
-                "window": window,
-                "canned": workspace.canned_responses(self.user),
-                "templates": []
-                if window.is_open
-                else workspace.template_choices(conversation),
-            },
+            "composer", workspace.composer_context(conversation, self.user)
         )
 
     # --- Presence and typing (ephemeral) -------------------------------------------

@@ -22,7 +22,6 @@ from accounts.models import User
 from . import reports, services, workspace
 from .models import ConsentRecord, Conversation, Label, Message, MessageTemplate
 
-EMOJIS = ["😊", "👍", "🙏", "🎉", "❤️", "😂", "👋", "✅", "🙂", "😉", "🚚", "📦"]
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 
 
@@ -39,7 +38,6 @@ def _page_context(request: HttpRequest, inbox_filter: workspace.InboxFilter) -> 
         "orders": list(workspace.ORDERS.items()),
         "statuses": Conversation.Status.choices,
         "availabilities": User.Availability.choices,
-        "emojis": EMOJIS,
         **workspace.sidebar_context(request.user),
     }
 
@@ -139,19 +137,8 @@ def _composer_html(conversation: Conversation, user: User, error: str = "") -> s
     conversation.refresh_from_db(
         fields=["last_inbound_at", "free_entry_point_expires_at"]
     )
-    window = workspace.WindowState.of(conversation)
     return workspace.render_fragment(
-        "composer",
-        {
-            "conversation": conversation,
-            "window": window,
-            "canned": workspace.canned_responses(user),
-            "templates": []
-            if window.is_open
-            else workspace.template_choices(conversation),
-            "emojis": EMOJIS,
-            "error": error,
-        },
+        "composer", {**workspace.composer_context(conversation, user), "error": error}
     )
 
 

@@ -64,6 +64,8 @@ VIEWS = {
     "teams": "My teams",
 }
 ORDERS = {"activity": "Last activity", "window": "Window closing"}
+# The composer's emoji picker.
+EMOJIS = ["😊", "👍", "🙏", "🎉", "❤️", "😂", "👋", "✅", "🙂", "😉", "🚚", "📦"]
 # A search looks for text in this many of the newest matching messages (of
 # the conversations the tab may show); customers' names and numbers always.
 SEARCH_MESSAGE_LIMIT = 1000
@@ -651,18 +653,27 @@ def sidebar_context(user: User) -> dict:
     }
 
 
-def conversation_context(conversation: Conversation, user: User) -> dict:
-    """Everything the conversation pane renders (a fixed number of queries)."""
+def composer_context(conversation: Conversation, user: User) -> dict:
+    """What the composer renders, the same with the page, as a form's answer
+    and pushed live when the window opens or closes."""
     window = WindowState.of(conversation)
     return {
         "conversation": conversation,
         "window": window,
+        "canned": canned_responses(user),
+        "templates": [] if window.is_open else template_choices(conversation),
+        "emojis": EMOJIS,
+    }
+
+
+def conversation_context(conversation: Conversation, user: User) -> dict:
+    """Everything the conversation pane renders (a fixed number of queries)."""
+    return {
+        **composer_context(conversation, user),
         **thread_context(conversation),
         "previous": previous_conversations(conversation, user),
         "agents": assignable_agents(conversation.number_id),
         "number_teams": list(conversation.number.teams.all()),
-        "canned": canned_responses(user),
-        "templates": [] if window.is_open else template_choices(conversation),
         "consent": consent_state(conversation.customer_id),
         "consent_purposes": ConsentRecord.Purpose.choices,
         "cost": conversation_cost(conversation),

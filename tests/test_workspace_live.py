@@ -360,4 +360,6 @@ async def test_the_composer_flips_when_the_window_closes_or_opens():
     await sync_to_async(customer_writes)(data["number_a"], "I'm back", conversation)
     frame = await receive_event(ws)
     assert 'id="composer"' in frame["html"] and 'aria-label="Message"' in frame["html"]
+    # The same composer as with the page, its emoji picker filled in.
+    assert 'aria-label="Insert 😊"' in frame["html"]
     await ws.disconnect()
