@@ -12,16 +12,29 @@ class UserAdmin(DjangoUserAdmin):
         "display_name",
         "email",
         "availability",
+        "connected",
         "team_names",
         "is_staff",
         "is_active",
     )
-    list_filter = ("availability", "is_staff", "is_active", "teams")
+    list_filter = ("availability", "connected", "is_staff", "is_active", "teams")
     search_fields = ("username", "display_name", "first_name", "last_name", "email")
     filter_horizontal = ("teams", "groups", "user_permissions")
     fieldsets = DjangoUserAdmin.fieldsets + (
-        ("Helpdesk", {"fields": ("display_name", "availability", "teams")}),
+        (
+            "Helpdesk",
+            {
+                "fields": (
+                    "display_name",
+                    "availability",
+                    "connected",
+                    "teams",
+                )
+            },
+        ),
     )
+    # Kept by the workspace's sockets, not by hand.
+    readonly_fields = ("connected",)
     add_fieldsets = DjangoUserAdmin.add_fieldsets + (
         ("Helpdesk", {"fields": ("display_name", "teams")}),
     )

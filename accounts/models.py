@@ -26,12 +26,15 @@ class User(AbstractUser):
 
     # Shown to customers' conversations and colleagues instead of the login name.
     display_name = models.CharField(max_length=150, blank=True)
-    # Set by the agent; colleagues see it next to assignees, and routing can
-    # prefer agents who are online.
+    # Chosen by the agent. Colleagues see it while the agent has the
+    # workspace open (`connected`); an agent without an open tab is offline.
     availability = models.CharField(
-        max_length=10, choices=Availability.choices, default=Availability.OFFLINE
+        max_length=10, choices=Availability.choices, default=Availability.ONLINE
     )
     availability_changed_at = models.DateTimeField(null=True, blank=True)
+    # Whether the agent has the workspace open in a tab (LiveTab), kept by
+    # conversations.services as tabs open and close.
+    connected = models.BooleanField(default=False)
     teams = models.ManyToManyField(Team, related_name="members", blank=True)
 
     class Meta:
@@ -43,3 +46,26 @@ class User(AbstractUser):
     @property
     def name(self) -> str:
         return self.display_name or self.get_full_name() or self.username
+
+    @property
+    def presence(self) -> str:
+        """What colleagues see: the chosen availability while connected."""
+        return self.availability if self.connected else self.Availability.OFFLINE
+
+    def get_presence_display(self) -> str:
+        return self.Availability(self.presence).label
+
+
+class LiveTab(models.Model):
+    """A workspace tab with its socket open: the agent is connected while
+    they have one. Tabs that stop saying they are alive (their server
+    died without closing them) are swept."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="live_tabs")
+    # The socket's channel name, unique to the tab.
+    channel_name = models.CharField(max_length=200, unique=True)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self):
+        return f"{self.user} ({self.channel_name})"

@@ -25,6 +25,7 @@ import logging
 import time
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import WebsocketConsumer
 from channels.layers import get_channel_layer
@@ -50,6 +51,9 @@ TYPING_SHOWS_SECONDS = 6
 HUB_REJOIN_SECONDS = 3600
 # At most this many events are loaded in one batch.
 HUB_BATCH_LIMIT = 200
+# The hub says this often which of its tabs are connected (see
+# settings.LIVE_TAB_STALE_SECONDS for when silence means a dead server).
+TAB_KEEPALIVE_SECONDS = 30
 
 
 class InboxHub:
@@ -70,6 +74,16 @@ class InboxHub:
         self.channel_name: str | None = None
         self.tabs: dict[str, set] = {}
         self.tasks: list[asyncio.Task] = []
+        self.open_tabs: set = set()
+        self.keepalive: asyncio.Task | None = None
+
+    async def track(self, tab: "WorkspaceConsumer") -> None:
+        """Keep saying that this tab is connected while it is."""
+        self.open_tabs.add(tab)
+        if self.keepalive is None:
+            self.keepalive = self.loop.create_task(
+                self._keep_alive(), context=contextvars.Context()
+            )
 
     async def subscribe(self, group: str, tab: "WorkspaceConsumer") -> None:
         if self.channel_name is None:
@@ -99,6 +113,7 @@ class InboxHub:
                 await self.layer.group_add(group, self.channel_name)
 
     async def forget(self, tab: "WorkspaceConsumer") -> None:
+        self.open_tabs.discard(tab)
         for group in [group for group, tabs in self.tabs.items() if tab in tabs]:
             await self.unsubscribe(group, tab)
 
@@ -151,6 +166,18 @@ class InboxHub:
 
     async def _rejoin(self) -> None:
         while True:
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(TAB_KEEPALIVE_SECONDS)
+            tabs = [tab.channel_name for tab in self.open_tabs]
+            if not tabs:
+                continue
+            try:
+                await database_sync_to_async(services.keep_tabs_open)(tabs=tabs)
+            except Exception:
+                # Tabs not heard of are swept as closed; the next round says them.
+                logger.warning("Inbox hub: keep-alive failed", exc_info=True)
+
             await asyncio.sleep(HUB_REJOIN_SECONDS)
             for group in list(self.tabs):
                 try:
@@ -298,12 +325,18 @@ class WorkspaceConsumer(WebsocketConsumer):
         self._refresh_access()
 
     def disconnect(self, code):
+        # Colleagues see the agent connected from now (the agent's own tab
+        # hears it too, its inboxes being joined).
+        services.open_tab(user=user, tab=self.channel_name)
+        async_to_sync(self.hub.track)(self)
         if getattr(self, "conversation_id", None):
             self._presence("leave")
         for group in list(getattr(self, "groups_joined", ())):
             self._leave(group)
 
     # --- Groups and access ---------------------------------------------------------
+        if hasattr(self, "user"):
+            services.close_tab(user=self.user, tab=self.channel_name)
 
     def _join(self, group: str) -> None:
         if group not in self.groups_joined:

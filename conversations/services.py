@@ -28,7 +28,7 @@ from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
-from accounts.models import Team, User
+from accounts.models import LiveTab, Team, User
 
 from . import billing, callbacks, delivery, realtime, tasks, windows
 from .models import (
@@ -1487,6 +1487,62 @@ def open_conversation(*, conversation: Conversation, agent: User) -> bool:
         conversation.unread_count = 0
         realtime.publish(
             realtime.CONVERSATION_UPDATED,
+def open_tab(*, user: User, tab: str) -> None:
+    """An agent opened the workspace in a tab (its socket, named `tab`)."""
+    with transaction.atomic():
+        LiveTab.objects.update_or_create(
+            channel_name=tab, defaults={"user": user, "seen_at": timezone.now()}
+        )
+        _settle_connected(user.pk)
+
+
+def close_tab(*, user: User, tab: str) -> None:
+    """A tab's socket closed; the agent goes offline with their last tab."""
+    with transaction.atomic():
+        LiveTab.objects.filter(channel_name=tab).delete()
+        _settle_connected(user.pk)
+
+
+def keep_tabs_open(*, tabs) -> None:
+    """A server process says these tabs of its are still connected."""
+    LiveTab.objects.filter(channel_name__in=list(tabs)).update(seen_at=timezone.now())
+
+
+def close_stale_tabs(*, now: datetime | None = None) -> int:
+    """Close the tabs whose server stopped saying they are alive (it died
+    without closing them); their agents go offline with their last tab.
+    Return how many were closed."""
+    cutoff = (now or timezone.now()) - timedelta(
+        seconds=settings.LIVE_TAB_STALE_SECONDS
+    )
+    stale = LiveTab.objects.filter(seen_at__lt=cutoff)
+    user_ids = set(stale.values_list("user_id", flat=True))
+    closed, _ = stale.delete()
+    for user_id in sorted(user_ids):
+        with transaction.atomic():
+            _settle_connected(user_id)
+    return closed
+
+
+def _settle_connected(user_id: int) -> None:
+    """Make `connected` say whether the agent has a tab open; colleagues see
+    the change live. Locks the agent's row so two tabs opening or closing at
+    once settle on the right answer."""
+    user = User.objects.select_for_update().filter(pk=user_id).first()
+    if user is None:
+        return
+    connected = LiveTab.objects.filter(user_id=user_id).exists()
+    if user.connected == connected:
+        return
+    user.connected = connected
+    user.save(update_fields=["connected"])
+    realtime.publish_agent(
+        realtime.AGENT_UPDATED,
+        number_ids=visible_number_ids(user),
+        data={"agent": user.pk, "connected": connected},
+    )
+
+
             conversation=conversation,
             data={"change": "read", "by": agent.pk},
         )

@@ -196,6 +196,12 @@ def wake_snoozed_conversations() -> int:
     return services.wake_snoozed_conversations()
 
 
+@shared_task(name="conversations.tasks.close_stale_tabs", ignore_result=True)
+def close_stale_tabs() -> int:
+    """Agents whose server died with their tabs open go offline (beat)."""
+    return services.close_stale_tabs()
+
+
 # --- Outbound: delivery, read receipts, typing, templates --------------------------
 
 

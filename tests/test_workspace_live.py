@@ -1,5 +1,6 @@
 """The workspace's live socket, over channels' WebsocketCommunicator and real Redis."""
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.db import connections
 from django.utils import timezone
 
+from accounts.models import LiveTab, User
 from conversations import realtime, services
 from conversations.models import Conversation, LiveEvent
 from helpdesk.asgi import application
@@ -54,6 +56,17 @@ def communicator(cookie: bytes | None = None, origin: bytes = ORIGIN):
     return WebsocketCommunicator(application, "/ws/workspace/", headers=headers)
 
 
+def at_work(agent):
+    """The agent has had the workspace open in another tab for a while: a
+    test's socket changes nothing colleagues see, so its frames are only
+    those the test is about."""
+    LiveTab.objects.create(
+        user=agent, channel_name=f"{agent.username}-other-tab", seen_at=timezone.now()
+    )
+    User.objects.filter(pk=agent.pk).update(connected=True)
+    agent.connected = True
+
+
 def world():
     """Two teams with a number each; anna in A, bruno in B."""
     team_a, team_b = TeamFactory(name="A"), TeamFactory(name="B")
@@ -64,6 +77,8 @@ def world():
     anna.teams.add(team_a)
     bruno = UserFactory(username="bruno-live")
     bruno.teams.add(team_b)
+    at_work(anna)
+    at_work(bruno)
     return {
         "number_a": number_a,
         "number_b": number_b,
@@ -179,6 +194,7 @@ async def test_the_open_conversation_gets_bubbles_ticks_notes_and_presence():
     conversation, message = await sync_to_async(customer_writes)(data["number_a"])
     colleague = await sync_to_async(UserFactory)(username="carla-live")
     await sync_to_async(colleague.teams.add)(data["team_a"])
+    await sync_to_async(at_work)(colleague)
     first = communicator(data["anna_cookie"])
     second = communicator(await sync_to_async(session_cookie)(colleague))
     await first.connect()
@@ -362,4 +378,68 @@ async def test_the_composer_flips_when_the_window_closes_or_opens():
     assert 'id="composer"' in frame["html"] and 'aria-label="Message"' in frame["html"]
     # The same composer as with the page, its emoji picker filled in.
     assert 'aria-label="Insert 😊"' in frame["html"]
+    await ws.disconnect()
+
+
+async def test_colleagues_see_an_agent_online_while_a_tab_of_theirs_is_open():
+    data = await sync_to_async(world)()
+    carla = await sync_to_async(UserFactory)(username="carla-live")
+    await sync_to_async(carla.teams.add)(data["team_a"])
+    watcher = communicator(data["anna_cookie"])
+    await watcher.connect()
+    await fresh_hello(watcher)
+    assert json.loads(await watcher.receive_from())["type"] == "synced"
+
+    carla_cookie = await sync_to_async(session_cookie)(carla)
+    tabs = [communicator(carla_cookie), communicator(carla_cookie)]
+    await tabs[0].connect()
+    html = (await receive_event(watcher))["html"]
+    assert f'id="agent-{carla.pk}" class="agent availability-online"' in html
+    # The assign menus of the conversations open in Anna's tabs follow.
+    assert f'<option id="assign-option-{carla.pk}"' in html
+    assert "(Online)" in html
+
+    # A second tab, then closing the first: still online, nothing to say.
+    await tabs[1].connect()
+    await tabs[0].disconnect()
+    assert await watcher.receive_nothing(0.5)
+    await tabs[1].disconnect()
+    html = (await receive_event(watcher))["html"]
+    assert 'class="agent availability-offline"' in html and "(Offline)" in html
+    assert not await sync_to_async(LiveTab.objects.filter(user=carla).exists)()
+    await watcher.disconnect()
+
+
+def test_tabs_left_open_by_a_dead_server_are_closed_by_the_sweep():
+    data = world()
+    anna = data["anna"]
+    LiveTab.objects.filter(user=anna).update(
+        seen_at=timezone.now() - timedelta(hours=1)
+    )
+    services.keep_tabs_open(tabs=["bruno-live-other-tab"])
+
+    assert services.close_stale_tabs(now=timezone.now()) == 1
+
+    anna.refresh_from_db()
+    assert not anna.connected and anna.presence == "offline"
+    assert User.objects.get(pk=data["bruno"].pk).connected
+    event = LiveEvent.objects.get(type="agent.updated")
+    assert event.data == {"agent": anna.pk, "connected": False}
+    assert event.number_id == data["number_a"].pk
+
+
+async def test_a_server_keeps_saying_which_tabs_are_open(monkeypatch):
+    data = await sync_to_async(world)()
+    monkeypatch.setattr("conversations.consumers.TAB_KEEPALIVE_SECONDS", 0.05)
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    tab = await sync_to_async(
+        lambda: LiveTab.objects.exclude(channel_name__endswith="other-tab").get()
+    )()
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        seen = await sync_to_async(lambda: LiveTab.objects.get(pk=tab.pk).seen_at)()
+        if seen > tab.seen_at:
+            break
+    assert seen > tab.seen_at
     await ws.disconnect()
