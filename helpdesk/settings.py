@@ -300,16 +300,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.wake_snoozed_conversations",
         "schedule": env_float("SNOOZE_WAKE_SECONDS", 60.0),
     },
-}
     # Agents whose server died with their tabs open show as offline.
     "close-stale-tabs": {
         "task": "conversations.tasks.close_stale_tabs",
         "schedule": 60.0,
     },
-
+}
 # A server process says every 30 s which of its tabs are still connected; a
 # tab not heard of for this long was left open by a server that died.
 LIVE_TAB_STALE_SECONDS = env_float("LIVE_TAB_STALE_SECONDS", 90.0)
+
 # --- WhatsApp Cloud API -----------------------------------------------------
 WHATSAPP_GRAPH_API_URL = os.environ.get(
     "WHATSAPP_GRAPH_API_URL", "https://graph.facebook.com"
