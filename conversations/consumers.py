@@ -164,8 +164,6 @@ class InboxHub:
                 for tab in list(self.tabs.get(group, ())):
                     tab.live_queue.put_nowait(message)
 
-    async def _rejoin(self) -> None:
-        while True:
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(TAB_KEEPALIVE_SECONDS)
@@ -178,6 +176,8 @@ class InboxHub:
                 # Tabs not heard of are swept as closed; the next round says them.
                 logger.warning("Inbox hub: keep-alive failed", exc_info=True)
 
+    async def _rejoin(self) -> None:
+        while True:
             await asyncio.sleep(HUB_REJOIN_SECONDS)
             for group in list(self.tabs):
                 try:
@@ -323,20 +323,20 @@ class WorkspaceConsumer(WebsocketConsumer):
         self.accept()
         self._join(realtime.user_group(user.pk))
         self._refresh_access()
-
-    def disconnect(self, code):
         # Colleagues see the agent connected from now (the agent's own tab
         # hears it too, its inboxes being joined).
         services.open_tab(user=user, tab=self.channel_name)
         async_to_sync(self.hub.track)(self)
+
+    def disconnect(self, code):
         if getattr(self, "conversation_id", None):
             self._presence("leave")
         for group in list(getattr(self, "groups_joined", ())):
             self._leave(group)
-
-    # --- Groups and access ---------------------------------------------------------
         if hasattr(self, "user"):
             services.close_tab(user=self.user, tab=self.channel_name)
+
+    # --- Groups and access ---------------------------------------------------------
 
     def _join(self, group: str) -> None:
         if group not in self.groups_joined:

@@ -1472,21 +1472,6 @@ def set_availability(*, user: User, availability: str) -> User:
     return user
 
 
-def open_conversation(*, conversation: Conversation, agent: User) -> bool:
-    """An agent is looking at a conversation: reset unread, mark it read at Meta.
-
-    Only the first of several tabs doing so at once changes anything. Return
-    whether there was something unread.
-    """
-    with transaction.atomic():
-        changed = Conversation.objects.filter(
-            pk=conversation.pk, unread_count__gt=0
-        ).update(unread_count=0)
-        if not changed:
-            return False
-        conversation.unread_count = 0
-        realtime.publish(
-            realtime.CONVERSATION_UPDATED,
 def open_tab(*, user: User, tab: str) -> None:
     """An agent opened the workspace in a tab (its socket, named `tab`)."""
     with transaction.atomic():
@@ -1543,6 +1528,21 @@ def _settle_connected(user_id: int) -> None:
     )
 
 
+def open_conversation(*, conversation: Conversation, agent: User) -> bool:
+    """An agent is looking at a conversation: reset unread, mark it read at Meta.
+
+    Only the first of several tabs doing so at once changes anything. Return
+    whether there was something unread.
+    """
+    with transaction.atomic():
+        changed = Conversation.objects.filter(
+            pk=conversation.pk, unread_count__gt=0
+        ).update(unread_count=0)
+        if not changed:
+            return False
+        conversation.unread_count = 0
+        realtime.publish(
+            realtime.CONVERSATION_UPDATED,
             conversation=conversation,
             data={"change": "read", "by": agent.pk},
         )

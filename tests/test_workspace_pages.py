@@ -280,6 +280,33 @@ def test_availability_is_published_to_the_agents_inboxes(agent_client, agent, nu
     assert event.number_id == number.pk and event.data["agent"] == agent.pk
 
 
+def test_a_refused_availability_or_consent_answers_with_an_error_shown_in_place(
+    agent_client, agent, number
+):
+    response = agent_client.post(
+        reverse("conversations:availability"),
+        {"availability": "on holiday"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'id="availability-error"' in html and 'role="alert"' in html
+    assert "Unknown availability" in html
+
+    conversation = chat(number, name="Consent Person")
+    response = agent_client.post(
+        reverse("conversations:consent", args=[conversation.pk]),
+        {"purpose": "newsletter", "status": "opt_in"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 422
+    html = response.content.decode()
+    # The customer panel again, with the reason next to the consent buttons.
+    assert html.strip().startswith('<aside id="customer-panel"')
+    assert "Choose a purpose and opt-in or opt-out." in html
+    assert not conversation.customer.consents.exists()
+
+
 def test_inbox_views_filters_and_search(agent_client, agent, number, team):
     mine = chat(number, name="Mine Person")
     Conversation.objects.filter(pk=mine.pk).update(assignee=agent, team=team)
@@ -428,33 +455,6 @@ def test_safe_ad_links_get_rel_noopener(agent_client, number):
     conversation = chat(number)
     Conversation.objects.filter(pk=conversation.pk).update(
         referral={
-def test_a_refused_availability_or_consent_answers_with_an_error_shown_in_place(
-    agent_client, agent, number
-):
-    response = agent_client.post(
-        reverse("conversations:availability"),
-        {"availability": "on holiday"},
-        HTTP_HX_REQUEST="true",
-    )
-    assert response.status_code == 400
-    html = response.content.decode()
-    assert 'id="availability-error"' in html and 'role="alert"' in html
-    assert "Unknown availability" in html
-
-    conversation = chat(number, name="Consent Person")
-    response = agent_client.post(
-        reverse("conversations:consent", args=[conversation.pk]),
-        {"purpose": "newsletter", "status": "opt_in"},
-        HTTP_HX_REQUEST="true",
-    )
-    assert response.status_code == 422
-    html = response.content.decode()
-    # The customer panel again, with the reason next to the consent buttons.
-    assert html.strip().startswith('<aside id="customer-panel"')
-    assert "Choose a purpose and opt-in or opt-out." in html
-    assert not conversation.customer.consents.exists()
-
-
             "headline": "Spring sale",
             "body": "Shoes",
             "source_url": "https://fb.me/ad1",
