@@ -1198,9 +1198,6 @@ def download_media(*, message_id: int) -> Message | None:
             reason="The downloaded file does not match the SHA-256 Meta sent",
         )
     mime_type = message.media_mime_type or info.mime_type
-    extension = mimetypes.guess_extension(mime_type.split(";")[0].strip()) or ""
-    # A random name: the customer's file name lives only in the database.
-    name = f"{uuid.uuid4().hex}{extension}"
     with transaction.atomic():
         locked = (
             Message.objects.select_for_update()
@@ -1209,11 +1206,7 @@ def download_media(*, message_id: int) -> Message | None:
         )
         if locked.media_state != Message.MediaState.PENDING:
             return locked  # another worker stored it meanwhile
-        locked.media_file.save(name, ContentFile(data), save=False)
-        locked.media_size = len(data)
-        locked.media_sha256 = hashlib.sha256(data).hexdigest()
-        locked.media_mime_type = mime_type
-        locked.media_state = Message.MediaState.STORED
+        _keep_media(locked, data, mime_type)
         locked.save(
             update_fields=[
                 "media_file",
@@ -1231,6 +1224,19 @@ def download_media(*, message_id: int) -> Message | None:
             data={"media": "stored"},
         )
     return locked
+
+
+def _keep_media(message: Message, data: bytes, mime_type: str) -> None:
+    """Store a message's media file and what is known of it (not saved yet)."""
+    extension = mimetypes.guess_extension(mime_type.split(";")[0].strip()) or ""
+    # A random name: the sender's file name lives only in the database.
+    message.media_file.save(
+        f"{uuid.uuid4().hex}{extension}", ContentFile(data), save=False
+    )
+    message.media_size = len(data)
+    message.media_sha256 = hashlib.sha256(data).hexdigest()
+    message.media_mime_type = mime_type
+    message.media_state = Message.MediaState.STORED
 
 
 def fail_media(*, message_id: int, reason: str) -> Message | None:
@@ -1617,6 +1623,11 @@ class SendingPaused(OutboundError):
     status = 409
 
 
+class UploadFailed(OutboundError):
+    code = "upload_failed"
+    status = 502
+
+
 def check_can_send(*, conversation: Conversation, free_form: bool = False) -> None:
     """Refuse at once what could not go out now (the REST API asks first).
 
@@ -1762,6 +1773,27 @@ def _check_interactive(content: dict) -> str:
     return body
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file an agent sends, kept on its message as a customer's media is."""
+
+    data: bytes
+    filename: str
+    mime_type: str
+
+
+# What a stored media file is on a message (a resend shows the same file).
+MEDIA_FIELDS = (
+    "media_id",
+    "media_mime_type",
+    "media_filename",
+    "media_size",
+    "media_sha256",
+    "media_file",
+    "media_state",
+)
+
+
 def _queue_message(
     *,
     conversation: Conversation,
@@ -1771,10 +1803,12 @@ def _queue_message(
     sender=None,
     reply_to: Message | None = None,
     template: MessageTemplate | None = None,
+    attachment: Attachment | None = None,
+    media_of: Message | None = None,
 ) -> Message:
     now = timezone.now()
     opens_free_entry_point = windows.opens_free_entry_point(conversation, now)
-    message = Message.objects.create(
+    message = Message(
         conversation=conversation,
         direction=Message.Direction.OUTBOUND,
         type=kind,
@@ -1787,6 +1821,14 @@ def _queue_message(
         sender=sender,
         template=template,
     )
+    if attachment is not None:
+        message.media_id = str(payload.get("id", ""))
+        message.media_filename = attachment.filename[:255]
+        _keep_media(message, attachment.data, attachment.mime_type)
+    elif media_of is not None:
+        for name in MEDIA_FIELDS:
+            setattr(message, name, getattr(media_of, name))
+    message.save(force_insert=True)
     _touch_conversation(conversation, message, inbound=False)
     rows = Conversation.objects.filter(pk=conversation.pk)
     if sender is not None:
@@ -1818,11 +1860,13 @@ def send_reply(
     sender=None,
     reply_to: Message | None = None,
     at: datetime | None = None,
+    attachment: Attachment | None = None,
 ) -> Message:
     """Queue a free-form reply (text, media, interactive, location, contacts).
 
     `content` is the type's object in Meta's shape ({"body": ...} for text).
     Refused with WindowClosed outside the customer service window.
+    `attachment`: the file uploaded as content's media id, kept on the message.
     """
     if kind == "reaction":
         raise OutboundError("Use react() for reactions.")
@@ -1837,6 +1881,52 @@ def send_reply(
         text=text,
         sender=sender,
         reply_to=reply_to,
+        attachment=attachment,
+    )
+
+
+def send_attachment(
+    *,
+    conversation: Conversation,
+    kind: str,
+    attachment: Attachment,
+    caption: str = "",
+    sender=None,
+    reply_to: Message | None = None,
+) -> Message:
+    """Upload an agent's file to Meta and queue it as a media reply.
+
+    Whatever would refuse the send is checked before the upload, so nothing
+    goes to Meta for a message that would not be queued; an upload Meta
+    does not take queues nothing (UploadFailed). The file is kept on the
+    message, so its bubble shows it as a customer's would.
+    """
+    content = {}
+    if caption and kind in {"image", "video", "document"}:
+        content["caption"] = caption
+    if kind == "document":
+        content["filename"] = attachment.filename[:240]
+    check_can_send(conversation=conversation, free_form=True)
+    # The media id is Meta's answer to the upload; a stand-in checks the rest.
+    _check_content(kind, {**content, "id": "upload"})
+    try:
+        media_id = upload_media(
+            number=conversation.number,
+            kind=kind,
+            data=attachment.data,
+            mime_type=attachment.mime_type,
+            filename=attachment.filename,
+        )
+    except (client.GraphAPIError, client.AcceptedButUnknown) as error:
+        logger.warning("Upload for conversation %s failed: %s", conversation.pk, error)
+        raise UploadFailed("Meta did not take the upload; try again.") from error
+    return send_reply(
+        conversation=conversation,
+        kind=kind,
+        content={**content, "id": media_id},
+        sender=sender,
+        reply_to=reply_to,
+        attachment=attachment,
     )
 
 
@@ -2097,6 +2187,7 @@ def resend_message(*, message: Message, sender=None) -> Message:
         sender=sender,
         reply_to=message.reply_to,
         template=message.template,
+        media_of=message if message.media_state == Message.MediaState.STORED else None,
     )
 
 

@@ -169,23 +169,13 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
                 or mimetypes.guess_type(upload.name)[0]
                 or "application/octet-stream"
             )
-            kind = _media_kind(mime_type)
-            media_id = services.upload_media(
-                number=conversation.number,
-                kind=kind,
-                data=upload.read(),
-                mime_type=mime_type,
-                filename=upload.name,
-            )
-            content = {"id": media_id}
-            if text and kind in {"image", "video", "document"}:
-                content["caption"] = text
-            if kind == "document":
-                content["filename"] = upload.name[:240]
-            message = services.send_reply(
+            message = services.send_attachment(
                 conversation=conversation,
-                kind=kind,
-                content=content,
+                kind=_media_kind(mime_type),
+                attachment=services.Attachment(
+                    data=upload.read(), filename=upload.name, mime_type=mime_type
+                ),
+                caption=text,
                 sender=request.user,
                 reply_to=reply_to,
             )

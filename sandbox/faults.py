@@ -26,6 +26,8 @@ class Faults:
     error_next: list[int] = field(default_factory=list)
     # Accept the next sends, then report them `failed` with these codes.
     failed_status_next: list[int] = field(default_factory=list)
+    # Refuse the next N media uploads (131053, media upload error).
+    upload_error_next: int = 0
     # Answer 130429 above each number's throughput in any wall-clock second.
     enforce_throughput: bool = True
     # Post this share of webhooks twice.
@@ -80,6 +82,12 @@ class Faults:
 
     def take_failed_status_code(self) -> int | None:
         return self.failed_status_next.pop(0) if self.failed_status_next else None
+
+    def take_upload_error(self) -> bool:
+        if self.upload_error_next > 0:
+            self.upload_error_next -= 1
+            return True
+        return False
 
     def take_timeout(self) -> bool:
         if self.timeout_after_accept_next > 0:

@@ -213,6 +213,8 @@ async def upload_media(request: web.Request) -> web.Response:
         raise GraphError(100, "The parameter messaging_product is required.")
     if upload is None:
         raise GraphError(100, "The parameter file is required.")
+    if sandbox.faults.take_upload_error():
+        raise GraphError(131053, "The sandbox was told to refuse this upload.")
     mime_type = fields.get("type") or upload["content_type"]
     if not mime_type:
         raise GraphError(100, "The parameter type is required.")

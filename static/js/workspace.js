@@ -367,7 +367,11 @@
   document.body.addEventListener("htmx:afterRequest", function (event) {
     var xhr = event.detail.xhr;
     var form = event.detail.elt.closest ? event.detail.elt.closest("form") : null;
-    if (xhr && xhr.responseText && xhr.status < 500) applyFragments(xhr.responseText);
+    // Answers are fragments, refusals too, and a 502 when Meta did not take an
+    // upload; other server errors are no fragments of ours.
+    if (xhr && xhr.responseText && (xhr.status < 500 || xhr.status === 502)) {
+      applyFragments(xhr.responseText);
+    }
     if (event.detail.successful && form && form.hasAttribute("data-reset-on-success")) {
       form.reset();
       var quoting = form.querySelector(".quoting");

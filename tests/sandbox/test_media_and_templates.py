@@ -37,6 +37,12 @@ def test_upload_retrieve_and_download_with_the_token(sandbox, graph):
     assert download.headers["Content-Type"] == "application/pdf"
 
 
+def test_the_next_uploads_can_be_refused(sandbox, graph):
+    sandbox.control.set_faults(upload_error_next=1)
+    assert_meta_error(upload(sandbox, graph), 400, 131053)
+    assert upload(sandbox, graph).status_code == 200
+
+
 def test_download_without_the_token_is_refused(sandbox, graph):
     media_id = upload(sandbox, graph).json()["id"]
     url = graph.http.get(f"{sandbox.graph_url}/{media_id}").json()["url"]
