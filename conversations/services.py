@@ -2030,7 +2030,7 @@ def template_components(template: MessageTemplate, parameters: dict) -> list[dic
     body = stored.get("BODY")
     names = _placeholders((body or {}).get("text", ""))
     given_body = parameters.get("body") or []
-    named = str(template.components and _parameter_format(template)) == "NAMED"
+    named = str(template.components and parameter_format(template)) == "NAMED"
     if named:
         if not isinstance(given_body, dict):
             raise TemplateParametersInvalid("body: named parameters are needed")
@@ -2101,7 +2101,7 @@ def template_components(template: MessageTemplate, parameters: dict) -> list[dic
     return components
 
 
-def _parameter_format(template: MessageTemplate) -> str:
+def parameter_format(template: MessageTemplate) -> str:
     # Meta lists parameter_format next to components; sync_templates keeps it
     # as a pseudo-component so the model needs no new column.
     for component in template.components or []:
@@ -2112,7 +2112,7 @@ def _parameter_format(template: MessageTemplate) -> str:
 
 def _text_parameter(value: str, name: str, template: MessageTemplate) -> dict:
     parameter = {"type": "text", "text": value}
-    if _parameter_format(template) == "NAMED":
+    if parameter_format(template) == "NAMED":
         parameter["parameter_name"] = name
     return parameter
 
@@ -3110,7 +3110,7 @@ def notifications_from_csv(
         raise OutboundError("The CSV needs a header row with a phone column.")
     header = _template_components(template).get("HEADER") or {}
     header_kind = str(header.get("format", "")).lower()
-    named = _parameter_format(template) == "NAMED"
+    named = parameter_format(template) == "NAMED"
     recipients = []
     for row in reader:
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}

@@ -225,8 +225,19 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
     ).first()
     if template is None:
         return _error(request, conversation, "Choose an approved template.", 422)
-    parameters: dict = {"body": request.POST.getlist("body")}
     fields = workspace.template_fields(template)
+    body = {name: request.POST.get(f"body_{name}", "") for name in fields["body"]}
+    # The shapes services.template_components takes: named or positional.
+    parameters: dict = {"body": body if fields["named"] else list(body.values())}
+    if fields["buttons"]:
+        parameters["buttons"] = [
+            {
+                "index": button["index"],
+                "type": "url",
+                "text": request.POST.get(f"button_{button['index']}", ""),
+            }
+            for button in fields["buttons"]
+        ]
     if fields["header"] in {"image", "video", "document"}:
         parameters["header"] = {
             fields["header"]: {"link": request.POST.get("header_link", "")}

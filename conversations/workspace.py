@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from accounts.models import Team, User
 
-from . import billing, realtime, windows
+from . import billing, realtime, services, windows
 from .models import (
     CannedResponse,
     ConsentRecord,
@@ -597,9 +597,12 @@ def approved_templates(conversation: Conversation) -> list[MessageTemplate]:
 
 
 def template_fields(template: MessageTemplate) -> dict:
-    """The parameters an agent fills in for a template: header text, body."""
+    """The parameters an agent fills in for a template: the header's, the
+    body's (by name when the template's are named) and the URL buttons'
+    variable endings."""
     header = None
     body: list[str] = []
+    buttons: list[dict] = []
     for component in template.components or []:
         kind = str(component.get("type", "")).upper()
         text = str(component.get("text", ""))
@@ -610,7 +613,23 @@ def template_fields(template: MessageTemplate) -> dict:
             header = str(component.get("format", "")).lower()
         elif kind == "BODY":
             body = names
-    return {"header": header, "body": body}
+        elif kind == "BUTTONS":
+            buttons = [
+                {
+                    "index": index,
+                    "text": str(button.get("text", "")),
+                    "url": str(button.get("url", "")),
+                }
+                for index, button in enumerate(component.get("buttons") or [])
+                if str(button.get("type", "")).upper() == "URL"
+                and _placeholders(str(button.get("url", "")))
+            ]
+    return {
+        "header": header,
+        "body": body,
+        "named": services.parameter_format(template) == "NAMED",
+        "buttons": buttons,
+    }
 
 
 def _placeholders(text: str) -> list[str]:

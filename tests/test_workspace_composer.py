@@ -1,7 +1,7 @@
 # ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """What agents send from the workspace's composer, against the sandbox's Graph
 API: attachments kept and shown like a customer's, refused uploads shown in
-the composer."""
+the composer, and templates with named parameters and URL buttons."""
 
 from datetime import timedelta
 
@@ -10,14 +10,17 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import realtime, workspace
-from conversations.models import Conversation, LiveEvent, Message
+from conversations import realtime, services, workspace
+from conversations.models import Conversation, LiveEvent, Message, MessageTemplate
 from tests.outbound_support import (  # noqa: F401
     clean_redis,
     conversation,
+    delivery_worker,
     graph_sandbox,
     receiver,
     sandbox_number,
+    sends_for,
+    wait_for_status,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -158,3 +161,73 @@ def test_nothing_is_uploaded_when_the_reply_would_be_refused(
     assert uploads(graph_sandbox) == []
     assert not conversation.messages.filter(direction="outbound").exists()
 
+
+def test_the_template_picker_sends_named_parameters_and_url_button_endings(
+    agent_client, graph_sandbox, conversation, delivery_worker
+):
+    graph_sandbox.control.add_template(
+        name="order_tracking",
+        language="en",
+        category="UTILITY",
+        status="APPROVED",
+        parameter_format="NAMED",
+        components=[
+            {
+                "type": "BODY",
+                "text": "Hi {{first_name}}, order {{order}} is on its way.",
+            },
+            {
+                "type": "BUTTONS",
+                "buttons": [
+                    {"type": "QUICK_REPLY", "text": "Talk to us"},
+                    {
+                        "type": "URL",
+                        "text": "Track it",
+                        "url": "https://shop.example/track/{{1}}",
+                    },
+                ],
+            },
+        ],
+    )
+    services.sync_templates(number=conversation.number)
+    template = MessageTemplate.objects.get(name="order_tracking")
+    close_window(conversation)
+
+    page = agent_client.get(
+        reverse("conversations:detail", args=[conversation.pk])
+    ).content.decode()
+    assert "Parameter first_name" in page and "Parameter order" in page
+    assert "Link ending for button Track it" in page
+    assert "Completes https://shop.example/track/{{1}}" in page
+
+    response = agent_client.post(
+        reverse("conversations:send-template", args=[conversation.pk]),
+        {
+            "template": template.pk,
+            "body_order": "#4711",
+            "body_first_name": "Anna",
+            "button_1": "4711",
+        },
+        HTTP_HX_REQUEST="true",
+    )
+
+    assert response.status_code == 201, response.content
+    message = conversation.messages.get(direction="outbound")
+    assert message.text == "Hi Anna, order #4711 is on its way."
+    wait_for_status(message, Message.Status.SENT)
+    (record,) = sends_for(graph_sandbox, message)
+    assert record["body"]["template"]["components"] == [
+        {
+            "type": "body",
+            "parameters": [
+                {"type": "text", "text": "Anna", "parameter_name": "first_name"},
+                {"type": "text", "text": "#4711", "parameter_name": "order"},
+            ],
+        },
+        {
+            "type": "button",
+            "sub_type": "url",
+            "index": "1",
+            "parameters": [{"type": "text", "text": "4711"}],
+        },
+    ]
