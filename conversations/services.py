@@ -1952,6 +1952,9 @@ def react(
         payload={"message_id": message.wamid, "emoji": emoji},
         text=emoji,
         sender=sender,
+        # As a customer's reaction: shown on the message it reacts to (the
+        # reaction itself is never quoted in the send, see build_message).
+        reply_to=message,
     )
 
 

@@ -240,6 +240,25 @@ async def test_the_open_conversation_gets_bubbles_ticks_notes_and_presence():
     await second.disconnect()
 
 
+async def test_an_agents_reaction_shows_on_the_message_it_reacts_to():
+    data = await sync_to_async(world)()
+    conversation, message = await sync_to_async(customer_writes)(data["number_a"])
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws, conversation=conversation.pk)
+    assert json.loads(await ws.receive_from())["type"] == "synced"
+
+    reaction = await sync_to_async(
+        lambda: services.react(message=message, emoji="👍", sender=data["anna"])
+    )()
+
+    frame = await receive_event(ws)
+    assert f'id="msg-{message.pk}"' in frame["html"]
+    assert 'title="You reacted">👍</span>' in frame["html"]
+    assert f'id="msg-{reaction.pk}"' not in frame["html"]
+    await ws.disconnect()
+
+
 async def test_a_reconnecting_tab_catches_up_exactly_and_in_order():
     data = await sync_to_async(world)()
     conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
