@@ -478,3 +478,32 @@ def test_the_title_badge_and_notifications_are_for_what_the_agent_did_not_see(st
     # Back in front of the agent: the badge goes.
     page.evaluate("window.setFocus(true)")
     expect(page).to_have_title("Inbox · Helpdesk")
+
+
+def test_two_quick_enters_send_the_reply_once(stack):
+    conversation = conversation_with_a_message(stack["number"])
+    page = stack["browser"].new_context().new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("Only once")
+    box.press("Enter")
+    box.press("Enter")
+    expect(
+        page.locator("article.bubble.outbound").filter(has_text="Only once")
+    ).to_be_visible()
+    # Every request the form made has been answered: one, so no second
+    # request went out with the emptied box ("Write a message first.").
+    expect(page.locator("#composer form.htmx-request")).to_have_count(0)
+    expect(box).to_have_value("")
+    expect(page.locator("#composer-error")).to_have_text("")
+    assert conversation.messages.filter(direction="outbound").count() == 1
+    # Shift+Enter still starts a new line, and Enter sends again.
+    box.type("Two")
+    box.press("Shift+Enter")
+    box.type("lines")
+    expect(box).to_have_value("Two\nlines")
+    box.press("Enter")
+    expect(
+        page.locator("article.bubble.outbound").filter(has_text="lines")
+    ).to_be_visible()
