@@ -144,6 +144,134 @@ def test_a_conversation_renders_every_message_type(agent_client, agent, number):
     assert 'aria-label="Message"' in html and ">Send<" in html
 
 
+def test_sent_buttons_and_lists_say_what_was_offered_and_templates_every_value(
+    agent_client, number
+):
+    conversation = chat(number)
+
+    def sent(**fields):
+        return MessageFactory(
+            conversation=conversation,
+            direction="outbound",
+            wamid=None,
+            status="sent",
+            **fields,
+        )
+
+    sent(
+        type="interactive",
+        text="Did it arrive?",
+        payload={
+            "type": "button",
+            "body": {"text": "Did it arrive?"},
+            "action": {
+                "buttons": [
+                    {"type": "reply", "reply": {"id": "y", "title": "Yes"}},
+                    {"type": "reply", "reply": {"id": "n", "title": "No"}},
+                ]
+            },
+        },
+    )
+    sent(
+        type="interactive",
+        text="Pick a slot",
+        payload={
+            "type": "list",
+            "body": {"text": "Pick a slot"},
+            "action": {
+                "button": "Slots",
+                "sections": [
+                    {
+                        "title": "Today",
+                        "rows": [
+                            {"id": "1", "title": "9:00"},
+                            {"id": "2", "title": "14:00"},
+                        ],
+                    }
+                ],
+            },
+        },
+    )
+    MessageFactory(
+        conversation=conversation,
+        type="interactive",
+        payload={"type": "button_reply", "button_reply": {"id": "y", "title": "Yes"}},
+    )
+    sent(
+        type="template",
+        text="Anna, your pass",
+        payload={
+            "name": "boarding_pass",
+            "components": [
+                {
+                    "type": "header",
+                    "parameters": [
+                        {
+                            "type": "document",
+                            "document": {
+                                "link": "https://example.com/p.pdf",
+                                "filename": "boarding-pass.pdf",
+                            },
+                        }
+                    ],
+                },
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "text": "Anna"},
+                        {
+                            "type": "currency",
+                            "currency": {
+                                "fallback_value": "€12.50",
+                                "code": "EUR",
+                                "amount_1000": 12500,
+                            },
+                        },
+                        {
+                            "type": "date_time",
+                            "date_time": {"fallback_value": "May 4, 2026"},
+                        },
+                    ],
+                },
+            ],
+        },
+    )
+    sent(
+        type="template",
+        payload={
+            "name": "spring_sale",
+            "components": [
+                {
+                    "type": "header",
+                    "parameters": [
+                        {
+                            "type": "image",
+                            "image": {"link": "https://example.com/img/sale.jpg?v=2"},
+                        }
+                    ],
+                }
+            ],
+        },
+    )
+
+    html = agent_client.get(
+        reverse("conversations:detail", args=[conversation.pk])
+    ).content.decode()
+
+    assert "Buttons: <strong>Yes</strong> · <strong>No</strong>" in html
+    assert "List (Slots): <strong>9:00</strong> · <strong>14:00</strong>" in html
+    # Only the customer's answer is a choice.
+    assert html.count("Chose: ") == 1
+    for value in (
+        "Document: boarding-pass.pdf",
+        "Anna",
+        "€12.50",
+        "May 4, 2026",
+        "Image: sale.jpg",
+    ):
+        assert f"<li>{value}</li>" in html
+
+
 def test_opening_a_conversation_resets_unread_and_publishes_it(
     agent_client, number, django_capture_on_commit_callbacks
 ):

@@ -46,14 +46,39 @@ def get_item(mapping, key):
 
 @register.filter
 def template_parameters(message) -> list[str]:
-    """The text parameters a template message was sent with, in order."""
+    """What a template message was sent with, in order: header media, texts,
+    amounts and dates (their fallback text, as the phone shows it)."""
     values = []
     payload = message.payload if isinstance(message.payload, dict) else {}
     for component in payload.get("components") or []:
+        if not isinstance(component, dict):
+            continue
         for parameter in component.get("parameters") or []:
-            if isinstance(parameter, dict) and parameter.get("type") == "text":
-                values.append(str(parameter.get("text", "")))
+            if isinstance(parameter, dict):
+                value = _parameter_text(parameter)
+                if value:
+                    values.append(value)
     return values
+
+
+def _parameter_text(parameter: dict) -> str:
+    kind = parameter.get("type")
+    value = parameter.get(kind) if isinstance(kind, str) else None
+    if kind == "text":
+        return str(parameter.get("text", ""))
+    if not isinstance(value, dict):
+        return ""
+    if kind in {"currency", "date_time"}:
+        return str(value.get("fallback_value", ""))
+    if kind in {"image", "video", "document"}:
+        # A link's last segment names the file when no file name was given.
+        link = str(value.get("link", "")).split("?")[0].rstrip("/")
+        name = value.get("filename") or link.rsplit("/", 1)[-1]
+        return f"{kind.capitalize()}: {name}" if name else kind.capitalize()
+    if kind == "location":
+        place = value.get("name") or value.get("address")
+        return f"Location: {place}" if place else "Location"
+    return ""
 
 
 @register.filter
@@ -81,6 +106,46 @@ def interactive_reply(message) -> str:
         if isinstance(reply, dict):
             return str(reply.get("title") or reply.get("body") or reply.get("name"))
     return message.text
+
+
+# What the business sent in an interactive message, by Meta's type.
+INTERACTIVE_LABELS = {
+    "button": "Buttons",
+    "list": "List",
+    "cta_url": "Link button",
+    "flow": "Form",
+    "location_request_message": "Asked for the location",
+}
+
+
+@register.filter
+def interactive_sent(message) -> dict:
+    """An outbound interactive message's kind and the options it offered."""
+    payload = message.payload if isinstance(message.payload, dict) else {}
+    action = payload.get("action") if isinstance(payload.get("action"), dict) else {}
+    kind = payload.get("type")
+    label = INTERACTIVE_LABELS.get(kind, "Interactive message")
+    if kind == "button":
+        options = [
+            (button.get("reply") or {}).get("title", "")
+            for button in action.get("buttons") or []
+            if isinstance(button, dict)
+        ]
+    elif kind == "list":
+        if action.get("button"):
+            label = f"List ({action['button']})"
+        options = [
+            row.get("title", "")
+            for section in action.get("sections") or []
+            if isinstance(section, dict)
+            for row in section.get("rows") or []
+            if isinstance(row, dict)
+        ]
+    else:
+        parameters = action.get("parameters")
+        parameters = parameters if isinstance(parameters, dict) else {}
+        options = [parameters.get("display_text") or parameters.get("flow_cta") or ""]
+    return {"label": label, "options": [str(option) for option in options if option]}
 
 
 @register.filter
