@@ -395,6 +395,22 @@ def test_canned_responses_fill_in_variables(agent_client, agent, number):
     assert response.content.decode() == f"Hi Maria, {agent.name} here."
 
 
+def test_colleagues_show_their_availability_only_while_connected(
+    agent_client, team, number
+):
+    away = UserFactory(username="away-colleague", availability="away")
+    gone = UserFactory(username="gone-colleague", availability="online")
+    for colleague in (away, gone):
+        colleague.teams.add(team)
+    services.open_tab(user=away, tab="away-colleague-tab")
+
+    html = agent_client.get(reverse("conversations:inbox")).content.decode()
+
+    assert f'id="agent-{away.pk}" class="agent availability-away"' in html
+    # Chose online, but has no workspace open.
+    assert f'id="agent-{gone.pk}" class="agent availability-offline"' in html
+
+
 def test_availability_is_published_to_the_agents_inboxes(agent_client, agent, number):
     response = agent_client.post(
         reverse("conversations:availability"),
@@ -554,22 +570,6 @@ def test_customer_markup_and_links_render_inert(agent_client, number, admin_clie
     assert "&lt;b onmouseover=alert(3)&gt;Ad&lt;/b&gt;" in html
     assert "javascript:" not in html
     assert "Came from an ad" in html
-def test_colleagues_show_their_availability_only_while_connected(
-    agent_client, team, number
-):
-    away = UserFactory(username="away-colleague", availability="away")
-    gone = UserFactory(username="gone-colleague", availability="online")
-    for colleague in (away, gone):
-        colleague.teams.add(team)
-    services.open_tab(user=away, tab="away-colleague-tab")
-
-    html = agent_client.get(reverse("conversations:inbox")).content.decode()
-
-    assert f'id="agent-{away.pk}" class="agent availability-away"' in html
-    # Chose online, but has no workspace open.
-    assert f'id="agent-{gone.pk}" class="agent availability-offline"' in html
-
-
     # The admin shows the same data escaped, too.
     admin_html = admin_client.get(
         reverse("admin:conversations_conversation_change", args=[conversation.pk])
