@@ -1,9 +1,12 @@
+# ruff: noqa: F811 - fixtures are imported from tests.*_support
 """The business endpoints in the OpenAPI schema, fuzzed: no input gives a 5xx.
 
 Schemathesis generates requests from /api/schema/ and calls the Django app
 in-process (WSGI) with an API user allowed to send notifications, a number
 and approved templates in place, so generated bodies reach the deep checks
 (templates, parameters, consent, idempotency), not only the validation.
+The number is the Cloud API sandbox's, so a media upload that passes the
+checks reaches a real Graph API server (a 502 would mean Meta refused it).
 The number of examples is bounded so this runs in seconds.
 """
 
@@ -19,14 +22,20 @@ from rest_framework.authtoken.models import Token
 
 from conversations import services
 from conversations.models import MessageTemplate
-from tests.factories import CustomerFactory, UserFactory, WhatsAppNumberFactory
+from tests.factories import CustomerFactory, UserFactory
+from tests.outbound_support import (  # noqa: F401
+    clean_redis,
+    graph_sandbox,
+    receiver,
+    sandbox_number,
+)
 
-BUSINESS_PATHS = r"^/api/v1/(notifications|consents|customers/\{id\}/consents)"
+BUSINESS_PATHS = r"^/api/v1/(notifications|consents|customers/\{id\}/consents|media)"
 
 
 @pytest.fixture(autouse=True)
-def business_data(db):
-    number = WhatsAppNumberFactory()
+def business_data(db, sandbox_number):
+    number = sandbox_number
     for name, category, components in (
         (
             "boarding_pass",
