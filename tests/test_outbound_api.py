@@ -160,6 +160,23 @@ def test_an_uploaded_file_goes_to_meta_first_then_is_sent_by_its_id(
     assert body["document"]["id"]
     assert body["document"]["caption"] == "Our terms"
     assert body["document"]["filename"] == "terms.pdf"
+    # Kept on the message: agents see the file in the conversation.
+    message = Message.objects.get(pk=response.json()["id"])
+    assert message.media_filename == "terms.pdf"
+    assert message.media_size == len(b"%PDF-1.4 terms")
+    assert message.media_file.read() == b"%PDF-1.4 terms"
+
+
+def test_an_upload_meta_refuses_is_a_502_and_queues_nothing(
+    api, graph_sandbox, conversation
+):
+    graph_sandbox.control.set_faults(upload_error_next=1)
+
+    response = post_file(api, conversation)
+
+    assert response.status_code == 502
+    assert response.json()["code"] == "upload_failed"
+    assert not Message.objects.filter(direction="outbound").exists()
 
 
 def test_templates_by_name_with_parameters_or_by_id_with_components(

@@ -283,8 +283,9 @@ def _template(conversation: Conversation, data: dict) -> MessageTemplate:
     return template
 
 
-def _upload(request, conversation: Conversation) -> dict:
-    """A multipart reply's file, uploaded to Meta: the request as JSON data."""
+def _attachment(request, conversation: Conversation) -> Message:
+    """A multipart reply: the file is uploaded to Meta, kept on the message
+    (the workspace shows it as a customer's file) and sent by its id."""
     upload = request.FILES["file"]
     if upload.size > MAX_UPLOAD_BYTES:
         raise _invalid("file", "That file is too large.", "too_large")
@@ -296,23 +297,22 @@ def _upload(request, conversation: Conversation) -> dict:
     kind = request.data.get("type") or _media_kind(mime_type)
     if kind not in services.MEDIA_TYPES:
         raise _invalid("type", "A file is sent as a media type.", "invalid")
-    media = {
-        "id": services.upload_media(
-            number=conversation.number,
-            kind=kind,
-            data=upload.read(),
-            mime_type=mime_type,
-            filename=upload.name,
-        )
-    }
-    if request.data.get("caption"):
-        media["caption"] = request.data["caption"]
-    if kind == "document":
-        media["filename"] = request.data.get("filename") or upload.name[:240]
-    data = {"type": kind, kind: media}
+    reply_to = None
     if request.data.get("reply_to"):
-        data["reply_to"] = request.data["reply_to"]
-    return data
+        reply_to = _message_of(
+            conversation, request.data["reply_to"], "reply_to", "not_found"
+        )
+    filename = str(request.data.get("filename") or upload.name)[:240]
+    return services.send_attachment(
+        conversation=conversation,
+        kind=kind,
+        attachment=services.Attachment(
+            data=upload.read(), filename=filename, mime_type=mime_type
+        ),
+        caption=str(request.data.get("caption") or ""),
+        sender=request.user,
+        reply_to=reply_to,
+    )
 
 
 def _media_kind(mime_type: str) -> str:
@@ -332,9 +332,10 @@ def post_reply(request, conversation: Conversation, render) -> Response:
         services.check_can_send(
             conversation=conversation, free_form="file" in request.FILES
         )
-        data = (
-            _upload(request, conversation) if "file" in request.FILES else request.data
-        )
+        if "file" in request.FILES:
+            message = _attachment(request, conversation)
+            return Response(render(message), status=status.HTTP_201_CREATED)
+        data = request.data
         kind = data.get("type") if hasattr(data, "get") else None
         if kind not in REQUESTS:
             raise _invalid(
