@@ -442,6 +442,11 @@ POST_SCHEMA = {
             description="template_not_approved, template_parameters, no_consent, "
             "media_refused, ...",
         ),
+        502: OpenApiResponse(
+            ErrorSerializer,
+            description="upload_failed: Meta did not take a file sent as "
+            "multipart; nothing was queued, try again",
+        ),
     },
     "examples": [
         OpenApiExample(
