@@ -1,13 +1,17 @@
 """The agent workspace's pages and actions: rendering, authorization, XSS, queries."""
 
+import re
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from django.core.files.base import ContentFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import services
+from conversations import services, workspace
 from conversations.models import (
     CannedResponse,
     Conversation,
@@ -523,6 +527,59 @@ def test_admins_see_every_number(admin_client, number, other_number):
     assert "Foreign Customer" in admin_client.get("/").content.decode()
 
 
+def test_previous_conversations_cover_every_number_the_agent_may_see(
+    agent_client, admin_user, team, number, other_number
+):
+    current = chat(number)
+    customer = current.customer
+    sales = WhatsAppNumberFactory(name="Sales line")
+    sales.teams.add(team)
+    on_sales = ConversationFactory(customer=customer, number=sales)
+    on_this = ConversationFactory(customer=customer, number=number, status="resolved")
+    foreign = ConversationFactory(customer=customer, number=other_number)
+    ConversationFactory(number=sales)  # another customer's
+
+    def previous(client):
+        html = client.get(reverse("conversations:detail", args=[current.pk]))
+        html = html.content.decode()
+        return html[html.index("Previous conversations") :]
+
+    def link(conversation):
+        return f'href="{reverse("conversations:detail", args=[conversation.pk])}"'
+
+    panel = previous(agent_client)
+    # Newest first, each with its number; none of a number of another team.
+    assert panel.index(link(on_this)) < panel.index(link(on_sales))
+    assert "Sales line" in panel and number.name in panel
+    assert link(foreign) not in panel and other_number.name not in panel
+    assert panel.count("<li><a ") == 2
+    agent_client.force_login(admin_user)
+    assert link(foreign) in previous(agent_client)
+
+
+def test_previous_conversations_are_bounded_and_cost_fixed_queries(
+    agent_client, team, number, django_assert_max_num_queries
+):
+    current = chat(number)
+    Conversation.objects.filter(pk=current.pk).update(unread_count=0)
+    url = reverse("conversations:detail", args=[current.pk])
+    sales = WhatsAppNumberFactory()
+    sales.teams.add(team)
+    ConversationFactory(customer=current.customer, number=sales)
+    with django_assert_max_num_queries(40) as few:
+        agent_client.get(url)
+    for _ in range(workspace.PREVIOUS_CONVERSATIONS + 5):
+        earlier = ConversationFactory(
+            customer=current.customer, number=sales, status="resolved"
+        )
+        message = MessageFactory(conversation=earlier)
+        Conversation.objects.filter(pk=earlier.pk).update(last_message=message)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        html = agent_client.get(url).content.decode()
+    panel = html[html.index("Previous conversations") :]
+    assert panel.count("<li><a ") == workspace.PREVIOUS_CONVERSATIONS
+
+
 def test_pages_need_a_login(client, number):
     conversation = chat(number)
     for url in ["/", reverse("conversations:detail", args=[conversation.pk])]:
@@ -638,3 +695,91 @@ def test_conversation_queries_do_not_grow_with_messages(
         )
     with django_assert_max_num_queries(len(few.captured_queries)):
         agent_client.get(url)
+
+
+# --- The inbox's next pages ---------------------------------------------------
+
+
+def row_ids(html: str) -> list[int]:
+    return [int(pk) for pk in re.findall(r'<li id="row-(\d+)"', html)]
+
+
+def load_more(client, html: str):
+    """What "Load more conversations" asks for: its URL and the cursor of
+    the list's last row (hx-include), or None when there is no such button."""
+    button = re.search(r'class="load-more" hx-get="([^"]+)"', html)
+    if button is None:
+        return None
+    after = re.findall(r'<input type="hidden" name="after" value="([^"]+)">', html)
+    return client.get(f"{unescape(button.group(1))}&after={after[-1]}")
+
+
+def many_chats(number, count: int, **kwargs) -> list[Conversation]:
+    return [chat(number, minutes_ago=10 + index, **kwargs) for index in range(count)]
+
+
+def test_the_inbox_pages_on_after_its_last_row(agent_client, number):
+    chats = many_chats(number, workspace.INBOX_PAGE_SIZE + 5)
+    # Rows with the same moment across the page's end are told apart by id.
+    tied = chats[workspace.INBOX_PAGE_SIZE - 2 : workspace.INBOX_PAGE_SIZE + 2]
+    Conversation.objects.filter(pk__in=[c.pk for c in tied]).update(
+        last_message_at=tied[0].last_message_at
+    )
+    first = agent_client.get("/").content.decode()
+    assert len(row_ids(first)) == workspace.INBOX_PAGE_SIZE
+    assert ">Load more conversations</button>" in first
+
+    second = load_more(agent_client, first)
+    assert second.status_code == 200
+    html = second.content.decode()
+    assert len(row_ids(html)) == 5
+    assert set(row_ids(first)).isdisjoint(row_ids(html))
+    assert set(row_ids(first) + row_ids(html)) == {c.pk for c in chats}
+    # The last page: the control is there (it is replaced), the button not.
+    assert 'id="inbox-more"' in html and "Load more" not in html
+
+
+def test_a_next_page_keeps_the_view_filters_search_and_order(
+    agent_client, agent, number
+):
+    wanted = many_chats(number, workspace.INBOX_PAGE_SIZE + 3, text="parcel late")
+    mine = chat(number, text="parcel late", minutes_ago=1)
+    Conversation.objects.filter(pk=mine.pk).update(assignee=agent)
+    chat(number, text="hello", minutes_ago=2)
+    query = "view=unassigned&q=parcel&order=window&status=open"
+    first = agent_client.get(f"/?{query}").content.decode()
+    second = load_more(agent_client, first).content.decode()
+
+    shown = row_ids(first) + row_ids(second)
+    assert len(shown) == len(set(shown)) == len(wanted)
+    # Window closing soonest first: the oldest customer message on top.
+    assert shown == [c.pk for c in reversed(wanted)]
+    assert f"{reverse('conversations:inbox-more')}?view=unassigned&amp;" in first
+
+
+def test_a_row_moved_to_the_top_meanwhile_is_not_on_the_next_page(agent_client, number):
+    chats = many_chats(number, workspace.INBOX_PAGE_SIZE + 5)
+    first = agent_client.get("/").content.decode()
+    # A customer of the next page writes: the live update puts the row on top.
+    moved = chats[-1]
+    Conversation.objects.filter(pk=moved.pk).update(last_message_at=timezone.now())
+    html = load_more(agent_client, first).content.decode()
+    assert moved.pk not in row_ids(html) and len(row_ids(html)) == 4
+
+
+def test_a_next_page_reads_by_index_in_constant_queries(
+    agent_client, number, django_assert_max_num_queries
+):
+    label = Label.objects.create(name="VIP")
+    for conversation in many_chats(number, workspace.INBOX_PAGE_SIZE + 2):
+        conversation.labels.add(label)
+    first = agent_client.get("/").content.decode()
+    with CaptureQueriesContext(connection) as few:
+        assert len(row_ids(load_more(agent_client, first).content.decode())) == 2
+    assert not any("OFFSET" in query["sql"] for query in few.captured_queries)
+    for index in range(60):
+        chat(number, minutes_ago=500 + index).labels.add(label)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        html = load_more(agent_client, first).content.decode()
+    assert len(row_ids(html)) == workspace.INBOX_PAGE_SIZE
+    assert "Load more conversations" in html
