@@ -28,6 +28,7 @@ class UserAdmin(DjangoUserAdmin):
                     "display_name",
                     "availability",
                     "connected",
+                    "time_zone",
                     "teams",
                 )
             },

@@ -1,5 +1,25 @@
+import functools
+import zoneinfo
+
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
+
+
+@functools.cache
+def available_time_zones() -> frozenset[str]:
+    """The IANA time zone names this server knows (read once: it scans tzdata)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_time_zone(value: str) -> None:
+    if value not in available_time_zones():
+        raise ValidationError(
+            "Unknown time zone %(value)s: give an IANA name such as Europe/Berlin.",
+            code="invalid_time_zone",
+            params={"value": value},
+        )
 
 
 class Team(models.Model):
@@ -26,6 +46,16 @@ class User(AbstractUser):
 
     # Shown to customers' conversations and colleagues instead of the login name.
     display_name = models.CharField(max_length=150, blank=True)
+    # The agent's IANA time zone: pages show times in it and read the times
+    # the agent types (a snooze) in it. The workspace sets it from the
+    # browser's; empty, the server's TIME_ZONE.
+    time_zone = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[validate_time_zone],
+        help_text="An IANA name such as Europe/Berlin; set from the agent's "
+        "browser. Empty: the server's time zone.",
+    )
     # Chosen by the agent. Colleagues see it while the agent has the
     # workspace open (`connected`); an agent without an open tab is offline.
     availability = models.CharField(
@@ -42,6 +72,13 @@ class User(AbstractUser):
 
     def __str__(self):
         return self.name
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The time zone this agent's pages show and read times in."""
+        if self.time_zone in available_time_zones():
+            return zoneinfo.ZoneInfo(self.time_zone)
+        return timezone.get_default_timezone()
 
     @property
     def name(self) -> str:

@@ -150,7 +150,9 @@ class InboxHub:
                 batch.append(self.received.get_nowait())
             try:
                 loaded = await workspace.event_cache.aget_many(
-                    [message["id"] for message in batch]
+                    [message["id"] for message in batch],
+                    # Rows are rendered in the time zones of the tabs.
+                    {tab.time_zone for tabs in self.tabs.values() for tab in tabs},
                 )
             except Exception:
                 logger.warning(
@@ -251,7 +253,7 @@ class WorkspaceConsumer(WebsocketConsumer):
             > ACCESS_RECHECK_SECONDS
         ):
             return None
-        rendered = await workspace.event_cache.aget(event_id)
+        rendered = await workspace.event_cache.aget(event_id, [self.time_zone])
         if rendered is None:
             return ""
         event = rendered.event
@@ -276,7 +278,7 @@ class WorkspaceConsumer(WebsocketConsumer):
                 label_ids=rendered.label_ids,
                 search=search,
             ):
-                html = rendered.cached_html(f"row:{self.filter.order}")
+                html = rendered.cached_html(f"row:{self.filter.order}", self.time_zone)
             else:
                 html = rendered.cached_html("removal")
         if html is None:
@@ -360,10 +362,15 @@ class WorkspaceConsumer(WebsocketConsumer):
     def _refresh_access(self) -> None:
         """Re-read the inboxes the agent may see; join and leave groups to match."""
         try:
-            self.user.refresh_from_db(fields=["is_active", "is_staff", "is_superuser"])
+            self.user.refresh_from_db(
+                fields=["is_active", "is_staff", "is_superuser", "time_zone"]
+            )
         except User.DoesNotExist:
             # The account was deleted: nothing of it may stay on screen.
             self.user.is_active = False
+        # Live fragments show times in it (set before joining the inboxes:
+        # their hub renders for the zones of its tabs).
+        self.time_zone = self.user.zone.key
         allowed = (
             services.visible_number_ids(self.user) if self.user.is_active else set()
         )
@@ -490,13 +497,13 @@ class WorkspaceConsumer(WebsocketConsumer):
                 label_ids=rendered.label_ids,
                 search=rendered.search,
             ):
-                html.append(rendered.row(self.filter.order))
+                html.append(rendered.row(self.filter.order, self.time_zone))
             else:
                 html.append(workspace.render_row_removal(conversation.pk))
             is_open = conversation.pk == self.conversation_id
             if event.type in (realtime.MESSAGE_CREATED, realtime.MESSAGE_UPDATED):
                 if is_open:
-                    html.append(rendered.message_html())
+                    html.append(rendered.message_html(self.time_zone))
                 message = rendered.message
                 inbound = (
                     event.type == realtime.MESSAGE_CREATED
@@ -507,9 +514,9 @@ class WorkspaceConsumer(WebsocketConsumer):
                     seen_hint = True
                 notify = self._notification(rendered)
             elif event.type == realtime.NOTE_CREATED and is_open:
-                html.append(rendered.note_html())
+                html.append(rendered.note_html(self.time_zone))
             if is_open and event.type != realtime.NOTE_CREATED:
-                html.append(rendered.header_html())
+                html.append(rendered.header_html(self.time_zone))
                 window_open = workspace.WindowState.of(conversation).is_open
                 if self.window_open is not None and window_open != self.window_open:
                     html.append(self._composer_html(conversation))

@@ -1458,6 +1458,15 @@ def rename_customer(*, customer: Customer, name: str, by: User) -> Customer:
     return customer
 
 
+def set_time_zone(*, user: User, time_zone: str) -> User:
+    """Set the time zone (an IANA name the server knows) that an agent's
+    pages show times in and read the times the agent types in."""
+    if user.time_zone != time_zone:
+        user.time_zone = time_zone
+        user.save(update_fields=["time_zone"])
+    return user
+
+
 @transaction.atomic
 def set_availability(*, user: User, availability: str) -> User:
     """Set an agent's availability (online, away, offline) for colleagues to see."""

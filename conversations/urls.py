@@ -32,6 +32,7 @@ urlpatterns = [
     path("messages/<int:pk>/react/", views.react, name="react"),
     path("messages/<int:pk>/resend/", views.resend, name="resend"),
     path("me/availability/", views.set_availability, name="availability"),
+    path("me/time-zone/", views.set_time_zone, name="time-zone"),
     # --- Reports (business) ---
     path("reports/", views.reports_page, name="reports"),
     path("reports/<slug:name>.csv", views.report_csv, name="report-csv"),

@@ -17,7 +17,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.models import User
+from accounts.models import User, available_time_zones
 
 from . import reports, services, workspace
 from .models import ConsentRecord, Conversation, Label, Message, MessageTemplate
@@ -359,7 +359,11 @@ def change_status(request: HttpRequest, pk: int) -> HttpResponse:
     raw = request.POST.get("snoozed_until", "").strip()
     if raw:
         try:
-            snoozed_until = timezone.make_aware(datetime.fromisoformat(raw))
+            snoozed_until = datetime.fromisoformat(raw)
+            if timezone.is_naive(snoozed_until):
+                # A datetime-local field's value: the agent's wall clock (the
+                # time zone the middleware activated).
+                snoozed_until = timezone.make_aware(snoozed_until)
         except (ValueError, ValidationError):
             return _error(request, conversation, "Give the snooze time.", 400)
     try:
@@ -447,6 +451,20 @@ def set_availability(request: HttpRequest) -> HttpResponse:
             + workspace.render_fragment("availability_error", {"error": ""})
         )
     return redirect("conversations:inbox")
+
+
+@login_required
+@require_POST
+def set_time_zone(request: HttpRequest) -> HttpResponse:
+    """The browser's time zone, sent by the workspace when it is not the
+    agent's yet: the agent's pages show and read times in it from now."""
+    time_zone = request.POST.get("time_zone", "")
+    if time_zone not in available_time_zones():
+        return HttpResponse(
+            "Unknown time zone.", status=400, content_type="text/plain; charset=utf-8"
+        )
+    services.set_time_zone(user=request.user, time_zone=time_zone)
+    return HttpResponse(status=204)
 
 
 @login_required

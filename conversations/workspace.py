@@ -13,6 +13,7 @@ import asyncio
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -802,7 +803,9 @@ class RenderedEvent:
     """A live event loaded once per process and rendered once per fragment.
 
     Fragments carry nothing specific to one agent, so every tab of the
-    process that may see the event shares them.
+    process that may see the event shares them; those with times in them
+    (rows, bubbles, notes, the header) are rendered once per time zone, the
+    times shown in the zone of the agents they go to.
     """
 
     event: LiveEvent
@@ -848,12 +851,12 @@ class RenderedEvent:
             cache[q] = search_matches(self.conversation, q)
         return cache[q]
 
-    def row(self, order: str) -> str:
-        return self._cached(
-            f"row:{order}", lambda: render_row(self.conversation, order)
+    def row(self, order: str, zone: str | None = None) -> str:
+        return self._cached_in_zone(
+            f"row:{order}", lambda: render_row(self.conversation, order), zone
         )
 
-    def message_html(self) -> str:
+    def message_html(self, zone: str | None = None) -> str:
         def build():
             message = self.message
             if message is None:
@@ -864,13 +867,15 @@ class RenderedEvent:
                 return render_message(target) if target else ""
             return render_message(message)
 
-        return self._cached("message", build)
+        return self._cached_in_zone("message", build, zone)
 
-    def note_html(self) -> str:
-        return self._cached("note", lambda: render_note(self.note) if self.note else "")
+    def note_html(self, zone: str | None = None) -> str:
+        return self._cached_in_zone(
+            "note", lambda: render_note(self.note) if self.note else "", zone
+        )
 
-    def header_html(self) -> str:
-        return self._cached(
+    def header_html(self, zone: str | None = None) -> str:
+        return self._cached_in_zone(
             "header",
             lambda: render_fragment(
                 "header",
@@ -880,6 +885,7 @@ class RenderedEvent:
                     "live": True,
                 },
             ),
+            zone,
         )
 
     def agent_html(self) -> str:
@@ -900,8 +906,10 @@ class RenderedEvent:
             ),
         )
 
-    def prepare(self) -> RenderedEvent:
-        """Load and render, once, what most tabs need (the event loop cannot).
+    def prepare(self, zones: Iterable[str] = ()) -> RenderedEvent:
+        """Load and render, once, what most tabs need (the event loop cannot):
+        the row in the default order, in each of these time zones (those of
+        the agents whose tabs will get it; none: the server's).
 
         A tab whose inbox is in the default order and that does not have
         the conversation open needs nothing else, so its frame is built on
@@ -910,12 +918,16 @@ class RenderedEvent:
         if self.event.type == realtime.AGENT_UPDATED:
             self.agent_html()
         elif self.conversation is not None:
-            self.row("activity")
+            for zone in zones or [None]:
+                self.row("activity", zone)
             self.removal_html()
         return self
 
-    def cached_html(self, key: str) -> str | None:
-        """A fragment prepare() or an earlier tab rendered, else None."""
+    def cached_html(self, key: str, zone: str | None = None) -> str | None:
+        """A fragment prepare() or an earlier tab rendered, else None (zone:
+        for the fragments with times in them, the agent's time zone)."""
+        if zone is not None:
+            key = f"{key}@{zone}"
         return self.__dict__.get("_html", {}).get(key)
 
     def cached_search(self, q: str) -> bool | None:
@@ -927,6 +939,17 @@ class RenderedEvent:
         if key not in cache:
             cache[key] = build()
         return cache[key]
+
+    def _cached_in_zone(self, key: str, build, zone: str | None) -> str:
+        """_cached() for a fragment with times in it: once per time zone
+        (None: the server's), its times shown in that zone."""
+        zone = zone or timezone.get_default_timezone().key
+        return self._cached(f"{key}@{zone}", partial(render_in_zone, zone, build))
+
+
+def render_in_zone(zone: str, build) -> str:
+    with timezone.override(zone):
+        return build()
 
 
 class EventCache:
@@ -959,13 +982,17 @@ class EventCache:
                 cached[rendered.event.pk] = rendered
         return [cached.get(pk) for pk in event_ids]
 
-    async def aget(self, event_id: int) -> RenderedEvent | None:
+    async def aget(
+        self, event_id: int, zones: Iterable[str] = ()
+    ) -> RenderedEvent | None:
         """get() and prepare() for the event loop."""
-        return (await self.aget_many([event_id]))[0]
+        return (await self.aget_many([event_id], zones))[0]
 
-    async def aget_many(self, event_ids: list[int]) -> list[RenderedEvent | None]:
-        """get_many() and prepare() for the event loop: one thread hop per
-        batch and process, however many tabs ring at once (they share it)."""
+    async def aget_many(
+        self, event_ids: list[int], zones: Iterable[str] = ()
+    ) -> list[RenderedEvent | None]:
+        """get_many() and prepare(zones) for the event loop: one thread hop
+        per batch and process, however many tabs ring at once (they share it)."""
         with self._lock:
             ready = {
                 pk: rendered
@@ -976,7 +1003,7 @@ class EventCache:
         wanted = [pk for pk in event_ids if pk not in ready and pk not in self._loading]
         if wanted:
             loading = asyncio.get_running_loop().run_in_executor(
-                self._loader, self._get_prepared, wanted
+                self._loader, self._get_prepared, wanted, frozenset(zones)
             )
             for pk in wanted:
                 self._loading[pk] = loading
@@ -995,7 +1022,9 @@ class EventCache:
                     ready[rendered.event.pk] = rendered
         return [ready.get(pk) for pk in event_ids]
 
-    def _get_prepared(self, event_ids: list[int]) -> list[RenderedEvent | None]:
+    def _get_prepared(
+        self, event_ids: list[int], zones: frozenset[str] = frozenset()
+    ) -> list[RenderedEvent | None]:
         # As database_sync_to_async: drop a connection that broke or aged out
         # (a pooled one goes back to the pool after each batch).
         close_old_connections()
@@ -1004,7 +1033,7 @@ class EventCache:
             present = [rendered for rendered in loaded if rendered is not None]
             _load_messages(present)
             for rendered in present:
-                rendered.prepare()
+                rendered.prepare(zones)
                 rendered.__dict__["_prepared"] = True
             return loaded
         finally:

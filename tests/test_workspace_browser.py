@@ -7,7 +7,7 @@ Playwright's auto-waiting expect(), never sleeps.
 """
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -358,6 +358,32 @@ def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
     realtime.publish(realtime.MESSAGE_CREATED, conversation=newcomer, message=message)
     expect(rows.first).to_contain_text("Newcomer")
     expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE + 6)
+
+
+def test_the_agents_time_zone_follows_the_browsers(stack):
+    at = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+    conversation = ConversationFactory(
+        number=stack["number"], customer__name="Summer Customer"
+    )
+    message = MessageFactory(conversation=conversation, timestamp=at)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message=message, last_message_at=at, last_inbound_at=at
+    )
+    page = stack["browser"].new_context(timezone_id="Europe/Berlin").new_page()
+    with page.expect_response(re.compile(r"/me/time-zone/$")) as told:
+        log_in(page, stack["url"], "anna-browser", PASSWORD)
+    assert told.value.status == 204
+    stack["anna"].refresh_from_db()
+    assert stack["anna"].time_zone == "Europe/Berlin"
+
+    # From the next page on, times are the agent's; the page asks no more.
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.reload()
+    row = page.locator("#inbox-list > li", has_text="Summer Customer")
+    expect(row.locator("time")).to_have_text("Jun 1, 12:00")
+    expect(page.get_by_role("status")).to_have_text("Live")
+    assert not [url for url in requests if url.endswith("/me/time-zone/")]
 
 
 def conversation_with_a_message(number, **fields):

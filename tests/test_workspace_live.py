@@ -2,7 +2,8 @@
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import connections
-from django.utils import timezone
+from django.utils import dateformat, timezone
 
 from accounts.models import LiveTab, User
 from conversations import realtime, services
@@ -137,6 +138,43 @@ async def hello(ws, after=0, conversation=None, seen=()):
             }
         )
     )
+
+
+async def frame_of_row(ws, conversation_id: int) -> str:
+    """The html of the next event frame that carries the conversation's row."""
+    while True:
+        frame = await receive_event(ws)
+        if f'id="row-{conversation_id}"' in frame["html"]:
+            return frame["html"]
+
+
+async def test_live_fragments_show_times_in_each_agents_time_zone():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    await User.objects.filter(pk=data["anna"].pk).aupdate(time_zone="Europe/Berlin")
+    colleague = await sync_to_async(UserFactory)(username="carla-live")
+    await sync_to_async(colleague.teams.add)(data["team_a"])
+    berlin = communicator(data["anna_cookie"])
+    utc = communicator(await sync_to_async(session_cookie)(colleague))
+    assert (await berlin.connect())[0] and (await utc.connect())[0]
+    await fresh_hello(berlin, conversation=conversation.pk)
+    await fresh_hello(utc)
+
+    _, message = await sync_to_async(customer_writes)(
+        data["number_a"], "Still there?", conversation
+    )
+    in_berlin = dateformat.format(
+        timezone.localtime(message.timestamp, ZoneInfo("Europe/Berlin")), "M j, H:i"
+    )
+    in_utc = dateformat.format(timezone.localtime(message.timestamp, UTC), "M j, H:i")
+    # The open conversation (row and bubble) and the inbox of the other tab.
+    html = await frame_of_row(berlin, conversation.pk)
+    assert f'id="msg-{message.pk}"' in html
+    assert html.count(f">{in_berlin}</time>") == 2 and f">{in_utc}<" not in html
+    html = await frame_of_row(utc, conversation.pk)
+    assert f">{in_utc}</time>" in html and f">{in_berlin}<" not in html
+    await berlin.disconnect()
+    await utc.disconnect()
 
 
 async def test_anonymous_handshakes_are_refused():

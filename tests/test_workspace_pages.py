@@ -1,16 +1,18 @@
 """The agent workspace's pages and actions: rendering, authorization, XSS, queries."""
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import User
 from conversations import services, workspace
 from conversations.models import (
     CannedResponse,
@@ -783,3 +785,60 @@ def test_a_next_page_reads_by_index_in_constant_queries(
         html = load_more(agent_client, first).content.decode()
     assert len(row_ids(html)) == workspace.INBOX_PAGE_SIZE
     assert "Load more conversations" in html
+
+
+# --- Agents' time zones -------------------------------------------------------
+
+
+def test_an_agent_snoozes_until_a_time_of_their_own_time_zone(
+    agent_client, agent, number
+):
+    User.objects.filter(pk=agent.pk).update(time_zone="Europe/Berlin")
+    conversation = chat(number)
+    year = timezone.now().year + 1
+    response = agent_client.post(
+        reverse("conversations:status", args=[conversation.pk]),
+        {"status": "snoozed", "snoozed_until": f"{year}-12-01T09:00"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    conversation.refresh_from_db()
+    assert conversation.snoozed_until == datetime(year, 12, 1, 8, 0, tzinfo=UTC)
+    assert "until Dec 1, 09:00" in response.content.decode()
+
+
+def test_pages_show_times_in_the_agents_time_zone(agent_client, agent, number):
+    conversation = chat(number)
+    at = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+    conversation.messages.update(timestamp=at)
+    Conversation.objects.filter(pk=conversation.pk).update(last_message_at=at)
+    url = reverse("conversations:detail", args=[conversation.pk])
+    assert agent_client.get(url).content.decode().count(">Jun 1, 10:00</time>") == 2
+    User.objects.filter(pk=agent.pk).update(time_zone="Europe/Berlin")
+    html = agent_client.get(url).content.decode()
+    # The inbox row and the bubble, in summer time.
+    assert html.count(">Jun 1, 12:00</time>") == 2 and ">Jun 1, 10:00<" not in html
+
+
+def test_the_browsers_time_zone_becomes_the_agents_and_unknown_ones_are_refused(
+    agent_client, agent
+):
+    url = reverse("conversations:time-zone")
+    # The page sends the browser's zone only when it is not the agent's.
+    assert "timeZone !== 'UTC'" in agent_client.get("/").content.decode()
+    for refused in ("Mars/Olympus_Mons", "", "../../etc/passwd"):
+        assert agent_client.post(url, {"time_zone": refused}).status_code == 400
+    agent.refresh_from_db()
+    assert agent.time_zone == ""
+    assert agent_client.post(url, {"time_zone": "Europe/Berlin"}).status_code == 204
+    agent.refresh_from_db()
+    assert agent.time_zone == "Europe/Berlin"
+    assert "timeZone !== 'Europe/Berlin'" in agent_client.get("/").content.decode()
+
+
+def test_admins_set_an_agents_time_zone_among_the_known_ones(admin_client, agent):
+    page = admin_client.get(reverse("admin:accounts_user_change", args=[agent.pk]))
+    assert 'name="time_zone"' in page.content.decode()
+    agent.time_zone = "Mars/Olympus_Mons"
+    with pytest.raises(ValidationError, match="Unknown time zone Mars/Olympus_Mons"):
+        agent.full_clean()
