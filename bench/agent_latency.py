@@ -618,6 +618,16 @@ def pages_part(conversations: int, messages: int, runs: int) -> dict:
     busiest = (
         Conversation.objects.filter(status="open").order_by("-last_message_at").first()
     )
+    from conversations.workspace import InboxCursor
+
+    # "Load more conversations" 400 pages down the default inbox (open, by
+    # last activity): a keyset page costs the same at any depth.
+    deep = InboxCursor.of(
+        Conversation.objects.filter(status="open").order_by("-last_message_at", "-id")[
+            20_000
+        ],
+        "activity",
+    )
     # As a deployment does: pages link the hashed names collectstatic writes.
     call_command("collectstatic", "--noinput", verbosity=0)
     # The process set up as the server's is (helpdesk/asgi.py freezes what
@@ -635,10 +645,14 @@ def pages_part(conversations: int, messages: int, runs: int) -> dict:
         # ...and a word in every message (the newest matches bound it).
         ("inbox_search_common_text", "/?q=order"),
         ("inbox_window_order", "/?order=window"),
+        ("inbox_page_401", f"/inbox/more/?after={deep}"),
         ("conversation", f"/conversations/{busiest.pk}/"),
     ):
         # Not timed: the first request compiles templates and warms caches.
-        assert client.get(url, secure=True).status_code == 200
+        first = client.get(url, secure=True)
+        assert first.status_code == 200, (url, first.status_code)
+        # Every page times a list with rows in it, not an empty answer.
+        assert b'id="row-' in first.content, url
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
