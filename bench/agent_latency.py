@@ -53,8 +53,8 @@ os.environ["DATABASE_URL"] = DATABASE_URL
 os.environ["REDIS_URL"] = REDIS_URL
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
 # The pages are timed in this process as production serves them: DEBUG off
-# (no query log, no template debugging), over HTTPS. The live part's servers
-# get DEBUG on for their own reasons (see live_part).
+# (no query log, no template debugging), over HTTPS; the live part's servers
+# run the same way (see live_part).
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(40))
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
