@@ -120,6 +120,8 @@ def test_an_agent_answers_a_customer_live_and_a_colleague_sees_it(stack):
         has_text="It left our warehouse today"
     )
     expect(bubble).to_be_visible()
+    # A property of the element itself, not an attribute the server renders.
+    bubble.evaluate("element => { element.keptByTest = true; }")
     wait_until(
         lambda: any(
             m["body"].get("text", {}).get("body") == "It left our warehouse today"
@@ -128,6 +130,9 @@ def test_an_agent_answers_a_customer_live_and_a_colleague_sees_it(stack):
         timeout=15,
     )
     expect(bubble.get_by_role("img", name="Read")).to_be_visible()
+    # The ticks changed in place: the thread (a log) got no new bubble to
+    # read out again.
+    assert bubble.evaluate("element => element.keptByTest === true")
     # Bruno saw the reply arrive too.
     expect(
         bruno_page.locator("article.bubble.outbound").filter(

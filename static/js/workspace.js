@@ -80,7 +80,15 @@
           existing = null;
         } else {
           keepState(existing, el);
-          existing.replaceWith(el);
+          if (existing.closest("#thread") && sameShape(existing, el)) {
+            // A bubble whose ticks or reactions changed is updated where it
+            // is: the thread is a log, and a replaced bubble would be read
+            // out again as a new message.
+            syncInPlace(existing, el);
+            el = existing;
+          } else {
+            existing.replaceWith(el);
+          }
         }
       }
       if (!existing) {
@@ -110,6 +118,37 @@
       // a busy inbox dozens of layouts a second.
       tick(el);
     });
+  }
+
+  // Whether two renderings of a fragment differ only in attributes and text.
+  function sameShape(a, b) {
+    if (a.nodeType !== b.nodeType) return false;
+    if (a.nodeType !== Node.ELEMENT_NODE) return true;
+    if (a.tagName !== b.tagName || a.childNodes.length !== b.childNodes.length) {
+      return false;
+    }
+    for (var i = 0; i < a.childNodes.length; i++) {
+      if (!sameShape(a.childNodes[i], b.childNodes[i])) return false;
+    }
+    return true;
+  }
+
+  function syncInPlace(a, b) {
+    if (a.nodeType !== Node.ELEMENT_NODE) {
+      if (a.nodeValue !== b.nodeValue) a.nodeValue = b.nodeValue;
+      return;
+    }
+    Array.prototype.slice.call(a.attributes).forEach(function (attribute) {
+      if (!b.hasAttribute(attribute.name)) a.removeAttribute(attribute.name);
+    });
+    Array.prototype.forEach.call(b.attributes, function (attribute) {
+      if (a.getAttribute(attribute.name) !== attribute.value) {
+        a.setAttribute(attribute.name, attribute.value);
+      }
+    });
+    for (var i = 0; i < a.childNodes.length; i++) {
+      syncInPlace(a.childNodes[i], b.childNodes[i]);
+    }
   }
 
   function keepState(existing, replacement) {
