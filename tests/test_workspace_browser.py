@@ -421,7 +421,7 @@ def test_a_colleague_who_keeps_typing_keeps_showing_as_typing(stack):
         log_in(page, stack["url"], f"{name}-browser", PASSWORD)
         page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
         expect(page.get_by_role("status")).to_have_text("Live")
-        page.clock.pause_at(page.evaluate("Date.now()") + 1000)
+        page.clock.pause_at(timezone.now() + timedelta(seconds=1))
         pages[name] = page
     anna, bruno = pages["anna"], pages["bruno"]
     presence = anna.locator("#presence")
