@@ -327,14 +327,13 @@ def _media_kind(mime_type: str) -> str:
 def post_reply(request, conversation: Conversation, render) -> Response:
     """Validate, resolve, call the service; 201 with the queued message."""
     try:
-        # Checked before anything else, uploads included: nothing goes to
-        # Meta for a number that may not send.
-        services.check_can_send(
-            conversation=conversation, free_form="file" in request.FILES
-        )
         if "file" in request.FILES:
+            # send_attachment checks everything before the upload.
             message = _attachment(request, conversation)
             return Response(render(message), status=status.HTTP_201_CREATED)
+        # Checked before anything else: a window_closed or sending_paused
+        # answer wins over the body's mistakes.
+        services.check_can_send(conversation=conversation)
         data = request.data
         kind = data.get("type") if hasattr(data, "get") else None
         if kind not in REQUESTS:
