@@ -95,14 +95,16 @@ class User(AbstractUser):
 
 class LiveTab(models.Model):
     """A workspace tab with its socket open: the agent is connected while
-    they have one. Tabs that stop saying they are alive (their server
-    died without closing them) are swept."""
+    they have one, or closed one a moment ago (opening a conversation loads
+    a new page, whose socket replaces the old one). Tabs that stop saying
+    they are alive (their server died without closing them) are swept."""
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="live_tabs")
     # The socket's channel name, unique to the tab.
     channel_name = models.CharField(max_length=200, unique=True)
     opened_at = models.DateTimeField(auto_now_add=True)
     seen_at = models.DateTimeField(db_index=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self):
         return f"{self.user} ({self.channel_name})"

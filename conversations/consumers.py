@@ -30,6 +30,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import WebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
+from django.conf import settings
 
 from accounts.models import User
 
@@ -51,9 +52,6 @@ TYPING_SHOWS_SECONDS = 6
 HUB_REJOIN_SECONDS = 3600
 # At most this many events are loaded in one batch.
 HUB_BATCH_LIMIT = 200
-# The hub says this often which of its tabs are connected (see
-# settings.LIVE_TAB_STALE_SECONDS for when silence means a dead server).
-TAB_KEEPALIVE_SECONDS = 30
 
 
 class InboxHub:
@@ -168,7 +166,9 @@ class InboxHub:
 
     async def _keep_alive(self) -> None:
         while True:
-            await asyncio.sleep(TAB_KEEPALIVE_SECONDS)
+            # Three times per LIVE_TAB_STALE_SECONDS, after which silence
+            # means a dead server and the sweep closes the tabs.
+            await asyncio.sleep(settings.LIVE_TAB_STALE_SECONDS / 3)
             tabs = [tab.channel_name for tab in self.open_tabs]
             if not tabs:
                 continue

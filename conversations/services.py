@@ -1491,16 +1491,28 @@ def open_tab(*, user: User, tab: str) -> None:
     """An agent opened the workspace in a tab (its socket, named `tab`)."""
     with transaction.atomic():
         LiveTab.objects.update_or_create(
-            channel_name=tab, defaults={"user": user, "seen_at": timezone.now()}
+            channel_name=tab,
+            defaults={"user": user, "seen_at": timezone.now(), "closed_at": None},
         )
-        _settle_connected(user.pk)
+        settle_connection(user_id=user.pk)
 
 
 def close_tab(*, user: User, tab: str) -> None:
-    """A tab's socket closed; the agent goes offline with their last tab."""
-    with transaction.atomic():
-        LiveTab.objects.filter(channel_name=tab).delete()
-        _settle_connected(user.pk)
+    """A tab's socket closed. The agent goes offline with their last tab, but
+    only once LIVE_TAB_GRACE_SECONDS have passed without a new one: opening
+    a conversation loads a new page, whose tab replaces this one at once."""
+    LiveTab.objects.filter(channel_name=tab).update(closed_at=timezone.now())
+    transaction.on_commit(lambda: _queue_settle_connection(user.pk))
+
+
+def _queue_settle_connection(user_id: int) -> None:
+    try:
+        tasks.settle_agent_connection.apply_async(
+            (user_id,), countdown=settings.LIVE_TAB_GRACE_SECONDS + 1
+        )
+    except Exception:
+        # The stale-tab sweep settles it a little later.
+        logger.warning("Settling agent %s's connection not queued", user_id)
 
 
 def keep_tabs_open(*, tabs) -> None:
@@ -1510,28 +1522,39 @@ def keep_tabs_open(*, tabs) -> None:
 
 def close_stale_tabs(*, now: datetime | None = None) -> int:
     """Close the tabs whose server stopped saying they are alive (it died
-    without closing them); their agents go offline with their last tab.
-    Return how many were closed."""
-    cutoff = (now or timezone.now()) - timedelta(
-        seconds=settings.LIVE_TAB_STALE_SECONDS
+    without closing them), forget tabs closed past the grace period, and
+    settle every agent shown as connected who no longer has a tab (their
+    delayed settle was lost). Return how many tabs were forgotten."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.LIVE_TAB_STALE_SECONDS)
+    grace = now - timedelta(seconds=settings.LIVE_TAB_GRACE_SECONDS)
+    gone = LiveTab.objects.filter(
+        Q(closed_at__isnull=True, seen_at__lt=stale) | Q(closed_at__lt=grace)
     )
-    stale = LiveTab.objects.filter(seen_at__lt=cutoff)
-    user_ids = set(stale.values_list("user_id", flat=True))
-    closed, _ = stale.delete()
+    user_ids = set(gone.values_list("user_id", flat=True))
+    forgotten, _ = gone.delete()
+    user_ids |= set(
+        User.objects.filter(connected=True, live_tabs__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
     for user_id in sorted(user_ids):
-        with transaction.atomic():
-            _settle_connected(user_id)
-    return closed
+        settle_connection(user_id=user_id, now=now)
+    return forgotten
 
 
-def _settle_connected(user_id: int) -> None:
-    """Make `connected` say whether the agent has a tab open; colleagues see
-    the change live. Locks the agent's row so two tabs opening or closing at
-    once settle on the right answer."""
+@transaction.atomic
+def settle_connection(*, user_id: int, now: datetime | None = None) -> None:
+    """Make the agent's `connected` say whether they have a tab open (or
+    closed one within the grace period); colleagues see a change live. Locks
+    the agent's row so tabs opening and closing at once settle right."""
     user = User.objects.select_for_update().filter(pk=user_id).first()
     if user is None:
         return
-    connected = LiveTab.objects.filter(user_id=user_id).exists()
+    grace = (now or timezone.now()) - timedelta(seconds=settings.LIVE_TAB_GRACE_SECONDS)
+    connected = LiveTab.objects.filter(
+        Q(closed_at__isnull=True) | Q(closed_at__gte=grace), user_id=user_id
+    ).exists()
     if user.connected == connected:
         return
     user.connected = connected

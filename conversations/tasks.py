@@ -196,6 +196,13 @@ def wake_snoozed_conversations() -> int:
     return services.wake_snoozed_conversations()
 
 
+@shared_task(name="conversations.tasks.settle_agent_connection", ignore_result=True)
+def settle_agent_connection(user_id: int) -> None:
+    """An agent closed a tab: offline now unless another one opened (queued
+    with the grace period as countdown)."""
+    services.settle_connection(user_id=user_id)
+
+
 @shared_task(name="conversations.tasks.close_stale_tabs", ignore_result=True)
 def close_stale_tabs() -> int:
     """Agents whose server died with their tabs open go offline (beat)."""

@@ -307,9 +307,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
 }
-# A server process says every 30 s which of its tabs are still connected; a
-# tab not heard of for this long was left open by a server that died.
+# A server process says which of its tabs are still connected three times in
+# this long; a tab not heard of for this long was left open by a server that
+# died.
 LIVE_TAB_STALE_SECONDS = env_float("LIVE_TAB_STALE_SECONDS", 90.0)
+# An agent who closes their last tab shows as offline after this long, unless
+# a new one opens meanwhile (opening a conversation loads a new page).
+LIVE_TAB_GRACE_SECONDS = env_float("LIVE_TAB_GRACE_SECONDS", 10.0)
 
 # --- WhatsApp Cloud API -----------------------------------------------------
 WHATSAPP_GRAPH_API_URL = os.environ.get(

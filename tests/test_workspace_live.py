@@ -16,7 +16,7 @@ from django.db import connections
 from django.utils import dateformat, timezone
 
 from accounts.models import LiveTab, User
-from conversations import realtime, services
+from conversations import realtime, services, tasks
 from conversations.models import Conversation, LiveEvent
 from helpdesk.asgi import application
 from tests.factories import (
@@ -354,6 +354,19 @@ async def test_removing_an_agent_from_a_team_closes_their_stream():
     await ws.disconnect()
 
 
+async def test_removing_a_team_from_a_number_closes_its_agents_streams():
+    data = await sync_to_async(world)()
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws)
+    assert json.loads(await ws.receive_from())["type"] == "synced"
+    await sync_to_async(data["number_a"].teams.remove)(data["team_a"])
+    assert json.loads(await ws.receive_from()) == {"type": "access", "numbers": []}
+    await sync_to_async(customer_writes)(data["number_a"], "after removal")
+    assert await ws.receive_nothing(0.5)
+    await ws.disconnect()
+
+
 async def test_deleting_a_team_closes_its_members_streams():
     data = await sync_to_async(world)()
     ws = communicator(data["anna_cookie"])
@@ -456,15 +469,61 @@ async def test_colleagues_see_an_agent_online_while_a_tab_of_theirs_is_open():
     assert f'<option id="assign-option-{carla.pk}"' in html
     assert "(Online)" in html
 
-    # A second tab, then closing the first: still online, nothing to say.
+    # A second tab, then closing both: still online for the grace period
+    # (the next page's tab may be on its way)...
     await tabs[1].connect()
     await tabs[0].disconnect()
-    assert await watcher.receive_nothing(0.5)
     await tabs[1].disconnect()
+    assert await watcher.receive_nothing(0.5)
+    # ...then offline, as the settle queued at the close finds.
+    later = timezone.now() + timedelta(seconds=settings.LIVE_TAB_GRACE_SECONDS + 1)
+    await sync_to_async(services.settle_connection)(user_id=carla.pk, now=later)
     html = (await receive_event(watcher))["html"]
     assert 'class="agent availability-offline"' in html and "(Offline)" in html
-    assert not await sync_to_async(LiveTab.objects.filter(user=carla).exists)()
     await watcher.disconnect()
+
+
+def test_a_new_page_within_the_grace_period_keeps_the_agent_online(monkeypatch):
+    data = world()
+    carla = UserFactory(username="carla-live")
+    carla.teams.add(data["team_a"])
+    queued = []
+    monkeypatch.setattr(
+        tasks.settle_agent_connection,
+        "apply_async",
+        lambda args, countdown: queued.append((args, countdown)),
+    )
+
+    services.open_tab(user=carla, tab="inbox-page")
+    services.close_tab(user=carla, tab="inbox-page")
+    services.open_tab(user=carla, tab="conversation-page")
+    for args, _ in queued:
+        services.settle_connection(user_id=args[0])
+
+    # Colleagues heard once that she came online, and nothing since.
+    events = LiveEvent.objects.filter(type="agent.updated")
+    assert [event.data for event in events] == [{"agent": carla.pk, "connected": True}]
+    assert queued == [((carla.pk,), settings.LIVE_TAB_GRACE_SECONDS + 1)]
+    carla.refresh_from_db()
+    assert carla.connected
+
+
+def test_the_sweep_settles_agents_whose_delayed_settle_was_lost():
+    data = world()
+    anna = data["anna"]
+    LiveTab.objects.filter(user=anna).update(
+        closed_at=timezone.now() - timedelta(minutes=5)
+    )
+    # And an agent shown as connected without any tab at all.
+    bruno = data["bruno"]
+    LiveTab.objects.filter(user=bruno).delete()
+
+    assert services.close_stale_tabs() == 1
+
+    assert not User.objects.filter(pk__in=[anna.pk, bruno.pk], connected=True).exists()
+    assert {
+        event.data["agent"] for event in LiveEvent.objects.filter(type="agent.updated")
+    } == {anna.pk, bruno.pk}
 
 
 def test_tabs_left_open_by_a_dead_server_are_closed_by_the_sweep():
@@ -485,9 +544,10 @@ def test_tabs_left_open_by_a_dead_server_are_closed_by_the_sweep():
     assert event.number_id == data["number_a"].pk
 
 
-async def test_a_server_keeps_saying_which_tabs_are_open(monkeypatch):
+async def test_a_server_keeps_saying_which_tabs_are_open(settings):
     data = await sync_to_async(world)()
-    monkeypatch.setattr("conversations.consumers.TAB_KEEPALIVE_SECONDS", 0.05)
+    # The keep-alive comes three times per stale period.
+    settings.LIVE_TAB_STALE_SECONDS = 0.15
     ws = communicator(data["anna_cookie"])
     await ws.connect()
     tab = await sync_to_async(
