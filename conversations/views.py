@@ -400,13 +400,8 @@ def record_consent(request: HttpRequest, pk: int) -> HttpResponse:
     if status not in ConsentRecord.Status.values or not set(purposes) <= set(
         ConsentRecord.Purpose.values
     ):
-        context = workspace.conversation_context(conversation, request.user)
-        context["consent_error"] = "Choose a purpose and opt-in or opt-out."
-        return _answer(
-            request,
-            conversation,
-            workspace.render_fragment("customer", context),
-            status=422,
+        return _customer_panel(
+            request, conversation, error="Choose a purpose and opt-in or opt-out."
         )
     for each in purposes:
         services.record_consent(
@@ -417,10 +412,17 @@ def record_consent(request: HttpRequest, pk: int) -> HttpResponse:
             wording=wording,
             recorded_by=request.user,
         )
-    context = workspace.conversation_context(conversation, request.user)
-    return _answer(
-        request, conversation, workspace.render_fragment("customer", context)
-    )
+    return _customer_panel(request, conversation)
+
+
+def _customer_panel(
+    request: HttpRequest, conversation: Conversation, error: str = ""
+) -> HttpResponse:
+    """The customer panel again, with the reason a consent was refused (422)."""
+    context = workspace.customer_context(conversation, request.user)
+    context["consent_error"] = error
+    html = workspace.render_fragment("customer", context)
+    return _answer(request, conversation, html, status=422 if error else 200)
 
 
 @login_required

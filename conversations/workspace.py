@@ -691,15 +691,23 @@ def conversation_context(conversation: Conversation, user: User) -> dict:
     return {
         **composer_context(conversation, user),
         **thread_context(conversation),
-        "previous": previous_conversations(conversation, user),
+        **customer_context(conversation, user),
         "agents": assignable_agents(conversation.number_id),
         "number_teams": list(conversation.number.teams.all()),
+        "all_labels": list(Label.objects.all()),
+        "label_ids": {label.pk for label in conversation.labels.all()},
+    }
+
+
+def customer_context(conversation: Conversation, user: User) -> dict:
+    """What the customer panel renders."""
+    return {
+        "conversation": conversation,
+        "previous": previous_conversations(conversation, user),
         "consent": consent_state(conversation.customer_id),
         "consent_purposes": ConsentRecord.Purpose.choices,
         "cost": conversation_cost(conversation),
         "referral": referral_card(conversation.referral),
-        "all_labels": list(Label.objects.all()),
-        "label_ids": {label.pk for label in conversation.labels.all()},
     }
 
 
