@@ -146,11 +146,18 @@ class InboxHub:
             batch = [await self.received.get()]
             while not self.received.empty() and len(batch) < HUB_BATCH_LIMIT:
                 batch.append(self.received.get_nowait())
+            # Each event's row is rendered in the time zones of the tabs that
+            # see its inbox.
+            zones = {
+                group: {tab.time_zone for tab in tabs}
+                for group, tabs in self.tabs.items()
+            }
             try:
                 loaded = await workspace.event_cache.aget_many(
                     [message["id"] for message in batch],
-                    # Rows are rendered in the time zones of the tabs.
-                    {tab.time_zone for tabs in self.tabs.values() for tab in tabs},
+                    lambda number_id, zones=zones: zones.get(
+                        realtime.inbox_group(number_id), ()
+                    ),
                 )
             except Exception:
                 logger.warning(
@@ -253,7 +260,9 @@ class WorkspaceConsumer(WebsocketConsumer):
             > ACCESS_RECHECK_SECONDS
         ):
             return None
-        rendered = await workspace.event_cache.aget(event_id, [self.time_zone])
+        rendered = await workspace.event_cache.aget(
+            event_id, lambda number_id: [self.time_zone]
+        )
         if rendered is None:
             return ""
         event = rendered.event

@@ -13,7 +13,7 @@ import asyncio
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -960,6 +960,10 @@ def render_in_zone(zone: str, build) -> str:
         return build()
 
 
+# The time zones of the tabs that see a number's inbox, by number id.
+ZonesOf = Callable[[int], Iterable[str]]
+
+
 class EventCache:
     """The last few hundred rendered events of this process, by id."""
 
@@ -991,16 +995,18 @@ class EventCache:
         return [cached.get(pk) for pk in event_ids]
 
     async def aget(
-        self, event_id: int, zones: Iterable[str] = ()
+        self, event_id: int, zones_of: ZonesOf | None = None
     ) -> RenderedEvent | None:
         """get() and prepare() for the event loop."""
-        return (await self.aget_many([event_id], zones))[0]
+        return (await self.aget_many([event_id], zones_of))[0]
 
     async def aget_many(
-        self, event_ids: list[int], zones: Iterable[str] = ()
+        self, event_ids: list[int], zones_of: ZonesOf | None = None
     ) -> list[RenderedEvent | None]:
-        """get_many() and prepare(zones) for the event loop: one thread hop
-        per batch and process, however many tabs ring at once (they share it)."""
+        """get_many() and prepare() for the event loop: one thread hop per
+        batch and process, however many tabs ring at once (they share it).
+        zones_of(number_id): the time zones of the tabs that see that number's
+        inbox, each event's row rendered in them (none: the server's)."""
         with self._lock:
             ready = {
                 pk: rendered
@@ -1011,7 +1017,7 @@ class EventCache:
         wanted = [pk for pk in event_ids if pk not in ready and pk not in self._loading]
         if wanted:
             loading = asyncio.get_running_loop().run_in_executor(
-                self._loader, self._get_prepared, wanted, frozenset(zones)
+                self._loader, self._get_prepared, wanted, zones_of
             )
             for pk in wanted:
                 self._loading[pk] = loading
@@ -1031,7 +1037,7 @@ class EventCache:
         return [ready.get(pk) for pk in event_ids]
 
     def _get_prepared(
-        self, event_ids: list[int], zones: frozenset[str] = frozenset()
+        self, event_ids: list[int], zones_of: ZonesOf | None = None
     ) -> list[RenderedEvent | None]:
         # As database_sync_to_async: drop a connection that broke or aged out
         # (a pooled one goes back to the pool after each batch).
@@ -1041,7 +1047,7 @@ class EventCache:
             present = [rendered for rendered in loaded if rendered is not None]
             _load_messages(present)
             for rendered in present:
-                rendered.prepare(zones)
+                rendered.prepare(zones_of(rendered.event.number_id) if zones_of else ())
                 rendered.__dict__["_prepared"] = True
             return loaded
         finally:

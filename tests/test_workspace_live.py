@@ -16,7 +16,7 @@ from django.db import connections
 from django.utils import dateformat, timezone
 
 from accounts.models import LiveTab, User
-from conversations import realtime, services, tasks
+from conversations import realtime, services, tasks, workspace
 from conversations.models import Conversation, LiveEvent
 from helpdesk.asgi import application
 from tests.factories import (
@@ -175,6 +175,24 @@ async def test_live_fragments_show_times_in_each_agents_time_zone():
     assert f">{in_utc}</time>" in html and f">{in_berlin}<" not in html
     await berlin.disconnect()
     await utc.disconnect()
+
+
+def test_a_process_renders_each_row_in_the_zones_of_that_inbox_only():
+    data = world()
+    customer_writes(data["number_a"], "For team A")
+    event = LiveEvent.objects.latest("pk")
+    zones = {
+        data["number_a"].pk: ["Europe/Berlin"],
+        data["number_b"].pk: ["Asia/Tokyo"],
+    }
+
+    (rendered,) = workspace.EventCache()._get_prepared(
+        [event.pk], lambda number_id: zones[number_id]
+    )
+
+    assert rendered.cached_html("row:activity", "Europe/Berlin")
+    # Tokyo's tabs do not see this inbox: nothing rendered for them.
+    assert rendered.cached_html("row:activity", "Asia/Tokyo") is None
 
 
 async def test_anonymous_handshakes_are_refused():
