@@ -1984,8 +1984,9 @@ def react(
         payload={"message_id": message.wamid, "emoji": emoji},
         text=emoji,
         sender=sender,
-        # As a customer's reaction: shown on the message it reacts to (the
-        # reaction itself is never quoted in the send, see build_message).
+        # Tabs show it on the message it reacts to (RenderedEvent.message_html)
+        # and the API names that message; the send never quotes it
+        # (client.build_message leaves reactions without context).
         reply_to=message,
     )
 
