@@ -90,6 +90,22 @@ def stack(transactional_db):
                     browser.close()
 
 
+def customer_writes(conversation, *, at=None, publish=True, **fields):
+    """What inbound processing stores (a message at `at`, now by default, the
+    conversation's latest) and, unless publish=False, publishes."""
+    at = at or timezone.now()
+    message = MessageFactory(conversation=conversation, timestamp=at, **fields)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        last_message=message, last_message_at=at, last_inbound_at=at
+    )
+    if publish:
+        conversation.refresh_from_db()
+        realtime.publish(
+            realtime.MESSAGE_CREATED, conversation=conversation, message=message
+        )
+    return message
+
+
 def test_an_agent_answers_a_customer_live_and_a_colleague_sees_it(stack):
     sandbox, url = stack["sandbox"], stack["url"]
     anna_page = stack["browser"].new_context().new_page()
@@ -170,10 +186,7 @@ def test_the_composer_becomes_a_template_picker_when_the_window_closes(stack):
     # The customer wrote 24 hours ago less a few seconds: the window is about
     # to close while the agent looks at it.
     at = timezone.now() - timedelta(hours=24) + timedelta(seconds=4)
-    message = MessageFactory(conversation=conversation, text="Hello?", timestamp=at)
-    Conversation.objects.filter(pk=conversation.pk).update(
-        last_message=message, last_message_at=at, last_inbound_at=at
-    )
+    customer_writes(conversation, at=at, publish=False, text="Hello?")
     page = stack["browser"].new_context().new_page()
     log_in(page, stack["url"], "anna-browser", PASSWORD)
     page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
@@ -200,10 +213,7 @@ def test_a_tab_offline_for_100_events_catches_up_once_and_in_order(stack):
     customer = CustomerFactory(wa_id=CUSTOMER, phone=f"+{CUSTOMER}")
     conversation = ConversationFactory(customer=customer, number=number)
     now = timezone.now()
-    first = MessageFactory(conversation=conversation, text="first", timestamp=now)
-    Conversation.objects.filter(pk=conversation.pk).update(
-        last_message=first, last_message_at=now, last_inbound_at=now
-    )
+    customer_writes(conversation, at=now, publish=False, text="first")
     context = stack["browser"].new_context()
     page = context.new_page()
     log_in(page, stack["url"], "anna-browser", PASSWORD)
@@ -213,17 +223,11 @@ def test_a_tab_offline_for_100_events_catches_up_once_and_in_order(stack):
 
     context.set_offline(True)
     expect(status).to_contain_text("Offline")
-    conversation.refresh_from_db()
     for index in range(100):
-        at = now + timedelta(seconds=index + 1)
-        message = MessageFactory(
-            conversation=conversation, text=f"missed {index:03d}", timestamp=at
-        )
-        Conversation.objects.filter(pk=conversation.pk).update(
-            last_message=message, last_message_at=at, last_inbound_at=at
-        )
-        realtime.publish(
-            realtime.MESSAGE_CREATED, conversation=conversation, message=message
+        customer_writes(
+            conversation,
+            at=now + timedelta(seconds=index + 1),
+            text=f"missed {index:03d}",
         )
     # Nothing arrives while offline.
     expect(page.locator("article.bubble", has_text="missed")).to_have_count(0)
@@ -277,13 +281,11 @@ def test_the_live_inbox_keeps_the_length_of_its_page(stack):
     number = stack["number"]
     start = timezone.now() - timedelta(hours=1)
     for index in range(workspace.INBOX_PAGE_SIZE):
-        at = start + timedelta(seconds=index)
         conversation = ConversationFactory(
             number=number, customer__name=f"Earlier {index:02d}"
         )
-        message = MessageFactory(conversation=conversation, timestamp=at)
-        Conversation.objects.filter(pk=conversation.pk).update(
-            last_message=message, last_message_at=at, last_inbound_at=at
+        customer_writes(
+            conversation, at=start + timedelta(seconds=index), publish=False
         )
     page = stack["browser"].new_context().new_page()
     log_in(page, stack["url"], "anna-browser", PASSWORD)
@@ -292,17 +294,10 @@ def test_the_live_inbox_keeps_the_length_of_its_page(stack):
     expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE)
 
     for index in range(5):
-        at = timezone.now() + timedelta(seconds=index)
         conversation = ConversationFactory(
             number=number, customer__name=f"Newcomer {index}"
         )
-        message = MessageFactory(conversation=conversation, timestamp=at)
-        Conversation.objects.filter(pk=conversation.pk).update(
-            last_message=message, last_message_at=at, last_inbound_at=at
-        )
-        realtime.publish(
-            realtime.MESSAGE_CREATED, conversation=conversation, message=message
-        )
+        customer_writes(conversation, at=timezone.now() + timedelta(seconds=index))
 
     # The newcomers are on top, the five oldest rows went: what a reload shows.
     expect(rows.first).to_contain_text("Newcomer 4")
@@ -316,13 +311,11 @@ def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
     start = timezone.now() - timedelta(hours=1)
     earlier = []
     for index in range(workspace.INBOX_PAGE_SIZE + 5):
-        at = start + timedelta(seconds=index)
         conversation = ConversationFactory(
             number=number, customer__name=f"Earlier {index:02d}"
         )
-        message = MessageFactory(conversation=conversation, timestamp=at)
-        Conversation.objects.filter(pk=conversation.pk).update(
-            last_message=message, last_message_at=at, last_inbound_at=at
+        customer_writes(
+            conversation, at=start + timedelta(seconds=index), publish=False
         )
         earlier.append(conversation)
     page = stack["browser"].new_context().new_page()
@@ -333,13 +326,7 @@ def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
 
     # The oldest customer, not shown yet, writes: the row goes on top and the
     # list's last row (Earlier 05) makes room for it.
-    at = timezone.now()
-    message = MessageFactory(conversation=earlier[0], timestamp=at)
-    Conversation.objects.filter(pk=earlier[0].pk).update(
-        last_message=message, last_message_at=at, last_inbound_at=at
-    )
-    earlier[0].refresh_from_db()
-    realtime.publish(realtime.MESSAGE_CREATED, conversation=earlier[0], message=message)
+    customer_writes(earlier[0])
     expect(rows.first).to_contain_text("Earlier 00")
     expect(page.locator("#inbox-list > li", has_text="Earlier 05")).to_have_count(0)
 
@@ -353,14 +340,7 @@ def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
     expect(page.get_by_role("button", name="Load more conversations")).to_have_count(0)
 
     # The list now keeps the length of two pages: a newcomer trims nothing.
-    newcomer = ConversationFactory(number=number, customer__name="Newcomer")
-    message = MessageFactory(conversation=newcomer, timestamp=timezone.now())
-    Conversation.objects.filter(pk=newcomer.pk).update(
-        last_message=message,
-        last_message_at=message.timestamp,
-        last_inbound_at=message.timestamp,
-    )
-    realtime.publish(realtime.MESSAGE_CREATED, conversation=newcomer, message=message)
+    customer_writes(ConversationFactory(number=number, customer__name="Newcomer"))
     expect(rows.first).to_contain_text("Newcomer")
     expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE + 6)
 
@@ -370,10 +350,7 @@ def test_the_agents_time_zone_follows_the_browsers(stack):
     conversation = ConversationFactory(
         number=stack["number"], customer__name="Summer Customer"
     )
-    message = MessageFactory(conversation=conversation, timestamp=at)
-    Conversation.objects.filter(pk=conversation.pk).update(
-        last_message=message, last_message_at=at, last_inbound_at=at
-    )
+    customer_writes(conversation, at=at, publish=False)
     page = stack["browser"].new_context(timezone_id="Europe/Berlin").new_page()
     with page.expect_response(re.compile(r"/me/time-zone/$")) as told:
         log_in(page, stack["url"], "anna-browser", PASSWORD)
@@ -394,21 +371,8 @@ def test_the_agents_time_zone_follows_the_browsers(stack):
 def conversation_with_a_message(number, **fields):
     customer = CustomerFactory(wa_id=CUSTOMER, phone=f"+{CUSTOMER}")
     conversation = ConversationFactory(customer=customer, number=number, **fields)
-    customer_writes(conversation, "hello")
+    customer_writes(conversation, text="hello")
     return conversation
-
-
-def customer_writes(conversation, text):
-    """What inbound processing stores and publishes, at once."""
-    at = timezone.now()
-    message = MessageFactory(conversation=conversation, text=text, timestamp=at)
-    Conversation.objects.filter(pk=conversation.pk).update(
-        last_message=message, last_message_at=at, last_inbound_at=at
-    )
-    conversation.refresh_from_db()
-    realtime.publish(
-        realtime.MESSAGE_CREATED, conversation=conversation, message=message
-    )
 
 
 def test_a_colleague_who_keeps_typing_keeps_showing_as_typing(stack):
@@ -483,14 +447,14 @@ def test_the_title_badge_and_notifications_are_for_what_the_agent_did_not_see(st
     row = page.get_by_role("link", name=re.compile(conversation.customer.display_name))
 
     # In front of the agent: the row says it, the title stays quiet.
-    customer_writes(conversation, "while looking")
+    customer_writes(conversation, text="while looking")
     expect(row).to_contain_text("while looking")
     expect(page).to_have_title("Inbox · Helpdesk")
     assert page.evaluate("window.shownNotifications") == []
 
     # Another window in front: a badge and a notification.
     page.evaluate("window.setFocus(false)")
-    customer_writes(conversation, "while away")
+    customer_writes(conversation, text="while away")
     expect(page).to_have_title("(1) Inbox · Helpdesk")
     assert page.evaluate("window.shownNotifications") == [
         conversation.customer.display_name
@@ -499,8 +463,8 @@ def test_the_title_badge_and_notifications_are_for_what_the_agent_did_not_see(st
     # What arrived while the tab was offline counts, without a notification each.
     context.set_offline(True)
     expect(status).to_contain_text("Offline")
-    customer_writes(conversation, "missed one")
-    customer_writes(conversation, "missed two")
+    customer_writes(conversation, text="missed one")
+    customer_writes(conversation, text="missed two")
     context.set_offline(False)
     expect(status).to_have_text("Live")
     expect(page).to_have_title("(3) Inbox · Helpdesk")
