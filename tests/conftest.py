@@ -42,7 +42,7 @@ def admin_client(client, admin_user):
 @pytest.fixture
 def meta_number(db, team):
     """The business number the payload fixtures (tests/payloads/) are addressed to."""
-    from tests.inbound_helpers import (
+    from tests.fixtures.inbound import (
         FIXTURE_DISPLAY_NUMBER,
         FIXTURE_PHONE_NUMBER_ID,
         FIXTURE_WABA_ID,

@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures
 """The business endpoints in the OpenAPI schema, fuzzed: no input gives a 5xx.
 
 Schemathesis generates requests from /api/schema/ and calls the Django app
@@ -23,7 +23,7 @@ from rest_framework.authtoken.models import Token
 from conversations import services
 from conversations.models import MessageTemplate
 from tests.factories import CustomerFactory, UserFactory
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     clean_redis,
     graph_sandbox,
     receiver,

@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures
 """Consent API and ledger, signed status callbacks, and the admin's CSV upload."""
 
 import json
@@ -21,7 +21,7 @@ from conversations.models import (
     NotificationBatch,
 )
 from sandbox.testing import webhook_receiver
-from tests.business_support import (  # noqa: F401
+from tests.fixtures.business import (  # noqa: F401
     ANNA,
     BEN,
     CONSENT_URL,
@@ -33,7 +33,7 @@ from tests.business_support import (  # noqa: F401
     shop_api,
     templates,
 )
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     clean_redis,
     delivery_worker,
     feed_webhooks,

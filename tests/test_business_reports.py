@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures
 """Attribution and cost from real sandbox traffic, checked against hand counts.
 
 Customers write from two ads and without one; agents reply (opening the free
@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from conversations import billing, reports, services
 from conversations.models import Conversation, Message, MessageTemplate, RateCard
-from tests.business_support import (  # noqa: F401
+from tests.fixtures.business import (  # noqa: F401
     NOTIFY_URL,
     api_client_for,
     consent,
@@ -25,7 +25,7 @@ from tests.business_support import (  # noqa: F401
     shop_api,
     templates,
 )
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     clean_redis,
     delivery_worker,
     feed_webhooks,

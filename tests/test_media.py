@@ -19,13 +19,13 @@ from tests.factories import (
     UserFactory,
     WhatsAppNumberFactory,
 )
-from tests.inbound_helpers import (
+from tests.fixtures.inbound import (
     FIXTURE_DISPLAY_NUMBER,
     FIXTURE_PHONE_NUMBER_ID,
     FIXTURE_WABA_ID,
     process,
 )
-from tests.payload_fixtures import load_payload_json
+from tests.fixtures.payloads import load_payload_json
 
 TOKEN = "media-test-token"  # noqa: S105
 PNG = base64.b64decode(

@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures
 """POST /api/v1/media/: a notification's header document uploaded to Meta,
 then sent by its media id with its file name."""
 
@@ -7,7 +7,7 @@ import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from conversations.models import Message
-from tests.business_support import (  # noqa: F401
+from tests.fixtures.business import (  # noqa: F401
     ANNA,
     NOTIFY_URL,
     api_client_for,
@@ -16,7 +16,7 @@ from tests.business_support import (  # noqa: F401
     shop_api,
     templates,
 )
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     clean_redis,
     delivery_worker,
     graph_sandbox,

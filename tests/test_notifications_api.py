@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures
 """POST /api/v1/notifications/: refusals, idempotency, bulk sends, documents,
 STOP, and the customer's reply landing with the notification's team."""
 
@@ -8,7 +8,7 @@ from rest_framework.authtoken.models import Token
 from conversations import services
 from conversations.models import ConsentRecord, Conversation, Message, Notification
 from sandbox.testing import wait_until
-from tests.business_support import (  # noqa: F401
+from tests.fixtures.business import (  # noqa: F401
     ANNA,
     BEN,
     NOTIFY_URL,
@@ -21,7 +21,7 @@ from tests.business_support import (  # noqa: F401
     templates,
     travel_desk,
 )
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     clean_redis,
     delivery_worker,
     feed_webhooks,

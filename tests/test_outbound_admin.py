@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """Admin actions on numbers: see why sending is paused, resume it, sync templates."""
 
 import pytest
@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from conversations import services
 from conversations.models import Message, MessageTemplate, WhatsAppNumber
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     clean_redis,
     conversation,
     delivery_worker,

@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """POST /api/v1/conversations/{id}/messages/: every reply type reaches the
 sandbox as Meta's body; every refusal answers its code and sends nothing."""
 
@@ -17,7 +17,7 @@ from tests.factories import (
     TeamFactory,
     WhatsAppNumberFactory,
 )
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     CUSTOMER,
     clean_redis,
     conversation,

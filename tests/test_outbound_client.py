@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """The Graph API client against the sandbox: bodies, answers and typed errors."""
 
 import hashlib
@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from conversations.whatsapp import client
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     clean_redis,
     graph_sandbox,
     receiver,

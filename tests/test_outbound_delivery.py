@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """Outbound delivery end to end: services queue rows, a real worker sends them
 to the sandbox, and the sandbox's status webhooks come back through inbound."""
 
@@ -17,7 +17,7 @@ from conversations import delivery, realtime, services
 from conversations.models import AccountNotice, LiveEvent, Message, MessageTemplate
 from sandbox.testing import wait_until
 from tests.factories import MessageFactory
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     CUSTOMER,
     clean_redis,
     conversation,

@@ -1,4 +1,4 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
+# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """Templates (sync, parameter checks) and the windows at their boundaries."""
 
 from datetime import UTC, datetime, timedelta
@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from conversations import services, windows
 from conversations.models import Conversation, MessageTemplate
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (  # noqa: F401
     clean_redis,
     conversation,
     graph_sandbox,

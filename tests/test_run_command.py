@@ -142,7 +142,7 @@ def test_a_newcomer_says_hello_from_the_sandbox_phone_and_gets_an_answer(
     """The walkthrough of the README, in a browser: phone → inbox → phone."""
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.browser_support import launch_chromium, log_in
+    from tests.fixtures.browser import launch_chromium, log_in
 
     _, output, http_port, sandbox_port = running_helpdesk
     password = output.wait_for(r"with password '([^']+)'", 90).group(1)

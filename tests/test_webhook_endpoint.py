@@ -17,7 +17,7 @@ from conversations.whatsapp.webhooks import MAX_BODY_BYTES, PROCESS_TASK
 from helpdesk.launcher import free_port
 from sandbox.testing import wait_until
 from tests.factories import MetaAppFactory
-from tests.webhook_server import (
+from tests.fixtures.webhook_server import (
     BASE_DIR,
     PATH,
     RedisServer,

@@ -11,7 +11,7 @@ from conversations.models import Message, WebhookEvent
 from conversations.whatsapp.webhooks import celery_message
 from sandbox.testing import wait_until
 from tests.factories import MetaAppFactory, WhatsAppNumberFactory
-from tests.webhook_server import (
+from tests.fixtures.webhook_server import (
     RedisServer,
     celery_worker,
     serving,

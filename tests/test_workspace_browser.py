@@ -18,7 +18,6 @@ from conversations import realtime, workspace
 from conversations.models import Conversation, MessageTemplate
 from sandbox.config import Number
 from sandbox.testing import running_sandbox, wait_until
-from tests.browser_support import launch_chromium, live_helpdesk, log_in
 from tests.factories import (
     ConversationFactory,
     CustomerFactory,
@@ -27,6 +26,7 @@ from tests.factories import (
     UserFactory,
     WhatsAppNumberFactory,
 )
+from tests.fixtures.browser import launch_chromium, live_helpdesk, log_in
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
