@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.fixtures
 """Consent API and ledger, signed status callbacks, and the admin's CSV upload."""
 
 import json
@@ -21,7 +20,7 @@ from conversations.models import (
     NotificationBatch,
 )
 from sandbox.testing import webhook_receiver
-from tests.fixtures.business import (  # noqa: F401
+from tests.fixtures.business import (
     ANNA,
     BEN,
     CONSENT_URL,
@@ -29,19 +28,8 @@ from tests.fixtures.business import (  # noqa: F401
     api_client_for,
     boarding_pass,
     consent,
-    shop,
-    shop_api,
-    templates,
 )
-from tests.fixtures.outbound import (  # noqa: F401
-    clean_redis,
-    delivery_worker,
-    feed_webhooks,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    wait_for_status,
-)
+from tests.fixtures.outbound import feed_webhooks, wait_for_status
 
 # --- Consent -----------------------------------------------------------------
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.fixtures
 """POST /api/v1/media/: a notification's header document uploaded to Meta,
 then sent by its media id with its file name."""
 
@@ -7,24 +6,8 @@ import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from conversations.models import Message
-from tests.fixtures.business import (  # noqa: F401
-    ANNA,
-    NOTIFY_URL,
-    api_client_for,
-    consent,
-    shop,
-    shop_api,
-    templates,
-)
-from tests.fixtures.outbound import (  # noqa: F401
-    clean_redis,
-    delivery_worker,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends,
-    wait_for_status,
-)
+from tests.fixtures.business import ANNA, NOTIFY_URL, api_client_for, consent
+from tests.fixtures.outbound import sends, wait_for_status
 
 MEDIA_URL = "/api/v1/media/"
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n"

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """Admin actions on numbers: see why sending is paused, resume it, sync templates."""
 
 import pytest
@@ -6,16 +5,7 @@ from django.urls import reverse
 
 from conversations import services
 from conversations.models import Message, MessageTemplate, WhatsAppNumber
-from tests.fixtures.outbound import (  # noqa: F401
-    clean_redis,
-    conversation,
-    delivery_worker,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends_for,
-    wait_for_status,
-)
+from tests.fixtures.outbound import sends_for, wait_for_status
 
 CHANGELIST = reverse("admin:conversations_whatsappnumber_changelist")
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """POST /api/v1/conversations/{id}/messages/: every reply type reaches the
 sandbox as Meta's body; every refusal answers its code and sends nothing."""
 
@@ -17,15 +16,8 @@ from tests.factories import (
     TeamFactory,
     WhatsAppNumberFactory,
 )
-from tests.fixtures.outbound import (  # noqa: F401
+from tests.fixtures.outbound import (
     CUSTOMER,
-    clean_redis,
-    conversation,
-    delivery_worker,
-    graph_sandbox,
-    open_conversation,
-    receiver,
-    sandbox_number,
     sends,
     sends_for,
     wait_for_status,

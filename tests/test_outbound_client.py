@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """The Graph API client against the sandbox: bodies, answers and typed errors."""
 
 import hashlib
@@ -6,13 +5,7 @@ import hashlib
 import pytest
 
 from conversations.whatsapp import client
-from tests.fixtures.outbound import (  # noqa: F401
-    clean_redis,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends,
-)
+from tests.fixtures.outbound import sends
 
 CUSTOMER = "4917012345678"
 PDF = b"%PDF-1.4 boarding pass"

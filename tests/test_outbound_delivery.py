@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """Outbound delivery end to end: services queue rows, a real worker sends them
 to the sandbox, and the sandbox's status webhooks come back through inbound."""
 
@@ -17,16 +16,10 @@ from conversations import delivery, realtime, services
 from conversations.models import AccountNotice, LiveEvent, Message, MessageTemplate
 from sandbox.testing import wait_until
 from tests.factories import MessageFactory
-from tests.fixtures.outbound import (  # noqa: F401
+from tests.fixtures.outbound import (
     CUSTOMER,
-    clean_redis,
-    conversation,
-    delivery_worker,
     feed_webhooks,
-    graph_sandbox,
     open_conversation,
-    receiver,
-    sandbox_number,
     sends,
     sends_for,
     wait_for_status,

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """Templates (sync, parameter checks) and the windows at their boundaries."""
 
 from datetime import UTC, datetime, timedelta
@@ -8,14 +7,7 @@ from django.core.management import call_command
 
 from conversations import services, windows
 from conversations.models import Conversation, MessageTemplate
-from tests.fixtures.outbound import (  # noqa: F401
-    clean_redis,
-    conversation,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends,
-)
+from tests.fixtures.outbound import sends
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.fixtures.outbound
 """What agents send from the workspace's composer, against the sandbox's Graph
 API: attachments kept and shown like a customer's, refused uploads shown in
 the composer, and templates with named parameters and URL buttons."""
@@ -12,16 +11,7 @@ from django.utils import timezone
 
 from conversations import realtime, services, workspace
 from conversations.models import Conversation, LiveEvent, Message, MessageTemplate
-from tests.fixtures.outbound import (  # noqa: F401
-    clean_redis,
-    conversation,
-    delivery_worker,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends_for,
-    wait_for_status,
-)
+from tests.fixtures.outbound import sends_for, wait_for_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
