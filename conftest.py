@@ -4,6 +4,8 @@ the fixtures in tests/fixtures/."""
 
 pytest_plugins = [
     "tests.fixtures.helpdesk",
+    # Before outbound, which builds on its receiver and constants.
+    "tests.fixtures.sandbox",
     "tests.fixtures.outbound",
     "tests.fixtures.business",
 ]

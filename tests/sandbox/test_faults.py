@@ -7,8 +7,8 @@ import pytest
 import requests
 
 from sandbox.testing import wait_until
+from tests.fixtures.sandbox import CUSTOMER
 
-from .conftest import CUSTOMER
 from .test_webhooks import statuses_for
 
 

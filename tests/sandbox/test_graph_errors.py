@@ -2,7 +2,7 @@
 
 import requests
 
-from .conftest import CUSTOMER
+from tests.fixtures.sandbox import CUSTOMER
 
 
 def assert_meta_error(response, http_status: int, code: int, subcode=None) -> dict:

@@ -4,7 +4,8 @@ import hashlib
 
 import requests
 
-from .conftest import CUSTOMER
+from tests.fixtures.sandbox import CUSTOMER
+
 from .test_graph_errors import assert_meta_error
 
 PDF = b"%PDF-1.4 boarding pass"

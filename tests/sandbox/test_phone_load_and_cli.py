@@ -9,8 +9,7 @@ import requests
 
 from sandbox.config import DEMO_NUMBER
 from sandbox.load import parse_mix, run_load
-
-from .conftest import CUSTOMER
+from tests.fixtures.sandbox import CUSTOMER
 
 STATIC = Path(__file__).resolve().parents[2] / "sandbox" / "static"
 

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from sandbox.testing import wait_until
-
-from .conftest import CUSTOMER
+from tests.fixtures.sandbox import CUSTOMER
 
 
 def statuses_for(receiver, wamid: str) -> list[dict]:
