@@ -23,6 +23,8 @@ from conversations import services
 from conversations.models import MessageTemplate
 from tests.factories import CustomerFactory, UserFactory
 
+pytestmark = pytest.mark.e2e
+
 BUSINESS_PATHS = r"^/api/v1/(notifications|consents|customers/\{id\}/consents|media)"
 
 

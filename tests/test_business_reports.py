@@ -41,6 +41,7 @@ def conversation_of(wa_id: str) -> Conversation:
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_ad_and_cost_reports_match_the_hand_count(
     templates,

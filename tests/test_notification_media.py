@@ -21,6 +21,7 @@ def upload(api, data=PDF, name="boarding-pass.pdf", content_type="application/pd
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_an_uploaded_pdf_is_sent_as_the_document_header_by_id_and_file_name(
     shop_api, templates, sandbox_number, delivery_worker, graph_sandbox
@@ -70,6 +71,7 @@ def test_an_uploaded_pdf_is_sent_as_the_document_header_by_id_and_file_name(
     }
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_uploads_meta_would_refuse_never_leave(
     shop_api, templates, sandbox_number, graph_sandbox, agent

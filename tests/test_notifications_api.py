@@ -18,6 +18,8 @@ from tests.fixtures.business import (
 )
 from tests.fixtures.outbound import feed_webhooks, sends, wait_for_status
 
+pytestmark = pytest.mark.e2e
+
 
 def post(api, body, key=None):
     headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}

@@ -16,6 +16,8 @@ from sandbox.testing import wait_until
 from tests.fixtures.business import NOTIFY_URL, boarding_pass
 from tests.fixtures.outbound import sends
 
+pytestmark = pytest.mark.e2e
+
 
 def phone(index: int) -> str:
     return f"+49170{index:07d}"

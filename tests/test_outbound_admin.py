@@ -29,6 +29,7 @@ def test_the_number_list_shows_paused_numbers_with_their_reason(admin_client, nu
     assert number.display_phone_number in paused_only.content.decode()
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_resuming_a_paused_number_sends_what_waited(
     admin_client, graph_sandbox, conversation, delivery_worker
@@ -52,6 +53,7 @@ def test_resuming_a_paused_number_sends_what_waited(
     assert len(sends_for(graph_sandbox, message)) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_sync_templates_now_mirrors_the_numbers_templates(
     admin_client, graph_sandbox, sandbox_number

@@ -25,7 +25,7 @@ from tests.fixtures.outbound import (
     wait_for_status,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def reply(conversation, text="Hello"):

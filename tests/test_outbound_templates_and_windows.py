@@ -37,6 +37,7 @@ def test_free_entry_point_opens_on_a_reply_to_an_ad_and_lasts_72_hours():
     assert not windows.opens_free_entry_point(ad, T0 + timedelta(hours=1))
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_a_reply_within_24_hours_of_an_ad_opens_the_free_entry_point(
     conversation,
@@ -52,6 +53,7 @@ def test_a_reply_within_24_hours_of_an_ad_opens_the_free_entry_point(
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_sync_templates_follows_pages_and_keeps_status(graph_sandbox, sandbox_number):
     call_command("sync_templates", phone_number_id=sandbox_number.phone_number_id)
@@ -61,6 +63,7 @@ def test_sync_templates_follows_pages_and_keeps_status(graph_sandbox, sandbox_nu
     assert templates["win_back"].status == "PAUSED"
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_template_parameters_are_checked_and_built(graph_sandbox, conversation):
     services.sync_templates(number=conversation.number)
@@ -129,6 +132,7 @@ def test_template_parameters_are_checked_and_built(graph_sandbox, conversation):
         )
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_limits_are_refused_before_any_request(graph_sandbox, conversation):
     with pytest.raises(services.OutboundError, match="4096"):

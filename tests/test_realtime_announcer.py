@@ -15,6 +15,8 @@ from conversations.models import LiveEvent
 from sandbox.testing import wait_until
 from tests.fixtures.webhook_server import RedisServer
 
+pytestmark = pytest.mark.e2e
+
 
 def layer_settings(url: str) -> dict:
     return {

@@ -29,7 +29,7 @@ from tests.fixtures.webhook_server import (
     text_message_body,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

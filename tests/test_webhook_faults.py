@@ -19,7 +19,7 @@ from tests.fixtures.webhook_server import (
     text_message_body,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 SWEEP_TASK = "conversations.tasks.sweep_webhook_events"
 PER_PHASE = 20

@@ -32,6 +32,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(
         not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"
     ),

@@ -13,7 +13,7 @@ from conversations import realtime, services, workspace
 from conversations.models import Conversation, LiveEvent, Message, MessageTemplate
 from tests.fixtures.outbound import sends_for, wait_for_status
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4 " + b"x" * 3000

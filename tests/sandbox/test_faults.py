@@ -11,6 +11,8 @@ from tests.fixtures.sandbox import CUSTOMER
 
 from .test_webhooks import statuses_for
 
+pytestmark = pytest.mark.e2e
+
 
 def test_server_errors_for_the_next_sends(sandbox, graph, open_window):
     sandbox.control.set_faults(server_error_next=2)

@@ -6,6 +6,8 @@ import pytest
 
 from tests.fixtures.sandbox import CUSTOMER
 
+pytestmark = pytest.mark.e2e
+
 WAMID = re.compile(r"^wamid\.[A-Za-z0-9+/=_-]+$")
 LINK = "https://example.com/files/"
 

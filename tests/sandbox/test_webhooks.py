@@ -9,6 +9,8 @@ import pytest
 from sandbox.testing import wait_until
 from tests.fixtures.sandbox import CUSTOMER
 
+pytestmark = pytest.mark.e2e
+
 
 def statuses_for(receiver, wamid: str) -> list[dict]:
     found = []
