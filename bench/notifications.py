@@ -111,7 +111,8 @@ def run(args, sandbox, number_config, http_port: int) -> int:
     from rest_framework.authtoken.models import Token
 
     from accounts.models import User
-    from conversations import ratelimit, services
+    from conversations import services
+    from conversations.delivery import ratelimit
     from conversations.models import (
         ConsentRecord,
         Customer,

@@ -96,7 +96,8 @@ def run(args, sandbox, number_config) -> int:
     from django.utils import timezone
 
     from bench import cpu
-    from conversations import ratelimit, services
+    from conversations import services
+    from conversations.delivery import ratelimit
     from conversations.models import Conversation, Customer, Message
 
     number, _ = services.add_whatsapp_number(

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.models import User, available_time_zones
 
 from . import reports, services, workspace
+from .api.exceptions import http_status
 from .models import ConsentRecord, Conversation, Label, Message, MessageTemplate
 
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
@@ -193,7 +194,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         html = _composer_html(conversation, request.user, error=error.detail)
         return _answer(request, conversation, html, status=409)
     except services.OutboundError as error:
-        return _error(request, conversation, error.detail, error.status)
+        return _error(request, conversation, error.detail, http_status(error))
     message = workspace.messages_queryset().get(pk=message.pk)
     html = workspace.render_message(message) + workspace.render_fragment(
         "composer_error", {"error": ""}
@@ -252,7 +253,7 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
             sender=request.user,
         )
     except services.OutboundError as error:
-        return _error(request, conversation, error.detail, error.status)
+        return _error(request, conversation, error.detail, http_status(error))
     message = workspace.messages_queryset().get(pk=message.pk)
     html = workspace.render_message(message) + workspace.render_fragment(
         "composer_error", {"error": ""}
@@ -271,7 +272,7 @@ def react(request: HttpRequest, pk: int) -> HttpResponse:
             sender=request.user,
         )
     except services.OutboundError as error:
-        return _error(request, message.conversation, error.detail, error.status)
+        return _error(request, message.conversation, error.detail, http_status(error))
     message = workspace.messages_queryset().get(pk=message.pk)
     return _answer(request, message.conversation, workspace.render_message(message))
 
@@ -283,7 +284,7 @@ def resend(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         new = services.resend_message(message=message, sender=request.user)
     except services.OutboundError as error:
-        return _error(request, message.conversation, error.detail, error.status)
+        return _error(request, message.conversation, error.detail, http_status(error))
     new = workspace.messages_queryset().get(pk=new.pk)
     return _answer(request, message.conversation, workspace.render_message(new), 201)
 

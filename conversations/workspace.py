@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from accounts.models import Team, User
 
-from . import billing, realtime, services, windows
+from . import billing, realtime
 from .models import (
     CannedResponse,
     ConsentRecord,
@@ -42,6 +42,8 @@ from .models import (
     Reaction,
     WhatsAppNumber,
 )
+from .rules import windows
+from .whatsapp import templates as meta_templates
 
 FRAGMENTS = "conversations/fragments.html"
 INBOX_PAGE_SIZE = 50
@@ -628,7 +630,7 @@ def template_fields(template: MessageTemplate) -> dict:
     return {
         "header": header,
         "body": body,
-        "named": services.parameter_format(template) == "NAMED",
+        "named": meta_templates.parameter_format(template) == "NAMED",
         "buttons": buttons,
     }
 

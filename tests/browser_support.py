@@ -12,7 +12,7 @@ from pathlib import Path
 
 from django.db import connection
 
-from conversations import ratelimit
+from conversations.delivery import ratelimit
 from helpdesk.launcher import free_port, wait_for_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent

@@ -7,7 +7,8 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from django.utils import timezone
 
-from conversations import ratelimit, services
+from conversations import services
+from conversations.delivery import ratelimit
 from conversations.models import Message, WebhookEvent
 from conversations.whatsapp import client
 from helpdesk.celery import app as celery_app

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 
-from conversations import services, windows
+from conversations import services
 from conversations.models import Conversation, MessageTemplate
+from conversations.rules import windows
 from tests.outbound_support import (  # noqa: F401
     clean_redis,
     conversation,

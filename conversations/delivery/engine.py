@@ -9,18 +9,18 @@
       └── limiter says wait (not an attempt) ◀┘
 
 A send is a ``queued`` row written in the transaction of the action that
-created it; after commit a doorbell queues one Celery task per *number*
-(``tasks.deliver_messages``), not one per message. The task's run claims due
-rows in batches (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any
-number of workers share the work), marks them ``sending`` with a lease and
-commits *before* any request. A thread pool then makes the requests: Meta
-is ~100 ms away, so reaching 1,000 messages/s takes ~100 requests in flight,
-which one Celery task per message in a few prefork processes cannot do
-(perf-limits.md: ~490 no-op tasks/s per worker). The threads touch no
-database; the run's own thread writes their outcomes in bulk.
+created it; after commit a doorbell (doorbells.py) queues one Celery task per
+*number* (``conversations.tasks.deliver_messages``), not one per message. The
+task's run claims due rows in batches (``SELECT ... FOR UPDATE SKIP LOCKED``
+on PostgreSQL, so any number of workers share the work), marks them
+``sending`` with a lease and commits *before* any request. A thread pool then
+makes the requests: Meta is ~100 ms away, so reaching 1,000 messages/s takes
+~100 requests in flight, which one Celery task per message in a few prefork
+processes cannot do (about 490 no-op tasks/s per worker on this class of machine). The
+threads touch no database; the run's own thread writes their outcomes in bulk.
 
 Messages to the same customer in one batch go through one thread, in order.
-The limiters live in Redis (conversations.ratelimit), shared by all workers:
+The limiters live in Redis (delivery/ratelimit.py), shared by all workers:
 the run reserves the number's per-second slots to size a claim, then takes
 every customer's pair slots and fresh number slots for the batch in one
 script call each, just before the threads start the requests; a customer's
@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import threading
 import time
 import uuid
@@ -53,15 +52,14 @@ from django.db import connection, transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
-from . import ratelimit, realtime, services, tasks
-from .models import Message, ParkedStatus, WhatsAppNumber
-from .whatsapp import client
+from .. import realtime, services
+from ..models import Message, ParkedStatus, WhatsAppNumber
+from ..rules import backoff as backoff_rules
+from ..whatsapp import client
+from . import doorbells, ratelimit
 
 logger = logging.getLogger(__name__)
 
-DOORBELL_KEY = "outbound:doorbell:{}"
-# A doorbell nobody answered (a lost task) rings again after this long.
-DOORBELL_TTL = 30
 # When a limiter cannot be asked (Redis down), try again after this long.
 LIMITER_DOWN_DELAY = 5.0
 # A run with nothing due waits in place for work due within this many seconds.
@@ -104,41 +102,6 @@ class RunStats:
     claimed: int = 0
     outcomes: dict = field(default_factory=lambda: defaultdict(int))
 
-
-# --- Doorbell -------------------------------------------------------------------
-
-
-def ring(number_id: int, *, force: bool = False) -> None:
-    """Queue a delivery run for the number unless one is already queued.
-
-    Called after commit. The key is cleared by a run before each claim, so a
-    message committed while a run is going is either seen by its next claim
-    or rings again. A lost task is covered by the key's expiry and the
-    sweeper. `force` queues a run even so: a run that found the number
-    paused left the key set, and resuming must not wait for it to expire.
-    """
-    try:
-        fresh = ratelimit.connection().set(
-            DOORBELL_KEY.format(number_id), "1", nx=not force, ex=DOORBELL_TTL
-        )
-    except redis.RedisError:
-        logger.warning("Doorbell for number %s not rung; the sweeper will", number_id)
-        return
-    if fresh:
-        try:
-            tasks.deliver_messages.delay(number_id)
-        except Exception:
-            logger.warning("Delivery of number %s not queued", number_id, exc_info=True)
-
-
-def _clear_doorbell(number_id: int) -> None:
-    try:
-        ratelimit.connection().delete(DOORBELL_KEY.format(number_id))
-    except redis.RedisError:
-        logger.warning("Doorbell of number %s not cleared", number_id)
-
-
-# --- Runs of one number ---------------------------------------------------------
 
 RUNS_KEY = "outbound:runs:{}"
 
@@ -199,18 +162,23 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 def backoff(attempts: int) -> float:
     """Seconds before the next try: exponential, capped, with jitter."""
-    ceiling = min(
-        settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
-        settings.WHATSAPP_DELIVERY_BACKOFF_BASE * 2 ** max(0, attempts - 1),
+    return backoff_rules.delay(
+        attempts,
+        base=settings.WHATSAPP_DELIVERY_BACKOFF_BASE,
+        cap=settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
+        jitter=(0.5, 1.0),
     )
-    # Jitter spreads retries of a burst that failed together.
-    return ceiling * (0.5 + random.random() / 2)  # noqa: S311
 
 
 def pair_backoff(attempts: int) -> float:
     """Meta's schedule for 131056: 1, 4, 16, ... seconds (4^X), with jitter."""
-    ceiling = min(settings.WHATSAPP_DELIVERY_BACKOFF_MAX, 4 ** max(0, attempts - 1))
-    return ceiling * (1 + random.random() / 4)  # noqa: S311
+    return backoff_rules.delay(
+        attempts,
+        base=1,
+        factor=4,
+        cap=settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
+        jitter=(1.0, 1.25),
+    )
 
 
 # --- The threads: requests only, no database --------------------------------------
@@ -515,7 +483,9 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             changes=[(conversation_of[pk], pk, status) for pk, status in changed],
         )
     for outcome in by_kind[FAILED]:
-        services.handle_send_error(message_id=outcome.job.message_id, code=outcome.code)
+        services.record_send_failure(
+            message_id=outcome.job.message_id, code=outcome.code
+        )
     if wamids:
         parked = set(
             ParkedStatus.objects.filter(wamid__in=wamids).values_list(
@@ -685,7 +655,7 @@ def _run(
             if number.sending_paused or not number.is_active:
                 stop.set()
                 continue
-            _clear_doorbell(number_id)
+            doorbells.clear_delivery(number_id)
             # Reserve the number's slots first, so a run at its throughput
             # claims only what it may send now instead of holding rows
             # `sending` while its threads wait for the limiter.
@@ -707,7 +677,7 @@ def _run(
                 # More is due than one batch: a second run (another worker
                 # process, another core) shares the backlog.
                 helper_wanted = False
-                ring(number_id)
+                doorbells.ring_delivery(number_id)
             if jobs:
                 stats.claimed += len(jobs)
                 in_flight += len(jobs)
@@ -726,7 +696,7 @@ def _run(
             continue
         if out_of_time:
             if next_due_in(number_id) is not None:
-                ring(number_id)
+                doorbells.ring_delivery(number_id)
             break
         wait = next_due_in(number_id)
         if wait is None or wait > IDLE_WAIT:
@@ -775,5 +745,5 @@ def sweep(now=None) -> dict:
         .distinct()
     )
     for number_id in numbers:
-        ring(number_id)
+        doorbells.ring_delivery(number_id)
     return {"expired": len(expired), "rung": len(numbers)}

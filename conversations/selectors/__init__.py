@@ -1,0 +1,3 @@
+"""Reads: querysets and plain values for pages, the API and the services.
+
+Selectors never write and never import the services."""
