@@ -36,6 +36,8 @@ from accounts.models import User
 
 from . import realtime, services, workspace
 from .models import Conversation, Message
+from .selectors.inbox import InboxFilter
+from .selectors.thread import WindowState
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +328,7 @@ class WorkspaceConsumer(WebsocketConsumer):
         self.number_ids: set[int] = set()
         self.groups_joined: set[str] = set()
         self.conversation_id: int | None = None
-        self.filter = workspace.InboxFilter()
+        self.filter = InboxFilter()
         self.viewers: dict[str, str] = {}
         self.typing: dict[str, tuple[str, float]] = {}
         self.user_team_ids: set[int] = set()
@@ -445,7 +447,7 @@ class WorkspaceConsumer(WebsocketConsumer):
 
     def _hello(self, message: dict) -> None:
         self._maybe_recheck_access()
-        self.filter = workspace.InboxFilter.from_query(str(message.get("filter", "")))
+        self.filter = InboxFilter.from_query(str(message.get("filter", "")))
         conversation_id = message.get("conversation")
         if isinstance(conversation_id, int) and conversation_id != self.conversation_id:
             if self.conversation_id:
@@ -455,7 +457,7 @@ class WorkspaceConsumer(WebsocketConsumer):
                 self._join(realtime.conversation_group(conversation_id))
                 self._presence("join")
                 conversation = Conversation.objects.get(pk=conversation_id)
-                self.window_open = workspace.WindowState.of(conversation).is_open
+                self.window_open = WindowState.of(conversation).is_open
         after = message.get("after")
         seen = message.get("seen") or []
         if isinstance(after, int) and after >= 0:
@@ -526,7 +528,7 @@ class WorkspaceConsumer(WebsocketConsumer):
                 html.append(rendered.note_html(self.time_zone))
             if is_open and event.type != realtime.NOTE_CREATED:
                 html.append(rendered.header_html(self.time_zone))
-                window_open = workspace.WindowState.of(conversation).is_open
+                window_open = WindowState.of(conversation).is_open
                 if self.window_open is not None and window_open != self.window_open:
                     html.append(self._composer_html(conversation))
                 self.window_open = window_open

@@ -21,21 +21,27 @@ from accounts.models import User, available_time_zones
 
 from . import reports, services, workspace
 from .models import ConsentRecord, Conversation, Label, Message, MessageTemplate
+from .selectors.composer import canned_responses
+from .selectors.inbox import ORDERS, VIEWS, InboxCursor, InboxFilter, latest_event_id
+from .selectors.thread import (
+    ThreadCursor,
+    WindowState,
+    conversation_for,
+    messages_queryset,
+)
 
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 
 
-def _page_context(request: HttpRequest, inbox_filter: workspace.InboxFilter) -> dict:
-    last_event_id = workspace.latest_event_id()  # before reading any state
+def _page_context(request: HttpRequest, inbox_filter: InboxFilter) -> dict:
+    last_event_id = latest_event_id()  # before reading any state
     return {
         "last_event_id": last_event_id,
         **workspace.inbox_context(request.user, inbox_filter),
         "filter": inbox_filter,
-        "views": list(workspace.VIEWS.items()),
-        "view_queries": {
-            view: inbox_filter.as_query(view=view) for view in workspace.VIEWS
-        },
-        "orders": list(workspace.ORDERS.items()),
+        "views": list(VIEWS.items()),
+        "view_queries": {view: inbox_filter.as_query(view=view) for view in VIEWS},
+        "orders": list(ORDERS.items()),
         "statuses": Conversation.Status.choices,
         "availabilities": User.Availability.choices,
         **workspace.sidebar_context(request.user),
@@ -46,7 +52,7 @@ def _page_context(request: HttpRequest, inbox_filter: workspace.InboxFilter) -> 
 @require_GET
 def inbox(request: HttpRequest) -> HttpResponse:
     """The conversations the agent may see, filtered and ordered."""
-    inbox_filter = workspace.InboxFilter.from_query(request.GET)
+    inbox_filter = InboxFilter.from_query(request.GET)
     return render(
         request, "conversations/workspace.html", _page_context(request, inbox_filter)
     )
@@ -58,11 +64,11 @@ def inbox_more(request: HttpRequest) -> HttpResponse:
     """The inbox's next page of rows, after the row given by `after` (without
     it, the first page), as fragments: the rows place themselves by their
     data-sort, and "Load more conversations" is replaced by the next one."""
-    inbox_filter = workspace.InboxFilter.from_query(request.GET)
+    inbox_filter = InboxFilter.from_query(request.GET)
     context = workspace.inbox_context(
         request.user,
         inbox_filter,
-        after=workspace.InboxCursor.from_query(request.GET),
+        after=InboxCursor.from_query(request.GET),
     )
     html = workspace.render_fragment("inbox_rows", context)
     html += workspace.render_fragment("inbox_more", context)
@@ -73,7 +79,7 @@ def inbox_more(request: HttpRequest) -> HttpResponse:
 @require_GET
 def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The inbox with one conversation open; opening it marks it read."""
-    inbox_filter = workspace.InboxFilter.from_query(request.GET)
+    inbox_filter = InboxFilter.from_query(request.GET)
     context = _page_context(request, inbox_filter)
     conversation = _conversation(request, pk)
     if conversation.unread_count:
@@ -92,7 +98,7 @@ def older_messages(request: HttpRequest, pk: int) -> HttpResponse:
     data-sort); the "Load older messages" link is replaced by the next one.
     """
     conversation = _conversation(request, pk)
-    cursor = workspace.ThreadCursor.from_query(request.GET)
+    cursor = ThreadCursor.from_query(request.GET)
     if cursor is None:
         return HttpResponse("Which messages? (before_ts, before_id)", status=400)
     context = workspace.thread_context(conversation, before=cursor)
@@ -102,7 +108,7 @@ def older_messages(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _conversation(request: HttpRequest, pk: int) -> Conversation:
-    conversation = workspace.conversation_for(request.user, pk)
+    conversation = conversation_for(request.user, pk)
     if conversation is None:
         raise Http404("No such conversation")
     return conversation
@@ -110,7 +116,7 @@ def _conversation(request: HttpRequest, pk: int) -> Conversation:
 
 def _message(request: HttpRequest, pk: int) -> Message:
     message = (
-        workspace.messages_queryset()
+        messages_queryset()
         .select_related("conversation__number", "conversation__customer")
         .filter(pk=pk, conversation__in=Conversation.objects.visible_to(request.user))
         .first()
@@ -194,7 +200,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         return _answer(request, conversation, html, status=409)
     except services.OutboundError as error:
         return _error(request, conversation, error.detail, error.status)
-    message = workspace.messages_queryset().get(pk=message.pk)
+    message = messages_queryset().get(pk=message.pk)
     html = workspace.render_message(message) + workspace.render_fragment(
         "composer_error", {"error": ""}
     )
@@ -253,7 +259,7 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except services.OutboundError as error:
         return _error(request, conversation, error.detail, error.status)
-    message = workspace.messages_queryset().get(pk=message.pk)
+    message = messages_queryset().get(pk=message.pk)
     html = workspace.render_message(message) + workspace.render_fragment(
         "composer_error", {"error": ""}
     )
@@ -272,7 +278,7 @@ def react(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except services.OutboundError as error:
         return _error(request, message.conversation, error.detail, error.status)
-    message = workspace.messages_queryset().get(pk=message.pk)
+    message = messages_queryset().get(pk=message.pk)
     return _answer(request, message.conversation, workspace.render_message(message))
 
 
@@ -284,7 +290,7 @@ def resend(request: HttpRequest, pk: int) -> HttpResponse:
         new = services.resend_message(message=message, sender=request.user)
     except services.OutboundError as error:
         return _error(request, message.conversation, error.detail, error.status)
-    new = workspace.messages_queryset().get(pk=new.pk)
+    new = messages_queryset().get(pk=new.pk)
     return _answer(request, message.conversation, workspace.render_message(new), 201)
 
 
@@ -304,14 +310,14 @@ def add_note(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _header_html(conversation_pk: int, user: User) -> str:
-    conversation = workspace.conversation_for(user, conversation_pk)
+    conversation = conversation_for(user, conversation_pk)
     if conversation is None:
         return ""
     return workspace.render_fragment(
         "header",
         {
             "conversation": conversation,
-            "window": workspace.WindowState.of(conversation),
+            "window": WindowState.of(conversation),
         },
     ) + workspace.render_row(conversation)
 
@@ -475,7 +481,7 @@ def canned_text(request: HttpRequest, pk: int, canned_pk: int) -> HttpResponse:
     """A canned response with the open conversation's variables filled in."""
     conversation = _conversation(request, pk)
     response = next(
-        (r for r in workspace.canned_responses(request.user) if r.pk == canned_pk),
+        (r for r in canned_responses(request.user) if r.pk == canned_pk),
         None,
     )
     if response is None:

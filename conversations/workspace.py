@@ -1,10 +1,10 @@
-"""The agent workspace's reads: inbox filters, the thread, and live rendering.
+"""The agent workspace's page contexts and live rendering.
 
 Pages (views.py) and the live socket (consumers.py) both build their
 fragments here, from the same named template partials in
 templates/conversations/fragments.html, so a row or a message bubble looks
 the same whether it came with the page, as a form's answer or over the
-socket. Writes go through services.py.
+socket. Reads are in selectors/; writes go through services.py.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from functools import cached_property, partial
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from django.db import close_old_connections, connections
-from django.db.models import Max, Prefetch, Q, QuerySet, prefetch_related_objects
-from django.http import QueryDict
+from django.db.models import QuerySet, prefetch_related_objects
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -30,25 +28,38 @@ from accounts.models import Team, User
 
 from . import billing, realtime, services, windows
 from .models import (
-    CannedResponse,
     ConsentRecord,
     Conversation,
-    Customer,
     Label,
     LiveEvent,
     Message,
     MessageTemplate,
     Note,
-    Reaction,
     WhatsAppNumber,
+)
+from .selectors.composer import approved_templates, canned_responses
+from .selectors.customer import (
+    consent_state,
+    conversation_cost,
+    previous_conversations,
+)
+from .selectors.inbox import (
+    INBOX_PAGE_SIZE,
+    InboxCursor,
+    InboxFilter,
+    inbox_page,
+    row_sort_key,
+    search_matches,
+)
+from .selectors.thread import (
+    ThreadCursor,
+    WindowState,
+    assignable_agents,
+    messages_queryset,
+    thread_page,
 )
 
 FRAGMENTS = "conversations/fragments.html"
-INBOX_PAGE_SIZE = 50
-THREAD_PAGE_SIZE = 60
-# The customer panel lists at most this many of the customer's other
-# conversations.
-PREVIOUS_CONVERSATIONS = 10
 # A reconnecting tab gets the events after its last one, and also re-reads
 # this many ids below it: ids are allocated when a transaction inserts its
 # event but become visible when it commits, so a lower id can appear after a
@@ -58,22 +69,8 @@ CATCH_UP_LOOKBACK = 50
 # is cheaper than replaying a day).
 CATCH_UP_LIMIT = 2000
 
-VIEWS = {
-    "all": "All",
-    "mine": "Mine",
-    "unassigned": "Unassigned",
-    "teams": "My teams",
-}
-ORDERS = {"activity": "Last activity", "window": "Window closing"}
 # The composer's emoji picker.
 EMOJIS = ["😊", "👍", "🙏", "🎉", "❤️", "😂", "👋", "✅", "🙂", "😉", "🚚", "📦"]
-# A search looks for text in this many of the newest matching messages (of
-# the conversations the tab may show); customers' names and numbers always.
-SEARCH_MESSAGE_LIMIT = 1000
-# A search matching at most this many customers (and at most
-# SEARCH_MESSAGE_LIMIT messages in all) hands the page's query their ids; a
-# broader one, subqueries (see InboxFilter._search).
-SEARCH_CUSTOMER_LIMIT = 1000
 
 
 def safe_url(value) -> str:
@@ -92,489 +89,22 @@ def safe_url(value) -> str:
     return value
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
-
-
-def to_micros(moment: datetime) -> int:
-    """A moment as integer microseconds since the epoch: exact, and nothing
-    in it needs escaping in a URL (the keyset cursors)."""
-    return (moment - EPOCH) // MICROSECOND
-
-
-def from_micros(value) -> datetime | None:
-    """The moment of to_micros(), or None when value is not such a number."""
-    value = str(value or "")
-    if not value.isdigit() or len(value) > 18:
-        return None
-    try:
-        return EPOCH + int(value) * MICROSECOND
-    except OverflowError:
-        return None
-
-
-# --- Inbox filters ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InboxFilter:
-    """What an inbox tab shows: a view, filters, a search and an order.
-
-    apply() narrows a queryset for the page; matches() answers the same
-    question for one conversation already in memory, so the live socket can
-    place a changed row without a query per tab.
-    """
-
-    view: str = "all"
-    status: str = "open"
-    number: int | None = None
-    label: int | None = None
-    team: int | None = None
-    q: str = ""
-    order: str = "activity"
-
-    @classmethod
-    def from_query(cls, query: QueryDict | dict | str) -> InboxFilter:
-        if isinstance(query, str):
-            query = QueryDict(query)
-
-        def number(name):
-            value = query.get(name) or ""
-            return int(value) if str(value).isdigit() else None
-
-        view = query.get("view") or "all"
-        status = query.get("status") or "open"
-        order = query.get("order") or "activity"
-        return cls(
-            view=view if view in VIEWS else "all",
-            status=status
-            if status in Conversation.Status.values or status == "any"
-            else "open",
-            number=number("number"),
-            label=number("label"),
-            team=number("team"),
-            q=(query.get("q") or "").strip()[:100],
-            order=order if order in ORDERS else "activity",
-        )
-
-    def as_query(self, **changes) -> str:
-        values = {
-            "view": self.view,
-            "status": self.status,
-            "number": self.number or "",
-            "label": self.label or "",
-            "team": self.team or "",
-            "q": self.q,
-            "order": self.order,
-        }
-        values.update(changes)
-        return urlencode({k: v for k, v in values.items() if v not in ("", None)})
-
-    def apply(self, queryset: QuerySet, user: User) -> QuerySet:
-        queryset = queryset.filter(last_message_at__isnull=False)
-        if self.view == "mine":
-            queryset = queryset.filter(assignee=user)
-        elif self.view == "unassigned":
-            queryset = queryset.filter(assignee__isnull=True)
-        elif self.view == "teams":
-            queryset = queryset.filter(team__in=user.teams.all())
-        if self.status != "any":
-            queryset = queryset.filter(status=self.status)
-        if self.number:
-            queryset = queryset.filter(number_id=self.number)
-        if self.label:
-            queryset = queryset.filter(labels__id=self.label)
-        if self.team:
-            queryset = queryset.filter(team_id=self.team)
-        if self.q:
-            queryset = queryset.filter(self._search(queryset))
-        if self.order == "window":
-            # Open windows only, the one closing soonest first.
-            since = timezone.now() - windows.SERVICE_WINDOW
-            return queryset.filter(last_inbound_at__gt=since).order_by(
-                "last_inbound_at", "id"
-            )
-        return queryset.order_by("-last_message_at", "-id")
-
-    def _search(self, queryset: QuerySet) -> Q:
-        """Conversations of queryset whose customer matches, or that hold one
-        of the newest SEARCH_MESSAGE_LIMIT matching messages.
-
-        Every test is icontains, which PostgreSQL runs on the trigram
-        indexes of migration 0007.
-
-        A narrow search looks up its customers and its messages first, in
-        two small queries, and hands the page's query their ids, which
-        PostgreSQL reads by index. As two subqueries OR-ed together they
-        are no index condition: PostgreSQL tests every conversation of the
-        inbox against both, ~24 ms at 50,000 open conversations for a text
-        found once. The messages are then all the matches of every
-        conversation (at most SEARCH_MESSAGE_LIMIT, so none is beyond the
-        newest SEARCH_MESSAGE_LIMIT); the page's query keeps queryset's.
-
-        A broader search stays one query of subqueries, as a common word is
-        best found walking the inbox in order until a page is full; its
-        messages are the newest SEARCH_MESSAGE_LIMIT matches of queryset's
-        conversations, so a common word stops there instead of reading every
-        message. Both stay subqueries: alone, an IN (subquery) becomes a
-        hash join over the whole inbox, and thousands of ids cost more to
-        send and plan than the subqueries take to run.
-
-        Each lookup reads about what its subquery would. The customers come
-        unsorted, so a common name's scan stops early instead of reading
-        all its customers; the messages newest first, as the subquery reads
-        them.
-        """
-        customers = (
-            Customer.objects.filter(
-                Q(name__icontains=self.q)
-                | Q(profile_name__icontains=self.q)
-                | Q(phone__icontains=self.q)
-                | Q(wa_id__icontains=self.q)
-            )
-            .order_by()
-            .values_list("pk", flat=True)
-        )
-        hits = Message.objects.filter(text__icontains=self.q).order_by("-id")
-        newest_hits = hits.filter(conversation__in=queryset.values("pk"))
-        customer_ids = list(customers[: SEARCH_CUSTOMER_LIMIT + 1])
-        if len(customer_ids) <= SEARCH_CUSTOMER_LIMIT:
-            found = list(
-                hits.values_list("pk", "conversation_id")[: SEARCH_MESSAGE_LIMIT + 1]
-            )
-            if len(found) <= SEARCH_MESSAGE_LIMIT:
-                hit_ids = [conversation_id for _, conversation_id in found]
-                return Q(customer__in=customer_ids) | Q(pk__in=hit_ids)
-            # None is newer than the newest match of all: the subquery starts
-            # there instead of walking back again through newer messages.
-            newest_hits = newest_hits.filter(pk__lte=found[0][0])
-        newest_hits = newest_hits.values("conversation_id")[:SEARCH_MESSAGE_LIMIT]
-        return Q(customer__in=customers) | Q(pk__in=newest_hits)
-
-    def matches(
-        self,
-        conversation: Conversation,
-        *,
-        user: User,
-        user_team_ids: set[int],
-        label_ids: set[int],
-        search=None,
-    ) -> bool:
-        """apply() for one loaded conversation.
-
-        search(q) answers whether the conversation matches the search text;
-        without it only the customer and the last message are searched.
-        """
-        if conversation.last_message_at is None:
-            return False
-        if self.view == "mine" and conversation.assignee_id != user.pk:
-            return False
-        if self.view == "unassigned" and conversation.assignee_id is not None:
-            return False
-        if self.view == "teams" and conversation.team_id not in user_team_ids:
-            return False
-        if self.status != "any" and conversation.status != self.status:
-            return False
-        if self.number and conversation.number_id != self.number:
-            return False
-        if self.label and self.label not in label_ids:
-            return False
-        if self.team and conversation.team_id != self.team:
-            return False
-        if self.q:
-            if search is None:
-                search = partial(search_in_memory, conversation)
-            if not search(self.q):
-                return False
-        if self.order == "window":
-            since = timezone.now() - windows.SERVICE_WINDOW
-            if (
-                not conversation.last_inbound_at
-                or conversation.last_inbound_at <= since
-            ):
-                return False
-        return True
-
-
-def search_in_memory(conversation: Conversation, q: str) -> bool:
-    """Whether the customer or the last message contains q (no query)."""
-    needle = q.casefold()
-    customer = conversation.customer
-    haystack = [
-        customer.name,
-        customer.profile_name,
-        customer.phone,
-        customer.wa_id,
-        conversation.last_message.text if conversation.last_message else "",
-    ]
-    return any(needle in (value or "").casefold() for value in haystack)
-
-
-def search_matches(conversation: Conversation, q: str) -> bool:
-    """Whether a search for q finds the conversation: its customer or any of
-    its messages (one indexed query when the last message does not match)."""
-    if search_in_memory(conversation, q):
-        return True
-    return Message.objects.filter(
-        conversation_id=conversation.pk, text__icontains=q
-    ).exists()
-
-
-def visible_conversations(user: User) -> QuerySet:
-    """visible_to() without its join and DISTINCT: a list of number ids keeps
-    the inbox an index scan on last_message_at (a DISTINCT would sort them
-    all), and PostgreSQL plans the page's queries in a fraction of the time
-    a subquery through teams took (planning was most of their cost)."""
-    if user.is_staff or user.is_superuser:
-        return Conversation.objects.all()
-    numbers = list(WhatsAppNumber.objects.visible_to(user).values_list("pk", flat=True))
-    return Conversation.objects.filter(number_id__in=numbers)
-
-
-def sort_moment(conversation: Conversation, order: str) -> datetime | None:
-    """The moment that places a row in the inbox's order."""
-    if order == "window":
-        return conversation.last_inbound_at
-    return conversation.last_message_at
-
-
-def row_sort_key(conversation: Conversation, order: str) -> float:
-    moment = sort_moment(conversation, order)
-    return moment.timestamp() * 1000 if moment else 0
-
-
-@dataclass(frozen=True)
-class InboxCursor:
-    """A row's place in the inbox: its sort moment and its id. The next page
-    starts after it.
-
-    Every row carries its own (an input named "after"), and "Load more
-    conversations" sends the one of the list's last row, so the next page
-    follows whatever the list ends with by then: a row that live updates
-    moved to the top is not repeated, and rows they pushed off the end (the
-    list keeps the length of its pages) come back. A keyset page on the
-    order's index (conv_inbox, conv_window) without OFFSET: as fast for the
-    hundredth page as for the first.
-    """
-
-    moment: datetime
-    conversation_id: int
-
-    @classmethod
-    def of(cls, conversation: Conversation, order: str) -> InboxCursor | None:
-        moment = sort_moment(conversation, order)
-        return cls(moment, conversation.pk) if moment else None
-
-    @classmethod
-    def from_query(cls, query: QueryDict | dict) -> InboxCursor | None:
-        """The cursor of str(), or None when absent or malformed."""
-        micros, _, conversation_id = str(query.get("after") or "").partition("-")
-        moment = from_micros(micros)
-        if moment is None or not conversation_id.isdigit():
-            return None
-        return cls(moment, int(conversation_id))
-
-    def __str__(self) -> str:
-        return f"{to_micros(self.moment)}-{self.conversation_id}"
-
-    def rows_after(self, queryset: QuerySet, order: str) -> QuerySet:
-        """The rows of an InboxFilter.apply() queryset that follow this one."""
-        # The inclusive bound is the index range; the OR settles equal moments.
-        if order == "window":
-            return queryset.filter(last_inbound_at__gte=self.moment).filter(
-                Q(last_inbound_at__gt=self.moment)
-                | Q(last_inbound_at=self.moment, id__gt=self.conversation_id)
-            )
-        return queryset.filter(last_message_at__lte=self.moment).filter(
-            Q(last_message_at__lt=self.moment)
-            | Q(last_message_at=self.moment, id__lt=self.conversation_id)
-        )
-
-
 def inbox_context(
     user: User, inbox_filter: InboxFilter, *, after: InboxCursor | None = None
 ) -> dict:
     """A page of the inbox's rows (the first, or the one after `after`) and
     whether more follow, for the page or for "Load more conversations"."""
-    queryset = inbox_filter.apply(
-        visible_conversations(user).for_inbox(), user
-    ).prefetch_related("labels")
-    if inbox_filter.label or inbox_filter.view == "teams":
-        # Joins through labels or teams can repeat a row.
-        queryset = queryset.distinct()
-    if after is not None:
-        queryset = after.rows_after(queryset, inbox_filter.order)
-    # One row more than a page says whether there is a next one.
-    conversations = list(queryset[: INBOX_PAGE_SIZE + 1])
-    more = len(conversations) > INBOX_PAGE_SIZE
-    conversations = conversations[:INBOX_PAGE_SIZE]
-    for conversation in conversations:
+    page = inbox_page(user, inbox_filter, after=after)
+    for conversation in page.conversations:
         conversation.window_state = WindowState.of(conversation)
         conversation.sort_key = row_sort_key(conversation, inbox_filter.order)
         conversation.cursor = InboxCursor.of(conversation, inbox_filter.order)
     return {
-        "conversations": conversations,
-        "more_conversations": more,
+        "conversations": page.conversations,
+        "more_conversations": page.more,
         "inbox_page_size": INBOX_PAGE_SIZE,
         "filter_query": inbox_filter.as_query(),
     }
-
-
-# --- The conversation -------------------------------------------------------------
-
-
-@dataclass
-class WindowState:
-    """The 24-hour service window and the 72-hour free entry point, for display."""
-
-    expires_at: datetime | None
-    is_open: bool
-    free_expires_at: datetime | None
-    free_open: bool
-
-    @classmethod
-    def of(cls, conversation: Conversation) -> WindowState:
-        now = timezone.now()
-        return cls(
-            expires_at=windows.service_window_expires_at(conversation),
-            is_open=windows.service_window_open(conversation, now),
-            free_expires_at=conversation.free_entry_point_expires_at,
-            free_open=windows.free_entry_point_open(conversation, now),
-        )
-
-
-def conversation_for(user: User, pk: int) -> Conversation | None:
-    """A conversation the agent may see, or None (unknown and foreign look alike)."""
-    return (
-        visible_conversations(user)
-        .for_inbox()
-        .prefetch_related("labels")
-        .filter(pk=pk)
-        .first()
-    )
-
-
-def messages_queryset() -> QuerySet:
-    return Message.objects.select_related(
-        # notification: the business's reference on a notification's bubble.
-        "reply_to",
-        "sender",
-        "template",
-        "notification",
-    ).prefetch_related(
-        Prefetch(
-            "reactions",
-            queryset=Reaction.objects.exclude(emoji="").order_by("direction"),
-        )
-    )
-
-
-@dataclass(frozen=True)
-class ThreadCursor:
-    """Where a page of the thread starts: its oldest message's (timestamp, id).
-
-    "Load older messages" asks for the messages before it, a keyset page on
-    the msg_thread index (conversation, timestamp, id): as fast for the
-    thousandth page as for the first, and messages arriving meanwhile never
-    shift a page.
-    """
-
-    timestamp: datetime
-    message_id: int
-
-    @classmethod
-    def of(cls, message: Message) -> ThreadCursor:
-        return cls(message.timestamp, message.pk)
-
-    @classmethod
-    def from_query(cls, query: QueryDict | dict) -> ThreadCursor | None:
-        """The cursor of as_query(), or None when absent or malformed."""
-        moment = from_micros(query.get("before_ts"))
-        message_id = str(query.get("before_id") or "")
-        if moment is None or not message_id.isdigit():
-            return None
-        return cls(moment, int(message_id))
-
-    def as_query(self) -> str:
-        return urlencode(
-            {"before_ts": to_micros(self.timestamp), "before_id": self.message_id}
-        )
-
-
-@dataclass
-class ThreadPage:
-    """Messages and notes of one page of a thread, oldest first."""
-
-    items: list
-    # Set when older messages exist: where the next page starts.
-    older: ThreadCursor | None
-
-
-def thread_page(
-    conversation: Conversation, *, before: ThreadCursor | None = None
-) -> ThreadPage:
-    """THREAD_PAGE_SIZE messages (the newest, or those before `before`), with
-    the notes written in the time they span."""
-    messages = (
-        messages_queryset().filter(conversation=conversation).exclude(type="reaction")
-    )
-    notes = Note.objects.filter(conversation=conversation).select_related("author")
-    if before is not None:
-        # timestamp <= bounds the index range; the OR settles equal timestamps.
-        messages = messages.filter(timestamp__lte=before.timestamp).filter(
-            Q(timestamp__lt=before.timestamp)
-            | Q(timestamp=before.timestamp, id__lt=before.message_id)
-        )
-        notes = notes.filter(created_at__lt=before.timestamp)
-    messages = list(messages.order_by("-timestamp", "-id")[: THREAD_PAGE_SIZE + 1])
-    older = None
-    if len(messages) > THREAD_PAGE_SIZE:
-        messages = messages[:THREAD_PAGE_SIZE]
-        older = ThreadCursor.of(messages[-1])
-        # Notes older than this page come with the older messages.
-        notes = notes.filter(created_at__gte=older.timestamp)
-    messages.reverse()
-    items = [*messages, *notes.order_by("-created_at")[:THREAD_PAGE_SIZE]]
-    items.sort(key=item_moment)
-    return ThreadPage(items, older)
-
-
-def thread_items(conversation: Conversation) -> list:
-    """The newest messages and notes of a conversation, oldest first."""
-    return thread_page(conversation).items
-
-
-def item_moment(item) -> datetime:
-    return item.timestamp if isinstance(item, Message) else item.created_at
-
-
-def previous_conversations(
-    conversation: Conversation, user: User
-) -> list[Conversation]:
-    """The customer's other conversations on every number the agent may see,
-    newest first (PREVIOUS_CONVERSATIONS of them, each with its number)."""
-    return list(
-        visible_conversations(user)
-        .filter(customer_id=conversation.customer_id)
-        .exclude(pk=conversation.pk)
-        .select_related("last_message", "number")
-        .order_by("-created_at", "-id")[:PREVIOUS_CONVERSATIONS]
-    )
-
-
-def assignable_agents(number_id: int) -> list[User]:
-    return list(
-        User.objects.filter(is_active=True, teams__numbers=number_id)
-        .distinct()
-        .order_by("display_name", "username")
-    )
-
-
-def canned_responses(user: User) -> list[CannedResponse]:
-    queryset = CannedResponse.objects.all()
-    if not user.is_staff:
-        queryset = queryset.filter(Q(team__isnull=True) | Q(team__members=user))
-    return list(queryset.distinct())
 
 
 def fill_canned(text: str, *, conversation: Conversation, agent: User) -> str:
@@ -586,15 +116,6 @@ def fill_canned(text: str, *, conversation: Conversation, agent: User) -> str:
     for key, value in values.items():
         text = text.replace("{" + key + "}", value)
     return text
-
-
-def approved_templates(conversation: Conversation) -> list[MessageTemplate]:
-    return list(
-        MessageTemplate.objects.filter(
-            waba_id=conversation.number.waba_id,
-            status=MessageTemplate.Status.APPROVED,
-        ).order_by("name", "language")
-    )
 
 
 def template_fields(template: MessageTemplate) -> dict:
@@ -642,10 +163,6 @@ def template_body_text(template: MessageTemplate) -> str:
         if str(component.get("type", "")).upper() == "BODY":
             return str(component.get("text", ""))
     return ""
-
-
-def latest_event_id() -> int:
-    return LiveEvent.objects.aggregate(last=Max("id"))["last"] or 0
 
 
 def agent_context(user: User) -> dict:
@@ -740,20 +257,6 @@ def template_choices(conversation: Conversation) -> list[dict]:
             }
         )
     return choices
-
-
-def conversation_cost(conversation: Conversation) -> list[dict]:
-    """What Meta billed for this conversation, per currency (one query)."""
-    return billing.conversation_cost(conversation.pk)
-
-
-def consent_state(customer_id: int) -> dict:
-    state = {}
-    for record in ConsentRecord.objects.filter(customer_id=customer_id).order_by(
-        "recorded_at", "id"
-    ):
-        state[record.purpose] = record
-    return {purpose: state.get(purpose) for purpose in ConsentRecord.Purpose.values}
 
 
 def referral_card(referral) -> dict | None:
