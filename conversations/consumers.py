@@ -38,6 +38,7 @@ from . import realtime, services, workspace
 from .models import Conversation, Message
 from .selectors.inbox import InboxFilter
 from .selectors.thread import WindowState
+from .web.context import composer_context
 
 logger = logging.getLogger(__name__)
 
@@ -544,7 +545,7 @@ class WorkspaceConsumer(WebsocketConsumer):
     def _composer_html(self, conversation: Conversation) -> str:
         # Rarely needed (the window opened or closed), so rendered per tab.
         return workspace.render_fragment(
-            "composer", workspace.composer_context(conversation, self.user)
+            "composer", composer_context(conversation, self.user)
         )
 
     # --- Presence and typing (ephemeral) -------------------------------------------

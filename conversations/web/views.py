@@ -19,33 +19,28 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User, available_time_zones
 
-from . import reports, services, workspace
-from .models import ConsentRecord, Conversation, Label, Message, MessageTemplate
-from .selectors.composer import canned_responses
-from .selectors.inbox import ORDERS, VIEWS, InboxCursor, InboxFilter, latest_event_id
-from .selectors.thread import (
+from .. import reports, services, workspace
+from ..models import ConsentRecord, Conversation, Label, Message, MessageTemplate
+from ..selectors.composer import canned_responses
+from ..selectors.inbox import InboxCursor, InboxFilter
+from ..selectors.thread import (
     ThreadCursor,
     WindowState,
     conversation_for,
     messages_queryset,
 )
+from .context import (
+    composer_context,
+    conversation_context,
+    customer_context,
+    fill_canned,
+    inbox_context,
+    page_context,
+    template_fields,
+    thread_context,
+)
 
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
-
-
-def _page_context(request: HttpRequest, inbox_filter: InboxFilter) -> dict:
-    last_event_id = latest_event_id()  # before reading any state
-    return {
-        "last_event_id": last_event_id,
-        **workspace.inbox_context(request.user, inbox_filter),
-        "filter": inbox_filter,
-        "views": list(VIEWS.items()),
-        "view_queries": {view: inbox_filter.as_query(view=view) for view in VIEWS},
-        "orders": list(ORDERS.items()),
-        "statuses": Conversation.Status.choices,
-        "availabilities": User.Availability.choices,
-        **workspace.sidebar_context(request.user),
-    }
 
 
 @login_required
@@ -54,7 +49,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
     """The conversations the agent may see, filtered and ordered."""
     inbox_filter = InboxFilter.from_query(request.GET)
     return render(
-        request, "conversations/workspace.html", _page_context(request, inbox_filter)
+        request,
+        "conversations/workspace.html",
+        page_context(request.user, inbox_filter),
     )
 
 
@@ -65,7 +62,7 @@ def inbox_more(request: HttpRequest) -> HttpResponse:
     it, the first page), as fragments: the rows place themselves by their
     data-sort, and "Load more conversations" is replaced by the next one."""
     inbox_filter = InboxFilter.from_query(request.GET)
-    context = workspace.inbox_context(
+    context = inbox_context(
         request.user,
         inbox_filter,
         after=InboxCursor.from_query(request.GET),
@@ -80,12 +77,12 @@ def inbox_more(request: HttpRequest) -> HttpResponse:
 def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The inbox with one conversation open; opening it marks it read."""
     inbox_filter = InboxFilter.from_query(request.GET)
-    context = _page_context(request, inbox_filter)
+    context = page_context(request.user, inbox_filter)
     conversation = _conversation(request, pk)
     if conversation.unread_count:
         services.open_conversation(conversation=conversation, agent=request.user)
         conversation.unread_count = 0
-    context.update(workspace.conversation_context(conversation, request.user))
+    context.update(conversation_context(conversation, request.user))
     return render(request, "conversations/workspace.html", context)
 
 
@@ -101,7 +98,7 @@ def older_messages(request: HttpRequest, pk: int) -> HttpResponse:
     cursor = ThreadCursor.from_query(request.GET)
     if cursor is None:
         return HttpResponse("Which messages? (before_ts, before_id)", status=400)
-    context = workspace.thread_context(conversation, before=cursor)
+    context = thread_context(conversation, before=cursor)
     html = workspace.render_fragment("thread_items", context)
     html += workspace.render_fragment("thread_older", context)
     return HttpResponse(html)
@@ -144,7 +141,7 @@ def _composer_html(conversation: Conversation, user: User, error: str = "") -> s
         fields=["last_inbound_at", "free_entry_point_expires_at"]
     )
     return workspace.render_fragment(
-        "composer", {**workspace.composer_context(conversation, user), "error": error}
+        "composer", {**composer_context(conversation, user), "error": error}
     )
 
 
@@ -231,7 +228,7 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
     ).first()
     if template is None:
         return _error(request, conversation, "Choose an approved template.", 422)
-    fields = workspace.template_fields(template)
+    fields = template_fields(template)
     body = {name: request.POST.get(f"body_{name}", "") for name in fields["body"]}
     # The shapes services.template_components takes: named or positional.
     parameters: dict = {"body": body if fields["named"] else list(body.values())}
@@ -425,7 +422,7 @@ def _customer_panel(
     request: HttpRequest, conversation: Conversation, error: str = ""
 ) -> HttpResponse:
     """The customer panel again, with the reason a consent was refused (422)."""
-    context = workspace.customer_context(conversation, request.user)
+    context = customer_context(conversation, request.user)
     context["consent_error"] = error
     html = workspace.render_fragment("customer", context)
     return _answer(request, conversation, html, status=422 if error else 200)
@@ -486,9 +483,7 @@ def canned_text(request: HttpRequest, pk: int, canned_pk: int) -> HttpResponse:
     )
     if response is None:
         raise Http404("No such canned response")
-    text = workspace.fill_canned(
-        response.text, conversation=conversation, agent=request.user
-    )
+    text = fill_canned(response.text, conversation=conversation, agent=request.user)
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
 
