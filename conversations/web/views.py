@@ -29,6 +29,7 @@ from ..selectors.thread import (
     conversation_for,
     messages_queryset,
 )
+from .answers import answer, refusal, refused
 from .context import (
     composer_context,
     conversation_context,
@@ -123,19 +124,6 @@ def _message(request: HttpRequest, pk: int) -> Message:
     return message
 
 
-def _answer(
-    request: HttpRequest, conversation: Conversation, html: str = "", status=200
-) -> HttpResponse:
-    if request.headers.get("HX-Request"):
-        return HttpResponse(html, status=status)
-    return redirect("conversations:detail", conversation.pk)
-
-
-def _error(request, conversation, message: str, status: int = 409) -> HttpResponse:
-    html = workspace.render_fragment("composer_error", {"error": message})
-    return _answer(request, conversation, html, status=status)
-
-
 def _composer_html(conversation: Conversation, user: User, error: str = "") -> str:
     conversation.refresh_from_db(
         fields=["last_inbound_at", "free_entry_point_expires_at"]
@@ -166,7 +154,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         if upload is not None:
             if upload.size > MAX_UPLOAD_BYTES:
-                return _error(request, conversation, "That file is too large.", 413)
+                return refusal(request, conversation, "That file is too large.", 413)
             mime_type = (
                 upload.content_type
                 or mimetypes.guess_type(upload.name)[0]
@@ -191,17 +179,17 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
                 reply_to=reply_to,
             )
         else:
-            return _error(request, conversation, "Write a message first.", 400)
+            return refusal(request, conversation, "Write a message first.", 400)
     except services.WindowClosed as error:
         html = _composer_html(conversation, request.user, error=error.detail)
-        return _answer(request, conversation, html, status=409)
+        return answer(request, conversation, html, status=409)
     except services.OutboundError as error:
-        return _error(request, conversation, error.detail, error.status)
+        return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
     html = workspace.render_message(message) + workspace.render_fragment(
         "composer_error", {"error": ""}
     )
-    return _answer(request, conversation, html, status=201)
+    return answer(request, conversation, html, status=201)
 
 
 def _media_kind(mime_type: str) -> str:
@@ -227,7 +215,7 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
         status=MessageTemplate.Status.APPROVED,
     ).first()
     if template is None:
-        return _error(request, conversation, "Choose an approved template.", 422)
+        return refusal(request, conversation, "Choose an approved template.", 422)
     fields = template_fields(template)
     body = {name: request.POST.get(f"body_{name}", "") for name in fields["body"]}
     # The shapes services.template_components takes: named or positional.
@@ -255,12 +243,12 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
             sender=request.user,
         )
     except services.OutboundError as error:
-        return _error(request, conversation, error.detail, error.status)
+        return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
     html = workspace.render_message(message) + workspace.render_fragment(
         "composer_error", {"error": ""}
     )
-    return _answer(request, conversation, html, status=201)
+    return answer(request, conversation, html, status=201)
 
 
 @login_required
@@ -274,9 +262,9 @@ def react(request: HttpRequest, pk: int) -> HttpResponse:
             sender=request.user,
         )
     except services.OutboundError as error:
-        return _error(request, message.conversation, error.detail, error.status)
+        return refused(request, message.conversation, error)
     message = messages_queryset().get(pk=message.pk)
-    return _answer(request, message.conversation, workspace.render_message(message))
+    return answer(request, message.conversation, workspace.render_message(message))
 
 
 @login_required
@@ -286,9 +274,9 @@ def resend(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         new = services.resend_message(message=message, sender=request.user)
     except services.OutboundError as error:
-        return _error(request, message.conversation, error.detail, error.status)
+        return refused(request, message.conversation, error)
     new = messages_queryset().get(pk=new.pk)
-    return _answer(request, message.conversation, workspace.render_message(new), 201)
+    return answer(request, message.conversation, workspace.render_message(new), 201)
 
 
 @login_required
@@ -302,8 +290,8 @@ def add_note(request: HttpRequest, pk: int) -> HttpResponse:
             body=request.POST.get("body", "")[:10000],
         )
     except services.WorkspaceError as error:
-        return _error(request, conversation, error.message, 400)
-    return _answer(request, conversation, workspace.render_note(note), 201)
+        return refused(request, conversation, error)
+    return answer(request, conversation, workspace.render_note(note), 201)
 
 
 def _header_html(conversation_pk: int, user: User) -> str:
@@ -333,7 +321,7 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     elif assignee.isdigit():
         agent = User.objects.filter(pk=assignee, is_active=True).first()
         if agent is None:
-            return _error(request, conversation, "No such agent.", 400)
+            return refusal(request, conversation, "No such agent.", 400)
         changes["assignee"] = agent
     team = request.POST.get("team", "")
     if team == "none":
@@ -341,17 +329,17 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     elif team.isdigit():
         found = conversation.number.teams.filter(pk=team).first()
         if found is None:
-            return _error(request, conversation, "That team does not work here.", 400)
+            return refusal(request, conversation, "That team does not work here.", 400)
         changes["team"] = found
     if not changes:
-        return _answer(request, conversation, "")
+        return answer(request, conversation, "")
     try:
         services.assign_conversation(
             conversation=conversation, by=request.user, **changes
         )
     except services.WorkspaceError as error:
-        return _error(request, conversation, error.message, 400)
-    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+        return refused(request, conversation, error)
+    return answer(request, conversation, _header_html(conversation.pk, request.user))
 
 
 @login_required
@@ -368,7 +356,7 @@ def change_status(request: HttpRequest, pk: int) -> HttpResponse:
                 # time zone the middleware activated).
                 snoozed_until = timezone.make_aware(snoozed_until)
         except (ValueError, ValidationError):
-            return _error(request, conversation, "Give the snooze time.", 400)
+            return refusal(request, conversation, "Give the snooze time.", 400)
     try:
         services.change_status(
             conversation=conversation,
@@ -377,8 +365,8 @@ def change_status(request: HttpRequest, pk: int) -> HttpResponse:
             by=request.user,
         )
     except services.WorkspaceError as error:
-        return _error(request, conversation, error.message, 400)
-    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+        return refused(request, conversation, error)
+    return answer(request, conversation, _header_html(conversation.pk, request.user))
 
 
 @login_required
@@ -388,7 +376,7 @@ def set_labels(request: HttpRequest, pk: int) -> HttpResponse:
     ids = [value for value in request.POST.getlist("labels") if value.isdigit()]
     labels = list(Label.objects.filter(pk__in=ids))
     services.set_labels(conversation=conversation, labels=labels, by=request.user)
-    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+    return answer(request, conversation, _header_html(conversation.pk, request.user))
 
 
 @login_required
@@ -425,7 +413,7 @@ def _customer_panel(
     context = customer_context(conversation, request.user)
     context["consent_error"] = error
     html = workspace.render_fragment("customer", context)
-    return _answer(request, conversation, html, status=422 if error else 200)
+    return answer(request, conversation, html, status=422 if error else 200)
 
 
 @login_required
@@ -437,7 +425,7 @@ def rename_customer(request: HttpRequest, pk: int) -> HttpResponse:
         name=request.POST.get("name", ""),
         by=request.user,
     )
-    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+    return answer(request, conversation, _header_html(conversation.pk, request.user))
 
 
 @login_required

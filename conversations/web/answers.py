@@ -1,0 +1,42 @@
+"""How the workspace's actions answer, refusals included.
+
+An htmx request gets the fragments that changed, with the status; a form
+posted without the script is sent back to the conversation. A service that
+refuses an action (OutboundError, WorkspaceError) is answered here, in one
+place: its reason shown under the composer, with the status it carries.
+"""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from .. import services, workspace
+from ..models import Conversation
+
+
+def answer(
+    request: HttpRequest, conversation: Conversation, html: str = "", status=200
+) -> HttpResponse:
+    if request.headers.get("HX-Request"):
+        return HttpResponse(html, status=status)
+    return redirect("conversations:detail", conversation.pk)
+
+
+def refusal(
+    request: HttpRequest, conversation: Conversation, message: str, status: int = 409
+) -> HttpResponse:
+    """The reason an action was not done, under the composer."""
+    html = workspace.render_fragment("composer_error", {"error": message})
+    return answer(request, conversation, html, status=status)
+
+
+def refused(
+    request: HttpRequest,
+    conversation: Conversation,
+    error: services.OutboundError | services.WorkspaceError,
+) -> HttpResponse:
+    """A service's refusal as the agent sees it: a send's with the HTTP
+    status of its kind (window closed 409, template parameters 422...), a
+    workspace action's (assign, status, note) with 400."""
+    if isinstance(error, services.OutboundError):
+        return refusal(request, conversation, error.detail, error.status)
+    return refusal(request, conversation, error.message, 400)
