@@ -9,7 +9,8 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import realtime, services, tasks, workspace
+from conversations import realtime, services, tasks
+from conversations.live import cache
 from conversations.models import Conversation, LiveEvent, Message, Note
 from conversations.selectors.inbox import InboxFilter
 from conversations.selectors.thread import THREAD_PAGE_SIZE, ThreadCursor
@@ -186,7 +187,7 @@ def searched(number, text_of_old: str, text_of_new: str):
     event = realtime.publish(
         realtime.MESSAGE_CREATED, conversation=conversation, message=message
     )
-    return workspace.event_cache.get(event.pk)
+    return cache.event_cache.get(event.pk)
 
 
 def live_row(rendered, query: str, agent) -> str:

@@ -16,7 +16,8 @@ from django.db import connections
 from django.utils import dateformat, timezone
 
 from accounts.models import LiveTab, User
-from conversations import realtime, services, tasks, workspace
+from conversations import realtime, services, tasks
+from conversations.live.cache import EventCache
 from conversations.models import Conversation, LiveEvent
 from helpdesk.asgi import application
 from tests.factories import (
@@ -186,7 +187,7 @@ def test_a_process_renders_each_row_in_the_zones_of_that_inbox_only():
         data["number_b"].pk: ["Asia/Tokyo"],
     }
 
-    (rendered,) = workspace.EventCache()._get_prepared(
+    (rendered,) = EventCache()._get_prepared(
         [event.pk], lambda number_id: zones[number_id]
     )
 

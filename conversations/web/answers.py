@@ -9,7 +9,8 @@ place: its reason shown under the composer, with the status it carries.
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
-from .. import services, workspace
+from .. import services
+from ..live.rendering import render_fragment
 from ..models import Conversation
 
 
@@ -25,7 +26,7 @@ def refusal(
     request: HttpRequest, conversation: Conversation, message: str, status: int = 409
 ) -> HttpResponse:
     """The reason an action was not done, under the composer."""
-    html = workspace.render_fragment("composer_error", {"error": message})
+    html = render_fragment("composer_error", {"error": message})
     return answer(request, conversation, html, status=status)
 
 

@@ -19,7 +19,13 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User, available_time_zones
 
-from .. import reports, services, workspace
+from .. import reports, services
+from ..live.rendering import (
+    render_fragment,
+    render_message,
+    render_note,
+    render_row,
+)
 from ..models import ConsentRecord, Conversation, Label, Message, MessageTemplate
 from ..selectors.composer import canned_responses
 from ..selectors.inbox import InboxCursor, InboxFilter
@@ -68,8 +74,8 @@ def inbox_more(request: HttpRequest) -> HttpResponse:
         inbox_filter,
         after=InboxCursor.from_query(request.GET),
     )
-    html = workspace.render_fragment("inbox_rows", context)
-    html += workspace.render_fragment("inbox_more", context)
+    html = render_fragment("inbox_rows", context)
+    html += render_fragment("inbox_more", context)
     return HttpResponse(html)
 
 
@@ -100,8 +106,8 @@ def older_messages(request: HttpRequest, pk: int) -> HttpResponse:
     if cursor is None:
         return HttpResponse("Which messages? (before_ts, before_id)", status=400)
     context = thread_context(conversation, before=cursor)
-    html = workspace.render_fragment("thread_items", context)
-    html += workspace.render_fragment("thread_older", context)
+    html = render_fragment("thread_items", context)
+    html += render_fragment("thread_older", context)
     return HttpResponse(html)
 
 
@@ -128,7 +134,7 @@ def _composer_html(conversation: Conversation, user: User, error: str = "") -> s
     conversation.refresh_from_db(
         fields=["last_inbound_at", "free_entry_point_expires_at"]
     )
-    return workspace.render_fragment(
+    return render_fragment(
         "composer", {**composer_context(conversation, user), "error": error}
     )
 
@@ -186,9 +192,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     except services.OutboundError as error:
         return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
-    html = workspace.render_message(message) + workspace.render_fragment(
-        "composer_error", {"error": ""}
-    )
+    html = render_message(message) + render_fragment("composer_error", {"error": ""})
     return answer(request, conversation, html, status=201)
 
 
@@ -245,9 +249,7 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
     except services.OutboundError as error:
         return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
-    html = workspace.render_message(message) + workspace.render_fragment(
-        "composer_error", {"error": ""}
-    )
+    html = render_message(message) + render_fragment("composer_error", {"error": ""})
     return answer(request, conversation, html, status=201)
 
 
@@ -264,7 +266,7 @@ def react(request: HttpRequest, pk: int) -> HttpResponse:
     except services.OutboundError as error:
         return refused(request, message.conversation, error)
     message = messages_queryset().get(pk=message.pk)
-    return answer(request, message.conversation, workspace.render_message(message))
+    return answer(request, message.conversation, render_message(message))
 
 
 @login_required
@@ -276,7 +278,7 @@ def resend(request: HttpRequest, pk: int) -> HttpResponse:
     except services.OutboundError as error:
         return refused(request, message.conversation, error)
     new = messages_queryset().get(pk=new.pk)
-    return answer(request, message.conversation, workspace.render_message(new), 201)
+    return answer(request, message.conversation, render_message(new), 201)
 
 
 @login_required
@@ -291,20 +293,20 @@ def add_note(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except services.WorkspaceError as error:
         return refused(request, conversation, error)
-    return answer(request, conversation, workspace.render_note(note), 201)
+    return answer(request, conversation, render_note(note), 201)
 
 
 def _header_html(conversation_pk: int, user: User) -> str:
     conversation = conversation_for(user, conversation_pk)
     if conversation is None:
         return ""
-    return workspace.render_fragment(
+    return render_fragment(
         "header",
         {
             "conversation": conversation,
             "window": WindowState.of(conversation),
         },
-    ) + workspace.render_row(conversation)
+    ) + render_row(conversation)
 
 
 @login_required
@@ -412,7 +414,7 @@ def _customer_panel(
     """The customer panel again, with the reason a consent was refused (422)."""
     context = customer_context(conversation, request.user)
     context["consent_error"] = error
-    html = workspace.render_fragment("customer", context)
+    html = render_fragment("customer", context)
     return answer(request, conversation, html, status=422 if error else 200)
 
 
@@ -436,12 +438,12 @@ def set_availability(request: HttpRequest) -> HttpResponse:
             user=request.user, availability=request.POST.get("availability", "")
         )
     except services.WorkspaceError as error:
-        html = workspace.render_fragment("availability_error", {"error": error.message})
+        html = render_fragment("availability_error", {"error": error.message})
         return HttpResponse(html, status=400)
     if request.headers.get("HX-Request"):
         return HttpResponse(
-            workspace.render_fragment("agent", {"agent": user})
-            + workspace.render_fragment("availability_error", {"error": ""})
+            render_fragment("agent", {"agent": user})
+            + render_fragment("availability_error", {"error": ""})
         )
     return redirect("conversations:inbox")
 
