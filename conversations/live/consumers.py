@@ -5,7 +5,8 @@ the agent's own group (access changes) and, while a conversation is open,
 that conversation's group (presence and typing). On every `live.event` it
 loads the stored event (once per process: cache.event_cache), checks that
 the agent may still see it, and sends the fragments the tab shows, rendered
-from the same partials as the pages.
+from the same partials as the pages (frames.frame_for decides which, for
+both of the ways a frame is built: see dispatch()).
 
 Protocol (JSON text frames):
 - tab → server: {"type": "hello", "after": last applied event id, "seen":
@@ -32,13 +33,13 @@ from channels.utils import await_many_dispatch
 from accounts.models import User
 
 from .. import realtime, services
-from ..models import Conversation, Message
+from ..models import Conversation
 from ..selectors.inbox import InboxFilter
 from ..selectors.thread import WindowState
-from ..web.context import composer_context
 from . import cache
+from .frames import NotRendered, frame_for
 from .hub import inbox_hub
-from .rendering import RenderedEvent, render_fragment, render_row_removal
+from .rendering import RenderedEvent, render_fragment
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,7 @@ class WorkspaceConsumer(WebsocketConsumer):
 
     async def _fast_frame(self, event_id: int) -> str | None:
         """The frame of a live event without a query, "" to send nothing, or
-        None when it needs the sync path (the conversation is open here, a
-        search or order not yet rendered by this process, access due a
+        None when it needs the sync path (frames.NotRendered, or access due a
         re-check)."""
         if (
             not hasattr(self, "number_ids")
@@ -106,57 +106,14 @@ class WorkspaceConsumer(WebsocketConsumer):
         )
         if rendered is None:
             return ""
-        event = rendered.event
-        if event.number_id not in self.number_ids:
+        try:
+            frame = frame_for(rendered, self, cached_only=True)
+        except NotRendered:
+            return None
+        self.window_open = frame.window_open
+        if frame.payload is None:
             return ""
-        conversation = rendered.conversation
-        if event.type == realtime.AGENT_UPDATED:
-            html = rendered.cached_html("agent")
-        elif conversation is None or conversation.pk == self.conversation_id:
-            return None
-        else:
-            search = None
-            if self.filter.q:
-                found = rendered.cached_search(self.filter.q)
-                if found is None:
-                    return None
-                search = lambda q: found  # noqa: E731
-            if self.filter.matches(
-                conversation,
-                user=self.user,
-                user_team_ids=self.user_team_ids,
-                label_ids=rendered.label_ids,
-                search=search,
-            ):
-                html = rendered.cached_html(f"row:{self.filter.order}", self.time_zone)
-            else:
-                html = rendered.cached_html("removal")
-        if html is None:
-            return None
-        payload = {"type": "event", "id": event.pk, "html": html}
-        notify = self._notification(rendered)
-        if notify:
-            payload["notify"] = notify
-        return json.dumps(payload, separators=(",", ":"))
-
-    def _notification(self, rendered: RenderedEvent) -> dict | None:
-        """A new customer message in a conversation assigned to this agent."""
-        event, conversation = rendered.event, rendered.conversation
-        if (
-            event.type != realtime.MESSAGE_CREATED
-            or conversation is None
-            or conversation.assignee_id != self.user.pk
-        ):
-            return None
-        # Loaded with the event (cache._load_messages) for exactly these.
-        message = rendered.message
-        if message is None or message.direction != Message.Direction.INBOUND:
-            return None
-        return {
-            "title": conversation.customer.display_name,
-            "body": message.text[:140] or message.type,
-            "conversation": conversation.pk,
-        }
+        return json.dumps(frame.payload, separators=(",", ":"))
 
     def connect(self):
         user = self.scope.get("user")
@@ -330,59 +287,10 @@ class WorkspaceConsumer(WebsocketConsumer):
             self._deliver(rendered)
 
     def _deliver(self, rendered: RenderedEvent) -> None:
-        event = rendered.event
-        if event.number_id not in self.number_ids:
-            return
-        html = []
-        notify = None
-        seen_hint = False
-        conversation = rendered.conversation
-        if event.type == realtime.AGENT_UPDATED:
-            html.append(rendered.agent_html())
-        elif conversation is not None:
-            if self.filter.matches(
-                conversation,
-                user=self.user,
-                user_team_ids=self.user_team_ids,
-                label_ids=rendered.label_ids,
-                search=rendered.search,
-            ):
-                html.append(rendered.row(self.filter.order, self.time_zone))
-            else:
-                html.append(render_row_removal(conversation.pk))
-            is_open = conversation.pk == self.conversation_id
-            if event.type in (realtime.MESSAGE_CREATED, realtime.MESSAGE_UPDATED):
-                if is_open:
-                    html.append(rendered.message_html(self.time_zone))
-                message = rendered.message
-                inbound = (
-                    event.type == realtime.MESSAGE_CREATED
-                    and message is not None
-                    and message.direction == Message.Direction.INBOUND
-                )
-                if inbound and is_open:
-                    seen_hint = True
-                notify = self._notification(rendered)
-            elif event.type == realtime.NOTE_CREATED and is_open:
-                html.append(rendered.note_html(self.time_zone))
-            if is_open and event.type != realtime.NOTE_CREATED:
-                html.append(rendered.header_html(self.time_zone))
-                window_open = WindowState.of(conversation).is_open
-                if self.window_open is not None and window_open != self.window_open:
-                    html.append(self._composer_html(conversation))
-                self.window_open = window_open
-        payload = {"type": "event", "id": event.pk, "html": "".join(html)}
-        if notify:
-            payload["notify"] = notify
-        if seen_hint:
-            # The open conversation got a customer message: a tab that is
-            # looked at answers "seen" (resets unread, marks it read).
-            payload["inbound"] = True
-        self._send(payload)
-
-    def _composer_html(self, conversation: Conversation) -> str:
-        # Rarely needed (the window opened or closed), so rendered per tab.
-        return render_fragment("composer", composer_context(conversation, self.user))
+        frame = frame_for(rendered, self)
+        self.window_open = frame.window_open
+        if frame.payload is not None:
+            self._send(frame.payload)
 
     # --- Presence and typing (ephemeral) -------------------------------------------
 
