@@ -618,7 +618,7 @@ def pages_part(conversations: int, messages: int, runs: int) -> dict:
     busiest = (
         Conversation.objects.filter(status="open").order_by("-last_message_at").first()
     )
-    from conversations.workspace import InboxCursor
+    from conversations.selectors.inbox import InboxCursor
 
     # "Load more conversations" 400 pages down the default inbox (open, by
     # last activity): a keyset page costs the same at any depth.

@@ -61,10 +61,10 @@ def meta_number(db, team):
 def fresh_event_cache(monkeypatch):
     """Each test its own cache of rendered live events: a flushed test database
     hands out the same event ids again (SQLite), so a cached one would be stale."""
-    from conversations import workspace
+    from conversations.live.cache import EventCache
 
-    cache = workspace.EventCache()
-    monkeypatch.setattr(workspace, "event_cache", cache)
+    cache = EventCache()
+    monkeypatch.setattr("conversations.live.cache.event_cache", cache)
     yield
     # Its loader thread's connection would keep the test database in use.
     cache.close()

@@ -10,7 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import realtime, services, workspace
+from conversations import realtime, services
+from conversations.live import cache
 from conversations.models import Conversation, LiveEvent, Message, MessageTemplate
 from tests.outbound_support import (  # noqa: F401
     clean_redis,
@@ -53,7 +54,7 @@ def live_html(message: Message) -> str:
     event = LiveEvent.objects.get(
         type=realtime.MESSAGE_CREATED, data__message=message.pk
     )
-    return workspace.event_cache.get(event.pk).message_html()
+    return cache.event_cache.get(event.pk).message_html()
 
 
 def close_window(conversation):

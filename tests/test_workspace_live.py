@@ -16,8 +16,9 @@ from django.db import connections
 from django.utils import dateformat, timezone
 
 from accounts.models import LiveTab, User
-from conversations import realtime, services, workspace
+from conversations import realtime, services
 from conversations.delivery import doorbells
+from conversations.live.cache import EventCache
 from conversations.models import Conversation, LiveEvent
 from helpdesk.asgi import application
 from tests.factories import (
@@ -187,7 +188,7 @@ def test_a_process_renders_each_row_in_the_zones_of_that_inbox_only():
         data["number_b"].pk: ["Asia/Tokyo"],
     }
 
-    (rendered,) = workspace.EventCache()._get_prepared(
+    (rendered,) = EventCache()._get_prepared(
         [event.pk], lambda number_id: zones[number_id]
     )
 

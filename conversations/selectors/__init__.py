@@ -1,3 +1,6 @@
-"""Reads: querysets and plain values for pages, the API and the services.
+"""Reads: queries and the plain values built from them, for pages
+(conversations/web/), the live socket (conversations/live/), the API and the
+services.
 
-Selectors never write and never import the services."""
+Nothing here writes or calls a service.
+"""
