@@ -6,7 +6,7 @@ from __future__ import annotations
 from accounts.models import User
 
 from .. import billing
-from ..models import ConsentRecord, Conversation
+from ..models import Conversation
 from .inbox import visible_conversations
 
 # The customer panel lists at most this many of the customer's other
@@ -31,12 +31,3 @@ def previous_conversations(
 def conversation_cost(conversation: Conversation) -> list[dict]:
     """What Meta billed for this conversation, per currency (one query)."""
     return billing.conversation_cost(conversation.pk)
-
-
-def consent_state(customer_id: int) -> dict:
-    state = {}
-    for record in ConsentRecord.objects.filter(customer_id=customer_id).order_by(
-        "recorded_at", "id"
-    ):
-        state[record.purpose] = record
-    return {purpose: state.get(purpose) for purpose in ConsentRecord.Purpose.values}

@@ -14,9 +14,9 @@ from accounts.models import Team, User
 from .. import billing
 from ..models import ConsentRecord, Conversation, Label, WhatsAppNumber
 from ..rules import windows
+from ..selectors import consent
 from ..selectors.composer import approved_templates, canned_responses
 from ..selectors.customer import (
-    consent_state,
     conversation_cost,
     previous_conversations,
 )
@@ -145,7 +145,7 @@ def customer_context(conversation: Conversation, user: User) -> dict:
     return {
         "conversation": conversation,
         "previous": previous_conversations(conversation, user),
-        "consent": consent_state(conversation.customer_id),
+        "consent": consent.latest_consent_records(conversation.customer_id),
         "consent_purposes": ConsentRecord.Purpose.choices,
         "cost": conversation_cost(conversation),
         "referral": referral_card(conversation.referral),
