@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from accounts.models import User
 
-from .. import billing
 from ..models import Conversation
+from . import billing
 from .inbox import visible_conversations
 
 # The customer panel lists at most this many of the customer's other

@@ -4,12 +4,12 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from .. import billing
 from ..models import (
     Customer,
     Message,
     MessageCharge,
 )
+from ..selectors import billing
 
 
 def record_charge(message: Message) -> MessageCharge | None:

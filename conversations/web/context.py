@@ -11,10 +11,9 @@ from urllib.parse import urlsplit
 
 from accounts.models import Team, User
 
-from .. import billing
 from ..models import ConsentRecord, Conversation, Label, WhatsAppNumber
 from ..rules import windows
-from ..selectors import consent
+from ..selectors import billing, consent
 from ..selectors.composer import approved_templates, canned_responses
 from ..selectors.customer import (
     conversation_cost,
