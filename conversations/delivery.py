@@ -441,6 +441,56 @@ def _mark_sent(sent: dict[int, Outcome], now) -> list[int]:
     return moved
 
 
+def _settle(outcome: Outcome, status: str, now, **fields) -> list[tuple[int, str]]:
+    """Move the outcome's row to `status` if it is still `sending`; the change.
+
+    A row no longer `sending` was settled meanwhile (by a status webhook or
+    the sweeper), and what it says wins.
+    """
+    pk = outcome.job.message_id
+    if Message.objects.filter(pk=pk, status=Message.Status.SENDING).update(
+        status=status, updated_at=now, **fields
+    ):
+        return [(pk, status)]
+    return []
+
+
+def _requeue_untried(outcomes: list[Outcome], now) -> list[tuple[int, str]]:
+    """Queue again sends that never went out; the changes.
+
+    Rows with the same delay (a stop, a limiter outage, one customer's pair
+    wait) move in one UPDATE. Nothing was tried: the attempt does not count.
+    """
+    deferred: dict[float, list[int]] = defaultdict(list)
+    for outcome in outcomes:
+        deferred[outcome.delay].append(outcome.job.message_id)
+    changed = []
+    for delay, ids in deferred.items():
+        moved = list(
+            Message.objects.filter(
+                pk__in=ids, status=Message.Status.SENDING
+            ).values_list("pk", flat=True)
+        )
+        Message.objects.filter(pk__in=moved).update(
+            status=Message.Status.QUEUED,
+            next_attempt_at=now + timedelta(seconds=delay),
+            attempts=F("attempts") - 1,
+            updated_at=now,
+        )
+        changed += [(pk, Message.Status.QUEUED) for pk in moved]
+    return changed
+
+
+def _apply_parked_statuses(wamids: list[str]) -> None:
+    """Apply the statuses Meta reported before these sends' wamids were stored."""
+    parked = set(
+        ParkedStatus.objects.filter(wamid__in=wamids).values_list("wamid", flat=True)
+    )
+    if parked:
+        for message in Message.objects.filter(wamid__in=parked):
+            services.apply_parked_statuses(message)
+
+
 def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     """Write what the threads learnt; publish every status change."""
     now = timezone.now()
@@ -449,64 +499,38 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     for outcome in outcomes:
         by_kind[outcome.kind].append(outcome)
         conversation_of[outcome.job.message_id] = outcome.job.conversation_id
+    sent = {o.job.message_id: o for o in by_kind[SENT]}
     # (message id, status) of every row this write moved, to announce.
     changed: list[tuple[int, str]] = []
-    wamids: list[str] = []
     with transaction.atomic():
-        sent = {o.job.message_id: o for o in by_kind[SENT]}
         if sent:
             changed += [(pk, Message.Status.SENT) for pk in _mark_sent(sent, now)]
-            wamids = [o.result.wamid for o in sent.values()]
         for outcome in by_kind[UNKNOWN]:
-            if Message.objects.filter(
-                pk=outcome.job.message_id, status=Message.Status.SENDING
-            ).update(
-                status=Message.Status.UNKNOWN,
+            changed += _settle(
+                outcome,
+                Message.Status.UNKNOWN,
+                now,
                 error=outcome.error,
                 next_attempt_at=None,
-                updated_at=now,
-            ):
-                changed.append((outcome.job.message_id, Message.Status.UNKNOWN))
-        # Sends that never went out wait again; rows with the same delay
-        # (a stop, a limiter outage, one customer's pair wait) in one UPDATE.
-        deferred: dict[float, list[int]] = defaultdict(list)
-        for outcome in by_kind[DEFER] + by_kind[STOP]:
-            deferred[outcome.delay].append(outcome.job.message_id)
-        for delay, ids in deferred.items():
-            # Nothing was tried: the attempt does not count.
-            moved = list(
-                Message.objects.filter(
-                    pk__in=ids, status=Message.Status.SENDING
-                ).values_list("pk", flat=True)
             )
-            Message.objects.filter(pk__in=moved).update(
-                status=Message.Status.QUEUED,
-                next_attempt_at=now + timedelta(seconds=delay),
-                attempts=F("attempts") - 1,
-                updated_at=now,
-            )
-            changed += [(pk, Message.Status.QUEUED) for pk in moved]
+        changed += _requeue_untried(by_kind[DEFER] + by_kind[STOP], now)
         for outcome in by_kind[RETRY]:
-            if Message.objects.filter(
-                pk=outcome.job.message_id, status=Message.Status.SENDING
-            ).update(
-                status=Message.Status.QUEUED,
+            changed += _settle(
+                outcome,
+                Message.Status.QUEUED,
+                now,
                 next_attempt_at=now + timedelta(seconds=outcome.delay),
                 error=outcome.error,
-                updated_at=now,
-            ):
-                changed.append((outcome.job.message_id, Message.Status.QUEUED))
+            )
         for outcome in by_kind[FAILED]:
-            if Message.objects.filter(
-                pk=outcome.job.message_id, status=Message.Status.SENDING
-            ).update(
-                status=Message.Status.FAILED,
+            changed += _settle(
+                outcome,
+                Message.Status.FAILED,
+                now,
                 error=outcome.error,
                 failed_at=now,
                 next_attempt_at=None,
-                updated_at=now,
-            ):
-                changed.append((outcome.job.message_id, Message.Status.FAILED))
+            )
         if by_kind[STOP]:
             services.pause_sending(number=number, error=by_kind[STOP][0].error)
         realtime.publish_statuses(
@@ -516,15 +540,8 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
         )
     for outcome in by_kind[FAILED]:
         services.handle_send_error(message_id=outcome.job.message_id, code=outcome.code)
-    if wamids:
-        parked = set(
-            ParkedStatus.objects.filter(wamid__in=wamids).values_list(
-                "wamid", flat=True
-            )
-        )
-        if parked:
-            for message in Message.objects.filter(wamid__in=parked):
-                services.apply_parked_statuses(message)
+    if sent:
+        _apply_parked_statuses([o.result.wamid for o in sent.values()])
 
 
 def next_due_in(number_id: int) -> float | None:
