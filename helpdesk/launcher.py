@@ -172,6 +172,90 @@ def manage(*args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, check=True)
 
 
+def start_sandbox(processes: Processes, number_config: Path) -> str:
+    """The WhatsApp sandbox, playing Meta for the demo number; its URL."""
+    sandbox = processes.start(
+        "sandbox",
+        [
+            PYTHON,
+            "-m",
+            "sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(SANDBOX_PORT),
+            "--config",
+            str(sandbox_config(number_config)),
+        ],
+    )
+    wait_for_port(SANDBOX_PORT, 20, sandbox)
+    return f"http://127.0.0.1:{SANDBOX_PORT}"
+
+
+def start_helpdesk(processes: Processes) -> subprocess.Popen:
+    """daphne, a Celery worker and Celery beat; the web server, to wait for."""
+    daphne = processes.start(
+        "daphne",
+        [
+            PYTHON,
+            "-m",
+            "daphne",
+            "-b",
+            HTTP_HOST,
+            "-p",
+            str(HTTP_PORT),
+            "helpdesk.asgi:application",
+        ],
+    )
+    processes.start(
+        "worker",
+        # Every queue: media downloads and delivery have their own (see
+        # settings).
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "helpdesk",
+            "worker",
+            "-Q",
+            "default,media,delivery",
+            "-l",
+            "INFO",
+        ],
+    )
+    processes.start(
+        "beat",
+        [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "helpdesk",
+            "beat",
+            "-l",
+            "INFO",
+            "--schedule",
+            str(VAR_DIR / "celerybeat-schedule"),
+        ],
+    )
+    return daphne
+
+
+def announce(*, sandbox: bool) -> None:
+    """Where to open the helpdesk, and the sandbox's phone if it was started."""
+    print(
+        f"\nHelpdesk: http://{HTTP_HOST}:{HTTP_PORT}/  (admin: /admin/)\n"
+        + (
+            f"Sandbox customer phone: http://127.0.0.1:{SANDBOX_PORT}/\n"
+            if sandbox
+            else ""
+        )
+        + "Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+
+
 def run() -> int:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     processes = Processes()
@@ -181,80 +265,13 @@ def run() -> int:
             os.environ["REDIS_URL"] = start_embedded_redis(processes)
         number_config = demo_number_config()
         if not os.environ.get("WHATSAPP_GRAPH_API_URL"):
-            sandbox = processes.start(
-                "sandbox",
-                [
-                    PYTHON,
-                    "-m",
-                    "sandbox",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(SANDBOX_PORT),
-                    "--config",
-                    str(sandbox_config(number_config)),
-                ],
+            os.environ["WHATSAPP_GRAPH_API_URL"] = start_sandbox(
+                processes, number_config
             )
-            wait_for_port(SANDBOX_PORT, 20, sandbox)
-            os.environ["WHATSAPP_GRAPH_API_URL"] = f"http://127.0.0.1:{SANDBOX_PORT}"
         manage("migrate", "--noinput", "-v", "0")
         manage("seed_demo", "--number-config", str(number_config))
-        daphne = processes.start(
-            "daphne",
-            [
-                PYTHON,
-                "-m",
-                "daphne",
-                "-b",
-                HTTP_HOST,
-                "-p",
-                str(HTTP_PORT),
-                "helpdesk.asgi:application",
-            ],
-        )
-        processes.start(
-            "worker",
-            # Every queue: media downloads and delivery have their own (see
-            # settings).
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "worker",
-                "-Q",
-                "default,media,delivery",
-                "-l",
-                "INFO",
-            ],
-        )
-        processes.start(
-            "beat",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "beat",
-                "-l",
-                "INFO",
-                "--schedule",
-                str(VAR_DIR / "celerybeat-schedule"),
-            ],
-        )
-        wait_for_port(HTTP_PORT, 30, daphne)
-        print(
-            f"\nHelpdesk: http://{HTTP_HOST}:{HTTP_PORT}/  (admin: /admin/)\n"
-            + (
-                f"Sandbox customer phone: http://127.0.0.1:{SANDBOX_PORT}/\n"
-                if "sandbox" in dict(processes.children)
-                else ""
-            )
-            + "Press Ctrl-C to stop.\n",
-            flush=True,
-        )
+        wait_for_port(HTTP_PORT, 30, start_helpdesk(processes))
+        announce(sandbox="sandbox" in dict(processes.children))
         name, code = processes.wait_any()
         print(f"{name} exited with {code}; stopping the rest.", file=sys.stderr)
         return code or 1
