@@ -441,26 +441,30 @@ def _mark_sent(sent: dict[int, Outcome], now) -> list[int]:
     return moved
 
 
-def _settle(outcome: Outcome, status: str, now, **fields) -> list[tuple[int, str]]:
-    """Move the outcome's row to `status` if it is still `sending`; the change.
-
-    A row no longer `sending` was settled meanwhile (by a status webhook or
-    the sweeper), and what it says wins.
-    """
+def _settle(outcome: Outcome, now) -> list[tuple[int, str]]:
+    """Write a tried send's outcome unless a webhook or the sweeper moved it first."""
+    fields = {
+        UNKNOWN: {"status": Message.Status.UNKNOWN, "next_attempt_at": None},
+        RETRY: {
+            "status": Message.Status.QUEUED,
+            "next_attempt_at": now + timedelta(seconds=outcome.delay),
+        },
+        FAILED: {
+            "status": Message.Status.FAILED,
+            "failed_at": now,
+            "next_attempt_at": None,
+        },
+    }[outcome.kind]
     pk = outcome.job.message_id
     if Message.objects.filter(pk=pk, status=Message.Status.SENDING).update(
-        status=status, updated_at=now, **fields
+        error=outcome.error, updated_at=now, **fields
     ):
-        return [(pk, status)]
+        return [(pk, fields["status"])]
     return []
 
 
 def _requeue_untried(outcomes: list[Outcome], now) -> list[tuple[int, str]]:
-    """Queue again sends that never went out; the changes.
-
-    Rows with the same delay (a stop, a limiter outage, one customer's pair
-    wait) move in one UPDATE. Nothing was tried: the attempt does not count.
-    """
+    """Requeue untried sends, one UPDATE per delay; the attempt does not count."""
     deferred: dict[float, list[int]] = defaultdict(list)
     for outcome in outcomes:
         deferred[outcome.delay].append(outcome.job.message_id)
@@ -506,31 +510,10 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
         if sent:
             changed += [(pk, Message.Status.SENT) for pk in _mark_sent(sent, now)]
         for outcome in by_kind[UNKNOWN]:
-            changed += _settle(
-                outcome,
-                Message.Status.UNKNOWN,
-                now,
-                error=outcome.error,
-                next_attempt_at=None,
-            )
+            changed += _settle(outcome, now)
         changed += _requeue_untried(by_kind[DEFER] + by_kind[STOP], now)
-        for outcome in by_kind[RETRY]:
-            changed += _settle(
-                outcome,
-                Message.Status.QUEUED,
-                now,
-                next_attempt_at=now + timedelta(seconds=outcome.delay),
-                error=outcome.error,
-            )
-        for outcome in by_kind[FAILED]:
-            changed += _settle(
-                outcome,
-                Message.Status.FAILED,
-                now,
-                error=outcome.error,
-                failed_at=now,
-                next_attempt_at=None,
-            )
+        for outcome in by_kind[RETRY] + by_kind[FAILED]:
+            changed += _settle(outcome, now)
         if by_kind[STOP]:
             services.pause_sending(number=number, error=by_kind[STOP][0].error)
         realtime.publish_statuses(
@@ -653,7 +636,6 @@ def run(number_id: int, *, run_seconds: float | None = None) -> RunStats:
 class _RunLoop:
     """What a run's loop carries from one turn to the next (its thread only)."""
 
-    number_id: int
     # Read again before every claim (an admin may pause it); recording the
     # outcomes uses the copy of the last claim.
     number: WhatsAppNumber
@@ -675,14 +657,12 @@ class _RunLoop:
 def _run(
     number_id: int, run_seconds: float, pool: ThreadPoolExecutor, *, helper_wanted: bool
 ) -> RunStats:
-    deadline = time.monotonic() + run_seconds
     concurrency = max(1, settings.WHATSAPP_DELIVERY_CONCURRENCY)
     batch = max(1, min(settings.WHATSAPP_DELIVERY_BATCH, concurrency))
     loop = _RunLoop(
-        number_id=number_id,
         number=WhatsAppNumber.objects.get(pk=number_id),
         pool=pool,
-        deadline=deadline,
+        deadline=time.monotonic() + run_seconds,
         concurrency=concurrency,
         batch=batch,
         claim_step=max(1, batch // 4),
@@ -700,11 +680,7 @@ def _run(
 
 
 def _write_back_finished(loop: _RunLoop) -> None:
-    """Record whatever the threads finished.
-
-    Waits a moment for the first outcome when sends are in flight and the
-    run could not claim anyway, instead of spinning.
-    """
+    """Record what the threads finished; wait a moment if no claim is possible."""
     done: list[Outcome] = []
     free = loop.concurrency - loop.in_flight
     try:
@@ -727,13 +703,8 @@ def _write_back_finished(loop: _RunLoop) -> None:
             loop.stats.outcomes[outcome.kind] += 1
 
 
-def _reserve_number_slots(
-    number: WhatsAppNumber, wanted: int
-) -> tuple[int, float, str]:
-    """Up to `wanted` of the number's send slots, as (slots, wait, stamp).
-
-    With the limiter unreachable: none, and a wait of LIMITER_DOWN_DELAY.
-    """
+def _reserve_slots(number: WhatsAppNumber, wanted: int) -> tuple[int, float, str]:
+    """(slots, wait, stamp): up to `wanted` slots; none while Redis is down."""
     try:
         return ratelimit.acquire_number_slots(
             number.phone_number_id, number.throughput, wanted
@@ -743,7 +714,7 @@ def _reserve_number_slots(
         return 0, LIMITER_DOWN_DELAY, ""
 
 
-def _release_number_slots(number: WhatsAppNumber, reserved: tuple[str, int]) -> None:
+def _release_slots(number: WhatsAppNumber, reserved: tuple[str, int]) -> None:
     """Give back a reservation the claim found nothing to send with."""
     try:
         ratelimit.acquire_number_slots(number.phone_number_id, 0, 0, release=reserved)
@@ -752,11 +723,8 @@ def _release_number_slots(number: WhatsAppNumber, reserved: tuple[str, int]) -> 
 
 
 def _claim_or_wait(loop: _RunLoop) -> bool:
-    """Claim and dispatch a batch if there is room, else wait for due work.
-
-    False when the run is over: out of time, or nothing due soon.
-    """
-    number_id = loop.number_id
+    """Claim and dispatch a batch if there is room, else wait; False: the run ends."""
+    number_id = loop.number.pk
     now = time.monotonic()
     out_of_time = now >= loop.deadline
     free = loop.concurrency - loop.in_flight
@@ -773,7 +741,7 @@ def _claim_or_wait(loop: _RunLoop) -> bool:
         # Reserve the number's slots first, so a run at its throughput
         # claims only what it may send now instead of holding rows
         # `sending` while its threads wait for the limiter.
-        slots, wait, stamp = _reserve_number_slots(number, min(free, loop.batch))
+        slots, wait, stamp = _reserve_slots(number, min(free, loop.batch))
         if not slots:
             loop.next_claim = now + min(max(wait, 0.01), LIMITER_DOWN_DELAY)
             return bool(loop.in_flight) or next_due_in(number_id) is not None
@@ -796,7 +764,7 @@ def _claim_or_wait(loop: _RunLoop) -> bool:
                 reserved=(stamp, slots),
             )
             return True
-        _release_number_slots(number, (stamp, slots))
+        _release_slots(number, (stamp, slots))
         loop.next_claim = now + 0.2
     if loop.in_flight:
         return True
