@@ -5,7 +5,6 @@ Debian chromium driven by Playwright."""
 import contextlib
 import os
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from django.db import connection
 
 from conversations.delivery import ratelimit
 from helpdesk.launcher import free_port, wait_for_port
+from helpdesk.processes import daphne_command, in_this_python, worker_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -65,42 +65,21 @@ def live_helpdesk(graph_url: str, *, workers: int = 8):
     processes = []
     try:
         daphne = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-v",
-                "0",
-                "helpdesk.asgi:application",
-            ],
+            in_this_python(daphne_command(host="127.0.0.1", port=port, verbosity=0)),
             cwd=BASE_DIR,
             env={**env, "HELPDESK_PROCESS": "asgi"},
         )
         processes.append(daphne)
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                str(workers),
-                "-Q",
-                env["HELPDESK_TEST_QUEUE"],
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "WARNING",
-            ],
+            in_this_python(
+                worker_command(
+                    queues=[env["HELPDESK_TEST_QUEUE"]],
+                    pool="threads",
+                    concurrency=workers,
+                    alone=True,
+                    log_level="WARNING",
+                )
+            ),
             cwd=BASE_DIR,
             env=env,
         )

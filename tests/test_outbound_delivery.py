@@ -5,7 +5,6 @@ to the sandbox, and the sandbox's status webhooks come back through inbound."""
 import os
 import signal
 import subprocess
-import sys
 from collections import defaultdict
 from datetime import timedelta
 
@@ -16,6 +15,7 @@ from django.utils import timezone
 from conversations import realtime, services
 from conversations.delivery import doorbells, engine
 from conversations.models import AccountNotice, LiveEvent, Message, MessageTemplate
+from helpdesk.processes import in_this_python, worker_command
 from sandbox.testing import wait_until
 from tests.factories import MessageFactory
 from tests.outbound_support import (  # noqa: F401
@@ -347,23 +347,14 @@ def start_subprocess_worker(sandbox, tmp_path) -> subprocess.Popen:
     }
     doorbells.ring_delivery(Message.objects.first().conversation.number_id)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "helpdesk",
-            "worker",
-            "-P",
-            "solo",
-            "-l",
-            "WARNING",
-            "-Q",
-            "default,delivery",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
+        in_this_python(
+            worker_command(
+                queues=["default", "delivery"],
+                pool="solo",
+                alone=True,
+                log_level="WARNING",
+            )
+        ),
         env=env,
         start_new_session=True,
         stdout=open(tmp_path / "worker.log", "w"),  # noqa: SIM115

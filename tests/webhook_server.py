@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from django.db import connections
 
 from conversations.whatsapp.webhooks import WebhookEndpoint, route_webhooks
 from helpdesk.launcher import free_port, redis_server_binary
+from helpdesk.processes import in_this_python, worker_command
 from sandbox.testing import wait_until
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -206,23 +206,11 @@ def celery_worker(redis_url: str, log_path: Path):
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "worker",
-                "-P",
-                "solo",
-                "-Q",
-                "default",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "WARNING",
-            ],
+            in_this_python(
+                worker_command(
+                    queues=["default"], pool="solo", alone=True, log_level="WARNING"
+                )
+            ),
             cwd=BASE_DIR,
             env=env,
             stdout=log,
