@@ -249,6 +249,12 @@ def live_part(
     from playwright.sync_api import sync_playwright
 
     from helpdesk.launcher import free_port, wait_for_port
+    from helpdesk.processes import (
+        daphne_command,
+        in_this_python,
+        web_command,
+        worker_command,
+    )
     from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 
     recreate_database()
@@ -264,42 +270,29 @@ def live_part(
     call_command("collectstatic", "--noinput", verbosity=0)
     env = {**os.environ, "LOG_LEVEL": "WARNING", "SECURE_SSL_REDIRECT": "0"}
     servers = {
-        # docs/operations.md's production command.
-        "uvicorn": [
-            *("-m", "uvicorn", "helpdesk.asgi:application"),
-            *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
-            *("--workers", str(server_workers), "--log-level", "warning"),
-        ],
+        # Production's web command, on the loopback.
+        "uvicorn": web_command(
+            host="127.0.0.1", port=port, workers=server_workers, log_level="warning"
+        ),
         # What `make run` starts.
-        "daphne": [
-            *("-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"),
-            "helpdesk.asgi:application",
-        ],
+        "daphne": daphne_command(host="127.0.0.1", port=port, verbosity=0),
     }
     processes = [
         subprocess.Popen(
-            [sys.executable, *servers[server]],
+            in_this_python(servers[server]),
             cwd=BASE_DIR,
             env={**env, "HELPDESK_PROCESS": "asgi"},
         ),
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                "8",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "WARNING",
-            ],
+            in_this_python(
+                worker_command(
+                    queues=None,
+                    pool="threads",
+                    concurrency=8,
+                    alone=True,
+                    log_level="WARNING",
+                )
+            ),
             cwd=BASE_DIR,
             env=env,
         ),
@@ -618,7 +611,7 @@ def pages_part(conversations: int, messages: int, runs: int) -> dict:
     busiest = (
         Conversation.objects.filter(status="open").order_by("-last_message_at").first()
     )
-    from conversations.workspace import InboxCursor
+    from conversations.selectors.inbox import InboxCursor
 
     # "Load more conversations" 400 pages down the default inbox (open, by
     # last activity): a keyset page costs the same at any depth.

@@ -31,9 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
-PYTHON = sys.executable
 
 from helpdesk.launcher import free_port  # noqa: E402
+from helpdesk.processes import (  # noqa: E402
+    in_this_python,
+    web_command,
+    worker_command,
+)
 
 
 def poll(condition, timeout: float, interval: float = 0.2):
@@ -111,7 +115,8 @@ def run(args, sandbox, number_config, http_port: int) -> int:
     from rest_framework.authtoken.models import Token
 
     from accounts.models import User
-    from conversations import ratelimit, services
+    from conversations import services
+    from conversations.delivery import ratelimit
     from conversations.models import (
         ConsentRecord,
         Customer,
@@ -155,19 +160,9 @@ def run(args, sandbox, number_config, http_port: int) -> int:
     logs = Path(os.environ.get("BENCH_LOG_DIR", "/tmp"))
     processes = [
         subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                "helpdesk.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(http_port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            in_this_python(
+                web_command(host="127.0.0.1", port=http_port, log_level="warning")
+            ),
             cwd=ROOT,
             env=env,
             stdout=open(logs / "bench-notifications-uvicorn.log", "w"),  # noqa: SIM115
@@ -177,34 +172,24 @@ def run(args, sandbox, number_config, http_port: int) -> int:
     for n in range(args.workers):
         processes.append(
             subprocess.Popen(
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "helpdesk",
-                    "worker",
-                    "-P",
-                    "prefork",
-                    "-c",
-                    str(args.worker_concurrency),
-                    "-n",
-                    f"benchnotify{n}@%h",
-                    "-Q",
-                    "default,media,delivery",
-                    "-l",
-                    "WARNING",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--without-heartbeat",
-                    # Beat's sweepers (delivery, webhooks, callbacks) in the
-                    # first worker, as in production's one beat process.
-                    *(
-                        ["-B", "-s", str(logs / "bench-notifications-beat")]
-                        if n == 0
-                        else []
-                    ),
-                ],
+                in_this_python(
+                    [
+                        *worker_command(
+                            pool="prefork",
+                            concurrency=args.worker_concurrency,
+                            alone=True,
+                            log_level="WARNING",
+                        ),
+                        *("-n", f"benchnotify{n}@%h"),
+                        # Beat's sweepers (delivery, webhooks, callbacks) in the
+                        # first worker, as in production's one beat process.
+                        *(
+                            ["-B", "-s", str(logs / "bench-notifications-beat")]
+                            if n == 0
+                            else []
+                        ),
+                    ]
+                ),
                 cwd=ROOT,
                 env=env,
                 stdout=open(logs / f"bench-notifications-worker{n}.log", "w"),  # noqa: SIM115

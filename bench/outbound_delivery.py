@@ -96,8 +96,10 @@ def run(args, sandbox, number_config) -> int:
     from django.utils import timezone
 
     from bench import cpu
-    from conversations import ratelimit, services
+    from conversations import services
+    from conversations.delivery import ratelimit
     from conversations.models import Conversation, Customer, Message
+    from helpdesk.processes import in_this_python, worker_command
 
     number, _ = services.add_whatsapp_number(
         phone_number_id=number_config.phone_number_id,
@@ -127,27 +129,18 @@ def run(args, sandbox, number_config) -> int:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "helpdesk.settings"}
     workers = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                "1",
-                "-n",
-                f"bench{n}@%h",
-                "-Q",
-                "default,delivery",
-                "-l",
-                "ERROR",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
+            in_this_python(
+                [
+                    *worker_command(
+                        queues=["default", "delivery"],
+                        pool="prefork",
+                        concurrency=1,
+                        alone=True,
+                        log_level="ERROR",
+                    ),
+                    *("-n", f"bench{n}@%h"),
+                ]
+            ),
             cwd=ROOT,
             env=env,
         )

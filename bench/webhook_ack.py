@@ -49,6 +49,12 @@ import redis
 
 from bench.database import recreate_database
 from helpdesk.launcher import free_port, wait_for_port
+from helpdesk.processes import (
+    daphne_command,
+    in_this_python,
+    web_command,
+    worker_command,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -255,21 +261,15 @@ def start_server(
     port = free_port()
     if server == "uvicorn":
         group.start(
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(processes),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
+            in_this_python(
+                web_command(
+                    app=app,
+                    host="127.0.0.1",
+                    port=port,
+                    workers=processes,
+                    log_level="warning",
+                )
+            ),
             env,
             log,
         )
@@ -282,7 +282,7 @@ def start_server(
         sock.listen(1024)
         for _ in range(processes):
             group.start(
-                [PYTHON, "-m", "daphne", "--fd", str(sock.fileno()), "-v", "0", app],
+                in_this_python(daphne_command(fd=sock.fileno(), verbosity=0, app=app)),
                 env,
                 log,
                 pass_fds=[sock.fileno()],
@@ -445,23 +445,15 @@ def bench_server(server: str, args, base_env: dict, workdir: Path, script: Path)
         group.start(
             [
                 *niced,
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "worker",
-                "-P",
-                args.worker_pool,
-                "-c",
-                str(args.worker_concurrency or 2 * args.processes),
-                "-Q",
-                "default",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "WARNING",
+                *in_this_python(
+                    worker_command(
+                        queues=["default"],
+                        pool=args.worker_pool,
+                        concurrency=args.worker_concurrency or 2 * args.processes,
+                        alone=True,
+                        log_level="WARNING",
+                    )
+                ),
             ],
             base_env,
             workdir / f"{server}-worker.log",

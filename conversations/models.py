@@ -1,7 +1,7 @@
 """Customers, conversations and messages, and the WhatsApp plumbing they ride on.
 
 Models hold fields, constraints and small pure properties. Every business
-action lives in services.py.
+action lives in the services (conversations/services/, one module per area).
 """
 
 from django.conf import settings

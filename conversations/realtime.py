@@ -1,12 +1,13 @@
 """The one door for live updates: group names, event types, publishing.
 
-Only services.py calls publish(). An event is a LiveEvent row written in the
-transaction of the change it announces (so it exists exactly when the change
-does) and, once that transaction commits, its id is sent to the channel
-group of its inbox. Consumers load the row and render the same template
-fragments the pages use; a tab that reconnects asks the database for the
-events after the last id it applied, so a lost channel message or a frozen
-Redis delays an update but never loses it.
+Only the services (conversations/services/) and the delivery engine call
+publish(). An event is a LiveEvent row written in the transaction of the
+change it announces (so it exists exactly when the change does) and, once
+that transaction commits, its id is sent to the channel group of its inbox.
+Consumers load the row and render the same template fragments the pages use;
+a tab that reconnects asks the database for the events after the last id it
+applied, so a lost channel message or a frozen Redis delays an update but
+never loses it.
 """
 
 import asyncio

@@ -192,65 +192,72 @@ def build(*, since: datetime, until: datetime | None = None) -> dict[str, Table]
     conversations = Conversation.objects.filter(
         created_at__gte=since, created_at__lt=until
     )
-    tables: dict[str, Table] = {}
+    charges = MessageCharge.objects.filter(
+        billable=True, billed_at__gte=since, billed_at__lt=until
+    )
+    tables = [
+        *_volume(messages),
+        *_response_times(conversations),
+        _template_funnel(messages),
+        *_costs(charges),
+        _ads(conversations, charges),
+    ]
+    return {table.name: table for table in tables}
 
-    def add(table: Table) -> None:
-        tables[table.name] = table
 
+def _volume(messages) -> list[Table]:
     inbound = messages.filter(direction=Message.Direction.INBOUND)
-    add(
-        Table(
-            "volume_by_hour",
-            "Customer messages by hour of day",
-            ["hour", "messages"],
-            list(
-                inbound.annotate(hour=ExtractHour("timestamp"))
-                .values("hour")
-                .annotate(messages=Count("id"))
-                .order_by("hour")
-            ),
-        )
+    by_hour = Table(
+        "volume_by_hour",
+        "Customer messages by hour of day",
+        ["hour", "messages"],
+        list(
+            inbound.annotate(hour=ExtractHour("timestamp"))
+            .values("hour")
+            .annotate(messages=Count("id"))
+            .order_by("hour")
+        ),
     )
-    add(
-        Table(
-            "volume_by_day",
-            "Messages by day",
-            ["day", "inbound", "outbound"],
-            list(
-                messages.annotate(day=TruncDate("timestamp"))
-                .values("day")
-                .annotate(
-                    inbound=Count("id", filter=Q(direction="inbound")),
-                    outbound=Count("id", filter=Q(direction="outbound")),
-                )
-                .order_by("day")
-            ),
-        )
+    by_day = Table(
+        "volume_by_day",
+        "Messages by day",
+        ["day", "inbound", "outbound"],
+        list(
+            messages.annotate(day=TruncDate("timestamp"))
+            .values("day")
+            .annotate(
+                inbound=Count("id", filter=Q(direction="inbound")),
+                outbound=Count("id", filter=Q(direction="outbound")),
+            )
+            .order_by("day")
+        ),
     )
-    add(
-        Table(
-            "response_times",
-            "First response and resolution (seconds)",
-            ["group", *TIMING_COLUMNS],
-            _timings(conversations, None),
-        )
+    return [by_hour, by_day]
+
+
+def _response_times(conversations) -> list[Table]:
+    overall = Table(
+        "response_times",
+        "First response and resolution (seconds)",
+        ["group", *TIMING_COLUMNS],
+        _timings(conversations, None),
     )
     by_agent = _timings(conversations, "assignee__username")
     for row in by_agent:
         row["agent"] = row.pop("assignee__username") or "(unassigned)"
-    add(
-        Table(
-            "response_times_by_agent",
-            "By agent",
-            ["agent", *TIMING_COLUMNS],
-            by_agent,
-        )
-    )
     by_team = _timings(conversations, "team__name")
     for row in by_team:
         row["team"] = row.pop("team__name") or "(no team)"
-    add(Table("response_times_by_team", "By team", ["team", *TIMING_COLUMNS], by_team))
+    return [
+        overall,
+        Table(
+            "response_times_by_agent", "By agent", ["agent", *TIMING_COLUMNS], by_agent
+        ),
+        Table("response_times_by_team", "By team", ["team", *TIMING_COLUMNS], by_team),
+    ]
 
+
+def _template_funnel(messages) -> Table:
     # Replied: the customer wrote after the template was queued. Our own
     # clock on both rows (Meta's timestamps have whole seconds only).
     replies = Message.objects.filter(
@@ -273,29 +280,25 @@ def build(*, since: datetime, until: datetime | None = None) -> dict[str, Table]
     )
     for row in funnel:
         row["template"] = row.pop("template__name") or "(deleted template)"
-    add(
-        Table(
-            "template_funnel",
-            "Template funnel",
-            ["template", "queued", "sent", "delivered", "read", "replied", "failed"],
-            funnel,
-        )
+    return Table(
+        "template_funnel",
+        "Template funnel",
+        ["template", "queued", "sent", "delivered", "read", "replied", "failed"],
+        funnel,
     )
 
-    charges = MessageCharge.objects.filter(
-        billable=True, billed_at__gte=since, billed_at__lt=until
-    )
-    add(
-        _money(charges.annotate(billed_day=TruncDate("billed_at")), "billed_day", "day")
-    )
-    add(_money(charges, "conversation__number__name", "number"))
-    add(_money(charges, "conversation__team__name", "team"))
-    add(_money(charges, "message__template__name", "template"))
-    add(_money(charges, "conversation__referral_source_id", "ad"))
-    tables["cost_by_ad"].rows = [r for r in tables["cost_by_ad"].rows if r["ad"]]
 
-    add(_ads(conversations, charges))
-    return tables
+def _costs(charges) -> list[Table]:
+    by_day = _money(
+        charges.annotate(billed_day=TruncDate("billed_at")), "billed_day", "day"
+    )
+    by_number = _money(charges, "conversation__number__name", "number")
+    by_team = _money(charges, "conversation__team__name", "team")
+    by_template = _money(charges, "message__template__name", "template")
+    by_ad = _money(charges, "conversation__referral_source_id", "ad")
+    # Conversations that did not start from an ad have no source id.
+    by_ad.rows = [row for row in by_ad.rows if row["ad"]]
+    return [by_day, by_number, by_team, by_template, by_ad]
 
 
 def _ads(conversations, charges) -> Table:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .consumers import WorkspaceConsumer
+from .live.consumers import WorkspaceConsumer
 
 websocket_urlpatterns: list = [
     path("ws/workspace/", WorkspaceConsumer.as_asgi()),

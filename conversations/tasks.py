@@ -14,7 +14,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import services
+from .delivery import engine
 from .models import Message, WebhookEvent, WhatsAppNumber
+from .rules import backoff
 from .whatsapp import client
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ SWEEP_BATCH = 500
 
 def _backoff(retries: int) -> int:
     """Seconds before retry number retries+1: 2, 4, 8, ... capped at 5 minutes."""
-    return min(2 ** (retries + 1), 300)
+    return int(backoff.delay(retries + 1, base=2, cap=300))
 
 
 @shared_task(
@@ -214,12 +216,12 @@ def close_stale_tabs() -> int:
 
 @shared_task(name="conversations.tasks.deliver_messages", ignore_result=True)
 def deliver_messages(number_id: int) -> None:
-    """A delivery run for one number (services.deliver_messages).
+    """A delivery run for one number (delivery/engine.py).
 
     The rows are the state: a run that dies leaves `sending` rows whose lease
     the sweeper expires, never a blind resend; so no Celery retry here.
     """
-    services.deliver_messages(number_id=number_id)
+    engine.run(number_id)
 
 
 @shared_task(name="conversations.tasks.deliver_message", ignore_result=True)
@@ -229,7 +231,8 @@ def deliver_message(message_id: int) -> None:
 
 @shared_task(name="conversations.tasks.sweep_deliveries", ignore_result=True)
 def sweep_deliveries() -> dict:
-    return services.sweep_deliveries()
+    """Turn dead workers' sends `unknown` and ring numbers with due sends."""
+    return engine.sweep()
 
 
 @shared_task(

@@ -1,7 +1,7 @@
 from django.urls import include, path
 
-from . import views
 from .api import views as api_views
+from .web import views
 
 app_name = "conversations"
 

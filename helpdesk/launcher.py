@@ -1,4 +1,4 @@
-"""Start the helpdesk, or its tests, on embedded defaults.
+"""Start the helpdesk, or its tests, on embedded defaults; print production's commands.
 
 `python -m helpdesk.launcher run` starts an embedded Redis (unless REDIS_URL is
 set), the WhatsApp sandbox (unless WHATSAPP_GRAPH_API_URL is set), migrates,
@@ -7,12 +7,18 @@ beat: the same processes as production. Ctrl-C stops everything it started.
 
 `python -m helpdesk.launcher test [pytest args]` starts an embedded Redis
 unless REDIS_URL is set, then runs pytest against it.
+
+`python -m helpdesk.launcher commands [--cores N] [--proxy ADDRESS]` prints
+the command line of each production process (web, worker, beat), for
+machines of N cores (default: this one's); helpdesk/processes.py holds them.
 """
 
+import argparse
 import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -20,6 +26,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from helpdesk.processes import (
+    beat_command,
+    daphne_command,
+    in_this_python,
+    production_commands,
+    worker_command,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("HELPDESK_VAR_DIR", BASE_DIR / "var"))
@@ -172,6 +186,57 @@ def manage(*args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, check=True)
 
 
+def start_sandbox(processes: Processes, number_config: Path) -> str:
+    """The WhatsApp sandbox, playing Meta for the demo number; its URL."""
+    sandbox = processes.start(
+        "sandbox",
+        [
+            PYTHON,
+            "-m",
+            "sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(SANDBOX_PORT),
+            "--config",
+            str(sandbox_config(number_config)),
+        ],
+    )
+    wait_for_port(SANDBOX_PORT, 20, sandbox)
+    return f"http://127.0.0.1:{SANDBOX_PORT}"
+
+
+def start_helpdesk(processes: Processes) -> subprocess.Popen:
+    """daphne, a Celery worker and Celery beat; the web server, to wait for."""
+    daphne = processes.start(
+        "daphne",
+        in_this_python(daphne_command(host=HTTP_HOST, port=HTTP_PORT)),
+    )
+    # Every queue: media downloads and delivery have their own (see settings).
+    processes.start("worker", in_this_python(worker_command(log_level="INFO")))
+    processes.start(
+        "beat",
+        in_this_python(
+            beat_command(log_level="INFO", schedule=VAR_DIR / "celerybeat-schedule")
+        ),
+    )
+    return daphne
+
+
+def announce(*, sandbox: bool) -> None:
+    """Where to open the helpdesk, and the sandbox's phone if it was started."""
+    print(
+        f"\nHelpdesk: http://{HTTP_HOST}:{HTTP_PORT}/  (admin: /admin/)\n"
+        + (
+            f"Sandbox customer phone: http://127.0.0.1:{SANDBOX_PORT}/\n"
+            if sandbox
+            else ""
+        )
+        + "Press Ctrl-C to stop.\n",
+        flush=True,
+    )
+
+
 def run() -> int:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     processes = Processes()
@@ -181,80 +246,13 @@ def run() -> int:
             os.environ["REDIS_URL"] = start_embedded_redis(processes)
         number_config = demo_number_config()
         if not os.environ.get("WHATSAPP_GRAPH_API_URL"):
-            sandbox = processes.start(
-                "sandbox",
-                [
-                    PYTHON,
-                    "-m",
-                    "sandbox",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(SANDBOX_PORT),
-                    "--config",
-                    str(sandbox_config(number_config)),
-                ],
+            os.environ["WHATSAPP_GRAPH_API_URL"] = start_sandbox(
+                processes, number_config
             )
-            wait_for_port(SANDBOX_PORT, 20, sandbox)
-            os.environ["WHATSAPP_GRAPH_API_URL"] = f"http://127.0.0.1:{SANDBOX_PORT}"
         manage("migrate", "--noinput", "-v", "0")
         manage("seed_demo", "--number-config", str(number_config))
-        daphne = processes.start(
-            "daphne",
-            [
-                PYTHON,
-                "-m",
-                "daphne",
-                "-b",
-                HTTP_HOST,
-                "-p",
-                str(HTTP_PORT),
-                "helpdesk.asgi:application",
-            ],
-        )
-        processes.start(
-            "worker",
-            # Every queue: media downloads and delivery have their own (see
-            # settings).
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "worker",
-                "-Q",
-                "default,media,delivery",
-                "-l",
-                "INFO",
-            ],
-        )
-        processes.start(
-            "beat",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "helpdesk",
-                "beat",
-                "-l",
-                "INFO",
-                "--schedule",
-                str(VAR_DIR / "celerybeat-schedule"),
-            ],
-        )
-        wait_for_port(HTTP_PORT, 30, daphne)
-        print(
-            f"\nHelpdesk: http://{HTTP_HOST}:{HTTP_PORT}/  (admin: /admin/)\n"
-            + (
-                f"Sandbox customer phone: http://127.0.0.1:{SANDBOX_PORT}/\n"
-                if "sandbox" in dict(processes.children)
-                else ""
-            )
-            + "Press Ctrl-C to stop.\n",
-            flush=True,
-        )
+        wait_for_port(HTTP_PORT, 30, start_helpdesk(processes))
+        announce(sandbox="sandbox" in dict(processes.children))
         name, code = processes.wait_any()
         print(f"{name} exited with {code}; stopping the rest.", file=sys.stderr)
         return code or 1
@@ -281,12 +279,37 @@ def test(pytest_args: list[str]) -> int:
         processes.stop()
 
 
+def print_commands(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpdesk.launcher commands",
+        description="Print the command line of each production process.",
+    )
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="cores of each machine (default: this machine's)",
+    )
+    parser.add_argument(
+        "--proxy",
+        default="127.0.0.1",
+        help="address of the TLS-terminating proxy in front of the web processes",
+    )
+    options = parser.parse_args(args)
+    for command in production_commands(cores=options.cores, proxy=options.proxy):
+        print(f"# {command.name}: {command.about}")
+        print(shlex.join(command.argv))
+    return 0
+
+
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "commands"}:
         print(__doc__, file=sys.stderr)
         return 2
     if sys.argv[1] == "run":
         return run()
+    if sys.argv[1] == "commands":
+        return print_commands(sys.argv[2:])
     return test(sys.argv[2:])
 
 

@@ -262,8 +262,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Media downloads have a queue of their own, so a backlog of large files
 # never delays webhook processing or replies; so has outbound delivery, so a
 # webhook backlog (~3 status webhooks per send) never delays replies and a
-# bulk send never delays inbound processing. Workers consume them with
-# -Q default,media,delivery, or dedicated workers take one queue each.
+# bulk send never delays inbound processing. Workers consume all of them
+# (helpdesk/processes.py: QUEUES), or dedicated workers take one queue each.
 DELIVERY_TASKS = (
     "conversations.tasks.deliver_messages",
     "conversations.tasks.deliver_message",

@@ -3,7 +3,7 @@
 import secrets
 
 # code -> (HTTP status, title). Titles and statuses follow Meta's error-code
-# reference (docs/whatsapp-cloud-api.md, section 6).
+# reference of the Cloud API.
 KNOWN_ERRORS = {
     0: (401, "AuthException"),
     2: (503, "Service temporarily unavailable"),

@@ -174,7 +174,8 @@ def _component(template: dict, kind: str) -> dict | None:
 
 
 def _placeholders(text: str) -> list[str]:
-    return PLACEHOLDER.findall(text or "")
+    """A template's variables, each once: a name used twice is one value."""
+    return list(dict.fromkeys(PLACEHOLDER.findall(text or "")))
 
 
 def _sent_component(components: list, kind: str) -> dict | None:

@@ -8,6 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from conversations import realtime, services
+from conversations.delivery import doorbells
 from conversations.models import (
     Conversation,
     Customer,
@@ -16,6 +17,7 @@ from conversations.models import (
     Reaction,
     WebhookEvent,
 )
+from conversations.services import inbound
 from tests.factories import ConversationFactory, CustomerFactory, MessageFactory
 from tests.fixtures.inbound import CUSTOMER_WA_ID, process, store_event
 from tests.fixtures.payloads import dump_payload, load_payload, load_payload_json
@@ -124,7 +126,7 @@ def test_media_messages_wait_for_their_download(
 ):
     queued = []
     monkeypatch.setattr(
-        services.tasks.download_media, "delay", lambda pk: queued.append(pk)
+        doorbells, "ring", lambda task, *args, **options: queued.append((task, *args))
     )
     with django_capture_on_commit_callbacks(execute=True):
         process(fixture)
@@ -135,7 +137,7 @@ def test_media_messages_wait_for_their_download(
     assert message.media_mime_type
     if filename:
         assert message.media_filename == filename
-    assert queued == [message.pk]
+    assert queued == [(doorbells.DOWNLOAD_MEDIA, message.pk)]
 
 
 def test_voice_flag_is_kept(meta_number):
@@ -317,7 +319,7 @@ def test_a_failure_counts_an_attempt_and_is_raised(meta_number, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(services, "receive_message", broken)
+    monkeypatch.setattr(inbound, "receive_message", broken)
     event = store_event("text")
 
     with pytest.raises(RuntimeError, match="boom"):

@@ -4,7 +4,6 @@ to the sandbox, and the sandbox's status webhooks come back through inbound."""
 import os
 import signal
 import subprocess
-import sys
 from collections import defaultdict
 from datetime import timedelta
 
@@ -12,8 +11,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from conversations import delivery, realtime, services
+from conversations import realtime, services
+from conversations.delivery import doorbells, engine
 from conversations.models import AccountNotice, LiveEvent, Message, MessageTemplate
+from helpdesk.processes import in_this_python, worker_command
 from sandbox.testing import wait_until
 from tests.factories import MessageFactory
 from tests.fixtures.outbound import (
@@ -159,7 +160,7 @@ def test_every_status_a_run_moves_a_message_to_is_published_as_a_live_event(
     failed, sent = reply(conversation, "one"), reply(conversation, "two")
     published_before = LiveEvent.objects.count()
 
-    delivery.run(conversation.number_id, run_seconds=1)
+    engine.run(conversation.number_id, run_seconds=1)
 
     updates = LiveEvent.objects.filter(
         pk__gt=published_before, type=realtime.MESSAGE_UPDATED
@@ -229,7 +230,7 @@ def test_a_read_timeout_after_acceptance_is_unknown_then_sent_by_webhook(
     message.refresh_from_db()
     assert message.status == Message.Status.READ
     assert message.wamid
-    services.sweep_deliveries()
+    engine.sweep()
     assert len(sends_for(graph_sandbox, message)) == 1
 
 
@@ -252,7 +253,7 @@ def test_an_expired_token_pauses_the_number_and_tells_admins(
     # nothing is tried after the pause.
     tried = len(sends(graph_sandbox))
     assert tried <= 2
-    services.sweep_deliveries()
+    engine.sweep()
     assert len(sends(graph_sandbox)) == tried
     sandbox_number.access_token = graph_sandbox.number.access_token
     sandbox_number.save()
@@ -301,14 +302,14 @@ def test_a_worker_killed_mid_send_never_resends_and_settles_by_webhook(
         worker.wait(10)
     wait_until(
         lambda: (
-            services.sweep_deliveries()["expired"]
+            engine.sweep()["expired"]
             or Message.objects.get(pk=message.pk).status == "unknown"
         ),
         timeout=10,
     )
     message.refresh_from_db()
     assert message.status == Message.Status.UNKNOWN
-    delivery.run(conversation.number_id, run_seconds=1)
+    engine.run(conversation.number_id, run_seconds=1)
     receiver.wait_for(3)
     feed_webhooks(receiver)
     message.refresh_from_db()
@@ -337,25 +338,16 @@ def start_subprocess_worker(sandbox, tmp_path) -> subprocess.Popen:
         "WHATSAPP_DELIVERY_LEASE_SECONDS": "1",
         "WHATSAPP_GRAPH_API_TIMEOUT": "60",
     }
-    delivery.ring(Message.objects.first().conversation.number_id)
+    doorbells.ring_delivery(Message.objects.first().conversation.number_id)
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "helpdesk",
-            "worker",
-            "-P",
-            "solo",
-            "-l",
-            "WARNING",
-            "-Q",
-            "default,delivery",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
+        in_this_python(
+            worker_command(
+                queues=["default", "delivery"],
+                pool="solo",
+                alone=True,
+                log_level="WARNING",
+            )
+        ),
         env=env,
         start_new_session=True,
         stdout=open(tmp_path / "worker.log", "w"),  # noqa: SIM115

@@ -5,8 +5,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 
-from conversations import services, windows
+from conversations import services
 from conversations.models import Conversation, MessageTemplate
+from conversations.rules import windows
 from tests.fixtures.outbound import sends
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -212,7 +212,7 @@ def test_nfm_reply_without_body_reads_as_form_submitted():
 
 
 def test_interactive_without_its_object():
-    """A fixture in the wild has no interactive object (doc §3.2)."""
+    """A fixture in the wild has no interactive object."""
     assert summarize_message({"type": "interactive"}) == "Interactive reply"
 
 
@@ -410,7 +410,7 @@ def test_status_sent_with_pricing_and_conversation():
 
 
 def test_status_delivered_without_conversation():
-    """From v24.0 the conversation object is left out (doc §4.3)."""
+    """From v24.0 the conversation object is left out."""
     status = only_status("status_delivered")
     assert status.status == "delivered"
     assert status.conversation is None

@@ -7,7 +7,6 @@ test database and a throwaway Redis, so what is asserted is what Meta sees.
 import os
 import secrets
 import subprocess
-import sys
 
 import pytest
 import requests
@@ -15,6 +14,7 @@ import requests
 from conversations.models import WebhookEvent
 from conversations.whatsapp.webhooks import MAX_BODY_BYTES, PROCESS_TASK
 from helpdesk.launcher import free_port
+from helpdesk.processes import daphne_command, in_this_python
 from sandbox.testing import wait_until
 from tests.factories import MetaAppFactory
 from tests.fixtures.webhook_server import (
@@ -361,16 +361,7 @@ def test_daphne_serves_the_webhook_before_django_and_django_behind_it(
         "REDIS_URL": redis_server.url,
     }
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "helpdesk.asgi:application",
-        ],
+        in_this_python(daphne_command(host="127.0.0.1", port=port)),
         cwd=BASE_DIR,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from conversations import services, tasks
 from conversations.models import Message, WebhookEvent
+from conversations.services import inbound
 from tests.fixtures.inbound import store_event
 
 
@@ -67,7 +68,7 @@ def test_other_errors_are_left_to_the_sweeper(meta_number, monkeypatch):
     def broken(**kwargs):
         raise ValueError("bad data")
 
-    monkeypatch.setattr(services, "receive_message", broken)
+    monkeypatch.setattr(inbound, "receive_message", broken)
     event = store_event("text")
 
     tasks.process_webhook_event.run(event.pk)  # does not raise
@@ -79,14 +80,14 @@ def test_other_errors_are_left_to_the_sweeper(meta_number, monkeypatch):
 
 def test_a_batch_task_processes_each_event_and_skips_failures(meta_number, monkeypatch):
     first, second = store_event("text"), store_event("image")
-    original = services.receive_message
+    original = inbound.receive_message
 
     def broken_for_images(**kwargs):
         if kwargs["message"].type == "image":
             raise ValueError("bad data")
         return original(**kwargs)
 
-    monkeypatch.setattr(services, "receive_message", broken_for_images)
+    monkeypatch.setattr(inbound, "receive_message", broken_for_images)
 
     tasks.process_webhook_events.run([first.pk, 999999, second.pk])
 

@@ -14,8 +14,9 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from conversations import realtime, workspace
+from conversations import realtime
 from conversations.models import Conversation, MessageTemplate
+from conversations.selectors.inbox import INBOX_PAGE_SIZE
 from sandbox.config import Number
 from sandbox.testing import running_sandbox, wait_until
 from tests.factories import (
@@ -281,7 +282,7 @@ def test_older_messages_load_above_the_thread_in_order(stack):
 def test_the_live_inbox_keeps_the_length_of_its_page(stack):
     number = stack["number"]
     start = timezone.now() - timedelta(hours=1)
-    for index in range(workspace.INBOX_PAGE_SIZE):
+    for index in range(INBOX_PAGE_SIZE):
         conversation = ConversationFactory(
             number=number, customer__name=f"Earlier {index:02d}"
         )
@@ -292,7 +293,7 @@ def test_the_live_inbox_keeps_the_length_of_its_page(stack):
     log_in(page, stack["url"], "anna-browser", PASSWORD)
     expect(page.get_by_role("status")).to_have_text("Live")
     rows = page.locator("#inbox-list > li")
-    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE)
+    expect(rows).to_have_count(INBOX_PAGE_SIZE)
 
     for index in range(5):
         conversation = ConversationFactory(
@@ -303,7 +304,7 @@ def test_the_live_inbox_keeps_the_length_of_its_page(stack):
     # The newcomers are on top, the five oldest rows went: what a reload shows.
     expect(rows.first).to_contain_text("Newcomer 4")
     expect(page.locator("#inbox-list > li", has_text="Earlier 04")).to_have_count(0)
-    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE)
+    expect(rows).to_have_count(INBOX_PAGE_SIZE)
     assert "Earlier 05" in rows.last.inner_text()
 
 
@@ -311,7 +312,7 @@ def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
     number = stack["number"]
     start = timezone.now() - timedelta(hours=1)
     earlier = []
-    for index in range(workspace.INBOX_PAGE_SIZE + 5):
+    for index in range(INBOX_PAGE_SIZE + 5):
         conversation = ConversationFactory(
             number=number, customer__name=f"Earlier {index:02d}"
         )
@@ -323,7 +324,7 @@ def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
     log_in(page, stack["url"], "anna-browser", PASSWORD)
     expect(page.get_by_role("status")).to_have_text("Live")
     rows = page.locator("#inbox-list > li")
-    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE)
+    expect(rows).to_have_count(INBOX_PAGE_SIZE)
 
     # The oldest customer, not shown yet, writes: the row goes on top and the
     # list's last row (Earlier 05) makes room for it.
@@ -334,7 +335,7 @@ def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
     # The next page starts after the last row shown: Earlier 05 comes back,
     # Earlier 00 is not there twice, and nothing is left to load.
     page.get_by_role("button", name="Load more conversations").click()
-    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE + 5)
+    expect(rows).to_have_count(INBOX_PAGE_SIZE + 5)
     expect(rows.last).to_contain_text("Earlier 01")
     expect(page.locator("#inbox-list > li", has_text="Earlier 00")).to_have_count(1)
     expect(page.locator("#inbox-list > li", has_text="Earlier 05")).to_have_count(1)
@@ -343,7 +344,7 @@ def test_load_more_goes_on_after_the_last_row_the_live_inbox_shows(stack):
     # The list now keeps the length of two pages: a newcomer trims nothing.
     customer_writes(ConversationFactory(number=number, customer__name="Newcomer"))
     expect(rows.first).to_contain_text("Newcomer")
-    expect(rows).to_have_count(workspace.INBOX_PAGE_SIZE + 6)
+    expect(rows).to_have_count(INBOX_PAGE_SIZE + 6)
 
 
 def test_the_agents_time_zone_follows_the_browsers(stack):

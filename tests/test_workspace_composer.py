@@ -9,7 +9,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import realtime, services, workspace
+from conversations import realtime, services
+from conversations.live import cache
 from conversations.models import Conversation, LiveEvent, Message, MessageTemplate
 from tests.fixtures.outbound import sends_for, wait_for_status
 
@@ -43,7 +44,7 @@ def live_html(message: Message) -> str:
     event = LiveEvent.objects.get(
         type=realtime.MESSAGE_CREATED, data__message=message.pk
     )
-    return workspace.event_cache.get(event.pk).message_html()
+    return cache.event_cache.get(event.pk).message_html()
 
 
 def close_window(conversation):

@@ -9,13 +9,16 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import realtime, services, tasks, workspace
+from conversations import realtime, services, tasks
+from conversations.live import cache
 from conversations.models import Conversation, LiveEvent, Message, Note
+from conversations.selectors.inbox import InboxFilter
+from conversations.selectors.thread import THREAD_PAGE_SIZE, ThreadCursor
 from tests.factories import ConversationFactory, MessageFactory
 
 pytestmark = pytest.mark.django_db
 
-PAGE = workspace.THREAD_PAGE_SIZE
+PAGE = THREAD_PAGE_SIZE
 
 
 def bubble_ids(html: str) -> list[int]:
@@ -89,7 +92,7 @@ def test_older_messages_are_only_for_agents_who_may_see_the_conversation(
     client, number, other_number_agent
 ):
     conversation, messages = long_conversation(number, PAGE + 5)
-    cursor = workspace.ThreadCursor.of(messages[-PAGE])
+    cursor = ThreadCursor.of(messages[-PAGE])
     url = reverse("conversations:older", args=[conversation.pk])
     client.force_login(other_number_agent)
     assert client.get(f"{url}?{cursor.as_query()}").status_code == 404
@@ -184,11 +187,11 @@ def searched(number, text_of_old: str, text_of_new: str):
     event = realtime.publish(
         realtime.MESSAGE_CREATED, conversation=conversation, message=message
     )
-    return workspace.event_cache.get(event.pk)
+    return cache.event_cache.get(event.pk)
 
 
 def live_row(rendered, query: str, agent) -> str:
-    inbox_filter = workspace.InboxFilter.from_query(query)
+    inbox_filter = InboxFilter.from_query(query)
     if inbox_filter.matches(
         rendered.conversation,
         user=agent,

@@ -16,7 +16,9 @@ from django.db import connections
 from django.utils import dateformat, timezone
 
 from accounts.models import LiveTab, User
-from conversations import realtime, services, tasks, workspace
+from conversations import realtime, services
+from conversations.delivery import doorbells
+from conversations.live.cache import EventCache
 from conversations.models import Conversation, LiveEvent
 from helpdesk.asgi import application
 from tests.factories import (
@@ -186,7 +188,7 @@ def test_a_process_renders_each_row_in_the_zones_of_that_inbox_only():
         data["number_b"].pk: ["Asia/Tokyo"],
     }
 
-    (rendered,) = workspace.EventCache()._get_prepared(
+    (rendered,) = EventCache()._get_prepared(
         [event.pk], lambda number_id: zones[number_id]
     )
 
@@ -507,21 +509,27 @@ def test_a_new_page_within_the_grace_period_keeps_the_agent_online(monkeypatch):
     carla.teams.add(data["team_a"])
     queued = []
     monkeypatch.setattr(
-        tasks.settle_agent_connection,
-        "apply_async",
-        lambda args, countdown: queued.append((args, countdown)),
+        doorbells,
+        "ring",
+        lambda task, *args, countdown=None: queued.append((task, args, countdown)),
     )
 
     services.open_tab(user=carla, tab="inbox-page")
     services.close_tab(user=carla, tab="inbox-page")
     services.open_tab(user=carla, tab="conversation-page")
-    for args, _ in queued:
+    for _, args, _ in queued:
         services.settle_connection(user_id=args[0])
 
     # Colleagues heard once that she came online, and nothing since.
     events = LiveEvent.objects.filter(type="agent.updated")
     assert [event.data for event in events] == [{"agent": carla.pk, "connected": True}]
-    assert queued == [((carla.pk,), settings.LIVE_TAB_GRACE_SECONDS + 1)]
+    assert queued == [
+        (
+            doorbells.SETTLE_AGENT_CONNECTION,
+            (carla.pk,),
+            settings.LIVE_TAB_GRACE_SECONDS + 1,
+        )
+    ]
     carla.refresh_from_db()
     assert carla.connected
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from conversations import services, workspace
+from conversations import services
 from conversations.models import (
     CannedResponse,
     Conversation,
@@ -24,6 +24,8 @@ from conversations.models import (
     Note,
     Reaction,
 )
+from conversations.selectors.customer import PREVIOUS_CONVERSATIONS
+from conversations.selectors.inbox import INBOX_PAGE_SIZE
 from tests.factories import (
     ConversationFactory,
     MessageFactory,
@@ -573,7 +575,7 @@ def test_previous_conversations_are_bounded_and_cost_fixed_queries(
     ConversationFactory(customer=current.customer, number=sales)
     with django_assert_max_num_queries(40) as few:
         agent_client.get(url)
-    for _ in range(workspace.PREVIOUS_CONVERSATIONS + 5):
+    for _ in range(PREVIOUS_CONVERSATIONS + 5):
         earlier = ConversationFactory(
             customer=current.customer, number=sales, status="resolved"
         )
@@ -582,7 +584,7 @@ def test_previous_conversations_are_bounded_and_cost_fixed_queries(
     with django_assert_max_num_queries(len(few.captured_queries)):
         html = agent_client.get(url).content.decode()
     panel = html[html.index("Previous conversations") :]
-    assert panel.count("<li><a ") == workspace.PREVIOUS_CONVERSATIONS
+    assert panel.count("<li><a ") == PREVIOUS_CONVERSATIONS
 
 
 def test_pages_need_a_login(client, number):
@@ -724,14 +726,14 @@ def many_chats(number, count: int, **kwargs) -> list[Conversation]:
 
 
 def test_the_inbox_pages_on_after_its_last_row(agent_client, number):
-    chats = many_chats(number, workspace.INBOX_PAGE_SIZE + 5)
+    chats = many_chats(number, INBOX_PAGE_SIZE + 5)
     # Rows with the same moment across the page's end are told apart by id.
-    tied = chats[workspace.INBOX_PAGE_SIZE - 2 : workspace.INBOX_PAGE_SIZE + 2]
+    tied = chats[INBOX_PAGE_SIZE - 2 : INBOX_PAGE_SIZE + 2]
     Conversation.objects.filter(pk__in=[c.pk for c in tied]).update(
         last_message_at=tied[0].last_message_at
     )
     first = agent_client.get("/").content.decode()
-    assert len(row_ids(first)) == workspace.INBOX_PAGE_SIZE
+    assert len(row_ids(first)) == INBOX_PAGE_SIZE
     assert ">Load more conversations</button>" in first
 
     second = load_more(agent_client, first)
@@ -747,7 +749,7 @@ def test_the_inbox_pages_on_after_its_last_row(agent_client, number):
 def test_a_next_page_keeps_the_view_filters_search_and_order(
     agent_client, agent, number
 ):
-    wanted = many_chats(number, workspace.INBOX_PAGE_SIZE + 3, text="parcel late")
+    wanted = many_chats(number, INBOX_PAGE_SIZE + 3, text="parcel late")
     mine = chat(number, text="parcel late", minutes_ago=1)
     Conversation.objects.filter(pk=mine.pk).update(assignee=agent)
     chat(number, text="hello", minutes_ago=2)
@@ -763,7 +765,7 @@ def test_a_next_page_keeps_the_view_filters_search_and_order(
 
 
 def test_a_row_moved_to_the_top_meanwhile_is_not_on_the_next_page(agent_client, number):
-    chats = many_chats(number, workspace.INBOX_PAGE_SIZE + 5)
+    chats = many_chats(number, INBOX_PAGE_SIZE + 5)
     first = agent_client.get("/").content.decode()
     # A customer of the next page writes: the live update puts the row on top.
     moved = chats[-1]
@@ -776,7 +778,7 @@ def test_a_next_page_reads_by_index_in_constant_queries(
     agent_client, number, django_assert_max_num_queries
 ):
     label = Label.objects.create(name="VIP")
-    for conversation in many_chats(number, workspace.INBOX_PAGE_SIZE + 2):
+    for conversation in many_chats(number, INBOX_PAGE_SIZE + 2):
         conversation.labels.add(label)
     first = agent_client.get("/").content.decode()
     with CaptureQueriesContext(connection) as few:
@@ -786,7 +788,7 @@ def test_a_next_page_reads_by_index_in_constant_queries(
         chat(number, minutes_ago=500 + index).labels.add(label)
     with django_assert_max_num_queries(len(few.captured_queries)):
         html = load_more(agent_client, first).content.decode()
-    assert len(row_ids(html)) == workspace.INBOX_PAGE_SIZE
+    assert len(row_ids(html)) == INBOX_PAGE_SIZE
     assert "Load more conversations" in html
 
 

@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 import pytest
 from django.utils import timezone
 
-from conversations import workspace
 from conversations.models import Conversation
+from conversations.selectors.inbox import search_matches
 from tests.factories import ConversationFactory, MessageFactory, WhatsAppNumberFactory
 
 pytestmark = pytest.mark.django_db
@@ -71,8 +71,12 @@ def test_a_search_reads_names_numbers_and_every_message_case_insensitively(
 ):
     """Either way, the same conversations: the limits only decide the way
     (every message match here is the newest of its filter's)."""
-    monkeypatch.setattr(workspace, "SEARCH_CUSTOMER_LIMIT", customer_limit)
-    monkeypatch.setattr(workspace, "SEARCH_MESSAGE_LIMIT", message_limit)
+    monkeypatch.setattr(
+        "conversations.selectors.inbox.SEARCH_CUSTOMER_LIMIT", customer_limit
+    )
+    monkeypatch.setattr(
+        "conversations.selectors.inbox.SEARCH_MESSAGE_LIMIT", message_limit
+    )
     assert found(agent_client, "quozz") == expected(chats, "name", "profile_name")
     assert found(agent_client, "4930777") == expected(chats, "phone")
     assert found(agent_client, "PARCEL qx-4711") == expected(chats, "old_message")
@@ -85,7 +89,7 @@ def test_a_search_reads_names_numbers_and_every_message_case_insensitively(
 def test_a_broad_search_reads_the_newest_matches_of_the_conversations_shown(
     agent_client, number, monkeypatch
 ):
-    monkeypatch.setattr(workspace, "SEARCH_MESSAGE_LIMIT", 2)
+    monkeypatch.setattr("conversations.selectors.inbox.SEARCH_MESSAGE_LIMIT", 2)
     other_number = WhatsAppNumberFactory()
     resolved = chat(number, "refund 88", minutes_ago=40)
     Conversation.objects.filter(pk=resolved.pk).update(status="resolved")
@@ -110,16 +114,17 @@ def test_search_matches_agrees_with_the_page(agent_client, chats, resolved):
     for q in ("quozz", "4930777", "parcel qx-4711", "hi", "morning"):
         page = found(agent_client, q)
         for name, conversation in shown.items():
-            assert workspace.search_matches(conversation, q) is (
-                conversation.pk in page
-            ), (q, name)
+            assert search_matches(conversation, q) is (conversation.pk in page), (
+                q,
+                name,
+            )
 
 
 @pytest.mark.parametrize("limit", [1000, 0], ids=["narrow", "broad"])
 def test_a_search_adds_at_most_two_queries_to_the_inbox(
     agent_client, number, monkeypatch, django_assert_max_num_queries, limit
 ):
-    monkeypatch.setattr(workspace, "SEARCH_CUSTOMER_LIMIT", limit)
+    monkeypatch.setattr("conversations.selectors.inbox.SEARCH_CUSTOMER_LIMIT", limit)
     for index in range(3):
         chat(number, f"parcel {index}", name=f"Parcel Person {index}")
     with django_assert_max_num_queries(20) as inbox:

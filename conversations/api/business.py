@@ -1,7 +1,7 @@
 """The business's endpoints of /api/v1/: consent records and notifications.
 
-Shapes and codes: docs in interfaces.md ("POST /api/v1/consents/",
-"POST /api/v1/notifications/"). Every refusal is JSON with a stable
+Shapes and codes are in the OpenAPI schema (/api/schema/) and the README's
+"REST API" section. Every refusal is JSON with a stable
 ``code``; bad input is a 400 naming the field, never a server error.
 """
 
@@ -41,17 +41,6 @@ from conversations.whatsapp import client
 E164 = r"^\+[1-9]\d{6,14}\Z"
 E164_SCHEMA = r"^\+[1-9]\d{6,14}$"
 MAX_TEXT = 1024
-
-
-class Refused(APIException):
-    """A domain refusal (services.OutboundError) as an HTTP answer."""
-
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    default_code = "refused"
-
-    def __init__(self, error: services.OutboundError):
-        super().__init__(error.detail, code=error.code)
-        self.status_code = error.status
 
 
 class IdempotencyConflict(APIException):
@@ -599,18 +588,15 @@ class NotificationCreate(APIView):
     def _send(self, request, data: dict, key: str, digest: str) -> Response:
         number = self._number(data.get("number"))
         team = self._team(data.get("team"), number)
-        try:
-            template = services.notification_template(
-                number=number,
-                name=data["template"]["name"],
-                language=data["template"]["language"],
-                purpose=data["purpose"],
-            )
-            parameters = services.notification_parameters(
-                template, data.get("parameters") or {}, data.get("document")
-            )
-        except services.OutboundError as error:
-            raise Refused(error) from None
+        template = services.notification_template(
+            number=number,
+            name=data["template"]["name"],
+            language=data["template"]["language"],
+            purpose=data["purpose"],
+        )
+        parameters = services.notification_parameters(
+            template, data.get("parameters") or {}, data.get("document")
+        )
         order = services.NotificationOrder(
             number=number,
             template=template,
@@ -635,7 +621,7 @@ class NotificationCreate(APIView):
                     )
                 except services.OutboundError as error:
                     error.detail = f"to[{index}]: {error.detail}"
-                    raise Refused(error) from None
+                    raise
             recipients.append({**item, "parameters": own})
         batch, notifications = services.send_notifications(
             order=order, recipients=recipients
@@ -718,12 +704,6 @@ class UploadedMediaSerializer(serializers.Serializer):
     number = serializers.IntegerField()
 
 
-class UploadFailed(APIException):
-    status_code = status.HTTP_502_BAD_GATEWAY
-    default_code = "upload_failed"
-    default_detail = "Meta did not take the upload; try again."
-
-
 class MediaUpload(APIView):
     """Upload a notification's header file (a PDF, image or video) to Meta for
     a number; the answer's id goes in parameters.header.document.id (with the
@@ -755,17 +735,15 @@ class MediaUpload(APIView):
             mime_type = mimetypes.guess_type(upload.name)[0] or ""
         kind = HEADER_MEDIA_KINDS.get(mime_type)
         if kind is None:
-            raise Refused(
-                services.MediaRefused(
-                    "A template header takes a PDF, a JPEG or PNG image or an "
-                    f"MP4 video, not {mime_type or 'an unknown type'}."
-                )
+            raise services.MediaRefused(
+                "A template header takes a PDF, a JPEG or PNG image or an "
+                f"MP4 video, not {mime_type or 'an unknown type'}."
             )
         if upload.size > MAX_MEDIA_UPLOAD:
-            raise Refused(services.MediaRefused("That file is too large."))
+            raise services.MediaRefused("That file is too large.")
         data = upload.read()
         if kind == "document" and not data.startswith(b"%PDF-"):
-            raise Refused(services.MediaRefused("That file is not a PDF."))
+            raise services.MediaRefused("That file is not a PDF.")
         filename = re.sub(r"[\x00-\x1f/\\]", "", upload.name or "")[:240] or "file"
         try:
             media_id = services.upload_media(
@@ -775,10 +753,10 @@ class MediaUpload(APIView):
                 mime_type=mime_type,
                 filename=filename,
             )
-        except services.OutboundError as error:
-            raise Refused(error) from None
         except client.GraphAPIError as error:
-            raise UploadFailed(f"Meta did not take the upload: {error}") from None
+            raise services.UploadFailed(
+                f"Meta did not take the upload: {error}"
+            ) from None
         return Response(
             {
                 "id": media_id,

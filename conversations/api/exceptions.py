@@ -2,7 +2,32 @@
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from conversations.services import ServiceError
+
+# What a refusal of the services means over HTTP, for the REST API and the
+# workspace's htmx answers alike; a code not listed is the client's mistake.
+HTTP_STATUS = {
+    "invalid_message": 400,
+    "invalid_phone": 400,
+    "window_closed": 409,
+    "nothing_to_mark": 409,
+    "sending_paused": 409,
+    "conversation_already_open": 409,
+    "template_not_approved": 422,
+    "template_parameters": 422,
+    "template_category_mismatch": 422,
+    "media_refused": 422,
+    "no_consent": 422,
+    "upload_failed": 502,
+}
+
+
+def http_status(error: ServiceError) -> int:
+    """The HTTP status that answers a refusal of the services."""
+    return HTTP_STATUS.get(error.code, 400)
 
 
 def _first(value):
@@ -18,8 +43,14 @@ def exception_handler(exc, context):
     """Return DRF's error response with a top-level ``code`` and ``detail``.
 
     Validation errors name the first problem in ``code``/``detail`` and keep
-    every per-field message under ``errors``.
+    every per-field message under ``errors``. A refusal of the services
+    answers its own code, detail and extra values with http_status().
     """
+    if isinstance(exc, ServiceError):
+        return Response(
+            {"code": exc.code, "detail": exc.detail, **exc.extra},
+            status=http_status(exc),
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

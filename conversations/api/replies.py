@@ -33,6 +33,7 @@ from rest_framework.response import Response
 
 from conversations import services
 from conversations.models import Conversation, Message, MessageTemplate
+from conversations.whatsapp import templates as meta_templates
 
 from .business import ParametersSerializer
 from .serializers import MessageSerializer
@@ -118,7 +119,7 @@ class TemplateSendSerializer(serializers.Serializer):
             raise ValidationError("Give parameters or components, not both.")
         if "components" in attrs:
             converted = ParametersSerializer(
-                data=parameters_from_components(attrs.pop("components"))
+                data=meta_templates.parameters_from_components(attrs.pop("components"))
             )
             if not converted.is_valid():
                 raise ValidationError({"components": converted.errors})
@@ -208,52 +209,7 @@ REQUESTS: dict[str, type[serializers.Serializer]] = {
 }
 
 
-def parameters_from_components(components: list[dict]) -> dict:
-    """Meta's template components[] as the parameters send_template checks."""
-    parameters: dict = {}
-    for component in components:
-        kind = str(component.get("type", "")).lower()
-        given = component.get("parameters") or []
-        if kind == "header" and given:
-            first = given[0] if isinstance(given[0], dict) else {}
-            media = str(first.get("type", ""))
-            parameters["header"] = (
-                first.get("text") if media == "text" else {media: first.get(media)}
-            )
-        elif kind == "body":
-            values = [p if isinstance(p, dict) else {} for p in given]
-            texts = [
-                p.get("text")
-                or (p.get("currency") or p.get("date_time") or {}).get("fallback_value")
-                for p in values
-            ]
-            if any(p.get("parameter_name") for p in values):
-                parameters["body"] = {
-                    p.get("parameter_name"): text
-                    for p, text in zip(values, texts, strict=True)
-                }
-            else:
-                parameters["body"] = texts
-        elif kind == "button":
-            first = given[0] if given and isinstance(given[0], dict) else {}
-            sub_type = str(component.get("sub_type", "")).lower()
-            button = {"index": component.get("index"), "type": sub_type}
-            if sub_type == "url":
-                button["text"] = first.get("text")
-            else:
-                button["payload"] = first.get("payload")
-            parameters.setdefault("buttons", []).append(button)
-    return parameters
-
-
 # --- The view's part ----------------------------------------------------------------
-
-
-def _refused(error: services.OutboundError) -> Response:
-    return Response(
-        {"code": error.code, "detail": error.detail, **error.extra},
-        status=error.status,
-    )
 
 
 def _invalid(field: str, detail: str, code: str) -> ValidationError:
@@ -326,53 +282,50 @@ def _media_kind(mime_type: str) -> str:
 
 def post_reply(request, conversation: Conversation, render) -> Response:
     """Validate, resolve, call the service; 201 with the queued message."""
-    try:
-        if "file" in request.FILES:
-            # send_attachment checks everything before the upload.
-            message = _attachment(request, conversation)
-            return Response(render(message), status=status.HTTP_201_CREATED)
-        # Checked before anything else: a window_closed or sending_paused
-        # answer wins over the body's mistakes.
-        services.check_can_send(conversation=conversation)
-        data = request.data
-        kind = data.get("type") if hasattr(data, "get") else None
-        if kind not in REQUESTS:
-            raise _invalid(
-                "type", f"One of {', '.join(sorted(REQUESTS))}.", "invalid_choice"
+    if "file" in request.FILES:
+        # send_attachment checks everything before the upload.
+        message = _attachment(request, conversation)
+        return Response(render(message), status=status.HTTP_201_CREATED)
+    # Checked before anything else: a window_closed or sending_paused
+    # answer wins over the body's mistakes.
+    services.check_can_send(conversation=conversation)
+    data = request.data
+    kind = data.get("type") if hasattr(data, "get") else None
+    if kind not in REQUESTS:
+        raise _invalid(
+            "type", f"One of {', '.join(sorted(REQUESTS))}.", "invalid_choice"
+        )
+    serializer = REQUESTS[kind](data=data)
+    serializer.is_valid(raise_exception=True)
+    values = serializer.validated_data
+    sender = request.user
+    if kind == "reaction":
+        target = _message_of(
+            conversation, values["reaction"]["message"], "reaction", "not_found"
+        )
+        message = services.react(
+            message=target, emoji=values["reaction"]["emoji"], sender=sender
+        )
+    elif kind == "template":
+        message = services.send_template(
+            conversation=conversation,
+            template=_template(conversation, values["template"]),
+            parameters=dict(values["template"].get("parameters") or {}),
+            sender=sender,
+        )
+    else:
+        reply_to = None
+        if values.get("reply_to"):
+            reply_to = _message_of(
+                conversation, values["reply_to"], "reply_to", "not_found"
             )
-        serializer = REQUESTS[kind](data=data)
-        serializer.is_valid(raise_exception=True)
-        values = serializer.validated_data
-        sender = request.user
-        if kind == "reaction":
-            target = _message_of(
-                conversation, values["reaction"]["message"], "reaction", "not_found"
-            )
-            message = services.react(
-                message=target, emoji=values["reaction"]["emoji"], sender=sender
-            )
-        elif kind == "template":
-            message = services.send_template(
-                conversation=conversation,
-                template=_template(conversation, values["template"]),
-                parameters=dict(values["template"].get("parameters") or {}),
-                sender=sender,
-            )
-        else:
-            reply_to = None
-            if values.get("reply_to"):
-                reply_to = _message_of(
-                    conversation, values["reply_to"], "reply_to", "not_found"
-                )
-            message = services.send_reply(
-                conversation=conversation,
-                kind=kind,
-                content=serializer.content(),
-                sender=sender,
-                reply_to=reply_to,
-            )
-    except services.OutboundError as error:
-        return _refused(error)
+        message = services.send_reply(
+            conversation=conversation,
+            kind=kind,
+            content=serializer.content(),
+            sender=sender,
+            reply_to=reply_to,
+        )
     return Response(render(message), status=status.HTTP_201_CREATED)
 
 

@@ -1,4 +1,4 @@
-"""The API's shapes (docs: interfaces.md, "A conversation/message in the API")."""
+"""The API's shapes of a conversation, a customer and a message (see /api/schema/)."""
 
 from datetime import timedelta
 

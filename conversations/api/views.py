@@ -13,8 +13,8 @@ from django.shortcuts import get_object_or_404
 from django.utils.http import parse_etags
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, serializers, status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework import generics, serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.views import APIView
 
@@ -24,15 +24,6 @@ from conversations.models import Conversation, Customer, Message, Reaction
 from . import replies
 from .pagination import MessageCursorPagination
 from .serializers import ConversationSerializer, CustomerSerializer, MessageSerializer
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-
-
-# Refusals that describe the conversation's state, not a bad request.
-CONFLICT_CODES = frozenset({"conversation_already_open"})
 
 
 def _int_param(request, name: str) -> int | None:
@@ -114,28 +105,23 @@ class ConversationDetail(generics.RetrieveUpdateAPIView):
         data = serializer.validated_data
         conversation = serializer.instance
         by = self.request.user
-        try:
-            with transaction.atomic():
-                assignment = {k: data[k] for k in ("assignee", "team") if k in data}
-                if assignment:
-                    conversation = services.assign_conversation(
-                        conversation=conversation, by=by, **assignment
-                    )
-                if "status" in data:
-                    conversation = services.change_status(
-                        conversation=conversation,
-                        status=data["status"],
-                        snoozed_until=data.get("snoozed_until"),
-                        by=by,
-                    )
-                if "labels" in data:
-                    services.set_labels(
-                        conversation=conversation, labels=data["labels"], by=by
-                    )
-        except services.WorkspaceError as error:
-            if error.code in CONFLICT_CODES:
-                raise Conflict(error.message, code=error.code) from error
-            raise ValidationError(error.message, code=error.code) from error
+        with transaction.atomic():
+            assignment = {k: data[k] for k in ("assignee", "team") if k in data}
+            if assignment:
+                conversation = services.assign_conversation(
+                    conversation=conversation, by=by, **assignment
+                )
+            if "status" in data:
+                conversation = services.change_status(
+                    conversation=conversation,
+                    status=data["status"],
+                    snoozed_until=data.get("snoozed_until"),
+                    by=by,
+                )
+            if "labels" in data:
+                services.set_labels(
+                    conversation=conversation, labels=data["labels"], by=by
+                )
         # The services work on fresh rows; answer with the state they left.
         serializer.instance = self.get_queryset().get(pk=conversation.pk)
 

@@ -3,7 +3,7 @@
 from django import template
 from django.urls import NoReverseMatch, reverse
 
-from .. import workspace
+from ..web import context
 
 register = template.Library()
 
@@ -20,7 +20,7 @@ def epoch_ms(value) -> int:
 @register.filter
 def safe_url(value) -> str:
     """Only absolute http(s) links survive; anything else becomes ""."""
-    return workspace.safe_url(value)
+    return context.safe_url(value)
 
 
 @register.filter

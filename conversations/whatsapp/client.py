@@ -40,8 +40,8 @@ from requests.adapters import HTTPAdapter
 
 logger = logging.getLogger(__name__)
 
-# Graph codes after which trying again later can succeed (reliability.md 2.3,
-# Cloud API error table). 131056 is per recipient: only that customer waits.
+# Graph codes after which trying again later can succeed (Meta's Cloud API
+# error-code reference). 131056 is per recipient: only that customer waits.
 RETRYABLE_CODES = frozenset(
     {1, 2, 4, 80007, 130429, 131000, 131016, 131056, 131057, 133004, 134101}
 )

@@ -17,8 +17,7 @@ webhook. It is pure: no database, no Django models, no I/O. Call
 
 Only a body that is not JSON, or not Meta's envelope at all, raises
 ``MalformedPayload``. Everything inside the envelope is read defensively:
-Meta's payloads vary between versions and fields go missing (see
-the team's Cloud API note whatsapp-cloud-api.md, cited below as "doc §n").
+Meta's payloads vary between versions and fields go missing.
 
 ``verify_signature()`` checks ``X-Hub-Signature-256`` over the raw bytes.
 """
@@ -69,7 +68,7 @@ OBJECT = "whatsapp_business_account"
 
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
 
-# Status values Meta documents for the Cloud API (doc §4.2). Others (the
+# Status values Meta documents for the Cloud API. Others (the
 # On-Premises "deleted", "warning") are still parsed, never refused.
 KNOWN_STATUSES = frozenset({"sent", "delivered", "read", "played", "failed"})
 
@@ -103,7 +102,7 @@ class MetaError:
     code: int | None
     title: str = ""
     message: str = ""
-    # error_data.details: Meta's most useful text (doc §5.2).
+    # error_data.details: Meta's most useful text.
     details: str = ""
     href: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
@@ -124,7 +123,7 @@ class Contact:
     """A customer as value.contacts[] names them."""
 
     wa_id: str = ""
-    # The business-scoped user id (BSUID), new in 2026 (doc §1.3).
+    # The business-scoped user id (BSUID), new in 2026.
     user_id: str = ""
     name: str = ""
     username: str = ""
@@ -141,7 +140,7 @@ class Media:
     id: str = ""
     mime_type: str = ""
     # As Meta sent it; the docs' examples look like base64 of the SHA-256,
-    # but that is not stated (doc §3.5), so it is not decoded here.
+    # but that is not stated, so it is not decoded here.
     sha256: str = ""
     filename: str = ""
     caption: str = ""
@@ -149,14 +148,14 @@ class Media:
     voice: bool = False
     # sticker.animated.
     animated: bool = False
-    # Present from Nov 2025 (doc §3.5); still needs the bearer token, and
+    # Present from Nov 2025; still needs the bearer token, and
     # expires after 5 minutes.
     url: str = ""
 
 
 @dataclass(frozen=True)
 class Context:
-    """What an inbound message replies to, or that it was forwarded (doc §3.3)."""
+    """What an inbound message replies to, or that it was forwarded."""
 
     # context.id: the quoted wamid; empty for forwarded messages.
     message_id: str = ""
@@ -170,7 +169,7 @@ class Context:
 
 @dataclass(frozen=True)
 class Referral:
-    """The click-to-WhatsApp ad or post a conversation came from (doc §3.4)."""
+    """The click-to-WhatsApp ad or post a conversation came from."""
 
     source_id: str = ""
     source_type: str = ""
@@ -201,14 +200,14 @@ class Reaction:
         """Return whether this takes the reaction away.
 
         Meta's 2026 reaction reference sends no emoji; older payloads an
-        empty string (doc §3.2, reaction row). Both mean "removed".
+        empty string. Both mean "removed".
         """
         return not self.emoji
 
 
 @dataclass(frozen=True)
 class SystemChange:
-    """A system message: the customer changed number or user id (doc §3.2)."""
+    """A system message: the customer changed number or user id."""
 
     type: str = ""
     body: str = ""
@@ -220,7 +219,7 @@ class SystemChange:
 
 @dataclass(frozen=True)
 class Pricing:
-    """statuses[].pricing (doc §4.3)."""
+    """statuses[].pricing."""
 
     # Due to be deprecated; Meta recommends type plus category.
     billable: bool | None = None
@@ -232,7 +231,7 @@ class Pricing:
 
 @dataclass(frozen=True)
 class StatusConversation:
-    """statuses[].conversation; left out from v24.0 except in FEP windows (doc §4.3)."""
+    """statuses[].conversation; left out from v24.0 except in FEP windows."""
 
     id: str = ""
     expiration_timestamp: datetime | None = None
@@ -255,12 +254,12 @@ class InboundMessage:
     # Meta's time (unix seconds string), as an aware UTC datetime; None when
     # missing or unreadable (the caller falls back to the time received).
     timestamp: datetime | None
-    # messages[].from: the customer's wa_id; may be "" with BSUIDs (doc §1.3).
+    # messages[].from: the customer's wa_id; may be "" with BSUIDs.
     from_wa_id: str = ""
     # messages[].from_user_id: the customer's BSUID.
     from_user_id: str = ""
     # The matching value.contacts[] entry; None for system messages (which
-    # come without contacts, doc §3.2).
+    # come without contacts).
     contact: Contact | None = None
     # A readable summary whatever the type: see summarize_message().
     text: str = ""
@@ -324,7 +323,7 @@ class StatusUpdate:
     pricing: Pricing | None = None
     conversation: StatusConversation | None = None
     errors: tuple[MetaError, ...] = ()
-    # sent, delivered and read may carry contacts[] with BSUIDs (doc §1.2).
+    # sent, delivered and read may carry contacts[] with BSUIDs.
     contact: Contact | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -351,7 +350,7 @@ class AccountError:
 
 @dataclass(frozen=True)
 class TemplateStatusUpdate:
-    """field message_template_status_update (doc §8.3)."""
+    """field message_template_status_update."""
 
     waba_id: str
     time: datetime | None
@@ -388,7 +387,7 @@ class TemplateQualityUpdate:
 
 @dataclass(frozen=True)
 class TemplateCategoryUpdate:
-    """field template_category_update: Meta re-categorised a template (doc §8.2)."""
+    """field template_category_update: Meta re-categorised a template."""
 
     waba_id: str
     time: datetime | None
@@ -406,13 +405,13 @@ class TemplateCategoryUpdate:
 
 @dataclass(frozen=True)
 class PhoneNumberQualityUpdate:
-    """field phone_number_quality_update (doc §8.4)."""
+    """field phone_number_quality_update."""
 
     waba_id: str
     time: datetime | None
     display_phone_number: str
     # THROUGHPUT_UPGRADE, ONBOARDING, and in older docs FLAGGED, UNFLAGGED,
-    # UPGRADE, DOWNGRADE; which still fire is uncertain (doc §8.4).
+    # UPGRADE, DOWNGRADE; which still fire is uncertain.
     event: str
     # TIER_* values; current_limit and old_limit are due to go in Feb 2026.
     current_limit: str = ""
@@ -447,7 +446,7 @@ class AccountUpdate:
 
 @dataclass(frozen=True)
 class UserPreferenceUpdate:
-    """field user_preferences: a customer stopped or resumed marketing (doc §8.1)."""
+    """field user_preferences: a customer stopped or resumed marketing."""
 
     waba_id: str
     phone_number_id: str
@@ -647,7 +646,7 @@ def _contact(raw: Any) -> Contact:
         wa_id=_str(raw.get("wa_id")),
         user_id=_str(raw.get("user_id")),
         name=_str(profile.get("name")),
-        # Username and country code sit in profile (doc §1.3); read the top
+        # Username and country code sit in profile; read the top
         # level too in case a version moves them.
         username=_str(profile.get("username")) or _str(raw.get("username")),
         country_code=_str(profile.get("country_code")) or _str(raw.get("country_code")),
@@ -668,7 +667,7 @@ def _match_contact(
             return contact
     # Meta sends one contact per message in practice. A single contact whose
     # ids do not contradict the sender's (one side empty, as with BSUID-only
-    # payloads, doc §1.3) is taken to be the sender.
+    # payloads) is taken to be the sender.
     if len(contacts) == 1:
         (only,) = contacts
         if not ((wa_id and only.wa_id) or (user_id and only.user_id)):
@@ -696,7 +695,7 @@ def _summary_media(payload: dict, message: dict) -> str:
 
 
 def _summary_location(payload: dict, message: dict) -> str:
-    # A "current location" share may come without name and address (doc §3.2).
+    # A "current location" share may come without name and address.
     parts = [_str(payload.get("name")), _str(payload.get("address"))]
     return ", ".join(part for part in parts if part) or "Location"
 
@@ -722,9 +721,9 @@ def _summary_interactive(payload: dict, message: dict) -> str:
         return _str(reply.get("title")) or _str(reply.get("id")) or "Reply"
     if kind == "nfm_reply":
         # A Flow or address answer: its body is a generic "Sent"; the answers
-        # are in response_json, a JSON string (doc §3.2).
+        # are in response_json, a JSON string.
         return _str(_dict(payload.get("nfm_reply")).get("body")) or "Form submitted"
-    # A fixture shows an interactive message without the object (doc §3.2).
+    # A fixture shows an interactive message without the object.
     return "Interactive reply"
 
 
@@ -754,7 +753,7 @@ def _summary_unsupported(payload: dict, message: dict) -> str:
 
 
 def _summary_edit(payload: dict, message: dict) -> str:
-    # Coexistence numbers only (doc §3.2): edit.message is the new content.
+    # Coexistence numbers only: edit.message is the new content.
     new = _dict(payload.get("message"))
     inner = summarize_message(new) if new else ""
     return f"Edited: {inner}" if inner else "Message edited"
@@ -795,7 +794,7 @@ def summarize_message(message: Mapping[str, Any]) -> str:
     summary = _SUMMARIES.get(kind)
     if summary is None:
         # request_welcome, ephemeral, future types: a placeholder, never an
-        # exception (doc §3.2, last row).
+        # exception.
         return f"Unsupported message ({kind})" if kind else "Unsupported message"
     return summary(_dict(message.get(kind)), message)
 
@@ -1053,7 +1052,7 @@ def _messages_change(value: dict, where: _Where) -> list[Item]:
     )
     items: list[Item] = []
     found = False
-    # A value holds messages, statuses or errors (doc §1.2), but nothing
+    # A value holds messages, statuses or errors, but nothing
     # forbids several, so all three are read.
     for key, kind, read in (
         ("messages", "message", lambda raw: _message(raw, where, contacts)),
@@ -1281,7 +1280,7 @@ def verify_signature(
 
     ``header`` is the X-Hub-Signature-256 value, ``sha256=<64 hex>``. The HMAC
     is taken over the raw bytes as received: Meta escapes non-ASCII text as
-    \\uXXXX before signing, so re-serialised JSON would not match (doc §2.1).
+    \\uXXXX before signing, so re-serialised JSON would not match.
     Several apps may post to one endpoint, each signing with its own secret.
     """
     if not header:

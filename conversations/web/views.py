@@ -19,36 +19,46 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User, available_time_zones
 
-from . import reports, services, workspace
-from .models import ConsentRecord, Conversation, Label, Message, MessageTemplate
+from .. import reports, services
+from ..live.rendering import (
+    render_fragment,
+    render_message,
+    render_note,
+    render_row,
+)
+from ..models import ConsentRecord, Conversation, Label, Message, MessageTemplate
+from ..selectors.composer import canned_responses
+from ..selectors.inbox import InboxCursor, InboxFilter
+from ..selectors.thread import (
+    ThreadCursor,
+    WindowState,
+    conversation_for,
+    messages_queryset,
+)
+from ..whatsapp import templates as meta_templates
+from .answers import answer, refusal, refused
+from .context import (
+    composer_context,
+    conversation_context,
+    customer_context,
+    fill_canned,
+    inbox_context,
+    page_context,
+    thread_context,
+)
 
 MAX_UPLOAD_BYTES = 16 * 1024 * 1024
-
-
-def _page_context(request: HttpRequest, inbox_filter: workspace.InboxFilter) -> dict:
-    last_event_id = workspace.latest_event_id()  # before reading any state
-    return {
-        "last_event_id": last_event_id,
-        **workspace.inbox_context(request.user, inbox_filter),
-        "filter": inbox_filter,
-        "views": list(workspace.VIEWS.items()),
-        "view_queries": {
-            view: inbox_filter.as_query(view=view) for view in workspace.VIEWS
-        },
-        "orders": list(workspace.ORDERS.items()),
-        "statuses": Conversation.Status.choices,
-        "availabilities": User.Availability.choices,
-        **workspace.sidebar_context(request.user),
-    }
 
 
 @login_required
 @require_GET
 def inbox(request: HttpRequest) -> HttpResponse:
     """The conversations the agent may see, filtered and ordered."""
-    inbox_filter = workspace.InboxFilter.from_query(request.GET)
+    inbox_filter = InboxFilter.from_query(request.GET)
     return render(
-        request, "conversations/workspace.html", _page_context(request, inbox_filter)
+        request,
+        "conversations/workspace.html",
+        page_context(request.user, inbox_filter),
     )
 
 
@@ -58,14 +68,14 @@ def inbox_more(request: HttpRequest) -> HttpResponse:
     """The inbox's next page of rows, after the row given by `after` (without
     it, the first page), as fragments: the rows place themselves by their
     data-sort, and "Load more conversations" is replaced by the next one."""
-    inbox_filter = workspace.InboxFilter.from_query(request.GET)
-    context = workspace.inbox_context(
+    inbox_filter = InboxFilter.from_query(request.GET)
+    context = inbox_context(
         request.user,
         inbox_filter,
-        after=workspace.InboxCursor.from_query(request.GET),
+        after=InboxCursor.from_query(request.GET),
     )
-    html = workspace.render_fragment("inbox_rows", context)
-    html += workspace.render_fragment("inbox_more", context)
+    html = render_fragment("inbox_rows", context)
+    html += render_fragment("inbox_more", context)
     return HttpResponse(html)
 
 
@@ -73,13 +83,13 @@ def inbox_more(request: HttpRequest) -> HttpResponse:
 @require_GET
 def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The inbox with one conversation open; opening it marks it read."""
-    inbox_filter = workspace.InboxFilter.from_query(request.GET)
-    context = _page_context(request, inbox_filter)
+    inbox_filter = InboxFilter.from_query(request.GET)
+    context = page_context(request.user, inbox_filter)
     conversation = _conversation(request, pk)
     if conversation.unread_count:
         services.open_conversation(conversation=conversation, agent=request.user)
         conversation.unread_count = 0
-    context.update(workspace.conversation_context(conversation, request.user))
+    context.update(conversation_context(conversation, request.user))
     return render(request, "conversations/workspace.html", context)
 
 
@@ -92,17 +102,17 @@ def older_messages(request: HttpRequest, pk: int) -> HttpResponse:
     data-sort); the "Load older messages" link is replaced by the next one.
     """
     conversation = _conversation(request, pk)
-    cursor = workspace.ThreadCursor.from_query(request.GET)
+    cursor = ThreadCursor.from_query(request.GET)
     if cursor is None:
         return HttpResponse("Which messages? (before_ts, before_id)", status=400)
-    context = workspace.thread_context(conversation, before=cursor)
-    html = workspace.render_fragment("thread_items", context)
-    html += workspace.render_fragment("thread_older", context)
+    context = thread_context(conversation, before=cursor)
+    html = render_fragment("thread_items", context)
+    html += render_fragment("thread_older", context)
     return HttpResponse(html)
 
 
 def _conversation(request: HttpRequest, pk: int) -> Conversation:
-    conversation = workspace.conversation_for(request.user, pk)
+    conversation = conversation_for(request.user, pk)
     if conversation is None:
         raise Http404("No such conversation")
     return conversation
@@ -110,7 +120,7 @@ def _conversation(request: HttpRequest, pk: int) -> Conversation:
 
 def _message(request: HttpRequest, pk: int) -> Message:
     message = (
-        workspace.messages_queryset()
+        messages_queryset()
         .select_related("conversation__number", "conversation__customer")
         .filter(pk=pk, conversation__in=Conversation.objects.visible_to(request.user))
         .first()
@@ -120,25 +130,12 @@ def _message(request: HttpRequest, pk: int) -> Message:
     return message
 
 
-def _answer(
-    request: HttpRequest, conversation: Conversation, html: str = "", status=200
-) -> HttpResponse:
-    if request.headers.get("HX-Request"):
-        return HttpResponse(html, status=status)
-    return redirect("conversations:detail", conversation.pk)
-
-
-def _error(request, conversation, message: str, status: int = 409) -> HttpResponse:
-    html = workspace.render_fragment("composer_error", {"error": message})
-    return _answer(request, conversation, html, status=status)
-
-
 def _composer_html(conversation: Conversation, user: User, error: str = "") -> str:
     conversation.refresh_from_db(
         fields=["last_inbound_at", "free_entry_point_expires_at"]
     )
-    return workspace.render_fragment(
-        "composer", {**workspace.composer_context(conversation, user), "error": error}
+    return render_fragment(
+        "composer", {**composer_context(conversation, user), "error": error}
     )
 
 
@@ -163,7 +160,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         if upload is not None:
             if upload.size > MAX_UPLOAD_BYTES:
-                return _error(request, conversation, "That file is too large.", 413)
+                return refusal(request, conversation, "That file is too large.", 413)
             mime_type = (
                 upload.content_type
                 or mimetypes.guess_type(upload.name)[0]
@@ -188,17 +185,15 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
                 reply_to=reply_to,
             )
         else:
-            return _error(request, conversation, "Write a message first.", 400)
+            return refusal(request, conversation, "Write a message first.", 400)
     except services.WindowClosed as error:
         html = _composer_html(conversation, request.user, error=error.detail)
-        return _answer(request, conversation, html, status=409)
+        return answer(request, conversation, html, status=409)
     except services.OutboundError as error:
-        return _error(request, conversation, error.detail, error.status)
-    message = workspace.messages_queryset().get(pk=message.pk)
-    html = workspace.render_message(message) + workspace.render_fragment(
-        "composer_error", {"error": ""}
-    )
-    return _answer(request, conversation, html, status=201)
+        return refused(request, conversation, error)
+    message = messages_queryset().get(pk=message.pk)
+    html = render_message(message) + render_fragment("composer_error", {"error": ""})
+    return answer(request, conversation, html, status=201)
 
 
 def _media_kind(mime_type: str) -> str:
@@ -224,8 +219,8 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
         status=MessageTemplate.Status.APPROVED,
     ).first()
     if template is None:
-        return _error(request, conversation, "Choose an approved template.", 422)
-    fields = workspace.template_fields(template)
+        return refusal(request, conversation, "Choose an approved template.", 422)
+    fields = meta_templates.fields(template)
     body = {name: request.POST.get(f"body_{name}", "") for name in fields["body"]}
     # The shapes services.template_components takes: named or positional.
     parameters: dict = {"body": body if fields["named"] else list(body.values())}
@@ -252,12 +247,10 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
             sender=request.user,
         )
     except services.OutboundError as error:
-        return _error(request, conversation, error.detail, error.status)
-    message = workspace.messages_queryset().get(pk=message.pk)
-    html = workspace.render_message(message) + workspace.render_fragment(
-        "composer_error", {"error": ""}
-    )
-    return _answer(request, conversation, html, status=201)
+        return refused(request, conversation, error)
+    message = messages_queryset().get(pk=message.pk)
+    html = render_message(message) + render_fragment("composer_error", {"error": ""})
+    return answer(request, conversation, html, status=201)
 
 
 @login_required
@@ -271,9 +264,9 @@ def react(request: HttpRequest, pk: int) -> HttpResponse:
             sender=request.user,
         )
     except services.OutboundError as error:
-        return _error(request, message.conversation, error.detail, error.status)
-    message = workspace.messages_queryset().get(pk=message.pk)
-    return _answer(request, message.conversation, workspace.render_message(message))
+        return refused(request, message.conversation, error)
+    message = messages_queryset().get(pk=message.pk)
+    return answer(request, message.conversation, render_message(message))
 
 
 @login_required
@@ -283,9 +276,9 @@ def resend(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         new = services.resend_message(message=message, sender=request.user)
     except services.OutboundError as error:
-        return _error(request, message.conversation, error.detail, error.status)
-    new = workspace.messages_queryset().get(pk=new.pk)
-    return _answer(request, message.conversation, workspace.render_message(new), 201)
+        return refused(request, message.conversation, error)
+    new = messages_queryset().get(pk=new.pk)
+    return answer(request, message.conversation, render_message(new), 201)
 
 
 @login_required
@@ -299,21 +292,21 @@ def add_note(request: HttpRequest, pk: int) -> HttpResponse:
             body=request.POST.get("body", "")[:10000],
         )
     except services.WorkspaceError as error:
-        return _error(request, conversation, error.message, 400)
-    return _answer(request, conversation, workspace.render_note(note), 201)
+        return refused(request, conversation, error)
+    return answer(request, conversation, render_note(note), 201)
 
 
 def _header_html(conversation_pk: int, user: User) -> str:
-    conversation = workspace.conversation_for(user, conversation_pk)
+    conversation = conversation_for(user, conversation_pk)
     if conversation is None:
         return ""
-    return workspace.render_fragment(
+    return render_fragment(
         "header",
         {
             "conversation": conversation,
-            "window": workspace.WindowState.of(conversation),
+            "window": WindowState.of(conversation),
         },
-    ) + workspace.render_row(conversation)
+    ) + render_row(conversation)
 
 
 @login_required
@@ -330,7 +323,7 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     elif assignee.isdigit():
         agent = User.objects.filter(pk=assignee, is_active=True).first()
         if agent is None:
-            return _error(request, conversation, "No such agent.", 400)
+            return refusal(request, conversation, "No such agent.", 400)
         changes["assignee"] = agent
     team = request.POST.get("team", "")
     if team == "none":
@@ -338,17 +331,17 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     elif team.isdigit():
         found = conversation.number.teams.filter(pk=team).first()
         if found is None:
-            return _error(request, conversation, "That team does not work here.", 400)
+            return refusal(request, conversation, "That team does not work here.", 400)
         changes["team"] = found
     if not changes:
-        return _answer(request, conversation, "")
+        return answer(request, conversation, "")
     try:
         services.assign_conversation(
             conversation=conversation, by=request.user, **changes
         )
     except services.WorkspaceError as error:
-        return _error(request, conversation, error.message, 400)
-    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+        return refused(request, conversation, error)
+    return answer(request, conversation, _header_html(conversation.pk, request.user))
 
 
 @login_required
@@ -365,7 +358,7 @@ def change_status(request: HttpRequest, pk: int) -> HttpResponse:
                 # time zone the middleware activated).
                 snoozed_until = timezone.make_aware(snoozed_until)
         except (ValueError, ValidationError):
-            return _error(request, conversation, "Give the snooze time.", 400)
+            return refusal(request, conversation, "Give the snooze time.", 400)
     try:
         services.change_status(
             conversation=conversation,
@@ -374,8 +367,8 @@ def change_status(request: HttpRequest, pk: int) -> HttpResponse:
             by=request.user,
         )
     except services.WorkspaceError as error:
-        return _error(request, conversation, error.message, 400)
-    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+        return refused(request, conversation, error)
+    return answer(request, conversation, _header_html(conversation.pk, request.user))
 
 
 @login_required
@@ -385,7 +378,7 @@ def set_labels(request: HttpRequest, pk: int) -> HttpResponse:
     ids = [value for value in request.POST.getlist("labels") if value.isdigit()]
     labels = list(Label.objects.filter(pk__in=ids))
     services.set_labels(conversation=conversation, labels=labels, by=request.user)
-    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+    return answer(request, conversation, _header_html(conversation.pk, request.user))
 
 
 @login_required
@@ -419,10 +412,10 @@ def _customer_panel(
     request: HttpRequest, conversation: Conversation, error: str = ""
 ) -> HttpResponse:
     """The customer panel again, with the reason a consent was refused (422)."""
-    context = workspace.customer_context(conversation, request.user)
+    context = customer_context(conversation, request.user)
     context["consent_error"] = error
-    html = workspace.render_fragment("customer", context)
-    return _answer(request, conversation, html, status=422 if error else 200)
+    html = render_fragment("customer", context)
+    return answer(request, conversation, html, status=422 if error else 200)
 
 
 @login_required
@@ -434,7 +427,7 @@ def rename_customer(request: HttpRequest, pk: int) -> HttpResponse:
         name=request.POST.get("name", ""),
         by=request.user,
     )
-    return _answer(request, conversation, _header_html(conversation.pk, request.user))
+    return answer(request, conversation, _header_html(conversation.pk, request.user))
 
 
 @login_required
@@ -445,12 +438,12 @@ def set_availability(request: HttpRequest) -> HttpResponse:
             user=request.user, availability=request.POST.get("availability", "")
         )
     except services.WorkspaceError as error:
-        html = workspace.render_fragment("availability_error", {"error": error.message})
+        html = render_fragment("availability_error", {"error": error.message})
         return HttpResponse(html, status=400)
     if request.headers.get("HX-Request"):
         return HttpResponse(
-            workspace.render_fragment("agent", {"agent": user})
-            + workspace.render_fragment("availability_error", {"error": ""})
+            render_fragment("agent", {"agent": user})
+            + render_fragment("availability_error", {"error": ""})
         )
     return redirect("conversations:inbox")
 
@@ -475,14 +468,12 @@ def canned_text(request: HttpRequest, pk: int, canned_pk: int) -> HttpResponse:
     """A canned response with the open conversation's variables filled in."""
     conversation = _conversation(request, pk)
     response = next(
-        (r for r in workspace.canned_responses(request.user) if r.pk == canned_pk),
+        (r for r in canned_responses(request.user) if r.pk == canned_pk),
         None,
     )
     if response is None:
         raise Http404("No such canned response")
-    text = workspace.fill_canned(
-        response.text, conversation=conversation, agent=request.user
-    )
+    text = fill_canned(response.text, conversation=conversation, agent=request.user)
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
 

@@ -14,8 +14,8 @@ from datetime import date, datetime
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from . import windows
-from .models import MessageCharge, MessageTemplate, RateCard
+from ..models import MessageCharge, MessageTemplate, RateCard
+from ..rules import windows
 
 
 def rate_for(wa_id: str, category: str, day: date) -> RateCard | None:

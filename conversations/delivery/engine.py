@@ -9,18 +9,18 @@
       └── limiter says wait (not an attempt) ◀┘
 
 A send is a ``queued`` row written in the transaction of the action that
-created it; after commit a doorbell queues one Celery task per *number*
-(``tasks.deliver_messages``), not one per message. The task's run claims due
-rows in batches (``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any
-number of workers share the work), marks them ``sending`` with a lease and
-commits *before* any request. A thread pool then makes the requests: Meta
-is ~100 ms away, so reaching 1,000 messages/s takes ~100 requests in flight,
-which one Celery task per message in a few prefork processes cannot do
-(perf-limits.md: ~490 no-op tasks/s per worker). The threads touch no
-database; the run's own thread writes their outcomes in bulk.
+created it; after commit a doorbell (doorbells.py) queues one Celery task per
+*number* (``conversations.tasks.deliver_messages``), not one per message. The
+task's run claims due rows in batches (``SELECT ... FOR UPDATE SKIP LOCKED``
+on PostgreSQL, so any number of workers share the work), marks them
+``sending`` with a lease and commits *before* any request. A thread pool then
+makes the requests: Meta is ~100 ms away, so reaching 1,000 messages/s takes
+~100 requests in flight, which one Celery task per message in a few prefork
+processes cannot do (about 490 no-op tasks/s per worker on this class of machine). The
+threads touch no database; the run's own thread writes their outcomes in bulk.
 
 Messages to the same customer in one batch go through one thread, in order.
-The limiters live in Redis (conversations.ratelimit), shared by all workers:
+The limiters live in Redis (delivery/ratelimit.py), shared by all workers:
 the run reserves the number's per-second slots to size a claim, then takes
 every customer's pair slots and fresh number slots for the batch in one
 script call each, just before the threads start the requests; a customer's
@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import threading
 import time
 import uuid
@@ -53,15 +52,14 @@ from django.db import connection, transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
-from . import ratelimit, realtime, services, tasks
-from .models import Message, ParkedStatus, WhatsAppNumber
-from .whatsapp import client
+from .. import realtime, services
+from ..models import Message, ParkedStatus, WhatsAppNumber
+from ..rules import backoff as backoff_rules
+from ..whatsapp import client
+from . import doorbells, ratelimit
 
 logger = logging.getLogger(__name__)
 
-DOORBELL_KEY = "outbound:doorbell:{}"
-# A doorbell nobody answered (a lost task) rings again after this long.
-DOORBELL_TTL = 30
 # When a limiter cannot be asked (Redis down), try again after this long.
 LIMITER_DOWN_DELAY = 5.0
 # A run with nothing due waits in place for work due within this many seconds.
@@ -104,41 +102,6 @@ class RunStats:
     claimed: int = 0
     outcomes: dict = field(default_factory=lambda: defaultdict(int))
 
-
-# --- Doorbell -------------------------------------------------------------------
-
-
-def ring(number_id: int, *, force: bool = False) -> None:
-    """Queue a delivery run for the number unless one is already queued.
-
-    Called after commit. The key is cleared by a run before each claim, so a
-    message committed while a run is going is either seen by its next claim
-    or rings again. A lost task is covered by the key's expiry and the
-    sweeper. `force` queues a run even so: a run that found the number
-    paused left the key set, and resuming must not wait for it to expire.
-    """
-    try:
-        fresh = ratelimit.connection().set(
-            DOORBELL_KEY.format(number_id), "1", nx=not force, ex=DOORBELL_TTL
-        )
-    except redis.RedisError:
-        logger.warning("Doorbell for number %s not rung; the sweeper will", number_id)
-        return
-    if fresh:
-        try:
-            tasks.deliver_messages.delay(number_id)
-        except Exception:
-            logger.warning("Delivery of number %s not queued", number_id, exc_info=True)
-
-
-def _clear_doorbell(number_id: int) -> None:
-    try:
-        ratelimit.connection().delete(DOORBELL_KEY.format(number_id))
-    except redis.RedisError:
-        logger.warning("Doorbell of number %s not cleared", number_id)
-
-
-# --- Runs of one number ---------------------------------------------------------
 
 RUNS_KEY = "outbound:runs:{}"
 
@@ -199,18 +162,23 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 def backoff(attempts: int) -> float:
     """Seconds before the next try: exponential, capped, with jitter."""
-    ceiling = min(
-        settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
-        settings.WHATSAPP_DELIVERY_BACKOFF_BASE * 2 ** max(0, attempts - 1),
+    return backoff_rules.delay(
+        attempts,
+        base=settings.WHATSAPP_DELIVERY_BACKOFF_BASE,
+        cap=settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
+        jitter=(0.5, 1.0),
     )
-    # Jitter spreads retries of a burst that failed together.
-    return ceiling * (0.5 + random.random() / 2)  # noqa: S311
 
 
 def pair_backoff(attempts: int) -> float:
     """Meta's schedule for 131056: 1, 4, 16, ... seconds (4^X), with jitter."""
-    ceiling = min(settings.WHATSAPP_DELIVERY_BACKOFF_MAX, 4 ** max(0, attempts - 1))
-    return ceiling * (1 + random.random() / 4)  # noqa: S311
+    return backoff_rules.delay(
+        attempts,
+        base=1,
+        factor=4,
+        cap=settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
+        jitter=(1.0, 1.25),
+    )
 
 
 # --- The threads: requests only, no database --------------------------------------
@@ -441,6 +409,60 @@ def _mark_sent(sent: dict[int, Outcome], now) -> list[int]:
     return moved
 
 
+def _settle(outcome: Outcome, now) -> list[tuple[int, str]]:
+    """Write a tried send's outcome unless a webhook or the sweeper moved it first."""
+    fields = {
+        UNKNOWN: {"status": Message.Status.UNKNOWN, "next_attempt_at": None},
+        RETRY: {
+            "status": Message.Status.QUEUED,
+            "next_attempt_at": now + timedelta(seconds=outcome.delay),
+        },
+        FAILED: {
+            "status": Message.Status.FAILED,
+            "failed_at": now,
+            "next_attempt_at": None,
+        },
+    }[outcome.kind]
+    pk = outcome.job.message_id
+    if Message.objects.filter(pk=pk, status=Message.Status.SENDING).update(
+        error=outcome.error, updated_at=now, **fields
+    ):
+        return [(pk, fields["status"])]
+    return []
+
+
+def _requeue_untried(outcomes: list[Outcome], now) -> list[tuple[int, str]]:
+    """Requeue untried sends, one UPDATE per delay; the attempt does not count."""
+    deferred: dict[float, list[int]] = defaultdict(list)
+    for outcome in outcomes:
+        deferred[outcome.delay].append(outcome.job.message_id)
+    changed = []
+    for delay, ids in deferred.items():
+        moved = list(
+            Message.objects.filter(
+                pk__in=ids, status=Message.Status.SENDING
+            ).values_list("pk", flat=True)
+        )
+        Message.objects.filter(pk__in=moved).update(
+            status=Message.Status.QUEUED,
+            next_attempt_at=now + timedelta(seconds=delay),
+            attempts=F("attempts") - 1,
+            updated_at=now,
+        )
+        changed += [(pk, Message.Status.QUEUED) for pk in moved]
+    return changed
+
+
+def _apply_parked_statuses(wamids: list[str]) -> None:
+    """Apply the statuses Meta reported before these sends' wamids were stored."""
+    parked = set(
+        ParkedStatus.objects.filter(wamid__in=wamids).values_list("wamid", flat=True)
+    )
+    if parked:
+        for message in Message.objects.filter(wamid__in=parked):
+            services.apply_parked_statuses(message)
+
+
 def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     """Write what the threads learnt; publish every status change."""
     now = timezone.now()
@@ -449,64 +471,17 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     for outcome in outcomes:
         by_kind[outcome.kind].append(outcome)
         conversation_of[outcome.job.message_id] = outcome.job.conversation_id
+    sent = {o.job.message_id: o for o in by_kind[SENT]}
     # (message id, status) of every row this write moved, to announce.
     changed: list[tuple[int, str]] = []
-    wamids: list[str] = []
     with transaction.atomic():
-        sent = {o.job.message_id: o for o in by_kind[SENT]}
         if sent:
             changed += [(pk, Message.Status.SENT) for pk in _mark_sent(sent, now)]
-            wamids = [o.result.wamid for o in sent.values()]
         for outcome in by_kind[UNKNOWN]:
-            if Message.objects.filter(
-                pk=outcome.job.message_id, status=Message.Status.SENDING
-            ).update(
-                status=Message.Status.UNKNOWN,
-                error=outcome.error,
-                next_attempt_at=None,
-                updated_at=now,
-            ):
-                changed.append((outcome.job.message_id, Message.Status.UNKNOWN))
-        # Sends that never went out wait again; rows with the same delay
-        # (a stop, a limiter outage, one customer's pair wait) in one UPDATE.
-        deferred: dict[float, list[int]] = defaultdict(list)
-        for outcome in by_kind[DEFER] + by_kind[STOP]:
-            deferred[outcome.delay].append(outcome.job.message_id)
-        for delay, ids in deferred.items():
-            # Nothing was tried: the attempt does not count.
-            moved = list(
-                Message.objects.filter(
-                    pk__in=ids, status=Message.Status.SENDING
-                ).values_list("pk", flat=True)
-            )
-            Message.objects.filter(pk__in=moved).update(
-                status=Message.Status.QUEUED,
-                next_attempt_at=now + timedelta(seconds=delay),
-                attempts=F("attempts") - 1,
-                updated_at=now,
-            )
-            changed += [(pk, Message.Status.QUEUED) for pk in moved]
-        for outcome in by_kind[RETRY]:
-            if Message.objects.filter(
-                pk=outcome.job.message_id, status=Message.Status.SENDING
-            ).update(
-                status=Message.Status.QUEUED,
-                next_attempt_at=now + timedelta(seconds=outcome.delay),
-                error=outcome.error,
-                updated_at=now,
-            ):
-                changed.append((outcome.job.message_id, Message.Status.QUEUED))
-        for outcome in by_kind[FAILED]:
-            if Message.objects.filter(
-                pk=outcome.job.message_id, status=Message.Status.SENDING
-            ).update(
-                status=Message.Status.FAILED,
-                error=outcome.error,
-                failed_at=now,
-                next_attempt_at=None,
-                updated_at=now,
-            ):
-                changed.append((outcome.job.message_id, Message.Status.FAILED))
+            changed += _settle(outcome, now)
+        changed += _requeue_untried(by_kind[DEFER] + by_kind[STOP], now)
+        for outcome in by_kind[RETRY] + by_kind[FAILED]:
+            changed += _settle(outcome, now)
         if by_kind[STOP]:
             services.pause_sending(number=number, error=by_kind[STOP][0].error)
         realtime.publish_statuses(
@@ -515,16 +490,11 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             changes=[(conversation_of[pk], pk, status) for pk, status in changed],
         )
     for outcome in by_kind[FAILED]:
-        services.handle_send_error(message_id=outcome.job.message_id, code=outcome.code)
-    if wamids:
-        parked = set(
-            ParkedStatus.objects.filter(wamid__in=wamids).values_list(
-                "wamid", flat=True
-            )
+        services.record_send_failure(
+            message_id=outcome.job.message_id, code=outcome.code
         )
-        if parked:
-            for message in Message.objects.filter(wamid__in=parked):
-                services.apply_parked_statuses(message)
+    if sent:
+        _apply_parked_statuses([o.result.wamid for o in sent.values()])
 
 
 def next_due_in(number_id: int) -> float | None:
@@ -632,107 +602,151 @@ def run(number_id: int, *, run_seconds: float | None = None) -> RunStats:
             _leave_run(number_id, token)
 
 
+@dataclass
+class _RunLoop:
+    """What a run's loop carries from one turn to the next (its thread only)."""
+
+    # Read again before every claim (an admin may pause it); recording the
+    # outcomes uses the copy of the last claim.
+    number: WhatsAppNumber
+    pool: ThreadPoolExecutor
+    deadline: float
+    concurrency: int
+    batch: int
+    # A claim waits for this many free places, unless the last one was short.
+    claim_step: int
+    helper_wanted: bool
+    outcomes: queue.Queue[Outcome] = field(default_factory=queue.Queue)
+    stop: threading.Event = field(default_factory=threading.Event)
+    stats: RunStats = field(default_factory=RunStats)
+    in_flight: int = 0
+    next_claim: float = 0.0
+    backlog: bool = True
+
+
 def _run(
     number_id: int, run_seconds: float, pool: ThreadPoolExecutor, *, helper_wanted: bool
 ) -> RunStats:
-    deadline = time.monotonic() + run_seconds
     concurrency = max(1, settings.WHATSAPP_DELIVERY_CONCURRENCY)
     batch = max(1, min(settings.WHATSAPP_DELIVERY_BATCH, concurrency))
-    # A claim waits for this many free places, unless the last one was short.
-    claim_step = max(1, batch // 4)
-    outcomes: queue.Queue[Outcome] = queue.Queue()
-    stop = threading.Event()
-    stats = RunStats()
-    in_flight = 0
-    next_claim = 0.0
-    backlog = True
-    # Read again before every claim (an admin may pause it); recording the
-    # outcomes uses the copy of the last claim.
-    number = WhatsAppNumber.objects.get(pk=number_id)
+    loop = _RunLoop(
+        number=WhatsAppNumber.objects.get(pk=number_id),
+        pool=pool,
+        deadline=time.monotonic() + run_seconds,
+        concurrency=concurrency,
+        batch=batch,
+        claim_step=max(1, batch // 4),
+        helper_wanted=helper_wanted,
+    )
     while True:
-        # Write back whatever finished.
-        done: list[Outcome] = []
-        free = concurrency - in_flight
-        try:
-            block = in_flight > 0 and (
-                stop.is_set()
-                or free < (claim_step if backlog else 1)
-                or time.monotonic() < next_claim
+        _write_back_finished(loop)
+        if loop.stop.is_set():
+            if loop.in_flight == 0:
+                break
+            continue
+        if not _claim_or_wait(loop):
+            break
+    return loop.stats
+
+
+def _write_back_finished(loop: _RunLoop) -> None:
+    """Record what the threads finished; wait a moment if no claim is possible."""
+    done: list[Outcome] = []
+    free = loop.concurrency - loop.in_flight
+    try:
+        block = loop.in_flight > 0 and (
+            loop.stop.is_set()
+            or free < (loop.claim_step if loop.backlog else 1)
+            or time.monotonic() < loop.next_claim
+        )
+        done.append(
+            loop.outcomes.get(timeout=0.05) if block else loop.outcomes.get_nowait()
+        )
+        while True:
+            done.append(loop.outcomes.get_nowait())
+    except queue.Empty:
+        pass
+    if done:
+        loop.in_flight -= len(done)
+        record(loop.number, done)
+        for outcome in done:
+            loop.stats.outcomes[outcome.kind] += 1
+
+
+def _reserve_slots(number: WhatsAppNumber, wanted: int) -> tuple[int, float, str]:
+    """(slots, wait, stamp): up to `wanted` slots; none while Redis is down."""
+    try:
+        return ratelimit.acquire_number_slots(
+            number.phone_number_id, number.throughput, wanted
+        )
+    except redis.RedisError:
+        logger.warning("Rate limiter unavailable; number %s waits", number.pk)
+        return 0, LIMITER_DOWN_DELAY, ""
+
+
+def _release_slots(number: WhatsAppNumber, reserved: tuple[str, int]) -> None:
+    """Give back a reservation the claim found nothing to send with."""
+    try:
+        ratelimit.acquire_number_slots(number.phone_number_id, 0, 0, release=reserved)
+    except redis.RedisError:
+        logger.warning("Unused limiter slots of number %s not given back", number.pk)
+
+
+def _claim_or_wait(loop: _RunLoop) -> bool:
+    """Claim and dispatch a batch if there is room, else wait; False: the run ends."""
+    number_id = loop.number.pk
+    now = time.monotonic()
+    out_of_time = now >= loop.deadline
+    free = loop.concurrency - loop.in_flight
+    if (
+        not out_of_time
+        and free >= (loop.claim_step if loop.backlog and loop.in_flight else 1)
+        and now >= loop.next_claim
+    ):
+        number = loop.number = WhatsAppNumber.objects.get(pk=number_id)
+        if number.sending_paused or not number.is_active:
+            loop.stop.set()
+            return True
+        doorbells.clear_delivery(number_id)
+        # Reserve the number's slots first, so a run at its throughput
+        # claims only what it may send now instead of holding rows
+        # `sending` while its threads wait for the limiter.
+        slots, wait, stamp = _reserve_slots(number, min(free, loop.batch))
+        if not slots:
+            loop.next_claim = now + min(max(wait, 0.01), LIMITER_DOWN_DELAY)
+            return bool(loop.in_flight) or next_due_in(number_id) is not None
+        jobs = claim(number, slots)
+        loop.backlog = len(jobs) == slots
+        if loop.backlog and loop.helper_wanted:
+            # More is due than one batch: a second run (another worker
+            # process, another core) shares the backlog.
+            loop.helper_wanted = False
+            doorbells.ring_delivery(number_id)
+        if jobs:
+            loop.stats.claimed += len(jobs)
+            loop.in_flight += len(jobs)
+            dispatch(
+                number,
+                jobs,
+                loop.outcomes,
+                loop.stop,
+                loop.pool,
+                reserved=(stamp, slots),
             )
-            done.append(outcomes.get(timeout=0.05) if block else outcomes.get_nowait())
-            while True:
-                done.append(outcomes.get_nowait())
-        except queue.Empty:
-            pass
-        if done:
-            in_flight -= len(done)
-            record(number, done)
-            for outcome in done:
-                stats.outcomes[outcome.kind] += 1
-        if stop.is_set():
-            if in_flight == 0:
-                break
-            continue
-        now = time.monotonic()
-        out_of_time = now >= deadline
-        free = concurrency - in_flight
-        if (
-            not out_of_time
-            and free >= (claim_step if backlog and in_flight else 1)
-            and now >= next_claim
-        ):
-            number = WhatsAppNumber.objects.get(pk=number_id)
-            if number.sending_paused or not number.is_active:
-                stop.set()
-                continue
-            _clear_doorbell(number_id)
-            # Reserve the number's slots first, so a run at its throughput
-            # claims only what it may send now instead of holding rows
-            # `sending` while its threads wait for the limiter.
-            try:
-                slots, wait, stamp = ratelimit.acquire_number_slots(
-                    number.phone_number_id, number.throughput, min(free, batch)
-                )
-            except redis.RedisError:
-                logger.warning("Rate limiter unavailable; number %s waits", number_id)
-                slots, wait, stamp = 0, LIMITER_DOWN_DELAY, ""
-            if not slots:
-                next_claim = now + min(max(wait, 0.01), LIMITER_DOWN_DELAY)
-                if in_flight or next_due_in(number_id) is not None:
-                    continue
-                break
-            jobs = claim(number, slots)
-            backlog = len(jobs) == slots
-            if backlog and helper_wanted:
-                # More is due than one batch: a second run (another worker
-                # process, another core) shares the backlog.
-                helper_wanted = False
-                ring(number_id)
-            if jobs:
-                stats.claimed += len(jobs)
-                in_flight += len(jobs)
-                dispatch(number, jobs, outcomes, stop, pool, reserved=(stamp, slots))
-                continue
-            try:
-                ratelimit.acquire_number_slots(
-                    number.phone_number_id, 0, 0, release=(stamp, slots)
-                )
-            except redis.RedisError:
-                logger.warning(
-                    "Unused limiter slots of number %s not given back", number_id
-                )
-            next_claim = now + 0.2
-        if in_flight:
-            continue
-        if out_of_time:
-            if next_due_in(number_id) is not None:
-                ring(number_id)
-            break
-        wait = next_due_in(number_id)
-        if wait is None or wait > IDLE_WAIT:
-            break
-        time.sleep(max(wait, next_claim - time.monotonic(), 0.05))
-    return stats
+            return True
+        _release_slots(number, (stamp, slots))
+        loop.next_claim = now + 0.2
+    if loop.in_flight:
+        return True
+    if out_of_time:
+        if next_due_in(number_id) is not None:
+            doorbells.ring_delivery(number_id)
+        return False
+    wait = next_due_in(number_id)
+    if wait is None or wait > IDLE_WAIT:
+        return False
+    time.sleep(max(wait, loop.next_claim - time.monotonic(), 0.05))
+    return True
 
 
 # --- The sweeper --------------------------------------------------------------------
@@ -775,5 +789,5 @@ def sweep(now=None) -> dict:
         .distinct()
     )
     for number_id in numbers:
-        ring(number_id)
+        doorbells.ring_delivery(number_id)
     return {"expired": len(expired), "rung": len(numbers)}

@@ -1,0 +1,24 @@
+"""What the composer offers: the canned responses an agent may use and the
+templates approved for the conversation's number."""
+
+from django.db.models import Q
+
+from accounts.models import User
+
+from ..models import CannedResponse, Conversation, MessageTemplate
+
+
+def canned_responses(user: User) -> list[CannedResponse]:
+    queryset = CannedResponse.objects.all()
+    if not user.is_staff:
+        queryset = queryset.filter(Q(team__isnull=True) | Q(team__members=user))
+    return list(queryset.distinct())
+
+
+def approved_templates(conversation: Conversation) -> list[MessageTemplate]:
+    return list(
+        MessageTemplate.objects.filter(
+            waba_id=conversation.number.waba_id,
+            status=MessageTemplate.Status.APPROVED,
+        ).order_by("name", "language")
+    )

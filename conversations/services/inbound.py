@@ -1,0 +1,191 @@
+"""A customer's message, stored once: customer, conversation, message, the
+conversation's denormalised fields and the live events, in one transaction.
+"""
+
+import logging
+from datetime import datetime
+
+from django.db import IntegrityError
+from django.utils import timezone
+
+from .. import realtime
+from ..delivery import doorbells
+from ..models import (
+    Conversation,
+    Customer,
+    Message,
+    Reaction,
+    WhatsAppNumber,
+)
+from ..whatsapp import payloads
+from . import consent, customers
+
+logger = logging.getLogger(__name__)
+
+
+class DuplicateMessage(Exception):
+    """The wamid is stored already: Meta redelivered the message."""
+
+
+def receive_message(
+    *,
+    number: WhatsAppNumber,
+    message: payloads.InboundMessage,
+    received_at: datetime | None = None,
+) -> Message | None:
+    """Store a customer's message; return it, or None if it was known already.
+
+    Finds or creates the customer and the conversation, links replies,
+    records a click-to-WhatsApp referral on the conversation, queues media
+    downloads and publishes the live events. Reactions land on the message
+    they react to; system messages re-key the customer as well. A redelivered
+    wamid is ignored by the insert, and the conversation or customer this
+    call opened for it is removed again (a refreshed profile name stays).
+    """
+    at = message.timestamp or received_at or timezone.now()
+    if message.type == "reaction" and message.reaction is not None:
+        if _receive_reaction(number=number, message=message, at=at):
+            return None
+    try:
+        return _store_inbound(number=number, message=message, at=at)
+    except DuplicateMessage:
+        return None
+
+
+def _store_inbound(
+    *, number: WhatsAppNumber, message: payloads.InboundMessage, at: datetime
+) -> Message:
+    # For a known customer writing into an open conversation this is four
+    # statements (customer, conversation, message, conversation's fields),
+    # plus the live events that the batch writes together; a new customer
+    # costs the same. No savepoints: conflicts are absorbed by the inserts.
+    customer, new_customer = customers.customer_for(message)
+    conversation, conversation_event, undo = customers.conversation_for(
+        customer=customer, number=number, at=at, new_customer=new_customer
+    )
+    row = _message_row(message, conversation=conversation, at=at)
+    if not customers.insert_or_ignore(row):
+        if not Message.objects.filter(wamid=message.wamid).exists():
+            raise IntegrityError(f"Message {message.wamid!r} could not be stored")
+        # Stored already (a redelivery): leave no trace of this call.
+        if undo is not None:
+            undo()
+        if new_customer:
+            Customer.objects.filter(pk=customer.pk).delete()
+        raise DuplicateMessage(message.wamid)
+
+    if message.referral is not None:
+        _record_referral(conversation, message.referral)
+        if conversation_event is None:
+            conversation_event = realtime.CONVERSATION_UPDATED
+    if message.system is not None:
+        customers.apply_system_change(customer, message.system)
+
+    customers.touch_conversation(conversation, row, inbound=True)
+    # STOP and the marketing opt-out button (consent.py).
+    consent.opt_out_by_message(customer, row)
+    if conversation_event is not None:
+        realtime.publish(conversation_event, conversation=conversation)
+    realtime.publish(realtime.MESSAGE_CREATED, conversation=conversation, message=row)
+    if row.media_state == Message.MediaState.PENDING:
+        doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)
+    return row
+
+
+def _message_row(
+    message: payloads.InboundMessage, *, conversation: Conversation, at: datetime
+) -> Message:
+    """The Message row of a customer's message (not saved), linked to the
+    message it replies to when that one is stored."""
+    context = message.context
+    reply_to = None
+    if context and context.message_id:
+        reply_to = (
+            Message.objects.filter(
+                wamid=context.message_id,
+                conversation__number_id=conversation.number_id,
+            )
+            .only("pk")
+            .first()
+        )
+    row = Message(
+        conversation=conversation,
+        direction=Message.Direction.INBOUND,
+        type=message.type or "unknown",
+        text=message.text,
+        # Unknown and unsupported types keep the whole message for later.
+        payload=dict(message.payload if message.is_supported else message.raw),
+        wamid=message.wamid,
+        status=Message.Status.RECEIVED,
+        timestamp=at,
+        error=message.error.as_dict() if message.error else None,
+        reply_to=reply_to,
+        context_wamid=context.message_id if context else "",
+        forwarded=bool(context and context.forwarded),
+        frequently_forwarded=bool(context and context.frequently_forwarded),
+        referral=dict(message.referral.raw) if message.referral else None,
+    )
+    media = message.media
+    if media is not None and media.id:
+        row.media_id = media.id
+        row.media_mime_type = media.mime_type
+        row.media_filename = media.filename
+        row.media_state = Message.MediaState.PENDING
+    return row
+
+
+def _record_referral(conversation: Conversation, referral: payloads.Referral) -> None:
+    """The click-to-WhatsApp ad that brought the customer, on the conversation."""
+    conversation.referral = dict(referral.raw)
+    conversation.referral_source_id = referral.source_id[:128]
+    conversation.referral_ctwa_clid = referral.ctwa_clid[:512]
+    conversation.save(
+        update_fields=[
+            "referral",
+            "referral_source_id",
+            "referral_ctwa_clid",
+            "updated_at",
+        ]
+    )
+
+
+def _receive_reaction(
+    *, number: WhatsAppNumber, message: payloads.InboundMessage, at: datetime
+) -> bool:
+    """Put a customer's reaction on its message; False if that message is unknown.
+
+    A missing or empty emoji removes the reaction. A reaction older than the
+    one stored (a late redelivery) changes nothing.
+    """
+    reaction = message.reaction
+    target = (
+        Message.objects.select_for_update()
+        .filter(wamid=reaction.message_id, conversation__number=number)
+        .select_related("conversation")
+        .first()
+    )
+    if target is None:
+        return False
+    current = Reaction.objects.filter(
+        message=target, direction=Message.Direction.INBOUND
+    ).first()
+    if current is not None and current.reacted_at > at:
+        return True
+    if current is not None and (
+        current.emoji == reaction.emoji and current.wamid == message.wamid
+    ):
+        return True
+    if current is None:
+        current = Reaction(message=target, direction=Message.Direction.INBOUND)
+    current.emoji = reaction.emoji
+    current.wamid = message.wamid
+    current.reacted_at = at
+    # The target's row lock serialises reactions on one message.
+    current.save()
+    realtime.publish(
+        realtime.MESSAGE_UPDATED,
+        conversation=target.conversation,
+        message=target,
+        data={"reaction": reaction.emoji},
+    )
+    return True

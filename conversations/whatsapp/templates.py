@@ -1,0 +1,285 @@
+"""Message templates in Meta's shape, in this one place: placeholders, the
+components a send carries, the parameters an agent fills in, and the text a
+template renders to.
+
+The composer's form, the REST API's check and the payload sent to Meta all
+read placeholders through `placeholders()`, so they agree on what a template
+asks for. Pure: a template's stored components in, plain values out.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A placeholder: {{1}} (positional) or {{first_name}} (named), spaces allowed
+# inside the braces. Meta's parameter names are ASCII letters, digits and
+# underscores: anything else between braces ({{prénom}}) is text that Meta
+# shows as written, so it asks for no value here either. A name used twice
+# is one parameter.
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+MEDIA_HEADER_KINDS = frozenset({"image", "video", "document"})
+
+
+class ParametersRefused(ValueError):
+    """The parameters do not fit the template; the text says which part."""
+
+
+def placeholders(text: str) -> list[str]:
+    """The template text's parameters in order of first use, each once."""
+    return list(dict.fromkeys(PLACEHOLDER.findall(text or "")))
+
+
+def components_by_type(template) -> dict[str, dict]:
+    """The template's stored components by their upper-case type."""
+    return {
+        str(component.get("type", "")).upper(): component
+        for component in template.components or []
+    }
+
+
+def parameter_format(template) -> str:
+    """NAMED or POSITIONAL (Meta's default)."""
+    # Meta lists parameter_format next to components; sync_templates keeps it
+    # as a pseudo-component so the model needs no new column.
+    for component in template.components or []:
+        if component.get("type") == "PARAMETER_FORMAT":
+            return str(component.get("value", "POSITIONAL")).upper()
+    return "POSITIONAL"
+
+
+def body_text(template) -> str:
+    return str((components_by_type(template).get("BODY") or {}).get("text", ""))
+
+
+def fields(template) -> dict:
+    """The parameters an agent fills in: the header's, the body's (by name
+    when the template's are named) and the URL buttons' variable endings."""
+    header = None
+    stored = components_by_type(template)
+    if "HEADER" in stored:
+        component = stored["HEADER"]
+        kind = str(component.get("format", "TEXT")).upper()
+        if kind == "TEXT":
+            names = placeholders(str(component.get("text", "")))
+            header = names[0] if names else None
+        else:
+            header = kind.lower()
+    buttons = [
+        {
+            "index": index,
+            "text": str(button.get("text", "")),
+            "url": str(button.get("url", "")),
+        }
+        for index, button in enumerate(_buttons(stored))
+        if str(button.get("type", "")).upper() == "URL"
+        and placeholders(str(button.get("url", "")))
+    ]
+    return {
+        "header": header,
+        "body": placeholders(body_text(template)),
+        "named": parameter_format(template) == "NAMED",
+        "buttons": buttons,
+    }
+
+
+def message_payload(template, components: list[dict]) -> dict:
+    """The `template` object of a send."""
+    return {
+        "name": template.name,
+        "language": {"code": template.language, "policy": "deterministic"},
+        "components": components,
+    }
+
+
+def components(template, parameters: dict) -> list[dict]:
+    """Check a send's parameters against the template; Meta's components[].
+
+    parameters: {"header": "text" | {"image"|"video"|"document": {"link"|"id",
+    "filename"}} | {"location": {...}}, "body": [positional...] |
+    {name: value}, "buttons": [{"index": 0, "type": "url", "text": "..."} |
+    {"index": 1, "type": "quick_reply", "payload": "..."}]}.
+    Raise ParametersRefused saying what does not fit.
+    """
+    stored = components_by_type(template)
+    built = [
+        *_header_component(template, stored.get("HEADER"), parameters.get("header")),
+        *_body_component(template, parameters.get("body")),
+        *_button_components(stored, parameters.get("buttons")),
+    ]
+    return built
+
+
+def _header_component(template, header: dict | None, given) -> list[dict]:
+    if header is None:
+        if given:
+            raise ParametersRefused("header: this template has no header")
+        return []
+    kind = str(header.get("format", "TEXT")).lower()
+    if kind == "text":
+        names = placeholders(header.get("text", ""))
+        if not names:
+            if given:
+                raise ParametersRefused("header: takes no parameter")
+            return []
+        if not isinstance(given, str) or not given:
+            raise ParametersRefused("header: needs 1 text parameter")
+        return [
+            {
+                "type": "header",
+                "parameters": [_text_parameter(template, names[0], given)],
+            }
+        ]
+    media = given.get(kind) if isinstance(given, dict) else None
+    if not isinstance(media, dict):
+        raise ParametersRefused(f"header: needs a {kind} parameter")
+    if kind in MEDIA_HEADER_KINDS:
+        media = _media_header(kind, media)
+    return [{"type": "header", "parameters": [{"type": kind, kind: media}]}]
+
+
+def _media_header(kind: str, media: dict) -> dict:
+    if bool(media.get("id")) == bool(media.get("link")):
+        raise ParametersRefused(
+            f"header: the {kind} needs exactly one of an id or a link"
+        )
+    media = {k: v for k, v in media.items() if k in {"id", "link", "filename"}}
+    if kind != "document":
+        media.pop("filename", None)
+        return media
+    name = media.get("filename") or str(media.get("link", "")).split("?")[0]
+    if media.get("link") and not name.lower().endswith(".pdf"):
+        raise ParametersRefused("header: template documents must be PDFs")
+    return media
+
+
+def _body_component(template, given) -> list[dict]:
+    names = placeholders(body_text(template))
+    given = given or []
+    if template.components and parameter_format(template) == "NAMED":
+        if not isinstance(given, dict):
+            raise ParametersRefused("body: named parameters are needed")
+        missing = sorted(set(names) - set(given))
+        extra = sorted(set(given) - set(names))
+        if missing or extra:
+            raise ParametersRefused(
+                f"body: missing {', '.join(missing) or 'none'}; "
+                f"unknown {', '.join(extra) or 'none'}"
+            )
+        values = [(name, given[name]) for name in names]
+    else:
+        if not isinstance(given, list):
+            raise ParametersRefused("body: a list of positional parameters")
+        if len(given) != len(names):
+            raise ParametersRefused(
+                f"body: {len(names)} parameters expected, {len(given)} given"
+            )
+        values = list(zip(names, given, strict=True))
+    if any(value in (None, "") for _, value in values):
+        raise ParametersRefused("body: parameters may not be empty")
+    if not values:
+        return []
+    return [
+        {
+            "type": "body",
+            "parameters": [
+                _text_parameter(template, name, str(value)) for name, value in values
+            ],
+        }
+    ]
+
+
+def _buttons(stored: dict[str, dict]) -> list[dict]:
+    return (stored.get("BUTTONS") or {}).get("buttons") or []
+
+
+def _button_components(stored: dict[str, dict], given_list) -> list[dict]:
+    buttons = _buttons(stored)
+    given_buttons = {int(b.get("index", -1)): b for b in given_list or []}
+    for index in given_buttons:
+        if not 0 <= index < len(buttons):
+            raise ParametersRefused(f"buttons: there is no button {index}")
+    built = []
+    for index, button in enumerate(buttons):
+        kind = str(button.get("type", "")).upper()
+        given = given_buttons.get(index)
+        if kind == "URL" and placeholders(button.get("url", "")):
+            if not given or not given.get("text"):
+                raise ParametersRefused(f"buttons: button {index} needs its URL suffix")
+            parameter = {"type": "text", "text": str(given["text"])}
+            built.append(_button(index, "url", parameter))
+        elif kind == "QUICK_REPLY" and given and given.get("payload"):
+            parameter = {"type": "payload", "payload": str(given["payload"])}
+            built.append(_button(index, "quick_reply", parameter))
+        elif given and kind not in {"URL", "QUICK_REPLY"}:
+            raise ParametersRefused(f"buttons: button {index} takes no value")
+    return built
+
+
+def _button(index: int, sub_type: str, parameter: dict) -> dict:
+    return {
+        "type": "button",
+        "sub_type": sub_type,
+        "index": str(index),
+        "parameters": [parameter],
+    }
+
+
+def _text_parameter(template, name: str, value: str) -> dict:
+    parameter = {"type": "text", "text": value}
+    if parameter_format(template) == "NAMED":
+        parameter["parameter_name"] = name
+    return parameter
+
+
+def render_text(template, components: list[dict]) -> str:
+    """The body as the customer reads it, with the send's values filled in."""
+    text = body_text(template)
+    given = [
+        parameter.get("text", "")
+        for component in components
+        if component["type"] == "body"
+        for parameter in component.get("parameters", [])
+    ]
+    values = dict(zip(placeholders(text), given, strict=False))
+    # One pass: a value that itself looks like a placeholder stays as written.
+    return PLACEHOLDER.sub(lambda match: values.get(match[1], match[0]), text)
+
+
+def parameters_from_components(sent: list[dict]) -> dict:
+    """Meta's template components[] as the parameters components() checks."""
+    parameters: dict = {}
+    for component in sent:
+        kind = str(component.get("type", "")).lower()
+        given = component.get("parameters") or []
+        if kind == "header" and given:
+            first = given[0] if isinstance(given[0], dict) else {}
+            media = str(first.get("type", ""))
+            parameters["header"] = (
+                first.get("text") if media == "text" else {media: first.get(media)}
+            )
+        elif kind == "body":
+            parameters["body"] = _body_parameters(given)
+        elif kind == "button":
+            first = given[0] if given and isinstance(given[0], dict) else {}
+            sub_type = str(component.get("sub_type", "")).lower()
+            button = {"index": component.get("index"), "type": sub_type}
+            if sub_type == "url":
+                button["text"] = first.get("text")
+            else:
+                button["payload"] = first.get("payload")
+            parameters.setdefault("buttons", []).append(button)
+    return parameters
+
+
+def _body_parameters(given: list) -> list | dict:
+    values = [p if isinstance(p, dict) else {} for p in given]
+    texts = [
+        p.get("text")
+        or (p.get("currency") or p.get("date_time") or {}).get("fallback_value")
+        for p in values
+    ]
+    if any(p.get("parameter_name") for p in values):
+        return {
+            p.get("parameter_name"): text for p, text in zip(values, texts, strict=True)
+        }
+    return texts
