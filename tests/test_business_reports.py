@@ -15,9 +15,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from conversations import reports, services
+from conversations import services
 from conversations.models import Conversation, Message, MessageTemplate, RateCard
-from conversations.selectors import billing
+from conversations.selectors import billing, reports
 from tests.business_support import (  # noqa: F401
     NOTIFY_URL,
     api_client_for,
