@@ -14,9 +14,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from conversations import reports, services
+from conversations import services
 from conversations.models import Conversation, Message, MessageTemplate, RateCard
-from conversations.selectors import billing
+from conversations.selectors import billing, reports
 from tests.fixtures.business import NOTIFY_URL, consent
 from tests.fixtures.outbound import feed_webhooks, wait_for_status
 

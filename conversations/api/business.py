@@ -586,7 +586,7 @@ class NotificationCreate(APIView):
         return _bulk_answer(previous[0].batch_id, previous)
 
     def _send(self, request, data: dict, key: str, digest: str) -> Response:
-        number = self._number(data.get("number"))
+        number = _active_number(data.get("number"))
         team = self._team(data.get("team"), number)
         template = services.notification_template(
             number=number,
@@ -627,19 +627,6 @@ class NotificationCreate(APIView):
             order=order, recipients=recipients
         )
         return _bulk_answer(batch.pk, notifications)
-
-    def _number(self, number_id: int | None) -> WhatsAppNumber:
-        numbers = WhatsAppNumber.objects.filter(is_active=True)
-        number = (
-            numbers.filter(pk=number_id).first()
-            if number_id
-            else numbers.order_by("pk").first()
-        )
-        if number is None:
-            raise ValidationError(
-                {"number": "No such active WhatsApp number."}, code="invalid"
-            )
-        return number
 
     def _team(self, name: str | None, number: WhatsAppNumber) -> Team | None:
         if not name:

@@ -294,31 +294,27 @@ def touch_conversation(
 def apply_system_change(customer: Customer, change: payloads.SystemChange) -> None:
     """Re-key the customer after a number or user-id change; history stays."""
     if change.type == "user_changed_number" and change.new_wa_id:
-        if customer.wa_id == change.new_wa_id:
-            return
-        if Customer.objects.filter(wa_id=change.new_wa_id).exists():
-            logger.warning(
-                "Customer %s changed number to one another customer has",
-                customer.pk,
-            )
-            return
-        customer.wa_id = change.new_wa_id
-        fields = ["wa_id", "updated_at"]
+        fields = {"wa_id": change.new_wa_id}
         if E164_DIGITS.match(change.new_wa_id):
-            customer.phone = f"+{change.new_wa_id}"
-            fields.append("phone")
-        customer.save(update_fields=fields)
+            fields["phone"] = f"+{change.new_wa_id}"
+        _rekey(customer, "wa_id", fields)
     elif change.type == "user_changed_user_id" and change.new_user_id:
-        if customer.user_id == change.new_user_id:
-            return
-        if Customer.objects.filter(user_id=change.new_user_id).exists():
-            logger.warning(
-                "Customer %s changed user id to one another customer has",
-                customer.pk,
-            )
-            return
-        customer.user_id = change.new_user_id
-        customer.save(update_fields=["user_id", "updated_at"])
+        _rekey(customer, "user_id", {"user_id": change.new_user_id})
+
+
+def _rekey(customer: Customer, key: str, fields: dict[str, str]) -> None:
+    """Give the customer a new wa_id or user id (with what follows from it),
+    unless it has it already or another customer holds it."""
+    if getattr(customer, key) == fields[key]:
+        return
+    if Customer.objects.filter(**{key: fields[key]}).exists():
+        logger.warning(
+            "Customer %s changed %s to one another customer has", customer.pk, key
+        )
+        return
+    for name, value in fields.items():
+        setattr(customer, name, value)
+    customer.save(update_fields=[*fields, "updated_at"])
 
 
 @transaction.atomic

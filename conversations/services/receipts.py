@@ -25,13 +25,7 @@ TYPING_KEY = "outbound:typing:{}"
 
 def mark_read(*, conversation: Conversation) -> Message | None:
     """Mark the customer's newest message read (once per batch, not per message)."""
-    newest = (
-        conversation.messages.filter(
-            direction=Message.Direction.INBOUND, wamid__isnull=False
-        )
-        .order_by("-timestamp", "-id")
-        .first()
-    )
+    newest = _newest_from_customer(conversation)
     Conversation.objects.filter(pk=conversation.pk).update(unread_count=0)
     if newest is None:
         return None
@@ -55,13 +49,7 @@ def send_read_receipt(*, message_id: int) -> bool:
 
 def send_typing_indicator(*, conversation: Conversation) -> bool:
     """Show "typing…" to the customer, at most once per 20 s per conversation."""
-    newest = (
-        conversation.messages.filter(
-            direction=Message.Direction.INBOUND, wamid__isnull=False
-        )
-        .order_by("-timestamp", "-id")
-        .first()
-    )
+    newest = _newest_from_customer(conversation)
     if newest is None or not windows.service_window_open(conversation):
         return False
     try:
@@ -83,3 +71,14 @@ def send_typing_indicator(*, conversation: Conversation) -> bool:
 def send_typing(*, message_id: int) -> bool:
     message = Message.objects.select_related("conversation__number").get(pk=message_id)
     return client.send_typing_indicator(message.conversation.number, message.wamid)
+
+
+def _newest_from_customer(conversation: Conversation) -> Message | None:
+    """The customer's newest message that WhatsApp knows (has a wamid)."""
+    return (
+        conversation.messages.filter(
+            direction=Message.Direction.INBOUND, wamid__isnull=False
+        )
+        .order_by("-timestamp", "-id")
+        .first()
+    )

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User, available_time_zones
 
-from .. import reports, services
+from .. import services
 from ..live.rendering import (
     render_fragment,
     render_message,
@@ -27,6 +27,7 @@ from ..live.rendering import (
     render_row,
 )
 from ..models import ConsentRecord, Conversation, Label, Message, MessageTemplate
+from ..selectors import reports
 from ..selectors.composer import canned_responses
 from ..selectors.inbox import InboxCursor, InboxFilter
 from ..selectors.thread import (

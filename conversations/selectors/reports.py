@@ -28,7 +28,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import ExtractHour, TruncDate
 from django.utils import timezone
 
-from .models import Conversation, Message, MessageCharge
+from ..models import Conversation, Message, MessageCharge
 
 PERCENTILE_FUNCTION = "HELPDESK_PERCENTILE"
 
