@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test lint format
+.PHONY: run test test-fast install install-test lint format
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ run: install
 
 test: install-test
 	$(BIN)/python -m helpdesk.launcher test $(PYTEST_ARGS)
+
+# The tests that stay in the pytest process: no browser, no server or process
+# of their own (the markers are described in pyproject.toml).
+test-fast: install
+	$(BIN)/python -m helpdesk.launcher test -m "not browser and not e2e" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -84,7 +84,7 @@ def floor_part(pages: int, rate: float) -> tuple[dict[str, float], float]:
     the live part's browsers need before the helpdesk does anything."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
+    from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -255,7 +255,7 @@ def live_part(
         web_command,
         worker_command,
     )
-    from tests.browser_support import CHROMIUM, CHROMIUM_ARGS
+    from tests.fixtures.browser import CHROMIUM, CHROMIUM_ARGS
 
     recreate_database()
     set_up_agents(agents)

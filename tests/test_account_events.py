@@ -10,7 +10,7 @@ from conversations.models import (
     WebhookEvent,
 )
 from tests.factories import UserFactory
-from tests.inbound_helpers import FIXTURE_WABA_ID, process, store_event
+from tests.fixtures.inbound import FIXTURE_WABA_ID, process, store_event
 
 
 def test_template_status_creates_an_unknown_template(meta_number):

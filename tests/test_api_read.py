@@ -13,7 +13,7 @@ from tests.factories import (
     UserFactory,
     WhatsAppNumberFactory,
 )
-from tests.inbound_helpers import CUSTOMER_WA_ID, process
+from tests.fixtures.inbound import CUSTOMER_WA_ID, process
 
 
 @pytest.fixture

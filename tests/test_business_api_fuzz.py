@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
 """The business endpoints in the OpenAPI schema, fuzzed: no input gives a 5xx.
 
 Schemathesis generates requests from /api/schema/ and calls the Django app
@@ -23,12 +22,8 @@ from rest_framework.authtoken.models import Token
 from conversations import services
 from conversations.models import MessageTemplate
 from tests.factories import CustomerFactory, UserFactory
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-)
+
+pytestmark = pytest.mark.e2e
 
 BUSINESS_PATHS = r"^/api/v1/(notifications|consents|customers/\{id\}/consents|media)"
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
 """Consent API and ledger, signed status callbacks, and the admin's CSV upload."""
 
 import json
@@ -21,7 +20,7 @@ from conversations.models import (
     NotificationBatch,
 )
 from sandbox.testing import webhook_receiver
-from tests.business_support import (  # noqa: F401
+from tests.fixtures.business import (
     ANNA,
     BEN,
     CONSENT_URL,
@@ -29,19 +28,8 @@ from tests.business_support import (  # noqa: F401
     api_client_for,
     boarding_pass,
     consent,
-    shop,
-    shop_api,
-    templates,
 )
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    delivery_worker,
-    feed_webhooks,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    wait_for_status,
-)
+from tests.fixtures.outbound import feed_webhooks, wait_for_status
 
 # --- Consent -----------------------------------------------------------------
 
@@ -133,6 +121,7 @@ def test_an_agent_records_consent_from_the_customer_panel(agent_client, agent, n
     assert "Opted out" in response.content.decode()
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_the_marketing_stop_button_and_131050_opt_out_of_marketing_only(
     shop_api, templates, delivery_worker, graph_sandbox, receiver
@@ -175,6 +164,7 @@ def test_the_marketing_stop_button_and_131050_opt_out_of_marketing_only(
 # --- Callbacks ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_statuses_reach_the_business_signed_and_a_failing_endpoint_backs_off(
     shop_api, templates, delivery_worker, graph_sandbox, receiver, settings
@@ -238,6 +228,7 @@ def test_callback_backoff_grows_and_is_capped(settings):
 # --- Admin -------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_a_csv_upload_sends_per_row_and_shows_progress(
     admin_client, templates, delivery_worker, graph_sandbox, sandbox_number, shop_api

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
 """Attribution and cost from real sandbox traffic, checked against hand counts.
 
 Customers write from two ads and without one; agents reply (opening the free
@@ -18,23 +17,8 @@ from django.urls import reverse
 from conversations import services
 from conversations.models import Conversation, Message, MessageTemplate, RateCard
 from conversations.selectors import billing, reports
-from tests.business_support import (  # noqa: F401
-    NOTIFY_URL,
-    api_client_for,
-    consent,
-    shop,
-    shop_api,
-    templates,
-)
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    delivery_worker,
-    feed_webhooks,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    wait_for_status,
-)
+from tests.fixtures.business import NOTIFY_URL, consent
+from tests.fixtures.outbound import feed_webhooks, wait_for_status
 
 C1, C2, C3, C4 = "4917010000001", "4917010000002", "4917010000003", "4917010000004"
 AD_A = {"source_id": "ad-A", "headline": "Summer flights"}
@@ -58,6 +42,7 @@ def conversation_of(wa_id: str) -> Conversation:
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_ad_and_cost_reports_match_the_hand_count(
     templates,

@@ -19,8 +19,8 @@ from conversations.models import (
 )
 from conversations.services import inbound
 from tests.factories import ConversationFactory, CustomerFactory, MessageFactory
-from tests.inbound_helpers import CUSTOMER_WA_ID, process, store_event
-from tests.payload_fixtures import dump_payload, load_payload, load_payload_json
+from tests.fixtures.inbound import CUSTOMER_WA_ID, process, store_event
+from tests.fixtures.payloads import dump_payload, load_payload, load_payload_json
 
 # The business message the fixtures' replies, reactions and buttons point at.
 OUR_WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA"

@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from conversations import realtime, services
 from conversations.models import Conversation, Customer, LiveEvent, Message
 from tests.factories import ConversationFactory, CustomerFactory, MessageFactory
-from tests.inbound_helpers import process, store_event
-from tests.payload_fixtures import load_payload_json
+from tests.fixtures.inbound import process, store_event
+from tests.fixtures.payloads import load_payload_json
 
 # Event row locked, numbers, customer upsert, conversation, message insert,
 # the conversation's last-message fields, the live events, the event's

@@ -19,13 +19,13 @@ from tests.factories import (
     UserFactory,
     WhatsAppNumberFactory,
 )
-from tests.inbound_helpers import (
+from tests.fixtures.inbound import (
     FIXTURE_DISPLAY_NUMBER,
     FIXTURE_PHONE_NUMBER_ID,
     FIXTURE_WABA_ID,
     process,
 )
-from tests.payload_fixtures import load_payload_json
+from tests.fixtures.payloads import load_payload_json
 
 TOKEN = "media-test-token"  # noqa: S105
 PNG = base64.b64decode(
@@ -83,6 +83,7 @@ def b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+@pytest.mark.e2e
 def test_image_is_downloaded_checked_and_stored(sandbox, media_number):
     media_id = upload(sandbox, PNG, "image/png")
     message = receive("image", media_id, b64(PNG), mime_type="image/png")
@@ -100,6 +101,7 @@ def test_image_is_downloaded_checked_and_stored(sandbox, media_number):
     assert any(path.endswith(f"/{media_id}") for path in requests_seen)
 
 
+@pytest.mark.e2e
 def test_a_hex_sha256_is_accepted_too(sandbox, media_number):
     media_id = upload(sandbox, PDF, "application/pdf")
     message = receive("document", media_id, hashlib.sha256(PDF).hexdigest())
@@ -111,6 +113,7 @@ def test_a_hex_sha256_is_accepted_too(sandbox, media_number):
     assert message.media_filename == "invoice-4711.pdf"
 
 
+@pytest.mark.e2e
 def test_a_bad_hash_marks_the_media_failed(sandbox, media_number):
     media_id = upload(sandbox, PNG, "image/png")
     message = receive("image", media_id, b64(b"something else"))
@@ -123,6 +126,7 @@ def test_a_bad_hash_marks_the_media_failed(sandbox, media_number):
     assert not message.media_file
 
 
+@pytest.mark.e2e
 def test_an_oversized_file_is_refused(sandbox, media_number):
     too_big = b"RIFF" + bytes(100 * 1024)  # a static sticker may have 100 KB
     media_id = upload(sandbox, too_big, "image/webp")
@@ -135,6 +139,7 @@ def test_an_oversized_file_is_refused(sandbox, media_number):
     assert "Too large" in message.error["media"]
 
 
+@pytest.mark.e2e
 def test_an_expired_url_is_fetched_again_once(sandbox, media_number, monkeypatch):
     media_id = upload(sandbox, PNG, "image/png")
     message = receive("image", media_id, b64(PNG))
@@ -156,6 +161,7 @@ def test_an_expired_url_is_fetched_again_once(sandbox, media_number, monkeypatch
     assert message.media_state == Message.MediaState.STORED
 
 
+@pytest.mark.e2e
 def test_an_unknown_media_id_fails_for_good(sandbox, media_number):
     message = receive("image", "1234567890", b64(PNG))
 

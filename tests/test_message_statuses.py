@@ -11,8 +11,8 @@ from conversations import realtime, services
 from conversations.models import LiveEvent, Message, ParkedStatus, WebhookEvent
 from conversations.tasks import sweep_webhook_events
 from tests.factories import ConversationFactory, MessageFactory
-from tests.inbound_helpers import process
-from tests.payload_fixtures import load_payload_json
+from tests.fixtures.inbound import process
+from tests.fixtures.payloads import load_payload_json
 
 # The wamid of the status fixtures.
 WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBJEQUI4QUNCMjU0RTdBN0Y0QzAA"

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
 """POST /api/v1/media/: a notification's header document uploaded to Meta,
 then sent by its media id with its file name."""
 
@@ -7,24 +6,8 @@ import requests
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from conversations.models import Message
-from tests.business_support import (  # noqa: F401
-    ANNA,
-    NOTIFY_URL,
-    api_client_for,
-    consent,
-    shop,
-    shop_api,
-    templates,
-)
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    delivery_worker,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends,
-    wait_for_status,
-)
+from tests.fixtures.business import ANNA, NOTIFY_URL, api_client_for, consent
+from tests.fixtures.outbound import sends, wait_for_status
 
 MEDIA_URL = "/api/v1/media/"
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n"
@@ -38,6 +21,7 @@ def upload(api, data=PDF, name="boarding-pass.pdf", content_type="application/pd
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_an_uploaded_pdf_is_sent_as_the_document_header_by_id_and_file_name(
     shop_api, templates, sandbox_number, delivery_worker, graph_sandbox
@@ -87,6 +71,7 @@ def test_an_uploaded_pdf_is_sent_as_the_document_header_by_id_and_file_name(
     }
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_uploads_meta_would_refuse_never_leave(
     shop_api, templates, sandbox_number, graph_sandbox, agent

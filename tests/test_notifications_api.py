@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
 """POST /api/v1/notifications/: refusals, idempotency, bulk sends, documents,
 STOP, and the customer's reply landing with the notification's team."""
 
@@ -8,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from conversations import services
 from conversations.models import ConsentRecord, Conversation, Message, Notification
 from sandbox.testing import wait_until
-from tests.business_support import (  # noqa: F401
+from tests.fixtures.business import (
     ANNA,
     BEN,
     NOTIFY_URL,
@@ -16,21 +15,10 @@ from tests.business_support import (  # noqa: F401
     boarding_pass,
     consent,
     notification,
-    shop,
-    shop_api,
-    templates,
-    travel_desk,
 )
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    delivery_worker,
-    feed_webhooks,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends,
-    wait_for_status,
-)
+from tests.fixtures.outbound import feed_webhooks, sends, wait_for_status
+
+pytestmark = pytest.mark.e2e
 
 
 def post(api, body, key=None):

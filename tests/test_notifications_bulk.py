@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.*_support
 """A bulk POST /api/v1/notifications/ takes the set-based path: the same
 per-recipient results as one send each, in a number of queries that does not
 grow with the recipients, and every accepted message reaches the sandbox."""
@@ -14,21 +13,10 @@ from conversations.models import (
     Notification,
 )
 from sandbox.testing import wait_until
-from tests.business_support import (  # noqa: F401
-    NOTIFY_URL,
-    boarding_pass,
-    shop,
-    shop_api,
-    templates,
-)
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    delivery_worker,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends,
-)
+from tests.fixtures.business import NOTIFY_URL, boarding_pass
+from tests.fixtures.outbound import sends
+
+pytestmark = pytest.mark.e2e
 
 
 def phone(index: int) -> str:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """Admin actions on numbers: see why sending is paused, resume it, sync templates."""
 
 import pytest
@@ -6,16 +5,7 @@ from django.urls import reverse
 
 from conversations import services
 from conversations.models import Message, MessageTemplate, WhatsAppNumber
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    conversation,
-    delivery_worker,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends_for,
-    wait_for_status,
-)
+from tests.fixtures.outbound import sends_for, wait_for_status
 
 CHANGELIST = reverse("admin:conversations_whatsappnumber_changelist")
 
@@ -39,6 +29,7 @@ def test_the_number_list_shows_paused_numbers_with_their_reason(admin_client, nu
     assert number.display_phone_number in paused_only.content.decode()
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
 def test_resuming_a_paused_number_sends_what_waited(
     admin_client, graph_sandbox, conversation, delivery_worker
@@ -62,6 +53,7 @@ def test_resuming_a_paused_number_sends_what_waited(
     assert len(sends_for(graph_sandbox, message)) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_sync_templates_now_mirrors_the_numbers_templates(
     admin_client, graph_sandbox, sandbox_number

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """POST /api/v1/conversations/{id}/messages/: every reply type reaches the
 sandbox as Meta's body; every refusal answers its code and sends nothing."""
 
@@ -17,15 +16,8 @@ from tests.factories import (
     TeamFactory,
     WhatsAppNumberFactory,
 )
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (
     CUSTOMER,
-    clean_redis,
-    conversation,
-    delivery_worker,
-    graph_sandbox,
-    open_conversation,
-    receiver,
-    sandbox_number,
     sends,
     sends_for,
     wait_for_status,
@@ -78,6 +70,7 @@ def only_this_reaches_the_sandbox(api, sandbox, conversation):
 # --- Accepted ---------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_text_reply_is_201_with_the_message_as_get_shows_it_then_sent(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -106,6 +99,7 @@ def test_a_text_reply_is_201_with_the_message_as_get_shows_it_then_sent(
     }
 
 
+@pytest.mark.e2e
 def test_media_by_link_or_id_with_caption_filename_and_a_quote(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -144,6 +138,7 @@ def test_media_by_link_or_id_with_caption_filename_and_a_quote(
         }
 
 
+@pytest.mark.e2e
 def test_an_uploaded_file_goes_to_meta_first_then_is_sent_by_its_id(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -167,6 +162,7 @@ def test_an_uploaded_file_goes_to_meta_first_then_is_sent_by_its_id(
     assert message.media_file.read() == b"%PDF-1.4 terms"
 
 
+@pytest.mark.e2e
 def test_an_upload_meta_refuses_is_a_502_and_queues_nothing(
     api, graph_sandbox, conversation
 ):
@@ -179,6 +175,7 @@ def test_an_upload_meta_refuses_is_a_502_and_queues_nothing(
     assert not Message.objects.filter(direction="outbound").exists()
 
 
+@pytest.mark.e2e
 def test_templates_by_name_with_parameters_or_by_id_with_components(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -216,6 +213,7 @@ def test_templates_by_name_with_parameters_or_by_id_with_components(
     assert sent_body(graph_sandbox, by_id)["template"]["components"] == expected
 
 
+@pytest.mark.e2e
 def test_a_reaction_is_sent_and_an_empty_emoji_removes_it(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -244,6 +242,7 @@ def test_a_reaction_is_sent_and_an_empty_emoji_removes_it(
     assert Reaction.objects.get(message=customer_message).emoji == ""
 
 
+@pytest.mark.e2e
 def test_location_contacts_and_interactive_keep_metas_shapes(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -274,6 +273,7 @@ def test_location_contacts_and_interactive_keep_metas_shapes(
 # --- Refused ----------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_free_form_outside_the_window_is_409_with_the_approved_templates(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -316,6 +316,7 @@ def post_file(api, conversation):
     )
 
 
+@pytest.mark.e2e
 def test_template_refusals_are_422_with_their_codes(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -344,6 +345,7 @@ def test_template_refusals_are_422_with_their_codes(
     only_this_reaches_the_sandbox(api, graph_sandbox, conversation)
 
 
+@pytest.mark.e2e
 def test_a_paused_number_refuses_with_its_reason_until_resumed(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -364,6 +366,7 @@ def test_a_paused_number_refuses_with_its_reason_until_resumed(
     only_this_reaches_the_sandbox(api, graph_sandbox, conversation)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("body", "code"),
     [
@@ -412,6 +415,7 @@ def test_bad_input_is_400_with_a_code(
     only_this_reaches_the_sandbox(api, graph_sandbox, conversation)
 
 
+@pytest.mark.e2e
 def test_a_reply_to_a_message_of_another_conversation_is_refused(
     api, graph_sandbox, conversation, delivery_worker
 ):
@@ -431,6 +435,7 @@ def test_a_reply_to_a_message_of_another_conversation_is_refused(
     only_this_reaches_the_sandbox(api, graph_sandbox, conversation)
 
 
+@pytest.mark.e2e
 def test_another_teams_conversation_is_404(api, graph_sandbox, sandbox_number):
     foreign_number = WhatsAppNumberFactory()
     foreign_number.teams.add(TeamFactory(name="Elsewhere"))

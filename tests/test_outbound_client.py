@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """The Graph API client against the sandbox: bodies, answers and typed errors."""
 
 import hashlib
@@ -6,18 +5,13 @@ import hashlib
 import pytest
 
 from conversations.whatsapp import client
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends,
-)
+from tests.fixtures.outbound import sends
 
 CUSTOMER = "4917012345678"
 PDF = b"%PDF-1.4 boarding pass"
 
 
+@pytest.mark.e2e
 def test_a_text_send_posts_metas_body_and_returns_the_wamid(
     graph_sandbox, sandbox_number
 ):
@@ -44,6 +38,7 @@ def test_a_text_send_posts_metas_body_and_returns_the_wamid(
     }
 
 
+@pytest.mark.e2e
 def test_a_meta_error_becomes_a_typed_error_with_every_field(
     graph_sandbox, sandbox_number
 ):
@@ -61,6 +56,7 @@ def test_a_meta_error_becomes_a_typed_error_with_every_field(
     assert error.as_dict()["code"] == 131056
 
 
+@pytest.mark.e2e
 def test_a_closed_window_is_a_permanent_error(graph_sandbox, sandbox_number):
     with pytest.raises(client.GraphAPIError) as caught:
         client.send_text(sandbox_number, f"+{CUSTOMER}", "Hi")
@@ -68,6 +64,7 @@ def test_a_closed_window_is_a_permanent_error(graph_sandbox, sandbox_number):
     assert not caught.value.retryable
 
 
+@pytest.mark.e2e
 def test_a_bad_token_stops_the_number(graph_sandbox, sandbox_number):
     sandbox_number.access_token = "expired"  # noqa: S105
     with pytest.raises(client.GraphAPIError) as caught:
@@ -77,6 +74,7 @@ def test_a_bad_token_stops_the_number(graph_sandbox, sandbox_number):
     assert caught.value.stops_number
 
 
+@pytest.mark.e2e
 def test_server_errors_are_retryable(graph_sandbox, sandbox_number):
     graph_sandbox.control.open_window(CUSTOMER)
     graph_sandbox.control.set_faults(server_error_next=1)
@@ -85,6 +83,7 @@ def test_server_errors_are_retryable(graph_sandbox, sandbox_number):
     assert caught.value.retryable
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["hang", "drop"])
 def test_no_answer_after_the_request_went_out_is_accepted_but_unknown(
     graph_sandbox, sandbox_number, settings, mode
@@ -99,6 +98,7 @@ def test_no_answer_after_the_request_went_out_is_accepted_but_unknown(
     assert len(graph_sandbox.control.messages(CUSTOMER)) == 1
 
 
+@pytest.mark.e2e
 def test_an_unreachable_host_is_a_connection_failure_before_sending(
     sandbox_number, settings
 ):
@@ -109,6 +109,7 @@ def test_an_unreachable_host_is_a_connection_failure_before_sending(
     assert caught.value.retryable
 
 
+@pytest.mark.e2e
 def test_upload_retrieve_and_download_media(graph_sandbox, sandbox_number):
     media_id = client.upload_media(
         sandbox_number, PDF, "application/pdf", "pass.pdf", kind="document"
@@ -130,12 +131,14 @@ def test_media_checks_refuse_what_meta_refuses():
     client.check_media("document", "application/pdf", 10)
 
 
+@pytest.mark.e2e
 def test_list_templates_follows_the_pages(graph_sandbox, sandbox_number):
     names = [t["name"] for t in client.list_templates(sandbox_number, limit=2)]
     assert len(names) == len(set(names)) >= 6
     assert "order_shipped" in names
 
 
+@pytest.mark.e2e
 def test_mark_read_of_an_unknown_message_is_refused(graph_sandbox, sandbox_number):
     with pytest.raises(client.GraphAPIError) as caught:
         client.mark_read(sandbox_number, "wamid.unknown")

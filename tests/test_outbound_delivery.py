@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """Outbound delivery end to end: services queue rows, a real worker sends them
 to the sandbox, and the sandbox's status webhooks come back through inbound."""
 
@@ -18,22 +17,16 @@ from conversations.models import AccountNotice, LiveEvent, Message, MessageTempl
 from helpdesk.processes import in_this_python, worker_command
 from sandbox.testing import wait_until
 from tests.factories import MessageFactory
-from tests.outbound_support import (  # noqa: F401
+from tests.fixtures.outbound import (
     CUSTOMER,
-    clean_redis,
-    conversation,
-    delivery_worker,
     feed_webhooks,
-    graph_sandbox,
     open_conversation,
-    receiver,
-    sandbox_number,
     sends,
     sends_for,
     wait_for_status,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 def reply(conversation, text="Hello"):

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """Templates (sync, parameter checks) and the windows at their boundaries."""
 
 from datetime import UTC, datetime, timedelta
@@ -9,14 +8,7 @@ from django.core.management import call_command
 from conversations import services
 from conversations.models import Conversation, MessageTemplate
 from conversations.rules import windows
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    conversation,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends,
-)
+from tests.fixtures.outbound import sends
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -46,6 +38,7 @@ def test_free_entry_point_opens_on_a_reply_to_an_ad_and_lasts_72_hours():
     assert not windows.opens_free_entry_point(ad, T0 + timedelta(hours=1))
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_a_reply_within_24_hours_of_an_ad_opens_the_free_entry_point(
     conversation,
@@ -61,6 +54,7 @@ def test_a_reply_within_24_hours_of_an_ad_opens_the_free_entry_point(
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_sync_templates_follows_pages_and_keeps_status(graph_sandbox, sandbox_number):
     call_command("sync_templates", phone_number_id=sandbox_number.phone_number_id)
@@ -70,6 +64,7 @@ def test_sync_templates_follows_pages_and_keeps_status(graph_sandbox, sandbox_nu
     assert templates["win_back"].status == "PAUSED"
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_template_parameters_are_checked_and_built(graph_sandbox, conversation):
     services.sync_templates(number=conversation.number)
@@ -138,6 +133,7 @@ def test_template_parameters_are_checked_and_built(graph_sandbox, conversation):
         )
 
 
+@pytest.mark.e2e
 @pytest.mark.django_db
 def test_limits_are_refused_before_any_request(graph_sandbox, conversation):
     with pytest.raises(services.OutboundError, match="4096"):

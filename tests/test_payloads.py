@@ -29,7 +29,7 @@ from conversations.whatsapp.payloads import (
     summarize_message,
     verify_signature,
 )
-from tests.payload_fixtures import (
+from tests.fixtures.payloads import (
     dump_payload,
     load_payload,
     load_payload_json,

@@ -13,7 +13,9 @@ from channels.layers import channel_layers
 from conversations import realtime
 from conversations.models import LiveEvent
 from sandbox.testing import wait_until
-from tests.webhook_server import RedisServer
+from tests.fixtures.webhook_server import RedisServer
+
+pytestmark = pytest.mark.e2e
 
 
 def layer_settings(url: str) -> dict:

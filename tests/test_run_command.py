@@ -101,6 +101,7 @@ def running_helpdesk(tmp_path):
                 process.wait()
 
 
+@pytest.mark.e2e
 def test_run_starts_everything_and_the_demo_agent_logs_in(running_helpdesk):
     process, output, http_port, sandbox_port = running_helpdesk
     password = output.wait_for(r"with password '([^']+)'", 90).group(1)
@@ -136,13 +137,14 @@ def test_run_starts_everything_and_the_demo_agent_logs_in(running_helpdesk):
     assert not port_open(sandbox_port)
 
 
+@pytest.mark.browser
 def test_a_newcomer_says_hello_from_the_sandbox_phone_and_gets_an_answer(
     running_helpdesk,
 ):
     """The walkthrough of the README, in a browser: phone → inbox → phone."""
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.browser_support import launch_chromium, log_in
+    from tests.fixtures.browser import launch_chromium, log_in
 
     _, output, http_port, sandbox_port = running_helpdesk
     password = output.wait_for(r"with password '([^']+)'", 90).group(1)

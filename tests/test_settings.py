@@ -74,12 +74,14 @@ def test_lists_are_comma_separated_and_trimmed(monkeypatch):
     assert env_list("SOME_LIST", []) == ["a.example.com", "b.example.com"]
 
 
+@pytest.mark.e2e
 def test_production_settings_pass_the_deployment_checks():
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
+@pytest.mark.e2e
 def test_debug_off_without_a_secret_key_refuses_to_start():
     env = {key: value for key, value in PRODUCTION.items() if key != "SECRET_KEY"}
     result = manage("check", env=env)
@@ -87,6 +89,7 @@ def test_debug_off_without_a_secret_key_refuses_to_start():
     assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
 
 
+@pytest.mark.e2e
 def test_the_database_and_graph_api_come_from_the_environment():
     code = (
         "from django.conf import settings as s;"

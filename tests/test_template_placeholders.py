@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """A template's placeholders mean the same everywhere: the fields the
 workspace's template picker shows, what the REST API checks, and the
 components the send carries to Meta (the sandbox) and the text it shows."""
@@ -13,18 +12,9 @@ from rest_framework.authtoken.models import Token
 
 from conversations import services
 from conversations.models import Conversation, Message, MessageTemplate
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    conversation,
-    delivery_worker,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends_for,
-    wait_for_status,
-)
+from tests.fixtures.outbound import sends_for, wait_for_status
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 CASES = {
     "positional": {

@@ -17,7 +17,7 @@ from helpdesk.launcher import free_port
 from helpdesk.processes import daphne_command, in_this_python
 from sandbox.testing import wait_until
 from tests.factories import MetaAppFactory
-from tests.webhook_server import (
+from tests.fixtures.webhook_server import (
     BASE_DIR,
     PATH,
     RedisServer,
@@ -29,7 +29,7 @@ from tests.webhook_server import (
     text_message_body,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

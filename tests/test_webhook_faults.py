@@ -11,7 +11,7 @@ from conversations.models import Message, WebhookEvent
 from conversations.whatsapp.webhooks import celery_message
 from sandbox.testing import wait_until
 from tests.factories import MetaAppFactory, WhatsAppNumberFactory
-from tests.webhook_server import (
+from tests.fixtures.webhook_server import (
     RedisServer,
     celery_worker,
     serving,
@@ -19,7 +19,7 @@ from tests.webhook_server import (
     text_message_body,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 SWEEP_TASK = "conversations.tasks.sweep_webhook_events"
 PER_PHASE = 20

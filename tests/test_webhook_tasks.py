@@ -9,7 +9,7 @@ from django.utils import timezone
 from conversations import services, tasks
 from conversations.models import Message, WebhookEvent
 from conversations.services import inbound
-from tests.inbound_helpers import store_event
+from tests.fixtures.inbound import store_event
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from conversations.models import Conversation, MessageTemplate
 from conversations.selectors.inbox import INBOX_PAGE_SIZE
 from sandbox.config import Number
 from sandbox.testing import running_sandbox, wait_until
-from tests.browser_support import launch_chromium, live_helpdesk, log_in
 from tests.factories import (
     ConversationFactory,
     CustomerFactory,
@@ -28,11 +27,13 @@ from tests.factories import (
     UserFactory,
     WhatsAppNumberFactory,
 )
+from tests.fixtures.browser import launch_chromium, live_helpdesk, log_in
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(
         not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"
     ),

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - fixtures are imported from tests.outbound_support
 """What agents send from the workspace's composer, against the sandbox's Graph
 API: attachments kept and shown like a customer's, refused uploads shown in
 the composer, and templates with named parameters and URL buttons."""
@@ -13,18 +12,9 @@ from django.utils import timezone
 from conversations import realtime, services
 from conversations.live import cache
 from conversations.models import Conversation, LiveEvent, Message, MessageTemplate
-from tests.outbound_support import (  # noqa: F401
-    clean_redis,
-    conversation,
-    delivery_worker,
-    graph_sandbox,
-    receiver,
-    sandbox_number,
-    sends_for,
-    wait_for_status,
-)
+from tests.fixtures.outbound import sends_for, wait_for_status
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4 " + b"x" * 3000

@@ -10,7 +10,6 @@ from django.db import connections
 from django.utils import timezone
 
 from conversations.models import Conversation, Label, Message
-from tests.browser_support import launch_chromium, live_helpdesk, log_in
 from tests.factories import (
     ConversationFactory,
     MessageFactory,
@@ -18,11 +17,13 @@ from tests.factories import (
     UserFactory,
     WhatsAppNumberFactory,
 )
+from tests.fixtures.browser import launch_chromium, live_helpdesk, log_in
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 pytestmark = [
+    pytest.mark.browser,
     pytest.mark.skipif(
         not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"
     ),

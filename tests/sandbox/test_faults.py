@@ -7,9 +7,11 @@ import pytest
 import requests
 
 from sandbox.testing import wait_until
+from tests.fixtures.sandbox import CUSTOMER
 
-from .conftest import CUSTOMER
 from .test_webhooks import statuses_for
+
+pytestmark = pytest.mark.e2e
 
 
 def test_server_errors_for_the_next_sends(sandbox, graph, open_window):

@@ -1,8 +1,11 @@
 """The sandbox rejects what Meta rejects, with Meta's codes and error shape."""
 
+import pytest
 import requests
 
-from .conftest import CUSTOMER
+from tests.fixtures.sandbox import CUSTOMER
+
+pytestmark = pytest.mark.e2e
 
 
 def assert_meta_error(response, http_status: int, code: int, subcode=None) -> dict:

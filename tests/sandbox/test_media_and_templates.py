@@ -2,10 +2,14 @@
 
 import hashlib
 
+import pytest
 import requests
 
-from .conftest import CUSTOMER
+from tests.fixtures.sandbox import CUSTOMER
+
 from .test_graph_errors import assert_meta_error
+
+pytestmark = pytest.mark.e2e
 
 PDF = b"%PDF-1.4 boarding pass"
 

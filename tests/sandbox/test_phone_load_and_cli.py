@@ -5,16 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from sandbox.config import DEMO_NUMBER
 from sandbox.load import parse_mix, run_load
-
-from .conftest import CUSTOMER
+from tests.fixtures.sandbox import CUSTOMER
 
 STATIC = Path(__file__).resolve().parents[2] / "sandbox" / "static"
 
 
+@pytest.mark.e2e
 def test_phone_page_is_marked_and_labelled(sandbox):
     page = requests.get(f"{sandbox.base_url}/")
     assert page.status_code == 200
@@ -37,6 +38,7 @@ def test_phone_script_never_writes_html():
     assert "insertAdjacentHTML" not in script
 
 
+@pytest.mark.e2e
 def test_event_feed_shows_both_sides_and_ticks(sandbox, graph):
     sandbox.control.customer_message(CUSTOMER, type="text", text="Hi")
     graph.text("Hello, how can I help?")
@@ -53,6 +55,7 @@ def test_event_feed_shows_both_sides_and_ticks(sandbox, graph):
     assert kinds.count("status") == 3
 
 
+@pytest.mark.e2e
 def test_phone_upload_then_send_an_image(sandbox, receiver):
     uploaded = requests.post(
         f"{sandbox.base_url}/_sandbox/media",
@@ -80,6 +83,7 @@ def test_parse_mix_rejects_unknown_types():
         raise AssertionError("an unknown type was accepted")
 
 
+@pytest.mark.e2e
 async def test_load_sends_signed_traffic_at_the_rate(receiver):
     report = await run_load(
         webhook_url=receiver.url,
@@ -108,6 +112,7 @@ async def test_load_sends_signed_traffic_at_the_rate(receiver):
     assert len(wamids) == report["sent"] - report["by_type"].get("status", 0)
 
 
+@pytest.mark.e2e
 def test_load_registers_media_and_windows_in_a_sandbox(sandbox, receiver, graph):
     from sandbox.load import main
 
@@ -135,6 +140,7 @@ def test_load_registers_media_and_windows_in_a_sandbox(sandbox, receiver, graph)
     assert graph.text(to="+4917000000000").status_code == 200
 
 
+@pytest.mark.e2e
 def test_command_line_prints_its_address_and_serves(tmp_path):
     config = tmp_path / "sandbox.json"
     config.write_text(json.dumps({"status_delays": {"read": None}}))

@@ -4,7 +4,9 @@ import re
 
 import pytest
 
-from .conftest import CUSTOMER
+from tests.fixtures.sandbox import CUSTOMER
+
+pytestmark = pytest.mark.e2e
 
 WAMID = re.compile(r"^wamid\.[A-Za-z0-9+/=_-]+$")
 LINK = "https://example.com/files/"

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from sandbox.testing import wait_until
+from tests.fixtures.sandbox import CUSTOMER
 
-from .conftest import CUSTOMER
+pytestmark = pytest.mark.e2e
 
 
 def statuses_for(receiver, wamid: str) -> list[dict]:

@@ -1,0 +1,11 @@
+"""The tests' fixtures, registered for the whole suite. pytest reads
+pytest_plugins only from the rootdir's conftest, so the list lives here and
+the fixtures in tests/fixtures/."""
+
+pytest_plugins = [
+    "tests.fixtures.helpdesk",
+    # Before outbound, which builds on its receiver and constants.
+    "tests.fixtures.sandbox",
+    "tests.fixtures.outbound",
+    "tests.fixtures.business",
+]
