@@ -14,6 +14,17 @@ E164_VALIDATOR = RegexValidator(
 )
 
 
+# The permission to see every number's conversations (what admins see);
+# everyone else sees the numbers of their teams. Superusers hold every
+# permission; staff status alone grants nothing here.
+VIEW_ALL_NUMBERS = "conversations.view_all_numbers"
+
+
+def sees_every_number(user) -> bool:
+    """Whether a user may see every number's conversations, customers and teams."""
+    return user.has_perm(VIEW_ALL_NUMBERS)
+
+
 def mask_secret(value: str) -> str:
     """Show enough of a secret to recognise it, never enough to use it."""
     if not value:
@@ -60,8 +71,9 @@ class MetaApp(models.Model):
 
 class WhatsAppNumberQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """The numbers (inboxes) a user may see: all for admins, else their teams'."""
-        if user.is_superuser or user.is_staff:
+        """The numbers (inboxes) a user may see: all with VIEW_ALL_NUMBERS,
+        else their teams'."""
+        if sees_every_number(user):
             return self
         return self.filter(teams__members=user).distinct()
 
@@ -111,6 +123,9 @@ class WhatsAppNumber(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "WhatsApp number"
+        permissions = [
+            ("view_all_numbers", "Can see every number's conversations"),
+        ]
 
     def __str__(self):
         return f"{self.name} ({self.display_phone_number})"
@@ -122,11 +137,11 @@ class WhatsAppNumber(models.Model):
 
 class CustomerQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """Customers a user may see: admins all; agents those with a
+        """Customers a user may see: all with VIEW_ALL_NUMBERS; others those with a
         conversation on one of their numbers, and those with none yet (e.g.
         recorded through the consent API), which belong to no team.
         """
-        if user.is_superuser or user.is_staff:
+        if sees_every_number(user):
             return self
         numbers = WhatsAppNumber.objects.visible_to(user).values("pk")
         return self.filter(
@@ -257,8 +272,8 @@ class Label(models.Model):
 
 class ConversationQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """Conversations of the numbers a user may see (admins see all)."""
-        if user.is_superuser or user.is_staff:
+        """Conversations of the numbers a user may see (WhatsAppNumber.visible_to)."""
+        if sees_every_number(user):
             return self
         return self.filter(number__teams__members=user).distinct()
 
@@ -804,7 +819,8 @@ class CannedResponse(models.Model):
     text = models.TextField(
         help_text="Variables: {customer_name}, {agent_name}, {number_name}"
     )
-    # Empty: every agent sees it; else only the team's agents (and admins).
+    # Empty: every agent sees it; else only the team's agents (and those
+    # who see every number).
     team = models.ForeignKey(
         "accounts.Team",
         on_delete=models.CASCADE,

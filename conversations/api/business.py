@@ -34,6 +34,7 @@ from conversations.models import (
     Customer,
     Notification,
     WhatsAppNumber,
+    sees_every_number,
 )
 from conversations.whatsapp import client
 
@@ -651,7 +652,7 @@ class NotificationDetail(APIView):
 
     def get(self, request, pk: int):
         notifications = Notification.objects.select_related("message")
-        if not request.user.is_staff:
+        if not sees_every_number(request.user):
             notifications = notifications.filter(created_by=request.user)
         notification = get_object_or_404(notifications, pk=pk)
         return Response(services.notification_payload(notification))

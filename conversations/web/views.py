@@ -494,7 +494,7 @@ REPORT_CHARTS = [
 
 
 def _may_see_reports(user) -> bool:
-    return user.is_staff or user.has_perm("conversations.view_reports")
+    return user.has_perm("conversations.view_reports")
 
 
 def _report_tables(request: HttpRequest) -> tuple[dict, int]:
