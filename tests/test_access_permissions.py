@@ -12,6 +12,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
+from conversations import services
 from conversations.models import CannedResponse, Message, Notification
 from tests.factories import (
     ConversationFactory,
@@ -178,3 +179,94 @@ def test_upgrading_grants_staff_what_staff_status_used_to_show():
         "old-root": set(),  # superusers hold every permission already
     }
     assert User.objects.get(pk=staff.pk).has_perm("conversations.view_all_numbers")
+
+
+# --- Assigning: a guessed id reveals nobody --------------------------------------
+
+
+@pytest.fixture
+def strangers(db):
+    """Another team, on another number, with a member."""
+    team = TeamFactory(name="Secret Ops")
+    WhatsAppNumberFactory().teams.add(team)
+    member = UserFactory(username="zed", display_name="Zora Hidden")
+    member.teams.add(team)
+    return {"team": team, "member": member}
+
+
+def test_the_api_answers_another_teams_agent_or_team_as_an_unknown_id(
+    client, agent, number, strangers
+):
+    conversation = ConversationFactory(number=number)
+    api = token_client(client, agent)
+
+    def patch(body):
+        return api.patch(
+            f"/api/v1/conversations/{conversation.pk}/",
+            body,
+            content_type="application/json",
+        )
+
+    for field, foreign, word in (
+        ("assignee", strangers["member"].pk, "Zora"),
+        ("team", strangers["team"].pk, "Secret"),
+    ):
+        refused, unknown = patch({field: foreign}), patch({field: 999999})
+        assert refused.status_code == unknown.status_code == 400
+        assert refused.json() == unknown.json()
+        assert refused.json()["code"] == f"{field}_not_allowed"
+        assert word not in refused.content.decode()
+    conversation.refresh_from_db()
+    assert conversation.assignee is None and conversation.team is None
+
+
+def test_the_workspace_answers_another_teams_agent_as_an_unknown_id(
+    agent_client, number, strangers
+):
+    conversation = ConversationFactory(number=number)
+    url = reverse("conversations:assign", args=[conversation.pk])
+
+    def assign(**data):
+        return agent_client.post(url, data, HTTP_HX_REQUEST="true")
+
+    for field, foreign, word in (
+        ("assignee", strangers["member"].pk, "Zora"),
+        ("team", strangers["team"].pk, "Secret"),
+    ):
+        refused, unknown = assign(**{field: foreign}), assign(**{field: 999999})
+        assert refused.status_code == unknown.status_code == 400
+        assert refused.content == unknown.content
+        assert word not in refused.content.decode()
+
+
+def test_the_service_refuses_without_naming_the_agent_or_team(number, strangers, agent):
+    conversation = ConversationFactory(number=number)
+    with pytest.raises(services.WorkspaceError) as refused:
+        services.assign_conversation(
+            conversation=conversation, by=agent, assignee=strangers["member"]
+        )
+    assert "Zora" not in refused.value.detail
+    with pytest.raises(services.WorkspaceError) as refused:
+        services.assign_conversation(
+            conversation=conversation, by=agent, team=strangers["team"]
+        )
+    assert "Secret" not in refused.value.detail
+
+
+def test_someone_who_sees_every_number_may_be_given_any_conversation(
+    client, agent, number
+):
+    conversation = ConversationFactory(number=number)
+    supervisor = UserFactory(username="sofia")
+    supervisor.user_permissions.add(permission("view_all_numbers"))
+    inactive = UserFactory(username="gone", is_active=False)
+    inactive.teams.add(*agent.teams.all())
+    api = token_client(client, agent)
+    url = f"/api/v1/conversations/{conversation.pk}/"
+
+    answer = api.patch(
+        url, {"assignee": supervisor.pk}, content_type="application/json"
+    )
+    assert answer.status_code == 200 and answer.json()["assignee"] == supervisor.pk
+    answer = api.patch(url, {"assignee": inactive.pk}, content_type="application/json")
+    assert answer.json()["code"] == "assignee_not_allowed"
