@@ -244,6 +244,9 @@ class ConsentRecord(models.Model):
 
     class Meta:
         ordering = ["-recorded_at", "-id"]
+        permissions = [
+            ("record_consent", "Can record customers' consent through the API"),
+        ]
         indexes = [
             models.Index(
                 fields=["customer", "purpose", "-recorded_at"],

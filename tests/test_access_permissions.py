@@ -174,7 +174,7 @@ def test_upgrading_grants_staff_what_staff_status_used_to_show():
         for user in User.objects.filter(pk__in=[staff.pk, agent.pk, root.pk])
     }
     assert granted == {
-        "old-admin": {"view_all_numbers", "view_reports"},
+        "old-admin": {"view_all_numbers", "view_reports", "record_consent"},
         "old-agent": set(),
         "old-root": set(),  # superusers hold every permission already
     }
