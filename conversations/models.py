@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 E164_VALIDATOR = RegexValidator(
     r"^\+[1-9]\d{6,14}$", "Enter a phone number in E.164 form, such as +4930123456."
@@ -205,7 +206,11 @@ class Customer(models.Model):
 
 
 class ConsentRecord(models.Model):
-    """One opt-in or opt-out, kept forever: the ledger is the customer's history."""
+    """One opt-in or opt-out, kept forever: the ledger is the customer's history.
+
+    The newest by `occurred_at` decides; a record heard of late (a delayed or
+    replayed webhook) joins the history in its place and decides nothing.
+    """
 
     class Purpose(models.TextChoices):
         MARKETING = "marketing", "Marketing"
@@ -231,7 +236,15 @@ class ConsentRecord(models.Model):
     source = models.CharField(max_length=20, choices=Source.choices)
     # What the customer agreed to, word for word (proof of opt-in).
     wording = models.TextField(blank=True)
+    # When the helpdesk recorded it.
     recorded_at = models.DateTimeField(auto_now_add=True)
+    # When the customer gave it: Meta's time for a change made in WhatsApp's
+    # settings (the user_preferences webhook), else when it was recorded.
+    occurred_at = models.DateTimeField(default=timezone.now)
+    # The webhook event it came from (user_preferences: its category, value
+    # and time), so the same event received or processed again adds nothing;
+    # empty for records made here.
+    event_key = models.CharField(max_length=255, blank=True)
     # The agent or API user who recorded it; empty when it came from the
     # customer's own WhatsApp message or from Meta.
     recorded_by = models.ForeignKey(
@@ -243,14 +256,21 @@ class ConsentRecord(models.Model):
     )
 
     class Meta:
-        ordering = ["-recorded_at", "-id"]
+        ordering = ["-occurred_at", "-id"]
         permissions = [
             ("record_consent", "Can record customers' consent through the API"),
         ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "event_key"],
+                condition=~Q(event_key=""),
+                name="unique_consent_event",
+            )
+        ]
         indexes = [
             models.Index(
-                fields=["customer", "purpose", "-recorded_at"],
-                name="consent_latest_per_purpose",
+                fields=["customer", "purpose", "-occurred_at"],
+                name="consent_current_per_purpose",
             )
         ]
 

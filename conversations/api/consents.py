@@ -52,6 +52,7 @@ class ConsentRecordSerializer(serializers.ModelSerializer):
             "status",
             "source",
             "wording",
+            "occurred_at",
             "recorded_at",
             "recorded_by",
         ]
@@ -178,8 +179,10 @@ class ConsentCreate(APIView):
 
 @extend_schema(
     description=(
-        "A customer's consent ledger, newest first: for a customer the user "
-        "may see (another team's customer is 404, as an unknown id)."
+        "A customer's consent ledger, newest first by `occurred_at` (when the "
+        "customer gave it; `recorded_at` is when the helpdesk heard of it): "
+        "the first record per purpose decides. For a customer the user may "
+        "see (another team's customer is 404, as an unknown id)."
     ),
 )
 class CustomerConsents(generics.ListAPIView):
@@ -194,7 +197,7 @@ class CustomerConsents(generics.ListAPIView):
         return (
             ConsentRecord.objects.filter(customer=customer)
             .select_related("recorded_by")
-            .order_by("-recorded_at", "-id")
+            .order_by("-occurred_at", "-id")
         )
 
 
