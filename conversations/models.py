@@ -15,7 +15,7 @@ E164_VALIDATOR = RegexValidator(
 )
 
 
-# The permission to see every number's conversations (what admins see);
+# The permission to see every number's conversations (supervisors, admins);
 # everyone else sees the numbers of their teams. Superusers hold every
 # permission; staff status alone grants nothing here.
 VIEW_ALL_NUMBERS = "conversations.view_all_numbers"
