@@ -154,7 +154,9 @@ def _process_batch(batch: payloads.WebhookBatch, *, received_at: datetime) -> li
                 number=number, error=item, received_at=received_at
             )
         elif isinstance(item, payloads.UserPreferenceUpdate):
-            consent.record_user_preference(number=number, update=item)
+            consent.record_user_preference(
+                number=number, update=item, received_at=received_at
+            )
         elif isinstance(item, payloads.TemplateStatusUpdate):
             templates.record_template_status(update=item)
         elif isinstance(item, payloads.TemplateCategoryUpdate):
