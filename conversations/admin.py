@@ -11,7 +11,11 @@ from django.utils.html import format_html
 from accounts.models import Team
 
 from . import services
-from .forms import MetaAppAdminForm, WhatsAppNumberAdminForm
+from .forms import (
+    CallbackEndpointAdminForm,
+    MetaAppAdminForm,
+    WhatsAppNumberAdminForm,
+)
 from .models import (
     AccountNotice,
     CallbackDelivery,
@@ -33,6 +37,7 @@ from .models import (
     Reaction,
     WebhookEvent,
     WhatsAppNumber,
+    mask_secret,
 )
 
 
@@ -50,11 +55,31 @@ def pretty_json(value) -> str:
     return format_html('<pre class="raw-payload">{}</pre>', text)
 
 
+class MaskedSecretsAdmin(admin.ModelAdmin):
+    """A model with secrets. Staff who may change it get the form's blank
+    secret fields with the stored value masked (forms.SecretKeepingForm);
+    staff who may only view it get every field read-only, where a secret
+    would show in full, so it is swapped for its masked display."""
+
+    # A secret field, and the display of this admin that shows it masked.
+    masked_fields: dict[str, str] = {}
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fields
+        return [self.masked_fields.get(name, name) for name in fields]
+
+
 @admin.register(MetaApp)
-class MetaAppAdmin(admin.ModelAdmin):
+class MetaAppAdmin(MaskedSecretsAdmin):
     form = MetaAppAdminForm
     list_display = ("name", "app_id", "masked_app_secret", "number_count")
     search_fields = ("name", "app_id")
+    masked_fields = {
+        "app_secret": "masked_app_secret",
+        "verify_token": "masked_verify_token",
+    }
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(number_count=Count("numbers"))
@@ -63,14 +88,19 @@ class MetaAppAdmin(admin.ModelAdmin):
     def masked_app_secret(self, app):
         return app.masked_app_secret
 
+    @admin.display(description="Verify token")
+    def masked_verify_token(self, app):
+        return mask_secret(app.verify_token)
+
     @admin.display(description="Numbers", ordering="number_count")
     def number_count(self, app):
         return app.number_count
 
 
 @admin.register(WhatsAppNumber)
-class WhatsAppNumberAdmin(admin.ModelAdmin):
+class WhatsAppNumberAdmin(MaskedSecretsAdmin):
     form = WhatsAppNumberAdminForm
+    masked_fields = {"access_token": "masked_access_token"}
     list_display = (
         "name",
         "display_phone_number",
@@ -717,32 +747,12 @@ class NotificationAdmin(admin.ModelAdmin):
         return services.notification_status(notification)
 
 
-class CallbackEndpointForm(forms.ModelForm):
-    url = forms.URLField(max_length=500, assume_scheme="https")
-    secret = forms.CharField(
-        widget=forms.PasswordInput(render_value=False),
-        required=False,
-        help_text="Leave empty to keep the current secret.",
-    )
-
-    class Meta:
-        model = CallbackEndpoint
-        fields = ("name", "url", "secret", "active")
-
-    def clean_secret(self):
-        secret = self.cleaned_data.get("secret")
-        if not secret:
-            if self.instance.pk:
-                return self.instance.secret
-            raise forms.ValidationError("A new endpoint needs a secret.")
-        return secret
-
-
 @admin.register(CallbackEndpoint)
-class CallbackEndpointAdmin(admin.ModelAdmin):
-    form = CallbackEndpointForm
+class CallbackEndpointAdmin(MaskedSecretsAdmin):
+    form = CallbackEndpointAdminForm
     list_display = ("name", "url", "masked_secret", "active", "created_at")
     list_filter = ("active",)
+    masked_fields = {"secret": "masked_secret"}
 
     @admin.display(description="Secret")
     def masked_secret(self, endpoint):

@@ -1,0 +1,146 @@
+"""The admin for staff who may only look: every page opens, no secret shows
+in full, and no action that changes anything is offered or runs."""
+
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from conversations.models import (
+    CallbackDelivery,
+    CallbackEndpoint,
+    Notification,
+)
+from tests.factories import UserFactory, WhatsAppNumberFactory
+
+pytestmark = pytest.mark.django_db
+
+ACCESS_TOKEN = "EAAG-access-token-of-the-number-7001"
+APP_SECRET = "app-secret-of-the-meta-app-7002"
+VERIFY_TOKEN = "verify-token-of-the-app-7003"
+CALLBACK_SECRET = "callback-signing-secret-7004"
+SECRETS = (ACCESS_TOKEN, APP_SECRET, VERIFY_TOKEN, CALLBACK_SECRET)
+
+
+def staff_with(*codenames):
+    user = UserFactory(is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+def view_only_staff():
+    """Staff with the view permission of every model, and no other."""
+    user = UserFactory(is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    return user
+
+
+@pytest.fixture
+def viewer_client(client):
+    client.force_login(view_only_staff())
+    return client
+
+
+@pytest.fixture
+def secrets():
+    number = WhatsAppNumberFactory(access_token=ACCESS_TOKEN)
+    number.app.app_secret = APP_SECRET
+    number.app.verify_token = VERIFY_TOKEN
+    number.app.save()
+    endpoint = CallbackEndpoint.objects.create(
+        name="Shop", url="https://shop.example/hooks", secret=CALLBACK_SECRET
+    )
+    return number, endpoint
+
+
+@pytest.fixture
+def failed_callback(secrets):
+    number, endpoint = secrets
+    notification = Notification.objects.create(
+        to="+4915112345678",
+        number=number,
+        purpose="utility",
+        template_name="order_update",
+        template_language="en",
+        state=Notification.State.QUEUED,
+    )
+    return CallbackDelivery.objects.create(
+        endpoint=endpoint,
+        notification=notification,
+        event="failed",
+        payload={"status": "failed"},
+        state=CallbackDelivery.State.FAILED,
+        attempts=10,
+    )
+
+
+def change_pages(number, endpoint, delivery=None):
+    pages = [
+        reverse("admin:conversations_whatsappnumber_change", args=[number.pk]),
+        reverse("admin:conversations_metaapp_change", args=[number.app_id]),
+        reverse("admin:conversations_callbackendpoint_change", args=[endpoint.pk]),
+    ]
+    if delivery is not None:
+        pages.append(
+            reverse("admin:conversations_callbackdelivery_change", args=[delivery.pk])
+        )
+    return pages
+
+
+def list_pages():
+    return [
+        reverse("admin:conversations_whatsappnumber_changelist"),
+        reverse("admin:conversations_metaapp_changelist"),
+        reverse("admin:conversations_callbackendpoint_changelist"),
+    ]
+
+
+def test_a_view_only_admin_opens_the_pages_of_numbers_apps_and_endpoints(
+    viewer_client, secrets, failed_callback
+):
+    for url in change_pages(*secrets, failed_callback) + list_pages():
+        response = viewer_client.get(url)
+        assert response.status_code == 200, url
+
+
+def test_a_view_only_admin_sees_every_secret_masked(viewer_client, secrets):
+    for url in change_pages(*secrets) + list_pages():
+        html = viewer_client.get(url).content.decode()
+        for secret in SECRETS:
+            assert secret not in html, (url, secret)
+    number_page, app_page, endpoint_page = (
+        viewer_client.get(url).content.decode() for url in change_pages(*secrets)
+    )
+    assert "••••••••7001" in number_page
+    assert "••••••••7002" in app_page
+    assert "••••••••7003" in app_page
+    assert "••••••••7004" in endpoint_page
+
+
+def test_an_admin_who_may_change_sees_the_secrets_masked_too(admin_client, secrets):
+    for url in change_pages(*secrets) + list_pages():
+        html = admin_client.get(url).content.decode()
+        for secret in SECRETS:
+            assert secret not in html, (url, secret)
+    endpoint_page = admin_client.get(change_pages(*secrets)[2]).content.decode()
+    assert "Stored: ••••••••7004" in endpoint_page
+
+
+def test_an_endpoint_saved_with_the_secret_left_blank_keeps_it(admin_client, secrets):
+    _, endpoint = secrets
+    response = admin_client.post(
+        reverse("admin:conversations_callbackendpoint_change", args=[endpoint.pk]),
+        {"name": "Shop 2", "url": "https://shop.example/v2", "secret": ""},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    endpoint.refresh_from_db()
+    assert (endpoint.name, endpoint.secret) == ("Shop 2", CALLBACK_SECRET)
+
+
+def test_a_new_endpoint_needs_a_secret(admin_client):
+    response = admin_client.post(
+        reverse("admin:conversations_callbackendpoint_add"),
+        {"name": "Shop", "url": "https://shop.example/hooks", "secret": ""},
+    )
+    assert response.status_code == 200
+    assert not CallbackEndpoint.objects.exists()
