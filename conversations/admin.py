@@ -430,7 +430,12 @@ class WebhookEventAdmin(admin.ModelAdmin):
         text = event.last_error.splitlines()[0] if event.last_error else ""
         return text if len(text) <= 80 else text[:79] + "…"
 
-    @admin.action(description="Process again")
+    def has_process_permission(self, request):
+        """Processing writes what the events say: staff who may change events
+        (the page stays read-only for everyone: has_change_permission)."""
+        return super().has_change_permission(request)
+
+    @admin.action(description="Process again", permissions=["process"])
     def process_again(self, request, queryset):
         """Process the selected events now; safe for processed ones (idempotent)."""
         done, failed = 0, 0
@@ -799,7 +804,9 @@ class CallbackDeliveryAdmin(admin.ModelAdmin):
     def payload_display(self, delivery):
         return pretty_json(delivery.payload)
 
-    @admin.action(description="Send the selected callbacks again")
+    @admin.action(
+        description="Send the selected callbacks again", permissions=["change"]
+    )
     def send_again(self, request, queryset):
         for delivery in queryset:
             services.retry_callback(delivery=delivery)

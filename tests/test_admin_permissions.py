@@ -1,15 +1,20 @@
 """The admin for staff who may only look: every page opens, no secret shows
 in full, and no action that changes anything is offered or runs."""
 
+import json
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission
+from django.test import RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
 from conversations.models import (
     CallbackDelivery,
     CallbackEndpoint,
     Notification,
+    WebhookEvent,
 )
 from tests.factories import UserFactory, WhatsAppNumberFactory
 
@@ -71,6 +76,20 @@ def failed_callback(secrets):
         payload={"status": "failed"},
         state=CallbackDelivery.State.FAILED,
         attempts=10,
+    )
+
+
+@pytest.fixture
+def failed_event(secrets):
+    number, _ = secrets
+    return WebhookEvent.objects.create(
+        body=json.dumps({"object": "whatsapp_business_account", "entry": []}).encode(),
+        headers={},
+        app=number.app,
+        received_at=timezone.now(),
+        state=WebhookEvent.State.FAILED,
+        attempts=3,
+        last_error="boom",
     )
 
 
@@ -144,3 +163,74 @@ def test_a_new_endpoint_needs_a_secret(admin_client):
     )
     assert response.status_code == 200
     assert not CallbackEndpoint.objects.exists()
+
+
+def test_a_view_only_admin_is_offered_no_action_anywhere():
+    request = RequestFactory().get("/admin/")
+    request.user = view_only_staff()
+    offered = {
+        model._meta.label: sorted(model_admin.get_actions(request))
+        for model, model_admin in admin.site._registry.items()
+        if model_admin.get_actions(request)
+    }
+    assert offered == {}
+
+
+def test_process_again_posted_by_a_view_only_admin_changes_nothing(
+    viewer_client, failed_event
+):
+    response = viewer_client.post(
+        reverse("admin:conversations_webhookevent_changelist"),
+        {"action": "process_again", "_selected_action": [failed_event.pk]},
+    )
+    assert response.status_code in (200, 302)
+    failed_event.refresh_from_db()
+    assert (failed_event.state, failed_event.attempts) == ("failed", 3)
+
+
+def test_process_again_runs_for_staff_who_may_change_events(client, failed_event):
+    client.force_login(staff_with("view_webhookevent", "change_webhookevent"))
+    response = client.post(
+        reverse("admin:conversations_webhookevent_changelist"),
+        {"action": "process_again", "_selected_action": [failed_event.pk]},
+        follow=True,
+    )
+    assert "Processed 1 event(s)." in response.content.decode()
+    failed_event.refresh_from_db()
+    assert failed_event.state == WebhookEvent.State.PROCESSED
+
+
+def test_send_again_posted_by_a_view_only_admin_changes_nothing(
+    viewer_client, failed_callback
+):
+    viewer_client.post(
+        reverse("admin:conversations_callbackdelivery_changelist"),
+        {"action": "send_again", "_selected_action": [failed_callback.pk]},
+    )
+    failed_callback.refresh_from_db()
+    assert failed_callback.state == CallbackDelivery.State.FAILED
+
+
+def test_send_again_runs_for_staff_who_may_change_callbacks(client, failed_callback):
+    client.force_login(staff_with("view_callbackdelivery", "change_callbackdelivery"))
+    response = client.post(
+        reverse("admin:conversations_callbackdelivery_changelist"),
+        {"action": "send_again", "_selected_action": [failed_callback.pk]},
+        follow=True,
+    )
+    assert "Queued again." in response.content.decode()
+    failed_callback.refresh_from_db()
+    assert failed_callback.state == CallbackDelivery.State.PENDING
+
+
+def test_the_csv_upload_is_refused_to_staff_who_may_not_send(viewer_client):
+    url = reverse("admin:conversations_notificationbatch_upload")
+    changelist = reverse("admin:conversations_notificationbatch_changelist")
+
+    page = viewer_client.get(url)
+    upload = viewer_client.post(url, {})
+    listing = viewer_client.get(changelist).content.decode()
+
+    assert page.status_code == upload.status_code == 302
+    assert page.url == upload.url == changelist
+    assert url not in listing
