@@ -15,6 +15,7 @@ from conversations.models import (
     CallbackEndpoint,
     Notification,
     WebhookEvent,
+    mask_secret,
 )
 from tests.factories import UserFactory, WhatsAppNumberFactory
 
@@ -163,6 +164,17 @@ def test_a_new_endpoint_needs_a_secret(admin_client):
     )
     assert response.status_code == 200
     assert not CallbackEndpoint.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["", "short", "sixteen-chars-ok", "a-secret-of-15c", "EAAG" + "x" * 200],
+)
+def test_a_masked_secret_never_shows_more_than_a_quarter_of_it(secret):
+    masked = mask_secret(secret)
+    shown = masked.replace("•", "")
+    assert len(shown) * 4 <= len(secret)
+    assert masked == "" if not secret else masked.startswith("••••••••")
 
 
 def test_a_view_only_admin_is_offered_no_action_anywhere():
