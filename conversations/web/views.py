@@ -9,6 +9,7 @@ visible_to(), so a foreign or unknown id is a 404 either way.
 import csv
 import mimetypes
 from datetime import datetime
+from numbers import Number
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -543,15 +544,20 @@ def report_csv(request: HttpRequest, name: str) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
     writer = csv.writer(response)
-    writer.writerow(table.columns)
-    for row in table.as_lists():
-        # A leading =, +, - or @ would be a formula in a spreadsheet.
-        writer.writerow(
-            [
-                f"'{value}"
-                if isinstance(value, str) and value[:1] in {"=", "+", "-", "@"}
-                else value
-                for value in row
-            ]
-        )
+    for row in [table.columns, *table.as_lists()]:
+        writer.writerow([spreadsheet_cell(value) for value in row])
     return response
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value):
+    """A CSV cell that no spreadsheet runs: text that would start a formula
+    gets a leading apostrophe (which spreadsheets do not show); numbers,
+    negative ones included, stay numbers."""
+    if value is None or isinstance(value, Number):
+        return value
+    text = str(value)
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
