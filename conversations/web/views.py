@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User, available_time_zones
 
-from .. import services
+from .. import services, uploads
 from ..live.rendering import (
     render_fragment,
     render_message,
@@ -48,8 +48,6 @@ from .context import (
     page_context,
     thread_context,
 )
-
-MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 
 
 @login_required
@@ -149,7 +147,14 @@ def composer(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponse(_composer_html(conversation, request.user))
 
 
+def _attachment_too_large(request: HttpRequest, pk: int) -> HttpResponse:
+    """The composer's answer to an attachment past its limit (uploads.py)."""
+    conversation = _conversation(request, pk)
+    return refusal(request, conversation, uploads.refusal_text("composer"), 413)
+
+
 @login_required
+@uploads.accepts_upload("composer", refuse=_attachment_too_large)
 @require_POST
 def reply(request: HttpRequest, pk: int) -> HttpResponse:
     """Send text or an attachment (with the text as caption), maybe quoting."""
@@ -161,8 +166,6 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         reply_to = conversation.messages.filter(pk=request.POST["reply_to"]).first()
     try:
         if upload is not None:
-            if upload.size > MAX_UPLOAD_BYTES:
-                return refusal(request, conversation, "That file is too large.", 413)
             mime_type = (
                 upload.content_type
                 or mimetypes.guess_type(upload.name)[0]

@@ -1,0 +1,265 @@
+"""Uploads past their limit are refused as they arrive, never read whole.
+
+Each request here is larger than its (small, overridden) limit; the tests
+check the answer (413, in the shape of its caller) and how much of the body
+was read: a FakePayload's length is what is left unread of it, and an ASGI
+receive() counts the messages it handed out.
+"""
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.files.uploadhandler import MemoryFileUploadHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.http.multipartparser import MultiPartParser
+from django.test import RequestFactory
+from django.test.client import FakePayload, encode_multipart
+from django.urls import reverse
+
+from conversations.models import Message
+from conversations.uploads import FORM_ALLOWANCE, SizeLimitedUploadHandler
+from helpdesk.asgi import application
+from tests.factories import ConversationFactory
+
+pytestmark = pytest.mark.django_db
+
+BOUNDARY = "uploads-test-boundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+LIMIT = 16 * 1024  # "16.0 KB"
+# Far past LIMIT + FORM_ALLOWANCE: refused by its Content-Length.
+HUGE = 1024 * 1024
+
+
+class File:
+    """A file field of a hand-built multipart body."""
+
+    def __init__(self, name: str, data: bytes, content_type: str):
+        self.name, self.data, self.content_type = name, data, content_type
+
+    def read(self) -> bytes:
+        return self.data
+
+
+def multipart(**fields) -> bytes:
+    return encode_multipart(BOUNDARY, fields)
+
+
+def post_counted(client, url, body: bytes, **extra):
+    """POST `body` from a stream that tells how much of it the server read."""
+    stream = FakePayload(body)
+    response = client.post(
+        url, body, content_type=MULTIPART, **{"wsgi.input": stream}, **extra
+    )
+    return response, len(body) - len(stream)
+
+
+@pytest.fixture
+def limits(settings):
+    settings.UPLOAD_LIMITS = {
+        "composer": LIMIT,
+        "api_reply": LIMIT,
+        "header_media": LIMIT,
+        "csv": LIMIT,
+    }
+
+
+@pytest.fixture
+def closed_conversation(number, agent):
+    """The customer service window is closed: a file under the limit is
+    refused window_closed before anything goes to Meta."""
+    return ConversationFactory(number=number)
+
+
+# --- The workspace composer ------------------------------------------------------
+
+
+def reply_url(conversation) -> str:
+    return reverse("conversations:reply", args=[conversation.pk])
+
+
+def test_a_composer_attachment_past_the_limit_is_refused_unread(
+    agent_client, closed_conversation, limits
+):
+    body = multipart(text="Here", file=File("big.pdf", b"x" * HUGE, "application/pdf"))
+
+    response, read = post_counted(
+        agent_client, reply_url(closed_conversation), body, HTTP_HX_REQUEST="true"
+    )
+
+    assert response.status_code == 413
+    html = response.content.decode()
+    assert 'id="composer-error"' in html
+    assert "That file is too large: at most 16.0 KB." in html
+    assert read == 0
+    assert not Message.objects.exists()
+
+
+def test_a_composer_attachment_a_byte_past_the_limit_is_refused_as_it_streams(
+    agent_client, closed_conversation, limits
+):
+    at_limit = multipart(file=File("a.pdf", b"x" * LIMIT, "application/pdf"))
+    past_it = multipart(file=File("a.pdf", b"x" * (LIMIT + 1), "application/pdf"))
+
+    accepted, _ = post_counted(
+        agent_client, reply_url(closed_conversation), at_limit, HTTP_HX_REQUEST="true"
+    )
+    refused, _ = post_counted(
+        agent_client, reply_url(closed_conversation), past_it, HTTP_HX_REQUEST="true"
+    )
+
+    assert accepted.status_code == 409, "window_closed: the size was fine"
+    assert refused.status_code == 413
+    assert "That file is too large" in refused.content.decode()
+
+
+def test_a_composer_refusal_still_hides_other_teams_conversations(agent_client, limits):
+    foreign = ConversationFactory()
+    body = multipart(file=File("big.pdf", b"x" * HUGE, "application/pdf"))
+
+    response, read = post_counted(agent_client, reply_url(foreign), body)
+
+    assert response.status_code == 404
+    assert read == 0
+
+
+# --- The upload handler on its own ------------------------------------------------
+
+
+def test_the_handler_stops_reading_as_soon_as_the_file_passes_the_limit():
+    limit, chunk = 4096, 1024
+    # Within what the Content-Length check lets through, so the stream decides.
+    data = b"x" * (FORM_ALLOWANCE - 1024)
+    body = multipart(file=File("a.bin", data, "application/octet-stream"))
+    stream = FakePayload(body)
+    request = RequestFactory().post("/")
+    handler = SizeLimitedUploadHandler(request, limit)
+    handler.chunk_size = chunk  # small chunks, so that "early" shows here
+    parser = MultiPartParser(
+        {"CONTENT_TYPE": MULTIPART, "CONTENT_LENGTH": str(len(body))},
+        stream,
+        [handler, MemoryFileUploadHandler(request)],
+    )
+
+    _, files = parser.parse()
+
+    assert handler.too_large
+    assert "file" not in files
+    read = len(body) - len(stream)
+    assert read <= limit + 3 * chunk, read
+    assert read < len(body) / 10
+
+
+# --- In front of Django: the ASGI application --------------------------------------
+
+
+@pytest.fixture
+def asgi_on_the_test_connection():
+    """Django's ASGI handler closes "old" connections around each request;
+    the test's connection holds its transaction, so keep it (as Django's
+    own test client does)."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def asgi_post(path: str, chunks: list[bytes], headers: list[tuple[bytes, bytes]]):
+    """POST through helpdesk.asgi's application; the body's messages are
+    handed out one by one. Returns the status, the body and how many of the
+    messages were asked for."""
+    handed_out = 0
+
+    async def receive():
+        nonlocal handed_out
+        if handed_out < len(chunks):
+            handed_out += 1
+            more = handed_out < len(chunks)
+            return {
+                "type": "http.request",
+                "body": chunks[handed_out - 1],
+                "more_body": more,
+            }
+        # The client stays until the answer: Django's wait for a disconnect
+        # is cancelled once it has answered.
+        await asyncio.Future()
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    async_to_sync(application)(scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(
+        m.get("body", b"") for m in sent if m["type"] == "http.response.body"
+    )
+    return status, body.decode(), handed_out
+
+
+def session_cookie(client, user) -> tuple[bytes, bytes]:
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+def chunked(body: bytes, size: int = 8192) -> list[bytes]:
+    return [body[i : i + size] for i in range(0, len(body), size)]
+
+
+def test_asgi_reads_a_chunked_upload_only_up_to_its_limit(
+    client, agent, closed_conversation, limits, asgi_on_the_test_connection
+):
+    body = multipart(file=File("big.pdf", b"x" * HUGE, "application/pdf"))
+    chunks = chunked(body)
+    headers = [
+        session_cookie(client, agent),
+        (b"content-type", MULTIPART.encode()),
+        (b"transfer-encoding", b"chunked"),
+        (b"hx-request", b"true"),
+    ]
+
+    status, html, handed_out = asgi_post(
+        reply_url(closed_conversation), chunks, headers
+    )
+
+    assert status == 413
+    assert "That file is too large: at most 16.0 KB." in html
+    # LIMIT + FORM_ALLOWANCE is 80 KB: ten messages and the one past it.
+    assert handed_out <= (LIMIT + FORM_ALLOWANCE) // 8192 + 1
+    assert handed_out < len(chunks)
+
+
+def test_asgi_reads_other_requests_whole(
+    client, agent, closed_conversation, asgi_on_the_test_connection
+):
+    """A view that takes no upload is left alone (Django reads the body)."""
+    body = b"text=" + b"x" * 200_000
+    headers = [
+        session_cookie(client, agent),
+        (b"content-type", b"application/x-www-form-urlencoded"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+    _, _, handed_out = asgi_post(
+        reverse("conversations:note", args=[closed_conversation.pk]),
+        chunked(body),
+        headers,
+    )
+
+    assert handed_out == len(chunked(body))
