@@ -22,6 +22,7 @@ from conversations.models import Message
 from conversations.uploads import FORM_ALLOWANCE, SizeLimitedUploadHandler
 from helpdesk.asgi import application
 from tests.factories import ConversationFactory
+from tests.fixtures.business import api_client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -122,6 +123,95 @@ def test_a_composer_refusal_still_hides_other_teams_conversations(agent_client, 
 
     assert response.status_code == 404
     assert read == 0
+
+
+# --- The REST API ----------------------------------------------------------------
+
+
+def api_reply_url(conversation) -> str:
+    return f"/api/v1/conversations/{conversation.pk}/messages/"
+
+
+def test_an_api_reply_with_a_file_past_the_limit_is_a_413_read_no_further(
+    agent, closed_conversation, limits
+):
+    body = multipart(file=File("big.pdf", b"x" * HUGE, "application/pdf"))
+
+    response, read = post_counted(
+        api_client_for(agent), api_reply_url(closed_conversation), body
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "code": "too_large",
+        "detail": "That file is too large: at most 16.0 KB.",
+    }
+    assert read == 0
+    assert not Message.objects.exists()
+
+
+def test_an_api_reply_with_a_file_a_byte_past_the_limit_is_refused(
+    agent, closed_conversation, limits
+):
+    api = api_client_for(agent)
+    at_limit = multipart(file=File("a.pdf", b"x" * LIMIT, "application/pdf"))
+    past_it = multipart(file=File("a.pdf", b"x" * (LIMIT + 1), "application/pdf"))
+
+    accepted, _ = post_counted(api, api_reply_url(closed_conversation), at_limit)
+    refused, _ = post_counted(api, api_reply_url(closed_conversation), past_it)
+
+    assert accepted.status_code == 409
+    assert accepted.json()["code"] == "window_closed"
+    assert refused.status_code == 413
+    assert refused.json()["code"] == "too_large"
+
+
+def test_an_api_reply_as_json_past_djangos_body_limit_is_a_413(
+    agent, closed_conversation, settings
+):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    body = b'{"type": "text", "text": "' + b"x" * 4096 + b'"}'
+    stream = FakePayload(body)
+
+    response = api_client_for(agent).post(
+        api_reply_url(closed_conversation),
+        body,
+        content_type="application/json",
+        **{"wsgi.input": stream},
+    )
+
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_large"
+    assert len(stream) == len(body), "nothing read"
+
+
+def test_a_header_media_upload_past_the_limit_is_a_413_read_no_further(
+    shop_api, number, limits
+):
+    # A type Meta refuses: without the size check it would be a 422.
+    body = multipart(file=File("notes.txt", b"x" * HUGE, "text/plain"))
+
+    response, read = post_counted(shop_api, "/api/v1/media/", body)
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "code": "too_large",
+        "detail": "That file is too large: at most 16.0 KB.",
+    }
+    assert read == 0
+
+
+def test_a_header_media_upload_a_byte_past_the_limit_is_refused(
+    shop_api, number, limits
+):
+    at_limit = multipart(file=File("a.txt", b"x" * LIMIT, "text/plain"))
+    past_it = multipart(file=File("a.txt", b"x" * (LIMIT + 1), "text/plain"))
+
+    accepted, _ = post_counted(shop_api, "/api/v1/media/", at_limit)
+    refused, _ = post_counted(shop_api, "/api/v1/media/", past_it)
+
+    assert accepted.status_code == 422, "media_refused: the size was fine"
+    assert refused.status_code == 413
 
 
 # --- The upload handler on its own ------------------------------------------------
@@ -243,6 +333,25 @@ def test_asgi_reads_a_chunked_upload_only_up_to_its_limit(
     # LIMIT + FORM_ALLOWANCE is 80 KB: ten messages and the one past it.
     assert handed_out <= (LIMIT + FORM_ALLOWANCE) // 8192 + 1
     assert handed_out < len(chunks)
+
+
+def test_asgi_reads_nothing_of_an_upload_whose_length_is_past_its_limit(
+    client, agent, closed_conversation, limits, asgi_on_the_test_connection
+):
+    body = multipart(file=File("big.pdf", b"x" * HUGE, "application/pdf"))
+    headers = [
+        session_cookie(client, agent),
+        (b"content-type", MULTIPART.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+    status, text, handed_out = asgi_post(
+        api_reply_url(closed_conversation), chunked(body), headers
+    )
+
+    assert status == 413
+    assert '"code":"too_large"' in text
+    assert handed_out == 0
 
 
 def test_asgi_reads_other_requests_whole(
