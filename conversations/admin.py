@@ -10,7 +10,7 @@ from django.utils.html import format_html
 
 from accounts.models import Team
 
-from . import services
+from . import services, uploads
 from .forms import (
     CallbackEndpointAdminForm,
     MetaAppAdminForm,
@@ -671,18 +671,31 @@ class NotificationBatchAdmin(admin.ModelAdmin):
         )
 
     def get_urls(self):
+        upload = uploads.accepts_upload("csv", refuse=self.upload_too_large)
         return [
             path(
                 "upload/",
-                self.admin_site.admin_view(self.upload_view),
+                self.admin_site.admin_view(upload(self.upload_view)),
                 name="conversations_notificationbatch_upload",
             ),
             *super().get_urls(),
         ]
 
+    def may_send(self, request) -> bool:
+        if request.user.has_perm("conversations.send_notification"):
+            return True
+        messages.error(request, "You may not send notifications.")
+        return False
+
+    def upload_too_large(self, request):
+        """A CSV past its limit, refused as it arrived: the form again."""
+        if not self.may_send(request):
+            return redirect("admin:conversations_notificationbatch_changelist")
+        messages.error(request, uploads.refusal_text("csv"))
+        return self.upload_page(request, CsvUploadForm(), status=413)
+
     def upload_view(self, request):
-        if not request.user.has_perm("conversations.send_notification"):
-            messages.error(request, "You may not send notifications.")
+        if not self.may_send(request):
             return redirect("admin:conversations_notificationbatch_changelist")
         form = CsvUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
@@ -712,6 +725,9 @@ class NotificationBatchAdmin(admin.ModelAdmin):
                         "admin:conversations_notificationbatch_change", args=[batch.pk]
                     )
                 )
+        return self.upload_page(request, form)
+
+    def upload_page(self, request, form, status=200):
         context = {
             **self.admin_site.each_context(request),
             "form": form,
@@ -719,7 +735,10 @@ class NotificationBatchAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return render(
-            request, "admin/conversations/notificationbatch/upload.html", context
+            request,
+            "admin/conversations/notificationbatch/upload.html",
+            context,
+            status=status,
         )
 
 

@@ -18,7 +18,7 @@ from django.test import RequestFactory
 from django.test.client import FakePayload, encode_multipart
 from django.urls import reverse
 
-from conversations.models import Message
+from conversations.models import Message, NotificationBatch
 from conversations.uploads import FORM_ALLOWANCE, SizeLimitedUploadHandler
 from helpdesk.asgi import application
 from tests.factories import ConversationFactory
@@ -211,6 +211,39 @@ def test_a_header_media_upload_a_byte_past_the_limit_is_refused(
     refused, _ = post_counted(shop_api, "/api/v1/media/", past_it)
 
     assert accepted.status_code == 422, "media_refused: the size was fine"
+    assert refused.status_code == 413
+
+
+# --- The admin's CSV of bulk notifications ---------------------------------------
+
+
+def test_a_notifications_csv_past_the_limit_is_refused_unread(admin_client, limits):
+    rows = b"phone,reference\n" + b"+4915112345678,ref\n" * (HUGE // 20)
+    body = multipart(file=File("big.csv", rows, "text/csv"))
+
+    response, read = post_counted(
+        admin_client, reverse("admin:conversations_notificationbatch_upload"), body
+    )
+
+    assert response.status_code == 413
+    html = response.content.decode()
+    assert "That file is too large: at most 16.0 KB." in html
+    assert 'name="file"' in html, "the form again"
+    assert read == 0
+    assert not NotificationBatch.objects.exists()
+
+
+def test_a_notifications_csv_a_byte_past_the_limit_is_refused(admin_client, limits):
+    url = reverse("admin:conversations_notificationbatch_upload")
+    text = b"reference\n" + b"x" * LIMIT
+    at_limit = multipart(file=File("a.csv", text[:LIMIT], "text/csv"))
+    past_it = multipart(file=File("a.csv", text[: LIMIT + 1], "text/csv"))
+
+    accepted, _ = post_counted(admin_client, url, at_limit)
+    refused, _ = post_counted(admin_client, url, past_it)
+
+    assert accepted.status_code == 200, "the form's own errors: the size was fine"
+    assert "too large" not in accepted.content.decode()
     assert refused.status_code == 413
 
 
