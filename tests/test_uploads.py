@@ -17,6 +17,7 @@ from django.http.multipartparser import MultiPartParser
 from django.test import RequestFactory
 from django.test.client import FakePayload, encode_multipart
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
 
 from conversations.models import Message, NotificationBatch
 from conversations.uploads import FORM_ALLOWANCE, SizeLimitedUploadHandler
@@ -385,6 +386,27 @@ def test_asgi_reads_nothing_of_an_upload_whose_length_is_past_its_limit(
     assert status == 413
     assert '"code":"too_large"' in text
     assert handed_out == 0
+
+
+def test_asgi_passes_an_upload_within_its_limit_on_whole(
+    agent, closed_conversation, limits, asgi_on_the_test_connection
+):
+    body = multipart(file=File("a.pdf", b"x" * LIMIT, "application/pdf"))
+    chunks = chunked(body)
+    token, _ = Token.objects.get_or_create(user=agent)
+    headers = [
+        (b"authorization", f"Token {token.key}".encode()),
+        (b"content-type", MULTIPART.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+
+    status, text, handed_out = asgi_post(
+        api_reply_url(closed_conversation), chunks, headers
+    )
+
+    assert status == 409, text
+    assert '"code":"window_closed"' in text
+    assert handed_out == len(chunks)
 
 
 def test_asgi_reads_other_requests_whole(
