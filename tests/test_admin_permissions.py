@@ -9,6 +9,7 @@ from django.contrib.auth.models import Permission
 from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from conversations.models import (
     CallbackDelivery,
@@ -246,3 +247,37 @@ def test_the_csv_upload_is_refused_to_staff_who_may_not_send(viewer_client):
     assert page.status_code == upload.status_code == 302
     assert page.url == upload.url == changelist
     assert url not in listing
+
+
+def test_api_tokens_are_listed_masked_and_have_no_page_of_their_own(
+    admin_client, viewer_client
+):
+    token = Token.objects.create(user=UserFactory(username="shop"))
+    changelist = reverse("admin:authtoken_tokenproxy_changelist")
+    page = reverse("admin:authtoken_tokenproxy_change", args=[token.user_id])
+
+    for client in (admin_client, viewer_client):
+        listing = client.get(changelist)
+        assert listing.status_code == 200
+        html = listing.content.decode()
+        assert token.key not in html
+        assert f"••••••••{token.key[-4:]}" in html
+        assert client.get(page).status_code == 403
+
+
+def test_an_added_api_token_is_shown_once_to_whoever_added_it(admin_client):
+    user = UserFactory(username="erp")
+
+    response = admin_client.post(
+        reverse("admin:authtoken_tokenproxy_add"), {"user": user.pk}, follow=True
+    )
+
+    token = Token.objects.get(user=user)
+    assert response.redirect_chain[-1][0] == reverse(
+        "admin:authtoken_tokenproxy_changelist"
+    )
+    assert f"The Token “{token.key}” was added successfully." in (
+        response.content.decode()
+    )
+    again = admin_client.get(reverse("admin:authtoken_tokenproxy_changelist"))
+    assert token.key not in again.content.decode()
