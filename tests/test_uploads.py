@@ -14,7 +14,7 @@ from django.core.files.uploadhandler import MemoryFileUploadHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.http.multipartparser import MultiPartParser
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.test.client import FakePayload, encode_multipart
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -124,6 +124,25 @@ def test_a_composer_refusal_still_hides_other_teams_conversations(agent_client, 
 
     assert response.status_code == 404
     assert read == 0
+
+
+def test_the_composer_still_checks_csrf_for_an_upload_within_the_limit(
+    agent, closed_conversation, limits
+):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(agent)
+    client.get(reverse("conversations:detail", args=[closed_conversation.pk]))
+    token = client.cookies["csrftoken"].value
+    body = multipart(file=File("a.pdf", b"x" * LIMIT, "application/pdf"))
+
+    htmx = {"HTTP_HX_REQUEST": "true"}
+    forged, _ = post_counted(client, reply_url(closed_conversation), body, **htmx)
+    genuine, _ = post_counted(
+        client, reply_url(closed_conversation), body, HTTP_X_CSRFTOKEN=token, **htmx
+    )
+
+    assert forged.status_code == 403
+    assert genuine.status_code == 409, "window_closed: past the CSRF check"
 
 
 # --- The REST API ----------------------------------------------------------------
