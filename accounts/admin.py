@@ -1,6 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
+
+from conversations.models import mask_secret
 
 from .models import Team, User
 
@@ -63,3 +67,31 @@ class TeamAdmin(admin.ModelAdmin):
     @admin.display(description="Members", ordering="member_count")
     def member_count(self, team):
         return team.member_count
+
+
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(TokenProxy)
+class ApiTokenAdmin(TokenAdmin):
+    """REST API tokens, masked. A key is shown once, to whoever adds it here
+    (or runs drf_create_token). There is no page per token: Django's admin
+    would show the key in its title, links and breadcrumbs, and in the
+    question before a delete. Revoke a token by deactivating its user, or
+    replace it with `drf_create_token -r USERNAME`."""
+
+    list_display = ("masked_key", "user", "created")
+    list_display_links = None
+
+    @admin.display(description="Key")
+    def masked_key(self, token):
+        return mask_secret(token.key)
+
+    def has_view_permission(self, request, obj=None):
+        return obj is None and super().has_view_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -27,10 +27,12 @@ def sees_every_number(user) -> bool:
 
 
 def mask_secret(value: str) -> str:
-    """Show enough of a secret to recognise it, never enough to use it."""
+    """Show enough of a secret to recognise it, never enough to use it: its
+    last 4 characters when they are at most a quarter of it, and a fixed
+    number of dots that does not tell its length."""
     if not value:
         return ""
-    if len(value) <= 8:
+    if len(value) < 16:
         return "•" * 8
     return "•" * 8 + value[-4:]
 

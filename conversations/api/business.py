@@ -24,7 +24,6 @@ from drf_spectacular.utils import (
 )
 from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -37,6 +36,8 @@ from conversations.models import (
     sees_every_number,
 )
 from conversations.whatsapp import client
+
+from .uploads import AcceptsUpload, SizeLimitedMultiPartParser
 
 # \Z, not $: a trailing newline is not part of a phone number.
 E164 = r"^\+[1-9]\d{6,14}\Z"
@@ -545,9 +546,6 @@ class NotificationDetail(APIView):
 
 # --- Media for notification headers ---------------------------------------------------
 
-# Meta's own limits per kind are checked too (client.check_media); this caps
-# what the request may hold at all.
-MAX_MEDIA_UPLOAD = 100 * 1024 * 1024
 # Template headers take a PDF document, an image or a video.
 HEADER_MEDIA_KINDS = {
     "application/pdf": "document",
@@ -577,13 +575,16 @@ class UploadedMediaSerializer(serializers.Serializer):
     number = serializers.IntegerField()
 
 
-class MediaUpload(APIView):
+class MediaUpload(AcceptsUpload, APIView):
     """Upload a notification's header file (a PDF, image or video) to Meta for
     a number; the answer's id goes in parameters.header.document.id (with the
     file name in parameters.header.document.filename)."""
 
     permission_classes = [CanSendNotifications]
-    parser_classes = [MultiPartParser]
+    # What the request may hold at all (UPLOAD_LIMITS, refused as it
+    # arrives); Meta's limit per kind is checked after (client.check_media).
+    upload_kind = "header_media"
+    parser_classes = [SizeLimitedMultiPartParser]
 
     @extend_schema(
         request={"multipart/form-data": MediaUploadSerializer},
@@ -594,6 +595,11 @@ class MediaUpload(APIView):
             422: OpenApiResponse(
                 ErrorSerializer,
                 description="media_refused: a type or size Meta refuses",
+            ),
+            413: OpenApiResponse(
+                ErrorSerializer,
+                description="too_large: the file is past the upload limit "
+                "(100 MB); refused as it arrives",
             ),
             502: ErrorSerializer,
         },
@@ -612,8 +618,6 @@ class MediaUpload(APIView):
                 "A template header takes a PDF, a JPEG or PNG image or an "
                 f"MP4 video, not {mime_type or 'an unknown type'}."
             )
-        if upload.size > MAX_MEDIA_UPLOAD:
-            raise services.MediaRefused("That file is too large.")
         data = upload.read()
         if kind == "document" and not data.startswith(b"%PDF-"):
             raise services.MediaRefused("That file is not a PDF.")
