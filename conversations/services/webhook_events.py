@@ -2,6 +2,11 @@
 the service of their kind, and the event ends processed, malformed,
 unroutable or failed (retried with backoff).
 
+An event acts only on the numbers of the Meta app that signed it: any app's
+secret passes the endpoint, and the holder of one app's secret (an agency's,
+a second brand's, a leaked test app's) must not write messages, statuses,
+consent or account changes for another app's numbers.
+
 Meta redelivers, batches and reorders, so everything called from here is
 idempotent: messages are inserted against the unique wamid (never checked
 first), customers and conversations lean on their unique constraints,
@@ -14,11 +19,12 @@ import logging
 from datetime import datetime, timedelta
 
 from django.db import DataError, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .. import realtime
 from ..models import (
+    MetaApp,
     WebhookEvent,
     WhatsAppNumber,
 )
@@ -51,13 +57,19 @@ def process_webhook_event(*, event_id: int, force: bool = False) -> WebhookEvent
 
     The event ends processed, malformed (not Meta's JSON: kept, never
     retried), unroutable (some items could not be read, or name a number,
-    account or change field the helpdesk does not handle: what could be
-    processed was, the rest is listed in last_error) or, when an exception
-    escapes, failed with attempts counted and the exception re-raised for
-    the task's retry policy. A value that a column refuses fails only its
-    item: the event is processed again with each item on its own, and the
-    refused ones are listed. Events already processed or malformed are left
-    alone unless ``force`` is set.
+    account or change field the helpdesk does not handle or that is not the
+    signing app's: what could be processed was, the rest is listed in
+    last_error) or, when an exception escapes, failed with attempts counted
+    and the exception re-raised for the task's retry policy. A value that a
+    column refuses fails only its item: the event is processed again with
+    each item on its own, and the refused ones are listed. Events already
+    processed or malformed are left alone unless ``force`` is set.
+
+    Items are routed only to numbers of the app that signed the event
+    (``WebhookEvent.app``, recorded by the endpoint since the first
+    migration, so older events are held to the same rule). An event whose
+    app has since been deleted routes nothing: what that app was allowed is
+    no longer known, and an app is deleted only once no number uses it.
     """
     try:
         try:
@@ -92,11 +104,15 @@ def _process_event(event_id: int, *, force: bool, apart: bool) -> WebhookEvent:
             _finish_event(event, WebhookEvent.State.MALFORMED, str(exc))
             return event
         if apart:
-            problems = _process_apart(batch, received_at=event.received_at)
+            problems = _process_apart(
+                batch, signer_id=event.app_id, received_at=event.received_at
+            )
         else:
             # The batch's live events go out in one INSERT.
             with realtime.batched():
-                problems = _process_batch(batch, received_at=event.received_at)
+                problems = _process_batch(
+                    batch, signer_id=event.app_id, received_at=event.received_at
+                )
         state = (
             WebhookEvent.State.UNROUTABLE if problems else WebhookEvent.State.PROCESSED
         )
@@ -104,7 +120,9 @@ def _process_event(event_id: int, *, force: bool, apart: bool) -> WebhookEvent:
         return event
 
 
-def _process_apart(batch: payloads.WebhookBatch, *, received_at: datetime) -> list[str]:
+def _process_apart(
+    batch: payloads.WebhookBatch, *, signer_id: int | None, received_at: datetime
+) -> list[str]:
     """_process_batch with each item in a savepoint of its own; an item that
     a column refuses is listed and the others are kept."""
     problems: list[str] = []
@@ -112,7 +130,9 @@ def _process_apart(batch: payloads.WebhookBatch, *, received_at: datetime) -> li
         try:
             with transaction.atomic():
                 problems += _process_batch(
-                    payloads.WebhookBatch(items=(item,)), received_at=received_at
+                    payloads.WebhookBatch(items=(item,)),
+                    signer_id=signer_id,
+                    received_at=received_at,
                 )
         except UNFIT_VALUE_ERRORS as exc:
             problems.append(
@@ -157,18 +177,27 @@ def _record_event_failure(event_id: int, exc: Exception) -> None:
 
 
 def _numbers_named(
-    batch: payloads.WebhookBatch,
+    batch: payloads.WebhookBatch, signer_id: int | None
 ) -> tuple[dict[str, WhatsAppNumber], dict[str, list[WhatsAppNumber]]]:
-    """Every number the batch names, by phone-number id and by WABA, in one query."""
+    """Every number the batch names, by phone-number id and by WABA, in one
+    query; each marked ``signed`` when the signing app may act on it.
+
+    That is when its app is the signing app, or another app row with the
+    same secret (numbers added without an app id get an app row each): a
+    signature is only evidence of the secret.
+    """
     phone_number_ids = set(batch.phone_number_ids)
     waba_ids = {item.waba_id for item in batch.items if getattr(item, "waba_id", "")}
     by_id: dict[str, WhatsAppNumber] = {}
     by_waba: dict[str, list[WhatsAppNumber]] = {}
     if not (phone_number_ids or waba_ids):
         return by_id, by_waba
+    signers = MetaApp.objects.filter(
+        pk=signer_id, app_secret=OuterRef("app__app_secret")
+    ).exclude(app_secret="")
     for number in WhatsAppNumber.objects.filter(
         Q(phone_number_id__in=phone_number_ids) | Q(waba_id__in=waba_ids)
-    ):
+    ).annotate(signed=Exists(signers)):
         if number.phone_number_id in phone_number_ids:
             by_id[number.phone_number_id] = number
         if number.waba_id in waba_ids:
@@ -176,9 +205,14 @@ def _numbers_named(
     return by_id, by_waba
 
 
-def _process_batch(batch: payloads.WebhookBatch, *, received_at: datetime) -> list[str]:
+def _process_batch(
+    batch: payloads.WebhookBatch, *, signer_id: int | None, received_at: datetime
+) -> list[str]:
     """Hand every item to its service; return what could not be handled."""
-    by_id, by_waba = _numbers_named(batch)
+    by_id, by_waba = _numbers_named(batch, signer_id)
+    not_signer = (
+        "not one of the signing app's" if signer_id else "the signing app is gone"
+    )
     problems: list[str] = []
     for item in batch.items:
         kind = type(item).__name__
@@ -195,10 +229,21 @@ def _process_batch(batch: payloads.WebhookBatch, *, received_at: datetime) -> li
             if number is None:
                 problems.append(f"Unknown phone_number_id {phone_number_id!r} ({kind})")
                 continue
+            if not number.signed:
+                problems.append(
+                    f"Number {phone_number_id!r} not routed, {not_signer} ({kind})"
+                )
+                continue
         else:
-            numbers = by_waba.get(item.waba_id, [])
-            if not numbers:
+            named = by_waba.get(item.waba_id, [])
+            numbers = [candidate for candidate in named if candidate.signed]
+            if not named:
                 problems.append(f"Unknown WABA {item.waba_id!r} ({kind})")
+                continue
+            if not numbers:
+                problems.append(
+                    f"WABA {item.waba_id!r} not routed, {not_signer} ({kind})"
+                )
                 continue
         if not _hand_over(item, number=number, numbers=numbers, at=received_at):
             # A new item class in payloads.py: keep it visible.
