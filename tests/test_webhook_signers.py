@@ -4,9 +4,11 @@ The endpoint accepts a signature by any configured app's secret and stores
 which app signed; processing routes each item only to that app's numbers.
 A holder of one app's secret (an agency's app, a second brand's, a leaked
 test app) must not forge messages, statuses, consent or account changes for
-the others.
+the others. And a flood of forged POSTs must not become a flood of reads of
+the apps' secrets.
 """
 
+import asyncio
 import json
 
 import pytest
@@ -22,6 +24,8 @@ from conversations.models import (
     WebhookEvent,
     WhatsAppNumber,
 )
+from conversations.whatsapp import webhooks
+from conversations.whatsapp.webhooks import AppKeys, AppSecrets
 from tests.factories import (
     ConversationFactory,
     MessageFactory,
@@ -30,7 +34,7 @@ from tests.factories import (
 )
 from tests.fixtures.inbound import process, store_event
 from tests.fixtures.payloads import load_payload_json
-from tests.fixtures.webhook_server import post_in_process, signed_headers
+from tests.fixtures.webhook_server import post_in_process, sign, signed_headers
 
 # The delivered status of tests/payloads/status_delivered.json.
 STATUS_WAMID = "wamid.HBgLMTY1MDU1NTEyMzQVAgARGBJEQUI4QUNCMjU0RTdBN0Y0QzAA"
@@ -174,3 +178,110 @@ def test_a_post_signed_by_another_app_is_stored_but_not_routed(meta_number, intr
     assert [event.app_id for event in events] == [intruder.pk, meta_number.app_id]
     assert [event.state for event in events] == ["unroutable", "processed"]
     assert list(Message.objects.values_list("wamid", flat=True)) == ["wamid.GENUINE"]
+
+
+# --- Bad signatures: the apps' secrets are re-read at a bounded rate --------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_flood_of_forged_posts_reads_the_secrets_a_bounded_number_of_times(
+    meta_number, monkeypatch
+):
+    reads = []
+    for store in (webhooks.PostgresStore, webhooks.SqliteStore):
+
+        async def counted(self, original=store.apps):
+            reads.append(1)
+            return await original(self)
+
+        monkeypatch.setattr(store, "apps", counted)
+    body = text_for(meta_number, "wamid.FLOOD")
+    forged = {"X-Hub-Signature-256": sign(body, "not-any-apps-secret")}
+    genuine = signed_headers(body, meta_number.app.app_secret)
+
+    statuses, queued = post_in_process(
+        [(body, genuine)] + [(body, forged)] * 300 + [(body, genuine)]
+    )
+
+    assert statuses == [200] + [403] * 300 + [200]
+    assert len(queued) == WebhookEvent.objects.count() == 2
+    # The first read, then at most the bucket's burst of three (the test is
+    # far shorter than the secrets' time to live), not one per forged POST.
+    assert 1 <= len(reads) <= 4, len(reads)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Store:
+    """The apps as the database holds them, counting reads."""
+
+    def __init__(self):
+        self.apps_held: list[AppKeys] = [AppKeys(1, "first", "token")]
+        self.reads = 0
+
+    async def apps(self) -> list[AppKeys]:
+        self.reads += 1
+        return list(self.apps_held)
+
+
+def test_refreshes_on_a_miss_come_in_a_burst_then_one_per_interval():
+    store, clock = Store(), Clock()
+    secrets = AppSecrets(store, ttl=60, burst=3, interval=1.0, clock=clock)
+
+    async def misses(count: int) -> None:
+        for _ in range(count):
+            await secrets.get(fresh=True)
+
+    asyncio.run(secrets.get())
+    asyncio.run(misses(1000))
+    assert store.reads == 1 + 3
+
+    clock.now += 0.5
+    asyncio.run(misses(1000))
+    assert store.reads == 4
+    clock.now += 0.5
+    asyncio.run(misses(1000))
+    assert store.reads == 5
+    assert secrets.reads == 5
+
+
+def test_a_new_app_is_seen_at_once_when_no_flood_spent_the_burst():
+    store, clock = Store(), Clock()
+    secrets = AppSecrets(store, ttl=60, clock=clock)
+    asyncio.run(secrets.get())
+    store.apps_held.append(AppKeys(2, "second", "token-2"))
+
+    apps = asyncio.run(secrets.get(fresh=True))
+
+    assert [app.app_secret for app in apps] == ["first", "second"]
+
+
+def test_after_a_flood_a_new_app_is_seen_within_one_interval():
+    store, clock = Store(), Clock()
+    secrets = AppSecrets(store, ttl=60, burst=3, interval=1.0, clock=clock)
+    asyncio.run(secrets.get())
+    for _ in range(100):
+        asyncio.run(secrets.get(fresh=True))
+    store.apps_held.append(AppKeys(2, "second", "token-2"))
+
+    assert len(asyncio.run(secrets.get(fresh=True))) == 1
+    clock.now += 1.0
+    assert len(asyncio.run(secrets.get(fresh=True))) == 2
+
+
+def test_the_secrets_are_read_again_when_their_time_to_live_is_over():
+    store, clock = Store(), Clock()
+    secrets = AppSecrets(store, ttl=5, clock=clock)
+    asyncio.run(secrets.get())
+    clock.now += 4.9
+    asyncio.run(secrets.get())
+    assert store.reads == 1
+    clock.now += 0.1
+    asyncio.run(secrets.get())
+    assert store.reads == 2
