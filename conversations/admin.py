@@ -183,12 +183,12 @@ class CustomerAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentRecord)
 class ConsentRecordAdmin(admin.ModelAdmin):
-    list_display = ("customer", "purpose", "status", "source", "recorded_at")
+    list_display = ("customer", "purpose", "status", "source", "occurred_at")
     list_filter = ("purpose", "status", "source")
     list_select_related = ("customer",)
     search_fields = ("customer__name", "customer__profile_name", "customer__phone")
     raw_id_fields = ("customer",)
-    readonly_fields = ("recorded_at", "recorded_by")
+    readonly_fields = ("occurred_at", "recorded_at", "recorded_by", "event_key")
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -266,7 +266,7 @@ def _hand_over(
     elif isinstance(item, payloads.AccountError):
         numbers_service.record_account_error(number=number, error=item, received_at=at)
     elif isinstance(item, payloads.UserPreferenceUpdate):
-        consent.record_user_preference(number=number, update=item)
+        consent.record_user_preference(number=number, update=item, received_at=at)
     elif isinstance(item, payloads.TemplateStatusUpdate):
         templates.record_template_status(update=item)
     elif isinstance(item, payloads.TemplateCategoryUpdate):

@@ -33,6 +33,7 @@ from ..selectors.inbox import InboxCursor, InboxFilter
 from ..selectors.thread import (
     ThreadCursor,
     WindowState,
+    agents_who_may_see,
     conversation_for,
     messages_queryset,
 )
@@ -322,9 +323,10 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     elif assignee == "none":
         changes["assignee"] = None
     elif assignee.isdigit():
-        agent = User.objects.filter(pk=assignee, is_active=True).first()
+        # Unknown and not allowed answer alike: a guessed id reveals nobody.
+        agent = agents_who_may_see(conversation.number_id).filter(pk=assignee).first()
         if agent is None:
-            return refusal(request, conversation, "No such agent.", 400)
+            return refused(request, conversation, services.AssigneeNotAllowed())
         changes["assignee"] = agent
     team = request.POST.get("team", "")
     if team == "none":
@@ -332,7 +334,7 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     elif team.isdigit():
         found = conversation.number.teams.filter(pk=team).first()
         if found is None:
-            return refusal(request, conversation, "That team does not work here.", 400)
+            return refused(request, conversation, services.TeamNotAllowed())
         changes["team"] = found
     if not changes:
         return answer(request, conversation, "")
@@ -494,7 +496,7 @@ REPORT_CHARTS = [
 
 
 def _may_see_reports(user) -> bool:
-    return user.is_staff or user.has_perm("conversations.view_reports")
+    return user.has_perm("conversations.view_reports")
 
 
 def _report_tables(request: HttpRequest) -> tuple[dict, int]:
