@@ -163,6 +163,8 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     if stored_template:
         result["messages"][0]["message_status"] = "accepted"
     request[RECORD_KEY]["response"] = result
+    if sandbox.faults.hold_sends_ms > 0:
+        await asyncio.sleep(sandbox.faults.hold_sends_ms / 1000)
     if sandbox.faults.take_timeout():
         return await _time_out(request, sandbox)
     return _json(result)
