@@ -14,7 +14,7 @@ created it; after commit a doorbell (doorbells.py) queues one Celery task per
 task's run claims due rows in batches (``SELECT ... FOR UPDATE SKIP LOCKED``
 on PostgreSQL, so any number of workers share the work), marks them
 ``sending`` with a lease and commits *before* any request. A thread pool then
-makes the requests: Meta is ~100 ms away, so reaching 1,000 messages/s takes
+makes the requests (threads.py): Meta is ~100 ms away, so reaching 1,000 messages/s takes
 ~100 requests in flight, which one Celery task per message in a few prefork
 processes cannot do (about 490 no-op tasks/s per worker on this class of machine). The
 threads touch no database; the run's own thread writes their outcomes in bulk.
@@ -54,47 +54,24 @@ from django.utils import timezone
 
 from .. import realtime, services
 from ..models import Message, ParkedStatus, WhatsAppNumber
-from ..rules import backoff as backoff_rules
 from ..whatsapp import client
-from . import doorbells, ratelimit
+from . import doorbells, ratelimit, threads
+from .threads import (
+    DEFER,
+    FAILED,
+    LIMITER_DOWN_DELAY,
+    RETRY,
+    SENT,
+    STOP,
+    UNKNOWN,
+    Job,
+    Outcome,
+)
 
 logger = logging.getLogger(__name__)
 
-# When a limiter cannot be asked (Redis down), try again after this long.
-LIMITER_DOWN_DELAY = 5.0
 # A run with nothing due waits in place for work due within this many seconds.
 IDLE_WAIT = 3.0
-# A send the number limiter told to wait asks again after at most this long.
-# The log can be full only for the few milliseconds a run holds the slots
-# that size its next claim; sleeping the whole answer (up to the 1.1 s
-# window) then left the send idle long after the slots were given back.
-NUMBER_WAIT_STEP = 0.1
-
-SENT = "sent"
-RETRY = "retry"
-DEFER = "defer"
-FAILED = "failed"
-UNKNOWN = "unknown"
-STOP = "stop"
-
-
-@dataclass(frozen=True)
-class Job:
-    message_id: int
-    conversation_id: int
-    recipient: str
-    body: dict
-    attempts: int
-
-
-@dataclass
-class Outcome:
-    job: Job
-    kind: str
-    result: client.SendResult | None = None
-    error: dict | None = None
-    code: int | None = None
-    delay: float = 0.0
 
 
 @dataclass
@@ -155,127 +132,6 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-# --- Backoff ----------------------------------------------------------------------
-
-
-def backoff(attempts: int) -> float:
-    """Seconds before the next try: exponential, capped, with jitter."""
-    return backoff_rules.delay(
-        attempts,
-        base=settings.WHATSAPP_DELIVERY_BACKOFF_BASE,
-        cap=settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
-        jitter=(0.5, 1.0),
-    )
-
-
-def pair_backoff(attempts: int) -> float:
-    """Meta's schedule for 131056: 1, 4, 16, ... seconds (4^X), with jitter."""
-    return backoff_rules.delay(
-        attempts,
-        base=1,
-        factor=4,
-        cap=settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
-        jitter=(1.0, 1.25),
-    )
-
-
-# --- The threads: requests only, no database --------------------------------------
-
-
-def _send_group(
-    number,
-    jobs: list[Job],
-    outcomes: queue.Queue,
-    stop: threading.Event,
-    *,
-    pair_granted: int | None = None,
-    pair_wait: float = 0.0,
-    head_granted: bool = False,
-):
-    """Send one customer's jobs in order; put one Outcome per job.
-
-    The run may already have taken this batch's limiter slots in one Redis
-    call each: `pair_granted` of the jobs have their pair slot (the rest wait
-    `pair_wait`), and `head_granted` says the first job has its number slot.
-    Every other send asks the limiters itself, just before its request.
-    """
-    held_for = 0.0
-    for index, job in enumerate(jobs):
-        if stop.is_set():
-            outcomes.put(Outcome(job, DEFER, delay=0.0))
-            continue
-        if held_for:
-            # An earlier message to this customer waits: keep the order.
-            outcomes.put(Outcome(job, DEFER, delay=held_for))
-            continue
-        try:
-            if pair_granted is None:
-                wait = ratelimit.acquire_pair(number.phone_number_id, job.recipient)
-            else:
-                wait = 0.0 if index < pair_granted else max(pair_wait, 0.05)
-            if wait > 0:
-                held_for = wait
-                outcomes.put(Outcome(job, DEFER, delay=wait))
-                continue
-            if not (index == 0 and head_granted):
-                while (
-                    wait := ratelimit.acquire_number(
-                        number.phone_number_id, number.throughput
-                    )
-                ) > 0:
-                    time.sleep(min(wait, NUMBER_WAIT_STEP))
-        except redis.RedisError:
-            logger.warning("Rate limiter unavailable; message %s waits", job.message_id)
-            outcomes.put(Outcome(job, DEFER, delay=LIMITER_DOWN_DELAY))
-            continue
-        outcome = _send_one(number, job)
-        if outcome.code == client.PAIR_RATE_CODE:
-            held_for = outcome.delay
-            try:
-                ratelimit.penalize_pair(number.phone_number_id, job.recipient, held_for)
-            except redis.RedisError:
-                logger.warning("Pair limiter not told about 131056")
-        elif outcome.kind == STOP:
-            stop.set()
-        outcomes.put(outcome)
-
-
-def _send_one(number, job: Job) -> Outcome:
-    try:
-        result = client.send_message(number, job.body)
-    except client.AcceptedButUnknown as error:
-        return Outcome(job, UNKNOWN, error=error.as_dict())
-    except client.GraphAPIError as error:
-        return _classify(job, error)
-    except Exception as error:
-        # Anything unexpected after the request may have gone out: do not
-        # resend blindly.
-        logger.exception("Send of message %s ended unexpectedly", job.message_id)
-        return Outcome(
-            job,
-            UNKNOWN,
-            error={"code": None, "title": "Unexpected error", "details": str(error)},
-        )
-    return Outcome(job, SENT, result=result)
-
-
-def _classify(job: Job, error: client.GraphAPIError) -> Outcome:
-    details = error.as_dict()
-    if error.stops_number:
-        return Outcome(job, STOP, error=details, code=error.code)
-    if error.code == client.PAIR_RATE_CODE:
-        return Outcome(
-            job, RETRY, error=details, code=error.code, delay=pair_backoff(job.attempts)
-        )
-    if error.retryable:
-        if job.attempts >= settings.WHATSAPP_DELIVERY_MAX_ATTEMPTS:
-            return Outcome(job, FAILED, error=details, code=error.code)
-        return Outcome(
-            job, RETRY, error=details, code=error.code, delay=backoff(job.attempts)
-        )
-    return Outcome(job, FAILED, error=details, code=error.code)
 
 
 # --- The run: claims and bookkeeping, in the task's thread --------------------------
@@ -562,7 +418,7 @@ def dispatch(
     for index, recipient in enumerate(ready):
         granted, wait = pairs[recipient]
         pool.submit(
-            _send_group,
+            threads.send_group,
             number,
             groups[recipient],
             outcomes,
