@@ -14,13 +14,14 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 import redis
 from django.conf import settings
 
 from ..rules import backoff as backoff_rules
 from ..whatsapp import client
-from . import ratelimit
+from . import attempts, ratelimit
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ DEFER = "defer"
 FAILED = "failed"
 UNKNOWN = "unknown"
 STOP = "stop"
+# Never tried, and no longer the run's to write back: the sweeper took it.
+WITHDRAWN = "withdrawn"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class Job:
     recipient: str
     body: dict
     attempts: int
+    # The claim that moved the row to `sending`: its token in the send-or-not
+    # record (attempts.py) and the lease it wrote in next_attempt_at.
+    claim: str
+    lease: datetime
 
 
 @dataclass
@@ -91,14 +98,13 @@ def send_group(
     *,
     pair_granted: int | None = None,
     pair_wait: float = 0.0,
-    head_granted: bool = False,
 ):
     """Send one customer's jobs in order; put one Outcome per job.
 
-    The run may already have taken this batch's limiter slots in one Redis
-    call each: `pair_granted` of the jobs have their pair slot (the rest wait
-    `pair_wait`), and `head_granted` says the first job has its number slot.
-    Every other send asks the limiters itself, just before its request.
+    The run may already have taken this batch's pair slots in one Redis call:
+    `pair_granted` of the jobs have theirs (the rest wait `pair_wait`). Each
+    send takes its number slot itself, just before its request, and the grant
+    marks it started (attempts.py): from then on it may have reached Meta.
     """
     held_for = 0.0
     for index, job in enumerate(jobs):
@@ -118,13 +124,18 @@ def send_group(
                 held_for = wait
                 outcomes.put(Outcome(job, DEFER, delay=wait))
                 continue
-            if not (index == 0 and head_granted):
-                while (
-                    wait := ratelimit.acquire_number(
-                        number.phone_number_id, number.throughput
-                    )
-                ) > 0:
-                    time.sleep(min(wait, NUMBER_WAIT_STEP))
+            mark = attempts.start_mark(number.pk, job.message_id, job.claim)
+            while (
+                wait := ratelimit.acquire_number(
+                    number.phone_number_id, number.throughput, mark=mark
+                )
+            ) > 0:
+                time.sleep(min(wait, NUMBER_WAIT_STEP))
+        except ratelimit.MarkChanged:
+            # The sweeper took the send back (its lease ran out): it is not
+            # this run's any more, and another run may be sending it.
+            outcomes.put(Outcome(job, WITHDRAWN))
+            continue
         except redis.RedisError:
             logger.warning("Rate limiter unavailable; message %s waits", job.message_id)
             outcomes.put(Outcome(job, DEFER, delay=LIMITER_DOWN_DELAY))

@@ -133,6 +133,17 @@ def test_held_sends_are_accepted_on_arrival_and_answered_later(
     assert response.json()["messages"][0]["id"] == sent["wamid"]
 
 
+def test_changing_the_faults_releases_held_sends(sandbox, graph, open_window):
+    sandbox.control.set_faults(hold_sends_ms=60_000)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(graph.text, "held", timeout=30)
+        wait_until(lambda: sandbox.control.messages(CUSTOMER), timeout=5)
+        sandbox.control.set_faults()
+        response = answer.result(timeout=10)
+    assert response.status_code == 200
+    assert response.elapsed.total_seconds() < 10
+
+
 def test_duplicate_webhooks(sandbox, receiver):
     sandbox.control.set_faults(webhook_duplicate_rate=1.0)
     sandbox.control.customer_message(CUSTOMER, type="text", text="once")
