@@ -324,6 +324,10 @@ WHATSAPP_GRAPH_API_TIMEOUT = env_float("WHATSAPP_GRAPH_API_TIMEOUT", 20.0)
 WHATSAPP_GRAPH_API_CONNECT_TIMEOUT = env_float(
     "WHATSAPP_GRAPH_API_CONNECT_TIMEOUT", 5.0
 )
+# Where media URLs in Meta's answers may point: the access token goes with
+# the download, so to these origins only. A bare host means HTTPS on 443;
+# development and tests add the sandbox's origin ("http://127.0.0.1:8001").
+WHATSAPP_MEDIA_HOSTS = env_list("WHATSAPP_MEDIA_HOSTS", ["lookaside.fbsbx.com"])
 # --- Outbound delivery ------------------------------------------------------
 # Requests to Meta one delivery process keeps in flight. Meta is ~100 ms
 # away, so N in flight carry at most N × 10 messages/s; 1,000 mps needs ~100.
