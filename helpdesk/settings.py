@@ -399,6 +399,13 @@ BUSINESS_CALLBACK_TIMEOUT = env_float("BUSINESS_CALLBACK_TIMEOUT", 5.0)
 BUSINESS_CALLBACK_MAX_ATTEMPTS = env_int("BUSINESS_CALLBACK_MAX_ATTEMPTS", 10)
 BUSINESS_CALLBACK_BACKOFF_BASE = env_float("BUSINESS_CALLBACK_BACKOFF_BASE", 10.0)
 BUSINESS_CALLBACK_BACKOFF_MAX = env_float("BUSINESS_CALLBACK_BACKOFF_MAX", 3600.0)
+# Callback URLs that resolve to loopback, private or link-local addresses are
+# refused (they would let an admin's URL reach the helpdesk's own network).
+# On for business systems that live on the helpdesk's private network: every
+# address is then allowed, so the network must restrict what it can reach.
+BUSINESS_CALLBACK_ALLOW_PRIVATE_ADDRESSES = env_bool(
+    "BUSINESS_CALLBACK_ALLOW_PRIVATE_ADDRESSES", False
+)
 # Distinct names for the choice sets the consent and notification endpoints
 # share field names with (status, purpose).
 SPECTACULAR_BUSINESS_ENUMS = {
