@@ -231,7 +231,8 @@ def deliver_message(message_id: int) -> None:
 
 @shared_task(name="conversations.tasks.sweep_deliveries", ignore_result=True)
 def sweep_deliveries() -> dict:
-    """Turn dead workers' sends `unknown` and ring numbers with due sends."""
+    """Settle dead workers' sends (back to `queued` if their request never
+    started, else `unknown`) and ring numbers with due sends."""
     return engine.sweep()
 
 

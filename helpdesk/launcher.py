@@ -249,6 +249,10 @@ def run() -> int:
             os.environ["WHATSAPP_GRAPH_API_URL"] = start_sandbox(
                 processes, number_config
             )
+            # The sandbox serves media from its own origin.
+            os.environ.setdefault(
+                "WHATSAPP_MEDIA_HOSTS", os.environ["WHATSAPP_GRAPH_API_URL"]
+            )
         manage("migrate", "--noinput", "-v", "0")
         manage("seed_demo", "--number-config", str(number_config))
         wait_for_port(HTTP_PORT, 30, start_helpdesk(processes))

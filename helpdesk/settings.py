@@ -326,6 +326,10 @@ WHATSAPP_GRAPH_API_TIMEOUT = env_float("WHATSAPP_GRAPH_API_TIMEOUT", 20.0)
 WHATSAPP_GRAPH_API_CONNECT_TIMEOUT = env_float(
     "WHATSAPP_GRAPH_API_CONNECT_TIMEOUT", 5.0
 )
+# Where media URLs in Meta's answers may point: the access token goes with
+# the download, so to these origins only. A bare host means HTTPS on 443;
+# development and tests add the sandbox's origin ("http://127.0.0.1:8001").
+WHATSAPP_MEDIA_HOSTS = env_list("WHATSAPP_MEDIA_HOSTS", ["lookaside.fbsbx.com"])
 # --- Outbound delivery ------------------------------------------------------
 # Requests to Meta one delivery process keeps in flight. Meta is ~100 ms
 # away, so N in flight carry at most N × 10 messages/s; 1,000 mps needs ~100.
@@ -397,6 +401,13 @@ BUSINESS_CALLBACK_TIMEOUT = env_float("BUSINESS_CALLBACK_TIMEOUT", 5.0)
 BUSINESS_CALLBACK_MAX_ATTEMPTS = env_int("BUSINESS_CALLBACK_MAX_ATTEMPTS", 10)
 BUSINESS_CALLBACK_BACKOFF_BASE = env_float("BUSINESS_CALLBACK_BACKOFF_BASE", 10.0)
 BUSINESS_CALLBACK_BACKOFF_MAX = env_float("BUSINESS_CALLBACK_BACKOFF_MAX", 3600.0)
+# Callback URLs that resolve to loopback, private or link-local addresses are
+# refused (they would let an admin's URL reach the helpdesk's own network).
+# On for business systems that live on the helpdesk's private network: every
+# address is then allowed, so the network must restrict what it can reach.
+BUSINESS_CALLBACK_ALLOW_PRIVATE_ADDRESSES = env_bool(
+    "BUSINESS_CALLBACK_ALLOW_PRIVATE_ADDRESSES", False
+)
 # Distinct names for the choice sets the consent and notification endpoints
 # share field names with (status, purpose).
 SPECTACULAR_BUSINESS_ENUMS = {

@@ -10,6 +10,10 @@ TIMEOUT_MODES = ("hang", "drop")
 class Faults:
     # Added before every Graph API answer; Meta is about 100 ms away.
     latency_ms: float = 0.0
+    # Accept and record every send as it arrives, then hold its answer this
+    # long (or until the faults change): a Meta slow to answer, with the send
+    # already on its way.
+    hold_sends_ms: float = 0.0
     # Answer HTTP 500 / code 131000 to this share of sends, or to the next N.
     server_error_rate: float = 0.0
     server_error_next: int = 0

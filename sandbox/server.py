@@ -163,9 +163,19 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     if stored_template:
         result["messages"][0]["message_status"] = "accepted"
     request[RECORD_KEY]["response"] = result
+    if sandbox.faults.hold_sends_ms > 0:
+        await _hold(sandbox)
     if sandbox.faults.take_timeout():
         return await _time_out(request, sandbox)
     return _json(result)
+
+
+async def _hold(sandbox: Sandbox) -> None:
+    """Hold an accepted send's answer for hold_sends_ms, or until the faults change."""
+    faults = sandbox.faults
+    until = time.monotonic() + faults.hold_sends_ms / 1000
+    while sandbox.faults is faults and (left := until - time.monotonic()) > 0:
+        await asyncio.sleep(min(left, 0.05))
 
 
 async def _time_out(request: web.Request, sandbox: Sandbox) -> web.StreamResponse:

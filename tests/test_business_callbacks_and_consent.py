@@ -171,6 +171,8 @@ def test_statuses_reach_the_business_signed_and_a_failing_endpoint_backs_off(
     shop_api, templates, delivery_worker, graph_sandbox, receiver, settings
 ):
     settings.BUSINESS_CALLBACK_BACKOFF_BASE = 30.0
+    # The business's systems are the test's receivers, on loopback.
+    settings.BUSINESS_CALLBACK_ALLOW_PRIVATE_ADDRESSES = True
     with webhook_receiver() as business, webhook_receiver() as broken:
         broken.answer_status = 500
         CallbackEndpoint.objects.create(

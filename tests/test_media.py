@@ -46,6 +46,8 @@ def sandbox(settings):
     with running_sandbox(numbers=[number]) as sandbox:
         settings.WHATSAPP_GRAPH_API_URL = sandbox.base_url
         settings.WHATSAPP_GRAPH_API_VERSION = "v24.0"
+        # The sandbox serves media from its own origin.
+        settings.WHATSAPP_MEDIA_HOSTS = [sandbox.base_url]
         yield sandbox
 
 
@@ -99,6 +101,46 @@ def test_image_is_downloaded_checked_and_stored(sandbox, media_number):
         assert stored.read() == PNG
     requests_seen = [r["path"] for r in sandbox.control.requests()]
     assert any(path.endswith(f"/{media_id}") for path in requests_seen)
+
+
+@pytest.mark.e2e
+def test_media_meta_points_elsewhere_is_not_fetched_with_the_token(
+    sandbox, media_number, settings
+):
+    # In production only Meta's own media host: the sandbox's URL is not.
+    settings.WHATSAPP_MEDIA_HOSTS = ["lookaside.fbsbx.com"]
+    media_id = upload(sandbox, PNG, "image/png")
+    message = receive("image", media_id, b64(PNG), mime_type="image/png")
+
+    services.download_media(message_id=message.pk)
+
+    message.refresh_from_db()
+    assert message.media_state == Message.MediaState.FAILED
+    assert "not on an allowed origin" in message.error["media"]
+    assert not message.media_file
+    assert not [r for r in sandbox.control.requests() if "attachments" in r["path"]]
+
+
+@pytest.mark.e2e
+def test_a_media_id_that_is_not_a_graph_id_is_never_put_in_a_path(
+    sandbox, media_number
+):
+    # Stored as it came (the webhook parser may refuse such an id as well).
+    message = MessageFactory(
+        conversation=ConversationFactory(number=media_number),
+        type="image",
+        payload={"id": "../../v24.0/me", "mime_type": "image/png"},
+        media_id="../../v24.0/me",
+        media_mime_type="image/png",
+        media_state=Message.MediaState.PENDING,
+    )
+
+    services.download_media(message_id=message.pk)
+
+    message.refresh_from_db()
+    assert message.media_state == Message.MediaState.FAILED
+    assert "not a Graph id" in message.error["media"]
+    assert sandbox.control.requests() == []
 
 
 @pytest.mark.e2e

@@ -1,6 +1,8 @@
 """The Graph API client against the sandbox: bodies, answers and typed errors."""
 
 import hashlib
+import http.server
+import threading
 
 import pytest
 
@@ -143,3 +145,115 @@ def test_mark_read_of_an_unknown_message_is_refused(graph_sandbox, sandbox_numbe
     with pytest.raises(client.GraphAPIError) as caught:
         client.mark_read(sandbox_number, "wamid.unknown")
     assert caught.value.code == 100
+
+
+# --- Where the token may go ----------------------------------------------------
+
+
+class RecordingServer:
+    """A plain HTTP server on a free port that records each request's path and
+    Authorization header; `redirect_to` makes it answer 302 with that Location."""
+
+    def __init__(self, redirect_to: str = ""):
+        requests_seen = self.requests = []
+        redirect = redirect_to
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                requests_seen.append((self.path, self.headers.get("Authorization")))
+                if redirect and self.path.startswith("/media"):
+                    self.send_response(302)
+                    self.send_header("Location", redirect)
+                    self.send_header("Content-Length", "0")
+                else:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "2")
+                self.end_headers()
+                if not (redirect and self.path.startswith("/media")):
+                    self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.origin = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_media_url_on_a_host_meta_does_not_serve_media_from_gets_no_token(
+    sandbox_number, settings
+):
+    with RecordingServer() as elsewhere:
+        settings.WHATSAPP_MEDIA_HOSTS = ["lookaside.fbsbx.com"]
+        for url in (
+            f"{elsewhere.origin}/media?mid=1",
+            # The allowed host's name in the userinfo, the real host after it.
+            f"http://lookaside.fbsbx.com@127.0.0.1:{elsewhere.port}/media",
+            # The allowed host, but not over HTTPS.
+            "http://lookaside.fbsbx.com/media",
+        ):
+            with pytest.raises(client.UntrustedURL):
+                client.download_media(sandbox_number, url)
+    assert elsewhere.requests == []
+
+
+def test_media_urls_on_an_allowed_origin_are_fetched_with_the_token(
+    sandbox_number, settings
+):
+    with RecordingServer() as media_host:
+        settings.WHATSAPP_MEDIA_HOSTS = ["lookaside.fbsbx.com", media_host.origin]
+        assert client.download_media(sandbox_number, f"{media_host.origin}/m") == b"{}"
+    assert media_host.requests == [("/m", f"Bearer {sandbox_number.access_token}")]
+
+
+def test_a_redirect_is_not_followed_with_the_token(sandbox_number, settings):
+    with RecordingServer(redirect_to="/collect") as media_host:
+        settings.WHATSAPP_MEDIA_HOSTS = [media_host.origin]
+        with pytest.raises(client.GraphAPIError) as caught:
+            client.download_media(sandbox_number, f"{media_host.origin}/media?mid=1")
+    assert caught.value.http_status == 302
+    assert not caught.value.retryable
+    assert [path for path, _ in media_host.requests] == ["/media?mid=1"]
+
+
+def test_template_pages_are_fetched_from_the_graph_api_only(sandbox_number):
+    with RecordingServer() as elsewhere:
+        with pytest.raises(client.UntrustedURL):
+            client.list_templates_page(
+                sandbox_number, f"{elsewhere.origin}/v24.0/1/message_templates"
+            )
+    assert elsewhere.requests == []
+
+
+@pytest.mark.e2e
+def test_ids_are_checked_before_they_go_into_a_path(graph_sandbox, sandbox_number):
+    for media_id in (
+        f"../{sandbox_number.phone_number_id}/messages",
+        "1/../2",
+        "123?phone_number_id=9",
+        "123#x",
+        "12a",
+        "",
+        "1" * 33,
+        "١٢٣",  # digits, but not ASCII ones
+    ):
+        with pytest.raises(client.InvalidId):
+            client.retrieve_media(sandbox_number, media_id)
+    assert graph_sandbox.control.requests() == []
+    sandbox_number.waba_id = "200000000000001/../../me"
+    with pytest.raises(client.InvalidId):
+        client.list_templates_page(sandbox_number)
+    sandbox_number.phone_number_id = "100000000000001/media"
+    with pytest.raises(client.InvalidId):
+        client.send_text(sandbox_number, f"+{CUSTOMER}", "Hi")
+    assert graph_sandbox.control.requests() == []

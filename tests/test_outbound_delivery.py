@@ -317,6 +317,64 @@ def test_a_worker_killed_mid_send_never_resends_and_settles_by_webhook(
     assert len(sends_for(graph_sandbox, message)) == 1
 
 
+def test_a_worker_killed_mid_batch_resends_only_what_never_started(
+    graph_sandbox, sandbox_number, receiver, settings, tmp_path
+):
+    """Replies claimed in a batch but still waiting their turn when the worker
+    dies go back to `queued` and are sent once; only the replies whose request
+    had reached Meta end `unknown`, and their status webhooks settle them."""
+    customers = [f"49170200{n:05d}" for n in range(4)]
+    conversations = [
+        open_conversation(graph_sandbox, sandbox_number, wa_id=wa_id)
+        for wa_id in customers
+    ]
+    # One thread sends a customer's replies in order: while Meta holds the
+    # first, the other four of each customer wait, claimed, for their turn.
+    messages = [reply(c, f"reply {n}") for n in range(5) for c in conversations]
+    graph_sandbox.control.set_faults(hold_sends_ms=30_000)
+    worker = start_subprocess_worker(graph_sandbox, tmp_path)
+    try:
+        wait_until(lambda: len(sends(graph_sandbox)) >= len(customers), timeout=30)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    reached = {int(r["body"]["biz_opaque_callback_data"]) for r in sends(graph_sandbox)}
+    assert len(reached) == len(customers)
+    assert set(
+        Message.objects.filter(pk__in=[m.pk for m in messages]).values_list(
+            "status", flat=True
+        )
+    ) == {Message.Status.SENDING}
+
+    # The worker's leases (1 s) run out; the sweeper sorts what it left.
+    wait_until(lambda: engine.sweep()["expired"], timeout=10)
+    statuses = dict(
+        Message.objects.filter(pk__in=[m.pk for m in messages]).values_list(
+            "pk", "status"
+        )
+    )
+    assert statuses == {
+        m.pk: Message.Status.UNKNOWN if m.pk in reached else Message.Status.QUEUED
+        for m in messages
+    }
+
+    graph_sandbox.control.set_faults()
+    engine.run(sandbox_number.pk, run_seconds=10)
+    for message in messages:
+        message.refresh_from_db()
+        assert len(sends_for(graph_sandbox, message)) == 1, message.pk
+        assert message.status == (
+            Message.Status.UNKNOWN if message.pk in reached else Message.Status.SENT
+        )
+    # Meta accepted the held ones: their webhooks (our id in them) settle them.
+    receiver.wait_for(3 * len(messages), timeout=15)
+    feed_webhooks(receiver)
+    for message in messages:
+        message.refresh_from_db()
+        assert message.status == Message.Status.READ
+        assert len(sends_for(graph_sandbox, message)) == 1
+
+
 def start_subprocess_worker(sandbox, tmp_path) -> subprocess.Popen:
     """A real `celery worker` process on the test database."""
     database = connection.settings_dict

@@ -1,12 +1,14 @@
 """The outbound delivery engine: a state machine stored in Message rows.
 
     queued ──claim──▶ sending ──200──────────▶ sent (wamid stored, parked
-      ▲                  │                          statuses applied)
-      │                  ├─ retryable error ──▶ queued, next_attempt_at later
-      │                  ├─ permanent error ──▶ failed (code and details)
-      │                  ├─ no answer ────────▶ unknown (never resent blindly)
-      │                  └─ number stopped ───▶ queued, number paused
-      └── limiter says wait (not an attempt) ◀┘
+      ▲ ▲                │                          statuses applied)
+      │ │                ├─ retryable error ──▶ queued, next_attempt_at later
+      │ │                ├─ permanent error ──▶ failed (code and details)
+      │ │                ├─ no answer ────────▶ unknown (never resent blindly)
+      │ │                ├─ number stopped ───▶ queued, number paused
+      │ │                └─ lease ran out ────▶ unknown if its request started
+      │ └── limiter says wait (not an attempt) ◀┤
+      └──── lease ran out, request never started ┘ (not an attempt)
 
 A send is a ``queued`` row written in the transaction of the action that
 created it; after commit a doorbell (doorbells.py) queues one Celery task per
@@ -14,23 +16,29 @@ created it; after commit a doorbell (doorbells.py) queues one Celery task per
 task's run claims due rows in batches (``SELECT ... FOR UPDATE SKIP LOCKED``
 on PostgreSQL, so any number of workers share the work), marks them
 ``sending`` with a lease and commits *before* any request. A thread pool then
-makes the requests: Meta is ~100 ms away, so reaching 1,000 messages/s takes
-~100 requests in flight, which one Celery task per message in a few prefork
-processes cannot do (about 490 no-op tasks/s per worker on this class of machine). The
-threads touch no database; the run's own thread writes their outcomes in bulk.
+makes the requests (threads.py): Meta is ~100 ms away, so reaching 1,000
+messages/s takes ~100 requests in flight, which one Celery task per message
+in a few prefork processes cannot do (about 490 no-op tasks/s per worker on
+this class of machine). The threads touch no database; the run's own thread
+writes their outcomes in bulk.
 
 Messages to the same customer in one batch go through one thread, in order.
 The limiters live in Redis (delivery/ratelimit.py), shared by all workers:
 the run reserves the number's per-second slots to size a claim, then takes
-every customer's pair slots and fresh number slots for the batch in one
-script call each, just before the threads start the requests; a customer's
-later sends in a batch ask again in their thread. A run whose claim comes back
-full rings for a second run (WHATSAPP_DELIVERY_RUNS_PER_NUMBER, PostgreSQL
-only), so a backlog is sent from two processes: one process' Python, not the
-network, is what caps a single run. A ``sending`` row whose worker died
-keeps its lease; the sweeper turns it ``unknown`` when the lease runs out,
-and its status webhook (which names our message id in
-biz_opaque_callback_data) settles it.
+every customer's pair slots for the batch in one script call, just before
+the threads start; each send takes its number slot in its thread, right
+before its request. A run whose claim comes back full rings for a second run
+(WHATSAPP_DELIVERY_RUNS_PER_NUMBER, PostgreSQL only), so a backlog is sent
+from two processes: one process' Python, not the network, is what caps a
+single run.
+
+A ``sending`` row whose worker died keeps its lease until the sweeper finds
+it run out. Whether its request had started is in the send-or-not record
+(attempts.py): the claim writes each send there as claimed, and the limiter
+grant just before its request marks it started, in the same Redis call. A
+send that never started goes back to ``queued``; one that did (or that the
+record cannot vouch for) becomes ``unknown``, and its status webhook (which
+names our message id in biz_opaque_callback_data) settles it.
 """
 
 from __future__ import annotations
@@ -54,47 +62,24 @@ from django.utils import timezone
 
 from .. import realtime, services
 from ..models import Message, ParkedStatus, WhatsAppNumber
-from ..rules import backoff as backoff_rules
 from ..whatsapp import client
-from . import doorbells, ratelimit
+from . import attempts, doorbells, ratelimit, threads
+from .threads import (
+    DEFER,
+    FAILED,
+    LIMITER_DOWN_DELAY,
+    RETRY,
+    SENT,
+    STOP,
+    UNKNOWN,
+    Job,
+    Outcome,
+)
 
 logger = logging.getLogger(__name__)
 
-# When a limiter cannot be asked (Redis down), try again after this long.
-LIMITER_DOWN_DELAY = 5.0
 # A run with nothing due waits in place for work due within this many seconds.
 IDLE_WAIT = 3.0
-# A send the number limiter told to wait asks again after at most this long.
-# The log can be full only for the few milliseconds a run holds the slots
-# that size its next claim; sleeping the whole answer (up to the 1.1 s
-# window) then left the send idle long after the slots were given back.
-NUMBER_WAIT_STEP = 0.1
-
-SENT = "sent"
-RETRY = "retry"
-DEFER = "defer"
-FAILED = "failed"
-UNKNOWN = "unknown"
-STOP = "stop"
-
-
-@dataclass(frozen=True)
-class Job:
-    message_id: int
-    conversation_id: int
-    recipient: str
-    body: dict
-    attempts: int
-
-
-@dataclass
-class Outcome:
-    job: Job
-    kind: str
-    result: client.SendResult | None = None
-    error: dict | None = None
-    code: int | None = None
-    delay: float = 0.0
 
 
 @dataclass
@@ -157,127 +142,6 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-# --- Backoff ----------------------------------------------------------------------
-
-
-def backoff(attempts: int) -> float:
-    """Seconds before the next try: exponential, capped, with jitter."""
-    return backoff_rules.delay(
-        attempts,
-        base=settings.WHATSAPP_DELIVERY_BACKOFF_BASE,
-        cap=settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
-        jitter=(0.5, 1.0),
-    )
-
-
-def pair_backoff(attempts: int) -> float:
-    """Meta's schedule for 131056: 1, 4, 16, ... seconds (4^X), with jitter."""
-    return backoff_rules.delay(
-        attempts,
-        base=1,
-        factor=4,
-        cap=settings.WHATSAPP_DELIVERY_BACKOFF_MAX,
-        jitter=(1.0, 1.25),
-    )
-
-
-# --- The threads: requests only, no database --------------------------------------
-
-
-def _send_group(
-    number,
-    jobs: list[Job],
-    outcomes: queue.Queue,
-    stop: threading.Event,
-    *,
-    pair_granted: int | None = None,
-    pair_wait: float = 0.0,
-    head_granted: bool = False,
-):
-    """Send one customer's jobs in order; put one Outcome per job.
-
-    The run may already have taken this batch's limiter slots in one Redis
-    call each: `pair_granted` of the jobs have their pair slot (the rest wait
-    `pair_wait`), and `head_granted` says the first job has its number slot.
-    Every other send asks the limiters itself, just before its request.
-    """
-    held_for = 0.0
-    for index, job in enumerate(jobs):
-        if stop.is_set():
-            outcomes.put(Outcome(job, DEFER, delay=0.0))
-            continue
-        if held_for:
-            # An earlier message to this customer waits: keep the order.
-            outcomes.put(Outcome(job, DEFER, delay=held_for))
-            continue
-        try:
-            if pair_granted is None:
-                wait = ratelimit.acquire_pair(number.phone_number_id, job.recipient)
-            else:
-                wait = 0.0 if index < pair_granted else max(pair_wait, 0.05)
-            if wait > 0:
-                held_for = wait
-                outcomes.put(Outcome(job, DEFER, delay=wait))
-                continue
-            if not (index == 0 and head_granted):
-                while (
-                    wait := ratelimit.acquire_number(
-                        number.phone_number_id, number.throughput
-                    )
-                ) > 0:
-                    time.sleep(min(wait, NUMBER_WAIT_STEP))
-        except redis.RedisError:
-            logger.warning("Rate limiter unavailable; message %s waits", job.message_id)
-            outcomes.put(Outcome(job, DEFER, delay=LIMITER_DOWN_DELAY))
-            continue
-        outcome = _send_one(number, job)
-        if outcome.code == client.PAIR_RATE_CODE:
-            held_for = outcome.delay
-            try:
-                ratelimit.penalize_pair(number.phone_number_id, job.recipient, held_for)
-            except redis.RedisError:
-                logger.warning("Pair limiter not told about 131056")
-        elif outcome.kind == STOP:
-            stop.set()
-        outcomes.put(outcome)
-
-
-def _send_one(number, job: Job) -> Outcome:
-    try:
-        result = client.send_message(number, job.body)
-    except client.AcceptedButUnknown as error:
-        return Outcome(job, UNKNOWN, error=error.as_dict())
-    except client.GraphAPIError as error:
-        return _classify(job, error)
-    except Exception as error:
-        # Anything unexpected after the request may have gone out: do not
-        # resend blindly.
-        logger.exception("Send of message %s ended unexpectedly", job.message_id)
-        return Outcome(
-            job,
-            UNKNOWN,
-            error={"code": None, "title": "Unexpected error", "details": str(error)},
-        )
-    return Outcome(job, SENT, result=result)
-
-
-def _classify(job: Job, error: client.GraphAPIError) -> Outcome:
-    details = error.as_dict()
-    if error.stops_number:
-        return Outcome(job, STOP, error=details, code=error.code)
-    if error.code == client.PAIR_RATE_CODE:
-        return Outcome(
-            job, RETRY, error=details, code=error.code, delay=pair_backoff(job.attempts)
-        )
-    if error.retryable:
-        if job.attempts >= settings.WHATSAPP_DELIVERY_MAX_ATTEMPTS:
-            return Outcome(job, FAILED, error=details, code=error.code)
-        return Outcome(
-            job, RETRY, error=details, code=error.code, delay=backoff(job.attempts)
-        )
-    return Outcome(job, FAILED, error=details, code=error.code)
-
-
 # --- The run: claims and bookkeeping, in the task's thread --------------------------
 
 
@@ -289,7 +153,7 @@ def _due(number_id: int, now):
     ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
 
 
-def _job(row) -> Job:
+def _job(row, claim_token: str, lease) -> Job:
     """The send of a claimed row (Message.payload is the type's object)."""
     return Job(
         message_id=row.id,
@@ -304,6 +168,8 @@ def _job(row) -> Job:
         ),
         # The claim counts this attempt.
         attempts=row.attempts + 1,
+        claim=claim_token,
+        lease=lease,
     )
 
 
@@ -352,7 +218,7 @@ def claim(number: WhatsAppNumber, limit: int) -> list[Job]:
             # first: this claim's lease marks the ones it moved.
             mine = set(
                 Message.objects.filter(
-                    pk__in=ids, status=Message.Status.SENDING, next_attempt_at=lease
+                    pk__in=ids, status=Message.Status.SENDING
                 ).values_list("pk", flat=True)
             )
             rows = [row for row in rows if row.id in mine]
@@ -363,7 +229,8 @@ def claim(number: WhatsAppNumber, limit: int) -> list[Job]:
                 (row.conversation_id, row.id, Message.Status.SENDING) for row in rows
             ],
         )
-    return [_job(row) for row in rows]
+    claim_token = attempts.new_claim()
+    return [_job(row, claim_token, lease) for row in rows]
 
 
 def _mark_sent(sent: dict[int, Outcome], now) -> list[int]:
@@ -432,15 +299,19 @@ def _settle(outcome: Outcome, now) -> list[tuple[int, str]]:
 
 
 def _requeue_untried(outcomes: list[Outcome], now) -> list[tuple[int, str]]:
-    """Requeue untried sends, one UPDATE per delay; the attempt does not count."""
-    deferred: dict[float, list[int]] = defaultdict(list)
+    """Requeue untried sends, one UPDATE per delay; the attempt does not count.
+
+    Only rows still under their own claim's lease: a row whose lease ran out
+    may have been taken back by the sweeper and claimed again since.
+    """
+    deferred: dict[tuple, list[int]] = defaultdict(list)
     for outcome in outcomes:
-        deferred[outcome.delay].append(outcome.job.message_id)
+        deferred[outcome.delay, outcome.job.lease].append(outcome.job.message_id)
     changed = []
-    for delay, ids in deferred.items():
+    for (delay, lease), ids in deferred.items():
         moved = list(
             Message.objects.filter(
-                pk__in=ids, status=Message.Status.SENDING
+                pk__in=ids, status=Message.Status.SENDING, next_attempt_at=lease
             ).values_list("pk", flat=True)
         )
         Message.objects.filter(pk__in=moved).update(
@@ -464,7 +335,10 @@ def _apply_parked_statuses(wamids: list[str]) -> None:
 
 
 def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
-    """Write what the threads learnt; publish every status change."""
+    """Write what the threads learnt; publish every status change.
+
+    Withdrawn sends are not written: the sweeper took them back.
+    """
     now = timezone.now()
     by_kind: dict[str, list[Outcome]] = defaultdict(list)
     conversation_of: dict[int, int] = {}
@@ -489,12 +363,23 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             number_id=number.pk,
             changes=[(conversation_of[pk], pk, status) for pk, status in changed],
         )
+    _forget_attempts(number, outcomes)
     for outcome in by_kind[FAILED]:
         services.record_send_failure(
             message_id=outcome.job.message_id, code=outcome.code
         )
     if sent:
         _apply_parked_statuses([o.result.wamid for o in sent.values()])
+
+
+def _forget_attempts(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
+    """Drop the send-or-not fields of sends whose outcome is written."""
+    try:
+        attempts.forget(number.pk, [(o.job.message_id, o.job.claim) for o in outcomes])
+    except redis.RedisError:
+        # Left behind, they expire with the number's record; the rows they
+        # describe are no longer `sending`, so the sweeper never reads them.
+        logger.warning("Send-or-not record of number %s not trimmed", number.pk)
 
 
 def next_due_in(number_id: int) -> float | None:
@@ -521,15 +406,16 @@ def dispatch(
 ) -> None:
     """Hand a claimed batch to the threads, with its limiter slots taken at once.
 
-    One Redis call takes every customer's pair slots, one more the number's
-    slots for the first send to each customer (trading in the run's
-    reservation); a customer's later sends in the batch, and first sends the
-    number could not grant now, ask the limiter in their thread.
+    One Redis call records the batch as claimed and not started
+    (attempts.py), one takes every customer's pair slots, one gives back the
+    run's reservation; each send then takes its number slot in its thread.
     """
     groups: dict[str, list[Job]] = defaultdict(list)
     for job in jobs:
         groups[job.recipient].append(job)
     try:
+        # Before any thread may start: a grant only moves a field written here.
+        attempts.mark_claimed(number.pk, [(j.message_id, j.claim) for j in jobs])
         pairs = ratelimit.acquire_pairs(
             number.phone_number_id, {r: len(g) for r, g in groups.items()}
         )
@@ -552,24 +438,22 @@ def dispatch(
     # here let a loaded machine start the last requests of a batch >100 ms
     # after the first, past the window's margin (the sandbox answered 130429
     # to 20 of 5,000 sends at limit 80, load average 15).
-    heads = 0
     try:
         ratelimit.acquire_number_slots(
             number.phone_number_id, number.throughput, 0, release=reserved
         )
     except redis.RedisError:
         logger.warning("Reserved limiter slots of number %s not given back", number.pk)
-    for index, recipient in enumerate(ready):
+    for recipient in ready:
         granted, wait = pairs[recipient]
         pool.submit(
-            _send_group,
+            threads.send_group,
             number,
             groups[recipient],
             outcomes,
             stop,
             pair_granted=granted,
             pair_wait=wait,
-            head_granted=index < heads,
         )
 
 
@@ -753,29 +637,33 @@ def _claim_or_wait(loop: _RunLoop) -> bool:
 
 
 def sweep(now=None) -> dict:
-    """Expire dead workers' leases and ring every number with due work."""
+    """Settle dead workers' expired leases and ring every number with due work.
+
+    A send whose request never started (attempts.py) goes back to `queued`,
+    due at once and its attempt not counted; any other becomes `unknown`.
+    """
     now = now or timezone.now()
-    expired = []
+    expired: list[Message] = []
+    requeued: set[int] = set()
     with transaction.atomic():
         stuck = list(
-            Message.objects.select_for_update(skip_locked=True)
+            Message.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status=Message.Status.SENDING, next_attempt_at__lt=now)
-            .values_list("pk", flat=True)[:1000]
+            .values_list("pk", "conversation__number_id")[:1000]
         )
+        try:
+            requeued = attempts.take_back(stuck) if stuck else set()
+        except redis.RedisError:
+            # Without the record nothing tells the sends apart; the rows wait
+            # in `sending` for the next sweep rather than turn `unknown`.
+            logger.warning("Send-or-not record unavailable; %s leases wait", len(stuck))
+            stuck = []
         if stuck:
-            Message.objects.filter(pk__in=stuck, status=Message.Status.SENDING).update(
-                status=Message.Status.UNKNOWN,
-                next_attempt_at=None,
-                error={
-                    "code": None,
-                    "title": "Delivery interrupted",
-                    "details": "The worker sending this message stopped before "
-                    "Meta answered; it may or may not have been sent.",
-                },
-                updated_at=now,
-            )
+            _settle_expired([pk for pk, _ in stuck], requeued, now)
             expired = list(
-                Message.objects.filter(pk__in=stuck).select_related("conversation")
+                Message.objects.filter(pk__in=[pk for pk, _ in stuck]).select_related(
+                    "conversation"
+                )
             )
             realtime.publish_many(realtime.MESSAGE_UPDATED, messages=expired)
     numbers = list(
@@ -790,4 +678,29 @@ def sweep(now=None) -> dict:
     )
     for number_id in numbers:
         doorbells.ring_delivery(number_id)
-    return {"expired": len(expired), "rung": len(numbers)}
+    return {"expired": len(expired), "requeued": len(requeued), "rung": len(numbers)}
+
+
+def _settle_expired(ids: list[int], requeued: set[int], now) -> None:
+    """Requeue the expired sends that never started; the rest become `unknown`."""
+    Message.objects.filter(pk__in=requeued, status=Message.Status.SENDING).update(
+        status=Message.Status.QUEUED,
+        next_attempt_at=None,
+        attempts=F("attempts") - 1,
+        updated_at=now,
+    )
+    Message.objects.filter(
+        pk__in=[pk for pk in ids if pk not in requeued],
+        status=Message.Status.SENDING,
+    ).update(
+        status=Message.Status.UNKNOWN,
+        next_attempt_at=None,
+        error={
+            "code": None,
+            "title": "Delivery interrupted",
+            "details": "The worker sending this message stopped after its "
+            "request to Meta started and before Meta answered; it may or may "
+            "not have been sent.",
+        },
+        updated_at=now,
+    )

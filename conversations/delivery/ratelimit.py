@@ -30,6 +30,7 @@ message waits in the database and is tried again later.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import redis
 from django.conf import settings
@@ -40,8 +41,13 @@ NUMBER_KEY = "outbound:rate:number:{}"
 PAIR_KEY = "outbound:rate:pair:{{{}}}:{}"
 
 # KEYS[1] the log; ARGV limit, window (µs). Returns 0 when granted, else the
-# microseconds to wait before asking again.
+# microseconds to wait before asking again. With a mark (KEYS[2] a hash, ARGV
+# field, the value it must hold, the value a grant writes), nothing is
+# granted unless the field holds that value (-1 then), and a grant writes it.
 _NUMBER_SCRIPT = """
+if KEYS[2] and redis.call('HGET', KEYS[2], ARGV[3]) ~= ARGV[4] then
+  return -1
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
@@ -56,6 +62,9 @@ end
 redis.call('LPUSH', KEYS[1], string.format('%.0f', now))
 redis.call('LTRIM', KEYS[1], 0, limit - 1)
 redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+if KEYS[2] then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[5])
+end
 return 0
 """
 
@@ -191,14 +200,44 @@ def _script(source: str):
     return cache[key]
 
 
-def acquire_number(phone_number_id: str, throughput: int) -> float:
-    """Take one send of the number's throughput: 0.0, or seconds to wait first."""
+class MarkChanged(Exception):
+    """The mark a grant was to move no longer holds the expected value."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A hash field a grant moves from `expected` to `value`, in the same step."""
+
+    key: str
+    field: str
+    expected: str
+    value: str
+
+
+def script(source: str):
+    """A Lua script on the limiters' Redis, registered once per thread."""
+    return _script(source)
+
+
+def acquire_number(
+    phone_number_id: str, throughput: int, *, mark: Mark | None = None
+) -> float:
+    """Take one send of the number's throughput: 0.0, or seconds to wait first.
+
+    With a mark, the grant also writes it, atomically: a send that was granted
+    is a send whose mark says so. MarkChanged when the mark holds anything
+    but `expected` (nothing is granted then).
+    """
     window_us = int(settings.WHATSAPP_RATE_LIMIT_WINDOW * 1_000_000)
-    wait_us = _script(_NUMBER_SCRIPT)(
-        keys=[NUMBER_KEY.format(phone_number_id)],
-        args=[max(1, int(throughput)), window_us],
-    )
-    return int(wait_us) / 1_000_000
+    keys = [NUMBER_KEY.format(phone_number_id)]
+    args = [max(1, int(throughput)), window_us]
+    if mark is not None:
+        keys.append(mark.key)
+        args += [mark.field, mark.expected, mark.value]
+    wait_us = int(_script(_NUMBER_SCRIPT)(keys=keys, args=args))
+    if wait_us < 0:
+        raise MarkChanged(mark.field if mark else "")
+    return wait_us / 1_000_000
 
 
 def acquire_number_slots(

@@ -90,6 +90,9 @@ def download_media(*, message_id: int) -> Message | None:
         return fail_media(message_id=message_id, reason=f"Too large: {error}")
     except client.AcceptedButUnknown as error:
         raise errors.MediaTemporarilyUnavailable(error.message) from error
+    except (client.UntrustedURL, client.InvalidId) as error:
+        # Refused here, before the token went anywhere.
+        return fail_media(message_id=message_id, reason=f"Not downloaded: {error}")
     except client.GraphAPIError as error:
         if error.retryable or error.is_transient:
             raise errors.MediaTemporarilyUnavailable(str(error)) from error

@@ -11,6 +11,14 @@ uses, and answers with a small result dataclass or raises a typed error:
 - ``AcceptedButUnknown``: the request was written but no answer came (read
   timeout, connection dropped mid-answer). Meta may have accepted it; a send
   must not be repeated blindly.
+- ``UntrustedURL`` and ``InvalidId`` (GraphAPIErrors, never retryable): the
+  request was refused here, before the token went anywhere.
+
+Every request with a token is checked against origins.py first: the Graph
+API's origin, or for media downloads the origins Meta serves media from, so
+a URL from Meta's answer (a media URL, a page of templates) cannot take the
+token elsewhere. Redirects are never followed, and ids go into a path only
+if they are Graph ids.
 
 One ``requests.Session`` per process is shared by all threads: urllib3's
 connection pool is thread-safe, and its size follows the delivery
@@ -37,6 +45,8 @@ import requests
 import urllib3.exceptions as u3
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+
+from . import origins
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +191,14 @@ class MediaTooLarge(GraphAPIError):
     """A download exceeded the caller's size cap."""
 
 
+class UntrustedURL(GraphAPIError):
+    """A URL (from Meta's answer) on an origin the token must not be sent to."""
+
+
+class InvalidId(GraphAPIError):
+    """A value that is not a Graph id, refused before it went into a path."""
+
+
 # --- Results ------------------------------------------------------------------
 
 
@@ -273,6 +291,16 @@ def _headers(number: Number) -> dict[str, str]:
     return {"Authorization": f"Bearer {number.access_token}"}
 
 
+def path_id(value: str, what: str) -> str:
+    """`value` if it is a Graph id, to go into a URL path; else InvalidId."""
+    if not origins.is_graph_id(value):
+        raise InvalidId(
+            f"The {what} {str(value)[:40]!r} is not a Graph id (digits only)",
+            title="Invalid id",
+        )
+    return value
+
+
 def _request(
     method: str,
     url: str,
@@ -280,9 +308,18 @@ def _request(
     *,
     read_timeout: float | None = None,
     stream: bool = False,
+    allowed: set | None = None,
     **kwargs,
 ) -> requests.Response:
-    """Make one request; map transport failures to the typed errors."""
+    """Make one request; map transport failures to the typed errors.
+
+    The URL must be on the Graph API's origin, or on one of `allowed`.
+    """
+    if origins.origin(url) not in (allowed or {origins.graph_origin()}):
+        raise UntrustedURL(
+            f"{url[:200]!r} is not on an allowed origin; the token is not sent there",
+            title="URL not allowed",
+        )
     prepared = session().prepare_request(
         requests.Request(method, url, headers=_headers(number), **kwargs)
     )
@@ -296,8 +333,12 @@ def _send_prepared(
     stream: bool = False,
 ) -> requests.Response:
     try:
+        # A redirect would carry the bearer token to wherever it points.
         response = session().send(
-            prepared, timeout=_timeout(read_timeout), stream=stream
+            prepared,
+            timeout=_timeout(read_timeout),
+            stream=stream,
+            allow_redirects=False,
         )
     except requests.exceptions.ConnectTimeout as error:
         raise ConnectionFailed(f"Connecting to Meta timed out: {error}") from error
@@ -313,6 +354,14 @@ def _send_prepared(
         raise ConnectionFailed(f"Request to Meta failed: {error}") from error
     if response.status_code >= 400:
         raise _error_from_response(response)
+    if response.is_redirect:
+        response.close()
+        raise GraphAPIError(
+            f"HTTP {response.status_code} redirect to "
+            f"{response.headers.get('Location', '')[:200]!r}, not followed",
+            http_status=response.status_code,
+            title="Redirect not followed",
+        )
     return response
 
 
@@ -395,7 +444,7 @@ def _json(response: requests.Response) -> dict:
 
 
 def messages_url(number: Number) -> str:
-    return f"{_base()}/{number.phone_number_id}/messages"
+    return f"{_base()}/{path_id(number.phone_number_id, 'phone number id')}/messages"
 
 
 def build_message(
@@ -603,7 +652,7 @@ def upload_media(
         check_media(kind, mime_type, len(data))
     response = _request(
         "POST",
-        f"{_base()}/{number.phone_number_id}/media",
+        f"{_base()}/{path_id(number.phone_number_id, 'phone number id')}/media",
         number,
         data={"messaging_product": "whatsapp", "type": mime_type},
         files={"file": (filename, data, mime_type)},
@@ -619,7 +668,7 @@ def retrieve_media(number: Number, media_id: str) -> MediaInfo:
     data = _json(
         _request(
             "GET",
-            f"{_base()}/{media_id}",
+            f"{_base()}/{path_id(media_id, 'media id')}",
             number,
             params={"phone_number_id": number.phone_number_id},
         )
@@ -639,10 +688,14 @@ def download_media(
 ) -> bytes:
     """Download a media URL with the number's token; at most max_bytes.
 
-    A 404 means the URL expired: call retrieve_media again for a fresh one.
+    Only from an origin Meta serves media from (WHATSAPP_MEDIA_HOSTS), else
+    UntrustedURL before any request. A 404 means the URL expired: call
+    retrieve_media again for a fresh one.
     """
     try:
-        response = _request("GET", url, number, stream=True)
+        response = _request(
+            "GET", url, number, stream=True, allowed=origins.media_origins()
+        )
     except AcceptedButUnknown as error:
         # A download changes nothing at Meta: a lost answer is just a failure.
         raise ConnectionFailed(error.message) from error
@@ -674,13 +727,16 @@ def download_media(
 def list_templates_page(
     number: Number, url: str = "", limit: int = 100
 ) -> TemplatePage:
-    """One page of the WABA's templates; follow next_url for the rest."""
+    """One page of the WABA's templates; follow next_url for the rest.
+
+    A next_url from Meta's answer is fetched only on the Graph API's origin.
+    """
     if url:
         response = _request("GET", url, number)
     else:
         response = _request(
             "GET",
-            f"{_base()}/{number.waba_id}/message_templates",
+            f"{_base()}/{path_id(number.waba_id, 'WABA id')}/message_templates",
             number,
             params={"limit": limit},
         )

@@ -1,6 +1,7 @@
 """Injected faults behave as configured, measured from the sandbox's own records."""
 
 import asyncio
+import concurrent.futures
 
 import aiohttp
 import pytest
@@ -112,6 +113,35 @@ def test_latency_delays_every_answer(sandbox, graph, open_window):
     response = graph.text()
     assert response.status_code == 200
     assert response.elapsed.total_seconds() >= 0.15
+
+
+def test_held_sends_are_accepted_on_arrival_and_answered_later(
+    sandbox, graph, open_window
+):
+    sandbox.control.set_faults(hold_sends_ms=1500)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(graph.text, "held")
+        # On the sandbox's books while the client still waits for its answer.
+        wait_until(lambda: sandbox.control.messages(CUSTOMER), timeout=5)
+        assert not answer.done()
+        [record] = sandbox.control.requests("/messages")
+        assert record["body"]["text"] == {"body": "held"}
+        response = answer.result(timeout=10)
+    assert response.status_code == 200
+    assert response.elapsed.total_seconds() >= 1.5
+    [sent] = sandbox.control.messages(CUSTOMER)
+    assert response.json()["messages"][0]["id"] == sent["wamid"]
+
+
+def test_changing_the_faults_releases_held_sends(sandbox, graph, open_window):
+    sandbox.control.set_faults(hold_sends_ms=60_000)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(graph.text, "held", timeout=30)
+        wait_until(lambda: sandbox.control.messages(CUSTOMER), timeout=5)
+        sandbox.control.set_faults()
+        response = answer.result(timeout=10)
+    assert response.status_code == 200
+    assert response.elapsed.total_seconds() < 10
 
 
 def test_duplicate_webhooks(sandbox, receiver):
