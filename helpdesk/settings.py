@@ -1,8 +1,9 @@
 """The one settings module: every deploy-specific value comes from the environment.
 
-Defaults are safe for development only. With DEBUG off, SECRET_KEY and
-ALLOWED_HOSTS must be set, and the helpdesk expects to sit behind a
-TLS-terminating proxy.
+DEBUG is off unless the environment turns it on (the run command and the
+tests do). With DEBUG off, SECRET_KEY and ALLOWED_HOSTS must be set, and the
+helpdesk expects to sit behind a TLS-terminating proxy; the development
+defaults (a published SECRET_KEY, localhost) exist only with DEBUG on.
 """
 
 import os
@@ -58,13 +59,18 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless asked for: a production start that forgot it must not serve
+# Django's debug pages, nor run on the development key below.
+DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
     SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105
+# What an error shows of the settings, the request and each frame's
+# variables, with DEBUG on too: never a password of a connection URL.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "helpdesk.security.ExceptionReporterFilter"
 
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
@@ -131,10 +137,11 @@ TEMPLATES = [
 # persistent connection per process. helpdesk/asgi.py sets the kind.
 HELPDESK_PROCESS = os.environ.get("HELPDESK_PROCESS", "")
 
-DATABASE_URL = os.environ.get(
-    "DATABASE_URL", f"sqlite:///{VAR_DIR / 'helpdesk.sqlite3'}"
+# Parsed straight from the environment: no setting keeps the raw URL and its
+# password (DATABASES' PASSWORD is hidden from error pages by name).
+_database = dj_database_url.parse(
+    os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'helpdesk.sqlite3'}")
 )
-_database = dj_database_url.parse(DATABASE_URL)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server read while a worker writes; IMMEDIATE
     # transactions wait for the write lock instead of failing with "database
@@ -208,6 +215,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
 # --- Redis: Celery broker and channel layer ---------------------------------
+# The limiters and the webhook endpoint read it; error pages hide it (and
+# mask its password in CHANNEL_LAYERS and CACHES): helpdesk/security.py.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 CHANNEL_LAYERS = {
