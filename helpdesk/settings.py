@@ -7,6 +7,7 @@ defaults (a published SECRET_KEY, localhost) exist only with DEBUG on.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -95,6 +96,8 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Counts failed logins and locks out guessers (see "Logins" below).
+    "axes",
     "accounts",
     "conversations",
 ]
@@ -109,6 +112,8 @@ MIDDLEWARE = [
     "accounts.middleware.AgentTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "helpdesk.urls"
@@ -185,6 +190,50 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Logins: lockout after failed passwords (django-axes) --------------------
+# Every password login (/accounts/login/, /admin/login/) goes through
+# authenticate(); axes' backend refuses it while its username and address
+# are locked out. The API takes tokens, never passwords, so it has nothing
+# to guess (docs/operations.md, Logins).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+# Counted from the last failure: a guesser who keeps trying stays locked.
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_COOLOFF_MINUTES", 15.0))
+
+
+def login_lockout_parameters(value: str) -> list[str | list[str]]:
+    """LOGIN_LOCKOUT_PARAMETERS: comma-separated, each `username`,
+    `ip_address` or both joined by `+` (counted together)."""
+    parameters: list[str | list[str]] = []
+    for item in value.split(","):
+        names = [name.strip() for name in item.split("+") if name.strip()]
+        unknown = set(names) - {"username", "ip_address"}
+        if not names or unknown:
+            raise ImproperlyConfigured(
+                "LOGIN_LOCKOUT_PARAMETERS takes username, ip_address or"
+                f" username+ip_address, comma-separated, not {value!r}"
+            )
+        parameters.append(names[0] if len(names) == 1 else names)
+    return parameters
+
+
+# A username from one address: the guesser is stopped, while the agent at
+# their desk, and colleagues behind the guesser's office address, still log
+# in. By username alone anyone could lock any agent out; by address alone
+# one office behind one NAT would lock itself out.
+AXES_LOCKOUT_PARAMETERS = login_lockout_parameters(
+    os.environ.get("LOGIN_LOCKOUT_PARAMETERS", "username+ip_address")
+)
+# A successful login forgets that pair's earlier typos.
+AXES_RESET_ON_SUCCESS = True
+# REMOTE_ADDR, as the ASGI server set it from the trusted proxy's headers;
+# never a header a client could make up.
+AXES_CLIENT_IP_CALLABLE = "helpdesk.security.client_ip_address"
+AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
@@ -493,5 +542,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Its start-up banner, in every process; failures and lockouts still
+        # log (axes.handlers, axes.signals).
+        "axes.apps": {"level": "WARNING"},
     },
 }

@@ -113,7 +113,11 @@ def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
     assert password not in second.getvalue()
     assert User.objects.filter(username="demo").count() == 1
     assert WhatsAppNumber.objects.count() == 1
-    assert client.login(username="demo", password=password) is True
+    response = client.post(
+        "/accounts/login/", {"username": "demo", "password": password}
+    )
+    assert response.status_code == 302
+    assert response.url == "/"
     demo = User.objects.get(username="demo")
     assert demo.teams.filter(numbers__phone_number_id="100000000000001").exists()
 
