@@ -25,7 +25,9 @@ def manage(*args, env):
     clean = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DJANGO_SETTINGS_MODULE", "DEBUG", *PRODUCTION}
+        # HELPDESK_PROCESS: importing helpdesk.asgi in this process set it.
+        if key
+        not in {"DJANGO_SETTINGS_MODULE", "DEBUG", "HELPDESK_PROCESS", *PRODUCTION}
     }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
