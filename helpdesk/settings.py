@@ -7,6 +7,7 @@ defaults (a published SECRET_KEY, localhost) exist only with DEBUG on.
 """
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -48,6 +49,17 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(
             f"{name} must be a whole number, not {value!r}"
         ) from None
+
+
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate such as `100/second` or `60/minute`, checked at
+    start rather than at the first request."""
+    value = os.environ.get(name, "").strip() or default
+    if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(
+            f"{name} must be requests/period such as 100/second, not {value!r}"
+        )
+    return value
 
 
 def env_float(name: str, default: float) -> float:
@@ -372,6 +384,13 @@ LIVE_TAB_STALE_SECONDS = env_float("LIVE_TAB_STALE_SECONDS", 90.0)
 # An agent who closes their last tab shows as offline after this long, unless
 # a new one opens meanwhile (opening a conversation loads a new page).
 LIVE_TAB_GRACE_SECONDS = env_float("LIVE_TAB_GRACE_SECONDS", 10.0)
+# A tab says hello (catch-up and its search) on connecting and when it is
+# shown again: each socket may send this many at once, then one every this
+# many seconds (conversations/live/consumers.py). Typing is relayed to
+# colleagues at most once per interval per socket (the page sends it every 3 s).
+LIVE_HELLO_BURST = env_int("LIVE_HELLO_BURST", 10)
+LIVE_HELLO_INTERVAL_SECONDS = env_float("LIVE_HELLO_INTERVAL_SECONDS", 3.0)
+LIVE_TYPING_INTERVAL_SECONDS = env_float("LIVE_TYPING_INTERVAL_SECONDS", 2.0)
 
 # --- WhatsApp Cloud API -----------------------------------------------------
 WHATSAPP_GRAPH_API_URL = os.environ.get(
@@ -489,10 +508,21 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "conversations.api.exceptions.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "conversations.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    # Per token (its user), in a window of one second: a bulk integration
+    # keeps its 50+ requests a second, a leaked or looping token cannot
+    # fire an hour's allowance in a burst. Anonymous requests (the schema,
+    # the docs) per address: REMOTE_ADDR, as the ASGI server set it from the
+    # trusted proxy (NUM_PROXIES 0: DRF reads no forwarded header itself).
+    # Windows stay short because DRF keeps one timestamp per request in it.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
     "DEFAULT_THROTTLE_RATES": {
-        "user": os.environ.get("API_RATE_LIMIT", "300000/hour"),
+        "user": env_rate("API_RATE_LIMIT", "100/second"),
+        "anon": env_rate("API_ANON_RATE_LIMIT", "60/minute"),
     },
+    "NUM_PROXIES": 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "WhatsApp Helpdesk API",

@@ -15,7 +15,15 @@ Protocol (JSON text frames):
   {"type": "seen"} (the open conversation was looked at).
 - server → tab: {"type": "event", "id": n, "html": "...", "notify": {...}?};
   {"type": "synced", "last": n}; {"type": "fragment", "html": "..."};
-  {"type": "access", "numbers": [...]}; {"type": "reload"}.
+  {"type": "access", "numbers": [...]}; {"type": "reload"};
+  {"type": "error", "code": "rate_limited", "retry_after": seconds}.
+
+A hello runs the catch-up and the tab's search, so each socket may send
+LIVE_HELLO_BURST of them at once and then one every
+LIVE_HELLO_INTERVAL_SECONDS; one more is answered with the rate_limited
+error instead (the socket stays open, and the tab says hello again after
+retry_after). Typing is relayed to colleagues at most once every
+LIVE_TYPING_INTERVAL_SECONDS per socket; more often is dropped.
 """
 
 import asyncio
@@ -29,6 +37,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import WebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
+from django.conf import settings
 
 from accounts.models import User
 
@@ -39,6 +48,7 @@ from ..selectors.thread import WindowState
 from . import cache
 from .frames import NotRendered, frame_for
 from .hub import inbox_hub
+from .limits import TokenBucket
 from .rendering import RenderedEvent, render_fragment
 
 logger = logging.getLogger(__name__)
@@ -129,6 +139,13 @@ class WorkspaceConsumer(WebsocketConsumer):
         self.typing: dict[str, tuple[str, float]] = {}
         self.user_team_ids: set[int] = set()
         self.window_open: bool | None = None
+        self.hellos = TokenBucket(
+            capacity=settings.LIVE_HELLO_BURST,
+            interval=settings.LIVE_HELLO_INTERVAL_SECONDS,
+        )
+        self.typings = TokenBucket(
+            capacity=1, interval=settings.LIVE_TYPING_INTERVAL_SECONDS
+        )
         self.accept()
         self._join(realtime.user_group(user.pk))
         self._refresh_access()
@@ -227,8 +244,17 @@ class WorkspaceConsumer(WebsocketConsumer):
             return
         kind = message.get("type")
         if kind == "hello":
-            self._hello(message)
-        elif kind == "typing" and self.conversation_id:
+            if self.hellos.take():
+                self._hello(message)
+            else:
+                self._send(
+                    {
+                        "type": "error",
+                        "code": "rate_limited",
+                        "retry_after": round(self.hellos.wait(), 2),
+                    }
+                )
+        elif kind == "typing" and self.conversation_id and self.typings.take():
             self._presence("typing")
             conversation = Conversation.objects.filter(pk=self.conversation_id).first()
             if conversation is not None:

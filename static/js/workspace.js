@@ -28,6 +28,9 @@
   // which count in the title badge but pop up no notification each.
   var catchingUp = false;
   var typingTimer = null;
+  // A hello the server refused (too many too fast) is sent again once it
+  // allows one.
+  var helloTimer = null;
 
   // --- Applying fragments ------------------------------------------------------
 
@@ -193,6 +196,7 @@
   }
 
   function hello() {
+    clearTimeout(helloTimer);
     catchingUp = true;
     send({
       type: "hello",
@@ -281,6 +285,11 @@
       });
     } else if (message.type === "reload") {
       location.reload();
+    } else if (message.type === "error" && message.code === "rate_limited") {
+      clearTimeout(helloTimer);
+      helloTimer = setTimeout(function () {
+        if (socket && socket.readyState === WebSocket.OPEN) hello();
+      }, Math.ceil((message.retry_after || 1) * 1000));
     }
   }
 
