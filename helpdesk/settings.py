@@ -543,6 +543,11 @@ CACHES = {
 }
 
 # --- Security ---------------------------------------------------------------
+# How long a login lasts, in seconds: a working day and then some, so agents
+# log in once per shift and an unattended browser does not stay logged in
+# for Django's two weeks. Pages and live sockets (re-checked every minute)
+# end with it.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"

@@ -204,3 +204,41 @@ def test_the_database_and_graph_api_come_from_the_environment():
         "v23.0",
         "7.5",
     ]
+
+
+@pytest.mark.e2e
+def test_the_security_limits_come_from_the_environment():
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.SESSION_COOKIE_AGE, s.AXES_FAILURE_LIMIT,"
+        " int(s.AXES_COOLOFF_TIME.total_seconds()), s.AXES_LOCKOUT_PARAMETERS,"
+        " s.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'], s.LIVE_HELLO_BURST,"
+        " s.LIVE_HELLO_INTERVAL_SECONDS, sep='|')"
+    )
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        code,
+        env={
+            **PRODUCTION,
+            "SESSION_COOKIE_AGE": "3600",
+            "LOGIN_FAILURE_LIMIT": "8",
+            "LOGIN_COOLOFF_MINUTES": "30",
+            "LOGIN_LOCKOUT_PARAMETERS": "username+ip_address,ip_address",
+            "API_RATE_LIMIT": "20/second",
+            "API_ANON_RATE_LIMIT": "10/minute",
+            "LIVE_HELLO_BURST": "4",
+            "LIVE_HELLO_INTERVAL_SECONDS": "5",
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].split("|") == [
+        "3600",
+        "8",
+        "1800",
+        "[['username', 'ip_address'], 'ip_address']",
+        "{'user': '20/second', 'anon': '10/minute'}",
+        "4",
+        "5.0",
+    ]

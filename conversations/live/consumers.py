@@ -38,6 +38,8 @@ from channels.generic.websocket import WebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 
@@ -187,7 +189,13 @@ class WorkspaceConsumer(WebsocketConsumer):
         """Re-read the inboxes the agent may see; join and leave groups to match."""
         try:
             self.user.refresh_from_db(
-                fields=["is_active", "is_staff", "is_superuser", "time_zone"]
+                fields=[
+                    "is_active",
+                    "is_staff",
+                    "is_superuser",
+                    "time_zone",
+                    "password",
+                ]
             )
         except User.DoesNotExist:
             # The account was deleted: nothing of it may stay on screen.
@@ -218,8 +226,20 @@ class WorkspaceConsumer(WebsocketConsumer):
                     "html": render_fragment("access_lost", {}),
                 }
             )
-        if not self.user.is_active:
+        if not self.user.is_active or not self._session_alive():
             self.close(code=CLOSE_UNAUTHENTICATED)
+
+    def _session_alive(self) -> bool:
+        """Whether the login this socket was opened with still stands: not
+        expired (SESSION_COOKIE_AGE), not logged out, the password not
+        changed since, as Django checks it for each page."""
+        session = self.scope.get("session")
+        if session is None or not session.session_key:
+            return False
+        stored = session.__class__(session.session_key)
+        return stored.get(SESSION_KEY) == str(self.user.pk) and constant_time_compare(
+            stored.get(HASH_SESSION_KEY, ""), self.user.get_session_auth_hash()
+        )
 
     def _may_see_conversation(self, conversation_id: int) -> bool:
         return Conversation.objects.filter(
