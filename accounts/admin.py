@@ -1,8 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count
+from django.template.response import TemplateResponse
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
-from .models import Team, User
+from .models import ApiToken, Team, User
 
 
 @admin.register(User)
@@ -63,3 +66,31 @@ class TeamAdmin(admin.ModelAdmin):
     @admin.display(description="Members", ordering="member_count")
     def member_count(self, team):
         return team.member_count
+
+
+# DRF's own token admin lists every key; this one replaces it.
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(TokenAdmin):
+    """API tokens by agent. A key is shown once, to the admin who makes the
+    token; to replace a lost one, delete the token and add a new one."""
+
+    list_display = ("user", "created")
+
+    def response_add(self, request, obj, post_url_continue=None):
+        response = TemplateResponse(
+            request,
+            "admin/accounts/apitoken/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "API token added",
+                "opts": self.opts,
+                "token": obj,
+                "key": obj.key,
+            },
+        )
+        # The key must not stay in a cache or the browser's history.
+        response["Cache-Control"] = "no-store"
+        return response
