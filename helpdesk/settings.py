@@ -387,7 +387,8 @@ LIVE_TAB_GRACE_SECONDS = env_float("LIVE_TAB_GRACE_SECONDS", 10.0)
 # A tab says hello (catch-up and its search) on connecting and when it is
 # shown again: each socket may send this many at once, then one every this
 # many seconds (conversations/live/consumers.py). Typing is relayed to
-# colleagues at most once per interval per socket (the page sends it every 3 s).
+# colleagues a few at once, then once per interval per socket (the page
+# sends it every 3 s).
 LIVE_HELLO_BURST = env_int("LIVE_HELLO_BURST", 10)
 LIVE_HELLO_INTERVAL_SECONDS = env_float("LIVE_HELLO_INTERVAL_SECONDS", 3.0)
 LIVE_TYPING_INTERVAL_SECONDS = env_float("LIVE_TYPING_INTERVAL_SECONDS", 2.0)

@@ -22,8 +22,9 @@ A hello runs the catch-up and the tab's search, so each socket may send
 LIVE_HELLO_BURST of them at once and then one every
 LIVE_HELLO_INTERVAL_SECONDS; one more is answered with the rate_limited
 error instead (the socket stays open, and the tab says hello again after
-retry_after). Typing is relayed to colleagues at most once every
-LIVE_TYPING_INTERVAL_SECONDS per socket; more often is dropped.
+retry_after). Typing is relayed to colleagues TYPING_BURST times at once,
+then at most once every LIVE_TYPING_INTERVAL_SECONDS per socket; more
+often is dropped.
 """
 
 import asyncio
@@ -61,6 +62,9 @@ CLOSE_UNAUTHENTICATED = 4401
 ACCESS_RECHECK_SECONDS = 60
 # A colleague's "typing" shows this long after their last keystroke.
 TYPING_SHOWS_SECONDS = 6
+# Typing notes relayed at once before LIVE_TYPING_INTERVAL_SECONDS applies:
+# a tab sends one every 3 s, and the network may bunch two of them up.
+TYPING_BURST = 3
 
 
 class WorkspaceConsumer(WebsocketConsumer):
@@ -146,7 +150,7 @@ class WorkspaceConsumer(WebsocketConsumer):
             interval=settings.LIVE_HELLO_INTERVAL_SECONDS,
         )
         self.typings = TokenBucket(
-            capacity=1, interval=settings.LIVE_TYPING_INTERVAL_SECONDS
+            capacity=TYPING_BURST, interval=settings.LIVE_TYPING_INTERVAL_SECONDS
         )
         self.accept()
         self._join(realtime.user_group(user.pk))
