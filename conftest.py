@@ -8,4 +8,6 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.outbound",
     "tests.fixtures.business",
+    # Its hook saves a screenshot of every page a browser test leaves open.
+    "tests.fixtures.browser",
 ]

@@ -1,11 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count
-from django.template.response import TemplateResponse
 from rest_framework.authtoken.admin import TokenAdmin
 from rest_framework.authtoken.models import TokenProxy
 
-from .models import ApiToken, Team, User
+from conversations.models import mask_secret
+
+from .models import Team, User
 
 
 @admin.register(User)
@@ -68,29 +69,29 @@ class TeamAdmin(admin.ModelAdmin):
         return team.member_count
 
 
-# DRF's own token admin lists every key; this one replaces it.
 admin.site.unregister(TokenProxy)
 
 
-@admin.register(ApiToken)
+@admin.register(TokenProxy)
 class ApiTokenAdmin(TokenAdmin):
-    """API tokens by agent. A key is shown once, to the admin who makes the
-    token; to replace a lost one, delete the token and add a new one."""
+    """REST API tokens, masked. A key is shown once, to whoever adds it here
+    (or runs drf_create_token). There is no page per token: Django's admin
+    would show the key in its title, links and breadcrumbs, and in the
+    question before a delete. Revoke a token by deactivating its user, or
+    replace it with `drf_create_token -r USERNAME`."""
 
-    list_display = ("user", "created")
+    list_display = ("masked_key", "user", "created")
+    list_display_links = None
 
-    def response_add(self, request, obj, post_url_continue=None):
-        response = TemplateResponse(
-            request,
-            "admin/accounts/apitoken/created.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": "API token added",
-                "opts": self.opts,
-                "token": obj,
-                "key": obj.key,
-            },
-        )
-        # The key must not stay in a cache or the browser's history.
-        response["Cache-Control"] = "no-store"
-        return response
+    @admin.display(description="Key")
+    def masked_key(self, token):
+        return mask_secret(token.key)
+
+    def has_view_permission(self, request, obj=None):
+        return obj is None and super().has_view_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

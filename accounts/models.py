@@ -5,7 +5,6 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
-from rest_framework.authtoken.models import TokenProxy
 
 
 @functools.cache
@@ -109,17 +108,3 @@ class LiveTab(models.Model):
 
     def __str__(self):
         return f"{self.user} ({self.channel_name})"
-
-
-class ApiToken(TokenProxy):
-    """An agent's REST API token as the admin shows it: by its user. DRF's
-    Token is named by its key, which the admin then printed in lists, page
-    titles, messages and its log of changes."""
-
-    class Meta:
-        proxy = True
-        verbose_name = "API token"
-        verbose_name_plural = "API tokens"
-
-    def __str__(self):
-        return f"API token of {self.user}"

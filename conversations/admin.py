@@ -10,8 +10,12 @@ from django.utils.html import format_html
 
 from accounts.models import Team
 
-from . import services
-from .forms import MetaAppAdminForm, WhatsAppNumberAdminForm
+from . import services, uploads
+from .forms import (
+    CallbackEndpointAdminForm,
+    MetaAppAdminForm,
+    WhatsAppNumberAdminForm,
+)
 from .models import (
     AccountNotice,
     CallbackDelivery,
@@ -33,6 +37,7 @@ from .models import (
     Reaction,
     WebhookEvent,
     WhatsAppNumber,
+    mask_secret,
 )
 
 
@@ -50,11 +55,31 @@ def pretty_json(value) -> str:
     return format_html('<pre class="raw-payload">{}</pre>', text)
 
 
+class MaskedSecretsAdmin(admin.ModelAdmin):
+    """A model with secrets. Staff who may change it get the form's blank
+    secret fields with the stored value masked (forms.SecretKeepingForm);
+    staff who may only view it get every field read-only, where a secret
+    would show in full, so it is swapped for its masked display."""
+
+    # A secret field, and the display of this admin that shows it masked.
+    masked_fields: dict[str, str] = {}
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fields
+        return [self.masked_fields.get(name, name) for name in fields]
+
+
 @admin.register(MetaApp)
-class MetaAppAdmin(admin.ModelAdmin):
+class MetaAppAdmin(MaskedSecretsAdmin):
     form = MetaAppAdminForm
     list_display = ("name", "app_id", "masked_app_secret", "number_count")
     search_fields = ("name", "app_id")
+    masked_fields = {
+        "app_secret": "masked_app_secret",
+        "verify_token": "masked_verify_token",
+    }
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(number_count=Count("numbers"))
@@ -63,14 +88,19 @@ class MetaAppAdmin(admin.ModelAdmin):
     def masked_app_secret(self, app):
         return app.masked_app_secret
 
+    @admin.display(description="Verify token")
+    def masked_verify_token(self, app):
+        return mask_secret(app.verify_token)
+
     @admin.display(description="Numbers", ordering="number_count")
     def number_count(self, app):
         return app.number_count
 
 
 @admin.register(WhatsAppNumber)
-class WhatsAppNumberAdmin(admin.ModelAdmin):
+class WhatsAppNumberAdmin(MaskedSecretsAdmin):
     form = WhatsAppNumberAdminForm
+    masked_fields = {"access_token": "masked_access_token"}
     list_display = (
         "name",
         "display_phone_number",
@@ -183,12 +213,12 @@ class CustomerAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentRecord)
 class ConsentRecordAdmin(admin.ModelAdmin):
-    list_display = ("customer", "purpose", "status", "source", "recorded_at")
+    list_display = ("customer", "purpose", "status", "source", "occurred_at")
     list_filter = ("purpose", "status", "source")
     list_select_related = ("customer",)
     search_fields = ("customer__name", "customer__profile_name", "customer__phone")
     raw_id_fields = ("customer",)
-    readonly_fields = ("recorded_at", "recorded_by")
+    readonly_fields = ("occurred_at", "recorded_at", "recorded_by", "event_key")
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -400,7 +430,12 @@ class WebhookEventAdmin(admin.ModelAdmin):
         text = event.last_error.splitlines()[0] if event.last_error else ""
         return text if len(text) <= 80 else text[:79] + "…"
 
-    @admin.action(description="Process again")
+    def has_process_permission(self, request):
+        """Processing writes what the events say: staff who may change events
+        (the page stays read-only for everyone: has_change_permission)."""
+        return super().has_change_permission(request)
+
+    @admin.action(description="Process again", permissions=["process"])
     def process_again(self, request, queryset):
         """Process the selected events now; safe for processed ones (idempotent)."""
         done, failed = 0, 0
@@ -636,18 +671,31 @@ class NotificationBatchAdmin(admin.ModelAdmin):
         )
 
     def get_urls(self):
+        upload = uploads.accepts_upload("csv", refuse=self.upload_too_large)
         return [
             path(
                 "upload/",
-                self.admin_site.admin_view(self.upload_view),
+                self.admin_site.admin_view(upload(self.upload_view)),
                 name="conversations_notificationbatch_upload",
             ),
             *super().get_urls(),
         ]
 
+    def may_send(self, request) -> bool:
+        if request.user.has_perm("conversations.send_notification"):
+            return True
+        messages.error(request, "You may not send notifications.")
+        return False
+
+    def upload_too_large(self, request):
+        """A CSV past its limit, refused as it arrived: the form again."""
+        if not self.may_send(request):
+            return redirect("admin:conversations_notificationbatch_changelist")
+        messages.error(request, uploads.refusal_text("csv"))
+        return self.upload_page(request, CsvUploadForm(), status=413)
+
     def upload_view(self, request):
-        if not request.user.has_perm("conversations.send_notification"):
-            messages.error(request, "You may not send notifications.")
+        if not self.may_send(request):
             return redirect("admin:conversations_notificationbatch_changelist")
         form = CsvUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
@@ -677,6 +725,9 @@ class NotificationBatchAdmin(admin.ModelAdmin):
                         "admin:conversations_notificationbatch_change", args=[batch.pk]
                     )
                 )
+        return self.upload_page(request, form)
+
+    def upload_page(self, request, form, status=200):
         context = {
             **self.admin_site.each_context(request),
             "form": form,
@@ -684,7 +735,10 @@ class NotificationBatchAdmin(admin.ModelAdmin):
             "opts": self.model._meta,
         }
         return render(
-            request, "admin/conversations/notificationbatch/upload.html", context
+            request,
+            "admin/conversations/notificationbatch/upload.html",
+            context,
+            status=status,
         )
 
 
@@ -717,32 +771,12 @@ class NotificationAdmin(admin.ModelAdmin):
         return services.notification_status(notification)
 
 
-class CallbackEndpointForm(forms.ModelForm):
-    url = forms.URLField(max_length=500, assume_scheme="https")
-    secret = forms.CharField(
-        widget=forms.PasswordInput(render_value=False),
-        required=False,
-        help_text="Leave empty to keep the current secret.",
-    )
-
-    class Meta:
-        model = CallbackEndpoint
-        fields = ("name", "url", "secret", "active")
-
-    def clean_secret(self):
-        secret = self.cleaned_data.get("secret")
-        if not secret:
-            if self.instance.pk:
-                return self.instance.secret
-            raise forms.ValidationError("A new endpoint needs a secret.")
-        return secret
-
-
 @admin.register(CallbackEndpoint)
-class CallbackEndpointAdmin(admin.ModelAdmin):
-    form = CallbackEndpointForm
+class CallbackEndpointAdmin(MaskedSecretsAdmin):
+    form = CallbackEndpointAdminForm
     list_display = ("name", "url", "masked_secret", "active", "created_at")
     list_filter = ("active",)
+    masked_fields = {"secret": "masked_secret"}
 
     @admin.display(description="Secret")
     def masked_secret(self, endpoint):
@@ -789,7 +823,9 @@ class CallbackDeliveryAdmin(admin.ModelAdmin):
     def payload_display(self, delivery):
         return pretty_json(delivery.payload)
 
-    @admin.action(description="Send the selected callbacks again")
+    @admin.action(
+        description="Send the selected callbacks again", permissions=["change"]
+    )
     def send_again(self, request, queryset):
         for delivery in queryset:
             services.retry_callback(delivery=delivery)

@@ -1,6 +1,6 @@
 from django import forms
 
-from .models import MetaApp, WhatsAppNumber, mask_secret
+from .models import CallbackEndpoint, MetaApp, WhatsAppNumber, mask_secret
 
 
 class SecretField(forms.CharField):
@@ -10,13 +10,20 @@ class SecretField(forms.CharField):
 
 
 class SecretKeepingForm(forms.ModelForm):
-    """Admin form for models with secrets: show them masked, keep them if blank."""
+    """Admin form for models with secrets: show them masked, keep them if blank.
+
+    The admin leaves fields out (all of them for staff who may only view),
+    so only the secret fields the form has are handled.
+    """
 
     secret_fields: tuple[str, ...] = ()
 
+    def _secret_fields(self) -> list[str]:
+        return [name for name in self.secret_fields if name in self.fields]
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        for name in self.secret_fields:
+        for name in self._secret_fields():
             current = getattr(self.instance, name, "")
             field = SecretField(
                 label=self.fields[name].label,
@@ -32,13 +39,13 @@ class SecretKeepingForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        for name in self.secret_fields:
+        for name in self._secret_fields():
             if not cleaned.get(name):
                 cleaned[name] = getattr(self.instance, name, "")
         return cleaned
 
     def _post_clean(self):
-        for name in self.secret_fields:
+        for name in self._secret_fields():
             if not self.cleaned_data.get(name):
                 self.cleaned_data[name] = getattr(self.instance, name, "")
         super()._post_clean()
@@ -68,3 +75,12 @@ class WhatsAppNumberAdminForm(SecretKeepingForm):
             "teams",
             "is_active",
         ]
+
+
+class CallbackEndpointAdminForm(SecretKeepingForm):
+    secret_fields = ("secret",)
+    url = forms.URLField(max_length=500, assume_scheme="https")
+
+    class Meta:
+        model = CallbackEndpoint
+        fields = ["name", "url", "secret", "active"]

@@ -8,17 +8,31 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 E164_VALIDATOR = RegexValidator(
     r"^\+[1-9]\d{6,14}$", "Enter a phone number in E.164 form, such as +4930123456."
 )
 
 
+# The permission to see every number's conversations (supervisors, admins);
+# everyone else sees the numbers of their teams. Superusers hold every
+# permission; staff status alone grants nothing here.
+VIEW_ALL_NUMBERS = "conversations.view_all_numbers"
+
+
+def sees_every_number(user) -> bool:
+    """Whether a user may see every number's conversations, customers and teams."""
+    return user.has_perm(VIEW_ALL_NUMBERS)
+
+
 def mask_secret(value: str) -> str:
-    """Show enough of a secret to recognise it, never enough to use it."""
+    """Show enough of a secret to recognise it, never enough to use it: its
+    last 4 characters when they are at most a quarter of it, and a fixed
+    number of dots that does not tell its length."""
     if not value:
         return ""
-    if len(value) <= 8:
+    if len(value) < 16:
         return "•" * 8
     return "•" * 8 + value[-4:]
 
@@ -60,8 +74,9 @@ class MetaApp(models.Model):
 
 class WhatsAppNumberQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """The numbers (inboxes) a user may see: all for admins, else their teams'."""
-        if user.is_superuser or user.is_staff:
+        """The numbers (inboxes) a user may see: all with VIEW_ALL_NUMBERS,
+        else their teams'."""
+        if sees_every_number(user):
             return self
         return self.filter(teams__members=user).distinct()
 
@@ -111,6 +126,9 @@ class WhatsAppNumber(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "WhatsApp number"
+        permissions = [
+            ("view_all_numbers", "Can see every number's conversations"),
+        ]
 
     def __str__(self):
         return f"{self.name} ({self.display_phone_number})"
@@ -122,11 +140,11 @@ class WhatsAppNumber(models.Model):
 
 class CustomerQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """Customers a user may see: admins all; agents those with a
+        """Customers a user may see: all with VIEW_ALL_NUMBERS; others those with a
         conversation on one of their numbers, and those with none yet (e.g.
         recorded through the consent API), which belong to no team.
         """
-        if user.is_superuser or user.is_staff:
+        if sees_every_number(user):
             return self
         numbers = WhatsAppNumber.objects.visible_to(user).values("pk")
         return self.filter(
@@ -190,7 +208,11 @@ class Customer(models.Model):
 
 
 class ConsentRecord(models.Model):
-    """One opt-in or opt-out, kept forever: the ledger is the customer's history."""
+    """One opt-in or opt-out, kept forever: the ledger is the customer's history.
+
+    The newest by `occurred_at` decides; a record heard of late (a delayed or
+    replayed webhook) joins the history in its place and decides nothing.
+    """
 
     class Purpose(models.TextChoices):
         MARKETING = "marketing", "Marketing"
@@ -216,7 +238,15 @@ class ConsentRecord(models.Model):
     source = models.CharField(max_length=20, choices=Source.choices)
     # What the customer agreed to, word for word (proof of opt-in).
     wording = models.TextField(blank=True)
+    # When the helpdesk recorded it.
     recorded_at = models.DateTimeField(auto_now_add=True)
+    # When the customer gave it: Meta's time for a change made in WhatsApp's
+    # settings (the user_preferences webhook), else when it was recorded.
+    occurred_at = models.DateTimeField(default=timezone.now)
+    # The webhook event it came from (user_preferences: its category, value
+    # and time), so the same event received or processed again adds nothing;
+    # empty for records made here.
+    event_key = models.CharField(max_length=255, blank=True)
     # The agent or API user who recorded it; empty when it came from the
     # customer's own WhatsApp message or from Meta.
     recorded_by = models.ForeignKey(
@@ -228,11 +258,21 @@ class ConsentRecord(models.Model):
     )
 
     class Meta:
-        ordering = ["-recorded_at", "-id"]
+        ordering = ["-occurred_at", "-id"]
+        permissions = [
+            ("record_consent", "Can record customers' consent through the API"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "event_key"],
+                condition=~Q(event_key=""),
+                name="unique_consent_event",
+            )
+        ]
         indexes = [
             models.Index(
-                fields=["customer", "purpose", "-recorded_at"],
-                name="consent_latest_per_purpose",
+                fields=["customer", "purpose", "-occurred_at"],
+                name="consent_current_per_purpose",
             )
         ]
 
@@ -257,8 +297,8 @@ class Label(models.Model):
 
 class ConversationQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """Conversations of the numbers a user may see (admins see all)."""
-        if user.is_superuser or user.is_staff:
+        """Conversations of the numbers a user may see (WhatsAppNumber.visible_to)."""
+        if sees_every_number(user):
             return self
         return self.filter(number__teams__members=user).distinct()
 
@@ -804,7 +844,8 @@ class CannedResponse(models.Model):
     text = models.TextField(
         help_text="Variables: {customer_name}, {agent_name}, {number_name}"
     )
-    # Empty: every agent sees it; else only the team's agents (and admins).
+    # Empty: every agent sees it; else only the team's agents (and those
+    # who see every number).
     team = models.ForeignKey(
         "accounts.Team",
         on_delete=models.CASCADE,

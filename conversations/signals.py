@@ -1,11 +1,13 @@
 """Receivers that turn access changes (admin, shell, API) into services calls.
 
 Removing an agent from a team, a team from a number, deleting a team, or
-taking away an agent's admin rights or account must close that agent's live
-stream for those conversations at once: the service tells the agent's open
-tabs to re-check what they may see.
+taking away an agent's permissions (view_all_numbers: directly, through a
+group, or a group's), superuser status or account must close that agent's
+live stream for those conversations at once: the service tells the agent's
+open tabs to re-check what they may see.
 """
 
+from django.contrib.auth.models import Group
 from django.db.models.signals import m2m_changed, post_save, pre_delete
 from django.dispatch import receiver
 
@@ -16,7 +18,7 @@ from .models import WhatsAppNumber
 
 _CHANGES = {"post_add", "post_remove", "post_clear", "pre_clear"}
 # The fields of a user that decide what they may see.
-_ACCESS_FIELDS = {"is_active", "is_staff", "is_superuser"}
+_ACCESS_FIELDS = {"is_active", "is_superuser"}
 
 
 @receiver(m2m_changed, sender=User.teams.through)
@@ -66,3 +68,54 @@ def team_deleted(sender, instance, **kwargs):
     services.memberships_changed(
         user_ids=list(instance.members.values_list("pk", flat=True))
     )
+
+
+def _members(groups) -> list[int]:
+    return list(User.objects.filter(groups__in=groups).values_list("pk", flat=True))
+
+
+@receiver(m2m_changed, sender=User.user_permissions.through)
+def agent_permissions_changed(sender, instance, action, reverse, pk_set, **kwargs):
+    if action not in _CHANGES:
+        return
+    if not reverse:
+        services.memberships_changed(user_ids=[instance.pk])
+    elif action == "pre_clear":
+        services.memberships_changed(
+            user_ids=list(instance.user_set.values_list("pk", flat=True))
+        )
+    else:
+        services.memberships_changed(user_ids=pk_set or [])
+
+
+@receiver(m2m_changed, sender=User.groups.through)
+def agent_groups_changed(sender, instance, action, reverse, pk_set, **kwargs):
+    if action not in _CHANGES:
+        return
+    if not reverse:
+        services.memberships_changed(user_ids=[instance.pk])
+    elif action == "pre_clear":
+        services.memberships_changed(
+            user_ids=list(instance.user_set.values_list("pk", flat=True))
+        )
+    else:
+        services.memberships_changed(user_ids=pk_set or [])
+
+
+@receiver(m2m_changed, sender=Group.permissions.through)
+def group_permissions_changed(sender, instance, action, reverse, pk_set, **kwargs):
+    if action not in _CHANGES:
+        return
+    if not reverse:
+        services.memberships_changed(user_ids=_members([instance.pk]))
+    elif action == "pre_clear":
+        groups = list(instance.group_set.values_list("pk", flat=True))
+        services.memberships_changed(user_ids=_members(groups))
+    else:
+        services.memberships_changed(user_ids=_members(pk_set or []))
+
+
+@receiver(pre_delete, sender=Group)
+def group_deleted(sender, instance, **kwargs):
+    # The cascade removes the memberships without m2m_changed.
+    services.memberships_changed(user_ids=_members([instance.pk]))

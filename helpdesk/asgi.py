@@ -18,6 +18,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations.uploads import BodyLimit  # noqa: E402
 from conversations.whatsapp.webhooks import (  # noqa: E402
     WebhookEndpoint,
     route_webhooks,
@@ -29,7 +30,8 @@ application = route_webhooks(
     WebhookEndpoint(),
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # Uploads are read up to their limit, never all of them.
+            "http": BodyLimit(django_asgi_app),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
             ),

@@ -278,6 +278,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 # Meta posts webhook bodies of up to 3 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+# Overrides of the largest file per kind of upload (conversations/uploads.py).
+UPLOAD_LIMITS: dict[str, int] = {}
 
 # --- Redis: Celery broker and channel layer ---------------------------------
 # The limiters and the webhook endpoint read it; error pages hide it (and

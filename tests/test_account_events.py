@@ -116,11 +116,12 @@ def test_a_marketing_stop_is_recorded_as_an_opt_out(meta_number):
 def test_admin_process_again_processes_selected_events(client, db, team):
     admin = UserFactory(username="root", is_staff=True, is_superuser=True)
     client.force_login(admin)
-    event = process("text")
-    assert event.state == WebhookEvent.State.UNROUTABLE
-    from tests.factories import WhatsAppNumberFactory
+    from tests.factories import MetaAppFactory, WhatsAppNumberFactory
 
-    WhatsAppNumberFactory(phone_number_id="106540352242922")
+    app = MetaAppFactory()
+    event = process("text", app)
+    assert event.state == WebhookEvent.State.UNROUTABLE
+    WhatsAppNumberFactory(app=app, phone_number_id="106540352242922")
 
     response = client.post(
         reverse("admin:conversations_webhookevent_changelist"),

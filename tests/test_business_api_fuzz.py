@@ -22,6 +22,7 @@ from rest_framework.authtoken.models import Token
 from conversations import services
 from conversations.models import MessageTemplate
 from tests.factories import CustomerFactory, UserFactory
+from tests.fixtures.business import BUSINESS_SYSTEM_PERMISSIONS
 
 pytestmark = pytest.mark.e2e
 
@@ -71,8 +72,9 @@ def business_data(db, sandbox_number):
 def token(db):
     user = UserFactory(username="fuzzing-system")
     user.user_permissions.add(
-        Permission.objects.get(
-            codename="send_notification", content_type__app_label="conversations"
+        *Permission.objects.filter(
+            codename__in=BUSINESS_SYSTEM_PERMISSIONS,
+            content_type__app_label="conversations",
         )
     )
     return Token.objects.create(user=user).key

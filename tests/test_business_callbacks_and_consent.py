@@ -61,6 +61,7 @@ def test_a_consent_creates_the_customer_and_the_ledger_lists_newest_first(
         "status",
         "source",
         "wording",
+        "occurred_at",
         "recorded_at",
         "recorded_by",
     }

@@ -6,6 +6,8 @@ real worker to the sandbox and every status webhook through the helpdesk's
 processing. The reports must say exactly what was counted by hand below.
 """
 
+import csv
+import io
 from datetime import date
 from decimal import Decimal
 
@@ -17,6 +19,7 @@ from django.urls import reverse
 from conversations import services
 from conversations.models import Conversation, Message, MessageTemplate, RateCard
 from conversations.selectors import billing, reports
+from tests.factories import ConversationFactory
 from tests.fixtures.business import NOTIFY_URL, consent
 from tests.fixtures.outbound import feed_webhooks, wait_for_status
 
@@ -213,6 +216,42 @@ def test_agents_without_the_permission_cannot_see_reports(agent_client):
         agent_client.get(reverse("conversations:report-csv", args=["ads"])).status_code
         == 403
     )
+
+
+FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("start", FORMULA_STARTS)
+def test_report_csv_cells_never_start_a_formula(admin_client, number, start):
+    """OWASP's CSV injection guidance: a cell a spreadsheet could read as a
+    formula (=, +, -, @, tab, carriage return first) starts with a quote."""
+    payload = f'{start}HYPERLINK("https://evil.example","Click")'
+    ConversationFactory(
+        number=number,
+        referral_source_id=f"{start}ad-1",
+        referral={"source_id": f"{start}ad-1", "headline": payload},
+    )
+
+    response = admin_client.get(reverse("conversations:report-csv", args=["ads"]))
+
+    [header, row] = list(csv.reader(io.StringIO(response.content.decode())))
+    assert header[:2] == ["ad", "headline"]
+    assert row[:3] == [f"'{start}ad-1", f"'{payload}", "1"]
+
+
+@pytest.mark.django_db
+def test_report_csv_keeps_numbers_and_plain_text_as_they_are(admin_client, number):
+    ConversationFactory(
+        number=number,
+        referral_source_id="ad-2",
+        referral={"source_id": "ad-2", "headline": "Half price, 2 days"},
+    )
+
+    response = admin_client.get(reverse("conversations:report-csv", args=["ads"]))
+
+    [_, row] = list(csv.reader(io.StringIO(response.content.decode())))
+    assert row[:3] == ["ad-2", "Half price, 2 days", "1"]
 
 
 def test_percentile_interpolates_like_percentile_cont():

@@ -140,7 +140,7 @@ def test_the_admin_and_the_api_docs_work_under_the_policy(helpdesk):
     log_in(page, url, "ada-csp", PASSWORD)
 
     page.goto(f"{url}/admin/")
-    expect(page.get_by_role("link", name="API tokens")).to_be_visible()
+    expect(page.get_by_role("link", name="Tokens")).to_be_visible()
     screenshot(page, "admin")
     page.goto(f"{url}/admin/conversations/conversation/")
     # The changelist's JavaScript: selecting a row shows the action bar count.

@@ -151,8 +151,11 @@ def test_batch_of_two_entries_two_changes_three_messages_makes_twelve(
 ):
     from tests.factories import WhatsAppNumberFactory
 
+    # A second number of the same Meta app: one app signs for both.
     second = WhatsAppNumberFactory(
-        phone_number_id="106540352242923", waba_id="102290129340399"
+        app=meta_number.app,
+        phone_number_id="106540352242923",
+        waba_id="102290129340399",
     )
     second.teams.add(team)
 
@@ -281,10 +284,11 @@ def test_unknown_number_is_unroutable_and_kept(db):
 
 
 def test_unroutable_event_is_processed_once_the_number_exists(db, team):
-    event = process("text")
-    from tests.factories import WhatsAppNumberFactory
+    from tests.factories import MetaAppFactory, WhatsAppNumberFactory
 
-    WhatsAppNumberFactory(phone_number_id="106540352242922")
+    app = MetaAppFactory()
+    event = process("text", app)
+    WhatsAppNumberFactory(app=app, phone_number_id="106540352242922")
     services.process_webhook_event(event_id=event.pk)
     event.refresh_from_db()
 
@@ -589,7 +593,9 @@ def test_a_message_without_timestamp_uses_the_time_received(meta_number):
 def test_stored_body_is_read_as_bytes(meta_number):
     """BinaryField reads back as memoryview on PostgreSQL; both work."""
     event = WebhookEvent.objects.create(
-        body=memoryview(load_payload("text")), received_at=timezone.now()
+        body=memoryview(load_payload("text")),
+        app=meta_number.app,
+        received_at=timezone.now(),
     )
     services.process_webhook_event(event_id=event.pk)
 

@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import Group, Permission
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import connections
 from django.utils import dateformat, timezone
@@ -400,7 +401,13 @@ async def test_deleting_a_team_closes_its_members_streams():
     await ws.disconnect()
 
 
-async def test_taking_admin_rights_away_closes_the_other_teams_inboxes():
+def view_all_numbers() -> Permission:
+    return Permission.objects.get(
+        codename="view_all_numbers", content_type__app_label="conversations"
+    )
+
+
+async def test_staff_status_alone_shows_only_the_agents_teams():
     data = await sync_to_async(world)()
     anna = data["anna"]
     anna.is_staff = True
@@ -409,10 +416,37 @@ async def test_taking_admin_rights_away_closes_the_other_teams_inboxes():
     await ws.connect()
     await fresh_hello(ws)
     assert json.loads(await ws.receive_from())["type"] == "synced"
-    await sync_to_async(customer_writes)(data["number_b"], "seen as admin")
-    assert "seen as admin" in (await receive_event(ws))["html"]
-    anna.is_staff = False
-    await sync_to_async(anna.save)()
+    await sync_to_async(customer_writes)(data["number_b"], "for billing")
+    await sync_to_async(customer_writes)(data["number_a"], "for support")
+    html = (await receive_event(ws))["html"]
+    assert "for support" in html and "for billing" not in html
+    assert await ws.receive_nothing(0.5)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("via", ["user", "group"])
+async def test_taking_view_all_numbers_away_closes_the_other_teams_inboxes(via):
+    data = await sync_to_async(world)()
+    anna = data["anna"]
+
+    def grant():
+        permission = view_all_numbers()
+        if via == "user":
+            anna.user_permissions.add(permission)
+            return lambda: anna.user_permissions.remove(permission)
+        group = Group.objects.create(name="Supervisors")
+        group.permissions.add(permission)
+        anna.groups.add(group)
+        return lambda: group.permissions.remove(permission)
+
+    revoke = await sync_to_async(grant)()
+    ws = communicator(await sync_to_async(session_cookie)(anna))
+    await ws.connect()
+    await fresh_hello(ws)
+    assert json.loads(await ws.receive_from())["type"] == "synced"
+    await sync_to_async(customer_writes)(data["number_b"], "seen as supervisor")
+    assert "seen as supervisor" in (await receive_event(ws))["html"]
+    await sync_to_async(revoke)()
     assert json.loads(await ws.receive_from()) == {
         "type": "access",
         "numbers": [data["number_a"].pk],

@@ -1,4 +1,5 @@
-"""The business's endpoints of /api/v1/: consent records and notifications.
+"""The business's endpoints of /api/v1/: notifications and their media
+(consent records are in consents.py).
 
 Shapes and codes are in the OpenAPI schema (/api/schema/) and the README's
 "REST API" section. Every refusal is JSON with a stable
@@ -21,9 +22,8 @@ from drf_spectacular.utils import (
     extend_schema_field,
     inline_serializer,
 )
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import permissions, serializers, status
 from rest_framework.exceptions import APIException, ValidationError
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -31,11 +31,13 @@ from accounts.models import Team
 from conversations import services
 from conversations.models import (
     ConsentRecord,
-    Customer,
     Notification,
     WhatsAppNumber,
+    sees_every_number,
 )
 from conversations.whatsapp import client
+
+from .uploads import AcceptsUpload, SizeLimitedMultiPartParser
 
 # \Z, not $: a trailing newline is not part of a phone number.
 E164 = r"^\+[1-9]\d{6,14}\Z"
@@ -64,121 +66,6 @@ def _check_text(value, field: str) -> str:
     if len(value) > MAX_TEXT:
         raise ValidationError({field: f"At most {MAX_TEXT} characters."}, "invalid")
     return value
-
-
-# --- Consents -------------------------------------------------------------------------
-
-# Sources a business or an agent may give; the customer's own (WhatsApp,
-# Meta's 131050) are recorded by the helpdesk itself.
-API_SOURCES = [
-    ConsentRecord.Source.WEB_FORM,
-    ConsentRecord.Source.CHECKOUT,
-    ConsentRecord.Source.AGENT,
-    ConsentRecord.Source.API,
-]
-
-
-class ConsentRecordSerializer(serializers.ModelSerializer):
-    customer = serializers.IntegerField(source="customer_id", read_only=True)
-    recorded_by = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ConsentRecord
-        fields = [
-            "id",
-            "customer",
-            "purpose",
-            "status",
-            "source",
-            "wording",
-            "recorded_at",
-            "recorded_by",
-        ]
-        read_only_fields = fields
-
-    @extend_schema_field(
-        {
-            "type": "string",
-            "description": "the agent's or API user's username, or `customer`",
-        }
-    )
-    def get_recorded_by(self, record) -> str:
-        if record.recorded_by is not None:
-            return record.recorded_by.get_username()
-        return "customer"
-
-
-class ConsentInputSerializer(serializers.Serializer):
-    phone = serializers.RegexField(
-        E164,
-        max_length=16,
-        error_messages={
-            "invalid": "Give the number in E.164 form, e.g. +4917012345678."
-        },
-    )
-    purpose = serializers.ChoiceField(choices=ConsentRecord.Purpose.choices)
-    status = serializers.ChoiceField(choices=ConsentRecord.Status.choices)
-    source = serializers.ChoiceField(choices=API_SOURCES, default="api")
-    wording = serializers.CharField(
-        max_length=2000, required=False, allow_blank=True, default=""
-    )
-
-
-@extend_schema(
-    request=ConsentInputSerializer,
-    responses={201: ConsentRecordSerializer},
-    examples=[
-        OpenApiExample(
-            "Order updates from the checkout",
-            value={
-                "phone": "+4917012345678",
-                "purpose": "utility",
-                "status": "opt_in",
-                "source": "checkout",
-                "wording": "Send me order updates on WhatsApp",
-            },
-            request_only=True,
-        )
-    ],
-)
-class ConsentCreate(APIView):
-    """Record a consent given outside WhatsApp; creates the customer if new."""
-
-    def post(self, request):
-        serializer = ConsentInputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        with transaction.atomic():
-            customer = services.find_or_create_customer(
-                wa_id=data["phone"][1:], user_id=""
-            )
-            record = services.record_consent(
-                customer=customer,
-                purpose=data["purpose"],
-                status=data["status"],
-                source=data["source"],
-                wording=data["wording"],
-                recorded_by=request.user,
-            )
-        return Response(
-            ConsentRecordSerializer(record).data, status=status.HTTP_201_CREATED
-        )
-
-
-class CustomerConsents(generics.ListAPIView):
-    """A customer's consent ledger, newest first."""
-
-    serializer_class = ConsentRecordSerializer
-
-    def get_queryset(self):
-        customer = get_object_or_404(
-            Customer.objects.visible_to(self.request.user), pk=self.kwargs["pk"]
-        )
-        return (
-            ConsentRecord.objects.filter(customer=customer)
-            .select_related("recorded_by")
-            .order_by("-recorded_at", "-id")
-        )
 
 
 # --- Notifications --------------------------------------------------------------------
@@ -651,7 +538,7 @@ class NotificationDetail(APIView):
 
     def get(self, request, pk: int):
         notifications = Notification.objects.select_related("message")
-        if not request.user.is_staff:
+        if not sees_every_number(request.user):
             notifications = notifications.filter(created_by=request.user)
         notification = get_object_or_404(notifications, pk=pk)
         return Response(services.notification_payload(notification))
@@ -659,9 +546,6 @@ class NotificationDetail(APIView):
 
 # --- Media for notification headers ---------------------------------------------------
 
-# Meta's own limits per kind are checked too (client.check_media); this caps
-# what the request may hold at all.
-MAX_MEDIA_UPLOAD = 100 * 1024 * 1024
 # Template headers take a PDF document, an image or a video.
 HEADER_MEDIA_KINDS = {
     "application/pdf": "document",
@@ -691,13 +575,16 @@ class UploadedMediaSerializer(serializers.Serializer):
     number = serializers.IntegerField()
 
 
-class MediaUpload(APIView):
+class MediaUpload(AcceptsUpload, APIView):
     """Upload a notification's header file (a PDF, image or video) to Meta for
     a number; the answer's id goes in parameters.header.document.id (with the
     file name in parameters.header.document.filename)."""
 
     permission_classes = [CanSendNotifications]
-    parser_classes = [MultiPartParser]
+    # What the request may hold at all (UPLOAD_LIMITS, refused as it
+    # arrives); Meta's limit per kind is checked after (client.check_media).
+    upload_kind = "header_media"
+    parser_classes = [SizeLimitedMultiPartParser]
 
     @extend_schema(
         request={"multipart/form-data": MediaUploadSerializer},
@@ -708,6 +595,11 @@ class MediaUpload(APIView):
             422: OpenApiResponse(
                 ErrorSerializer,
                 description="media_refused: a type or size Meta refuses",
+            ),
+            413: OpenApiResponse(
+                ErrorSerializer,
+                description="too_large: the file is past the upload limit "
+                "(100 MB); refused as it arrives",
             ),
             502: ErrorSerializer,
         },
@@ -726,8 +618,6 @@ class MediaUpload(APIView):
                 "A template header takes a PDF, a JPEG or PNG image or an "
                 f"MP4 video, not {mime_type or 'an unknown type'}."
             )
-        if upload.size > MAX_MEDIA_UPLOAD:
-            raise services.MediaRefused("That file is too large.")
         data = upload.read()
         if kind == "document" and not data.startswith(b"%PDF-"):
             raise services.MediaRefused("That file is not a PDF.")
@@ -770,7 +660,6 @@ def _active_number(number_id: int | None) -> WhatsAppNumber:
 
 
 # drf-spectacular reads these when it cannot infer a serializer.
-ConsentCreate.serializer_class = ConsentInputSerializer
 NotificationCreate.serializer_class = NotificationInputSerializer
 NotificationDetail.serializer_class = NotificationSerializer
 MediaUpload.serializer_class = MediaUploadSerializer

@@ -38,9 +38,6 @@ from conversations.whatsapp import templates as meta_templates
 from .business import ParametersSerializer
 from .serializers import MessageSerializer
 
-# Uploads through the API are held in memory before going to Meta.
-MAX_UPLOAD_BYTES = 100 * 1024 * 1024
-
 
 class ReplyBase(serializers.Serializer):
     reply_to = serializers.IntegerField(
@@ -242,9 +239,8 @@ def _template(conversation: Conversation, data: dict) -> MessageTemplate:
 def _attachment(request, conversation: Conversation) -> Message:
     """A multipart reply: the file is uploaded to Meta, kept on the message
     (the workspace shows it as a customer's file) and sent by its id."""
+    # Its size was checked as it arrived (uploads.AcceptsUpload).
     upload = request.FILES["file"]
-    if upload.size > MAX_UPLOAD_BYTES:
-        raise _invalid("file", "That file is too large.", "too_large")
     mime_type = (
         upload.content_type
         or mimetypes.guess_type(upload.name)[0]
@@ -393,6 +389,11 @@ POST_SCHEMA = {
             ErrorSerializer,
             description="template_not_approved, template_parameters, no_consent, "
             "media_refused, ...",
+        ),
+        413: OpenApiResponse(
+            ErrorSerializer,
+            description="too_large: a file past the upload limit (100 MB), "
+            "refused as it arrives; nothing was queued",
         ),
         502: OpenApiResponse(
             ErrorSerializer,

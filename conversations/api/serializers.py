@@ -2,13 +2,16 @@
 
 from datetime import timedelta
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from accounts.models import Team
+from accounts.models import Team, User
+from conversations import services
 from conversations.models import Conversation, Customer, Label, Message
+from conversations.selectors.thread import agents_who_may_see
 
 # Meta's customer service window: free-form replies within 24 h of the
 # customer's latest message.
@@ -51,8 +54,46 @@ class CustomerSerializer(serializers.ModelSerializer):
         read_only_fields = [f for f in fields if f != "name"]
 
 
+class AllowedIdField(serializers.PrimaryKeyRelatedField):
+    """An id looked up among the rows allowed for this conversation only: an
+    unknown id and a forbidden one get the same refusal (`refusal`, a
+    services error), so a guessed id reveals nothing about the row."""
+
+    def __init__(self, *, refusal: type[services.WorkspaceError], **kwargs):
+        self.refusal = refusal
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        try:
+            return self.get_queryset().get(pk=int(data))
+        except (TypeError, ValueError, ObjectDoesNotExist):
+            refusal = self.refusal()
+            raise serializers.ValidationError(
+                refusal.detail, code=refusal.code
+            ) from None
+
+
 class ConversationSerializer(serializers.ModelSerializer):
     customer = CustomerBriefSerializer(read_only=True)
+    # Resolved among those allowed for the conversation (see __init__).
+    assignee = AllowedIdField(
+        refusal=services.AssigneeNotAllowed,
+        queryset=User.objects.none(),
+        allow_null=True,
+        required=False,
+        help_text="an active agent who may see the conversation's number; any "
+        "other id (unknown or not) is 400 assignee_not_allowed",
+    )
+    team = AllowedIdField(
+        refusal=services.TeamNotAllowed,
+        queryset=Team.objects.none(),
+        allow_null=True,
+        required=False,
+        help_text="a team the conversation's number is open to; any other id "
+        "(unknown or not) is 400 team_not_allowed",
+    )
     labels = serializers.SlugRelatedField(
         slug_field="name", many=True, queryset=Label.objects.all(), required=False
     )
@@ -94,8 +135,11 @@ class ConversationSerializer(serializers.ModelSerializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Teams and assignees are resolved by id; the view checks visibility.
-        self.fields["team"].queryset = Team.objects.all()
+        conversation = self.instance
+        if isinstance(conversation, Conversation):
+            number_id = conversation.number_id
+            self.fields["assignee"].queryset = agents_who_may_see(number_id)
+            self.fields["team"].queryset = Team.objects.filter(numbers=number_id)
 
     @extend_schema_field(
         {

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import business, views
+from . import business, consents, views
 
 urlpatterns = [
     path("conversations/", views.ConversationList.as_view(), name="api-conversations"),
@@ -18,10 +18,10 @@ urlpatterns = [
     path("customers/", views.CustomerList.as_view(), name="api-customers"),
     path("customers/<int:pk>/", views.CustomerDetail.as_view(), name="api-customer"),
     # --- Business: consent and notifications ---
-    path("consents/", business.ConsentCreate.as_view(), name="api-consents"),
+    path("consents/", consents.ConsentCreate.as_view(), name="api-consents"),
     path(
         "customers/<int:pk>/consents/",
-        business.CustomerConsents.as_view(),
+        consents.CustomerConsents.as_view(),
         name="api-customer-consents",
     ),
     path(

@@ -15,7 +15,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.views import APIView
 
 from conversations import services
@@ -24,6 +23,7 @@ from conversations.models import Conversation, Customer, Message, Reaction
 from . import replies
 from .pagination import MessageCursorPagination
 from .serializers import ConversationSerializer, CustomerSerializer, MessageSerializer
+from .uploads import AcceptsUpload
 
 
 def _int_param(request, name: str) -> int | None:
@@ -126,15 +126,16 @@ class ConversationDetail(generics.RetrieveUpdateAPIView):
         serializer.instance = self.get_queryset().get(pk=conversation.pk)
 
 
-class ConversationMessages(generics.ListAPIView):
+class ConversationMessages(AcceptsUpload, generics.ListAPIView):
     """A conversation's messages, oldest first (Meta's time), cursor-paginated.
 
-    POST sends an agent's reply (replies.py: shapes, codes and schema).
+    POST sends an agent's reply (replies.py: shapes, codes and schema), as
+    JSON or, with a file, as multipart (refused past UPLOAD_LIMITS).
     """
 
     serializer_class = MessageSerializer
     pagination_class = MessageCursorPagination
-    parser_classes = [JSONParser, MultiPartParser]
+    upload_kind = "api_reply"
 
     @extend_schema(**replies.POST_SCHEMA)
     def post(self, request, pk: int):

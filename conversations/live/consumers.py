@@ -191,19 +191,14 @@ class WorkspaceConsumer(WebsocketConsumer):
 
     def _refresh_access(self) -> None:
         """Re-read the inboxes the agent may see; join and leave groups to match."""
-        try:
-            self.user.refresh_from_db(
-                fields=[
-                    "is_active",
-                    "is_staff",
-                    "is_superuser",
-                    "time_zone",
-                    "password",
-                ]
-            )
-        except User.DoesNotExist:
+        # Read afresh, not refreshed: a user object keeps the permissions it
+        # loaded once (view_all_numbers may have been taken away since).
+        fresh = User.objects.filter(pk=self.user.pk).first()
+        if fresh is None:
             # The account was deleted: nothing of it may stay on screen.
             self.user.is_active = False
+        else:
+            self.user = fresh
         # Live fragments show times in it (set before joining the inboxes:
         # their hub renders for the zones of its tabs).
         self.time_zone = self.user.zone.key

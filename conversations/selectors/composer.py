@@ -5,12 +5,17 @@ from django.db.models import Q
 
 from accounts.models import User
 
-from ..models import CannedResponse, Conversation, MessageTemplate
+from ..models import (
+    CannedResponse,
+    Conversation,
+    MessageTemplate,
+    sees_every_number,
+)
 
 
 def canned_responses(user: User) -> list[CannedResponse]:
     queryset = CannedResponse.objects.all()
-    if not user.is_staff:
+    if not sees_every_number(user):
         queryset = queryset.filter(Q(team__isnull=True) | Q(team__members=user))
     return list(queryset.distinct())
 

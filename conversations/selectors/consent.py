@@ -1,5 +1,6 @@
-"""The consent ledger read one way: a customer's newest record per purpose
-decides (records are appended, never edited)."""
+"""The consent ledger read one way: a customer's newest record per purpose,
+by when it happened (occurred_at), decides (records are appended, never
+edited)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from ..models import ConsentRecord
 
 def _newest_first(customer_ids):
     return ConsentRecord.objects.filter(customer_id__in=list(customer_ids)).order_by(
-        "customer_id", "purpose", "-recorded_at", "-id"
+        "customer_id", "purpose", "-occurred_at", "-id"
     )
 
 

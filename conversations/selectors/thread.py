@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import User
 
-from ..models import Conversation, Message, Note, Reaction
+from ..models import VIEW_ALL_NUMBERS, Conversation, Message, Note, Reaction
 from ..rules import windows
 from .inbox import from_micros, to_micros, visible_conversations
 
@@ -150,4 +150,17 @@ def assignable_agents(number_id: int) -> list[User]:
         User.objects.filter(is_active=True, teams__numbers=number_id)
         .distinct()
         .order_by("display_name", "username")
+    )
+
+
+def agents_who_may_see(number_id: int | None) -> QuerySet[User]:
+    """The active agents who may see a number's conversations (and so be
+    given one): its teams' members and whoever sees every number."""
+    if number_id is None:
+        return User.objects.none()
+    everywhere = User.objects.with_perm(VIEW_ALL_NUMBERS, include_superusers=True)
+    return (
+        User.objects.filter(is_active=True)
+        .filter(Q(teams__numbers=number_id) | Q(pk__in=everywhere.values("pk")))
+        .distinct()
     )

@@ -56,6 +56,7 @@ from .customers import (
     touch_conversation,
 )
 from .errors import (
+    AssigneeNotAllowed,
     InvalidRecipient,
     MediaRefused,
     MediaTemporarilyUnavailable,
@@ -64,6 +65,7 @@ from .errors import (
     OutboundError,
     SendingPaused,
     ServiceError,
+    TeamNotAllowed,
     TemplateCategoryMismatch,
     TemplateNotApproved,
     TemplateParametersInvalid,
@@ -167,6 +169,7 @@ from .workspace import (
 )
 
 __all__ = [
+    "AssigneeNotAllowed",
     "Attachment",
     "BULK_CHUNK",
     "CALLBACK_EVENTS",
@@ -193,6 +196,7 @@ __all__ = [
     "TEMPLATE_STATUS_BY_CODE",
     "TEXT_LIMIT",
     "TYPING_KEY",
+    "TeamNotAllowed",
     "TemplateCategoryMismatch",
     "TemplateNotApproved",
     "TemplateParametersInvalid",

@@ -28,7 +28,8 @@ def agent_may_see_number(user: User, number_id: int) -> bool:
 
 
 def visible_number_ids(user: User) -> set[int]:
-    """The inboxes an agent may see, as ids: all for admins, else their teams'."""
+    """The inboxes an agent may see, as ids: all with view_all_numbers, else
+    their teams'."""
     return set(WhatsAppNumber.objects.visible_to(user).values_list("pk", flat=True))
 
 

@@ -1,13 +1,16 @@
 """The consent ledger: records are appended, never edited; the latest per
-purpose decides, and sends check it at send time.
+purpose (by when it happened) decides, and sends check it at send time.
 """
 
 import functools
 import logging
 import re
 import unicodedata
+from datetime import datetime
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import User
 
@@ -25,27 +28,58 @@ from . import customers, errors
 logger = logging.getLogger(__name__)
 
 
+# Meta's category of a user_preferences change that concerns marketing.
+MARKETING_PREFERENCE = "marketing_messages"
+
+
 def record_user_preference(
-    *, number: WhatsAppNumber, update: payloads.UserPreferenceUpdate
+    *,
+    number: WhatsAppNumber,
+    update: payloads.UserPreferenceUpdate,
+    received_at: datetime | None = None,
 ) -> ConsentRecord | None:
-    """Record a customer stopping or resuming marketing messages in WhatsApp."""
-    if update.value not in ("stop", "resume"):
-        logger.info("Ignoring user preference %r", update.value)
+    """Record a customer stopping or resuming marketing messages in WhatsApp.
+
+    The record is dated with Meta's time for the change (else when the
+    webhook was received), so one that arrives late, or is replayed or
+    processed again, never overrides a newer record: it joins the ledger in
+    its place. The same event twice adds one record. Return the record
+    added, or None.
+    """
+    if update.value not in ("stop", "resume") or update.category not in (
+        "",
+        MARKETING_PREFERENCE,
+    ):
+        logger.info("Ignoring user preference %r %r", update.category, update.value)
         return None
+    occurred_at = update.timestamp or received_at or timezone.now()
+    key = f"user_preferences:{update.category[:64]}:{update.value}:" + (
+        occurred_at.isoformat()
+    )
     customer = customers.find_or_create_customer(
         wa_id=update.wa_id, user_id=update.user_id
     )
-    return ConsentRecord.objects.create(
-        customer=customer,
-        purpose=ConsentRecord.Purpose.MARKETING,
-        status=(
-            ConsentRecord.Status.OPT_OUT
-            if update.value == "stop"
-            else ConsentRecord.Status.OPT_IN
-        ),
-        source=ConsentRecord.Source.WHATSAPP,
-        wording=update.detail or f"Marketing messages: {update.value} (in WhatsApp)",
-    )
+    if ConsentRecord.objects.filter(customer=customer, event_key=key).exists():
+        return None
+    try:
+        with transaction.atomic():
+            return ConsentRecord.objects.create(
+                customer=customer,
+                purpose=ConsentRecord.Purpose.MARKETING,
+                status=(
+                    ConsentRecord.Status.OPT_OUT
+                    if update.value == "stop"
+                    else ConsentRecord.Status.OPT_IN
+                ),
+                source=ConsentRecord.Source.WHATSAPP,
+                wording=update.detail
+                or f"Marketing messages: {update.value} (in WhatsApp)",
+                occurred_at=occurred_at,
+                event_key=key,
+            )
+    except IntegrityError:
+        # The same event, processed at the same moment by another worker.
+        return None
 
 
 MARKETING_OPTED_OUT_CODE = 131050

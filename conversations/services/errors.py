@@ -34,6 +34,26 @@ class WorkspaceError(ServiceError):
         return self.detail
 
 
+class AssigneeNotAllowed(WorkspaceError):
+    """An assignee who is unknown, inactive or may not see the conversation's
+    number: one answer for all, so a guessed id reveals nobody's name."""
+
+    def __init__(self):
+        super().__init__(
+            "assignee_not_allowed", "No agent with that id can take this conversation."
+        )
+
+
+class TeamNotAllowed(WorkspaceError):
+    """A team that is unknown or does not work on the conversation's number:
+    one answer for both, so a guessed id reveals no team's name."""
+
+    def __init__(self):
+        super().__init__(
+            "team_not_allowed", "No team with that id works on this number."
+        )
+
+
 class OutboundError(ServiceError):
     """A send refused before any request to Meta."""
 

@@ -344,8 +344,7 @@ def send_template(
     sender=None,
 ) -> Message:
     """Queue an approved template with every parameter it defines filled in."""
-    check_template(template, conversation.number)
-    consent.check_template_consent(conversation.customer, template)
+    check_template_send(conversation=conversation, template=template)
     payload, text = template_message(template, parameters or {})
     return _queue_message(
         conversation=conversation,
@@ -355,6 +354,15 @@ def send_template(
         sender=sender,
         template=template,
     )
+
+
+def check_template_send(
+    *, conversation: Conversation, template: MessageTemplate
+) -> None:
+    """What a template must pass to go to this customer now: approved, of
+    the number's account, and the customer's consent for its category."""
+    check_template(template, conversation.number)
+    consent.check_template_consent(conversation.customer, template)
 
 
 def check_template(template: MessageTemplate, number: WhatsAppNumber) -> None:
@@ -381,8 +389,11 @@ def template_message(template: MessageTemplate, parameters: dict) -> tuple[dict,
 def resend_message(*, message: Message, sender=None) -> Message:
     """An agent's explicit resend of an `unknown` or `failed` send, as a new message.
 
-    The old row stays as it is: a late status may still settle it, and the
-    timeline shows both.
+    A resend is a new send, checked as one now: the number neither paused
+    nor inactive, the window for a free-form message, and for a template its
+    approval, its account and the customer's consent (so after Meta's 131050
+    a marketing template is refused, not sent again). The old row stays as
+    it is: a late status may still settle it, and the timeline shows both.
     """
     if message.direction != Message.Direction.OUTBOUND or message.status not in {
         Message.Status.UNKNOWN,
@@ -390,8 +401,16 @@ def resend_message(*, message: Message, sender=None) -> Message:
     }:
         raise errors.OutboundError("Only an unknown or failed send can be resent.")
     conversation = message.conversation
-    if message.type != "template":
-        _check_window(conversation, timezone.now())
+    template = None
+    if message.type == "template":
+        check_can_send(conversation=conversation)
+        # Read now: the failure may have paused or disabled it meanwhile.
+        template = MessageTemplate.objects.filter(pk=message.template_id).first()
+        if template is None:
+            raise errors.TemplateNotApproved("That template no longer exists.")
+        check_template_send(conversation=conversation, template=template)
+    else:
+        check_can_send(conversation=conversation, free_form=True)
     return _queue_message(
         conversation=conversation,
         kind=message.type,
@@ -399,7 +418,7 @@ def resend_message(*, message: Message, sender=None) -> Message:
         text=message.text,
         sender=sender,
         reply_to=message.reply_to,
-        template=message.template,
+        template=template,
         media_of=message if message.media_state == Message.MediaState.STORED else None,
     )
 

@@ -44,10 +44,7 @@ def assign_conversation(
             assignee.is_active
             and agents.agent_may_see_number(assignee, conversation.number_id)
         ):
-            raise errors.WorkspaceError(
-                "assignee_not_allowed",
-                f"{assignee.name} cannot see this conversation's number.",
-            )
+            raise errors.AssigneeNotAllowed()
         if conversation.assignee_id != (assignee.pk if assignee else None):
             conversation.assignee = assignee
             fields.append("assignee")
@@ -56,9 +53,7 @@ def assign_conversation(
             team is not None
             and not conversation.number.teams.filter(pk=team.pk).exists()
         ):
-            raise errors.WorkspaceError(
-                "team_not_allowed", f"{team.name} does not work on this number."
-            )
+            raise errors.TeamNotAllowed()
         if conversation.team_id != (team.pk if team else None):
             conversation.team = team
             fields.append("team")

@@ -11,7 +11,13 @@ from urllib.parse import urlsplit
 
 from accounts.models import Team, User
 
-from ..models import ConsentRecord, Conversation, Label, WhatsAppNumber
+from ..models import (
+    ConsentRecord,
+    Conversation,
+    Label,
+    WhatsAppNumber,
+    sees_every_number,
+)
 from ..rules import windows
 from ..selectors import billing, consent
 from ..selectors.composer import approved_templates, canned_responses
@@ -80,7 +86,7 @@ def sidebar_context(user: User) -> dict:
     numbers = list(WhatsAppNumber.objects.visible_to(user).order_by("name"))
     teams = (
         Team.objects.all()
-        if user.is_staff
+        if sees_every_number(user)
         else Team.objects.filter(numbers__in=numbers).distinct()
     )
     colleagues = (

@@ -9,6 +9,7 @@ visible_to(), so a foreign or unknown id is a 404 either way.
 import csv
 import mimetypes
 from datetime import datetime
+from numbers import Number
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -19,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User, available_time_zones
 
-from .. import services
+from .. import services, uploads
 from ..live.rendering import (
     render_fragment,
     render_message,
@@ -33,6 +34,7 @@ from ..selectors.inbox import InboxCursor, InboxFilter
 from ..selectors.thread import (
     ThreadCursor,
     WindowState,
+    agents_who_may_see,
     conversation_for,
     messages_queryset,
 )
@@ -47,8 +49,6 @@ from .context import (
     page_context,
     thread_context,
 )
-
-MAX_UPLOAD_BYTES = 16 * 1024 * 1024
 
 
 @login_required
@@ -148,7 +148,14 @@ def composer(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponse(_composer_html(conversation, request.user))
 
 
+def _attachment_too_large(request: HttpRequest, pk: int) -> HttpResponse:
+    """The composer's answer to an attachment past its limit (uploads.py)."""
+    conversation = _conversation(request, pk)
+    return refusal(request, conversation, uploads.refusal_text("composer"), 413)
+
+
 @login_required
+@uploads.accepts_upload("composer", refuse=_attachment_too_large)
 @require_POST
 def reply(request: HttpRequest, pk: int) -> HttpResponse:
     """Send text or an attachment (with the text as caption), maybe quoting."""
@@ -160,8 +167,6 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
         reply_to = conversation.messages.filter(pk=request.POST["reply_to"]).first()
     try:
         if upload is not None:
-            if upload.size > MAX_UPLOAD_BYTES:
-                return refusal(request, conversation, "That file is too large.", 413)
             mime_type = (
                 upload.content_type
                 or mimetypes.guess_type(upload.name)[0]
@@ -322,9 +327,10 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     elif assignee == "none":
         changes["assignee"] = None
     elif assignee.isdigit():
-        agent = User.objects.filter(pk=assignee, is_active=True).first()
+        # Unknown and not allowed answer alike: a guessed id reveals nobody.
+        agent = agents_who_may_see(conversation.number_id).filter(pk=assignee).first()
         if agent is None:
-            return refusal(request, conversation, "No such agent.", 400)
+            return refused(request, conversation, services.AssigneeNotAllowed())
         changes["assignee"] = agent
     team = request.POST.get("team", "")
     if team == "none":
@@ -332,7 +338,7 @@ def assign(request: HttpRequest, pk: int) -> HttpResponse:
     elif team.isdigit():
         found = conversation.number.teams.filter(pk=team).first()
         if found is None:
-            return refusal(request, conversation, "That team does not work here.", 400)
+            return refused(request, conversation, services.TeamNotAllowed())
         changes["team"] = found
     if not changes:
         return answer(request, conversation, "")
@@ -494,7 +500,7 @@ REPORT_CHARTS = [
 
 
 def _may_see_reports(user) -> bool:
-    return user.is_staff or user.has_perm("conversations.view_reports")
+    return user.has_perm("conversations.view_reports")
 
 
 def _report_tables(request: HttpRequest) -> tuple[dict, int]:
@@ -543,15 +549,20 @@ def report_csv(request: HttpRequest, name: str) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
     writer = csv.writer(response)
-    writer.writerow(table.columns)
-    for row in table.as_lists():
-        # A leading =, +, - or @ would be a formula in a spreadsheet.
-        writer.writerow(
-            [
-                f"'{value}"
-                if isinstance(value, str) and value[:1] in {"=", "+", "-", "@"}
-                else value
-                for value in row
-            ]
-        )
+    for row in [table.columns, *table.as_lists()]:
+        writer.writerow([spreadsheet_cell(value) for value in row])
     return response
+
+
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value):
+    """A CSV cell that no spreadsheet runs: text that would start a formula
+    gets a leading apostrophe (which spreadsheets do not show); numbers,
+    negative ones included, stay numbers."""
+    if value is None or isinstance(value, Number):
+        return value
+    text = str(value)
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text

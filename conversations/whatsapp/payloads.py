@@ -19,6 +19,22 @@ Only a body that is not JSON, or not Meta's envelope at all, raises
 ``MalformedPayload``. Everything inside the envelope is read defensively:
 Meta's payloads vary between versions and fields go missing.
 
+It is also where hostile values stop (anyone holding an app secret can sign
+a body, and Meta has bad days), so that nothing parse() returns can make a
+database refuse a write:
+
+- NUL characters are removed from every string and key, lone UTF-16
+  surrogates become U+FFFD, NaN, Infinity and numbers beyond a double
+  become null, and a body nested deeper than ``MAX_DEPTH`` is malformed:
+  PostgreSQL takes none of these in text or jsonb columns.
+- An identifier (wamid, wa_id, BSUID, the ids of numbers, accounts,
+  templates and media) that is not a JSON string or integer, is longer than
+  its limit below or holds characters no Meta id has makes its item an
+  ``UnparsableItem``; so does a code (a type, a status, a pricing category,
+  a language) that is not a string or is longer than the column it goes to.
+- Free text is kept whole; the two names stored in bounded columns (a
+  profile name, a file name) are cut at their limit, ending in "…".
+
 ``verify_signature()`` checks ``X-Hub-Signature-256`` over the raw bytes.
 """
 
@@ -27,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +107,49 @@ _TYPE_LABELS = {
 
 class MalformedPayload(ValueError):
     """The body is not JSON, or not Meta's webhook envelope."""
+
+
+# --- Limits ---------------------------------------------------------------
+#
+# Meta documents the BSUID's length; it does not bound its other ids, so
+# theirs are the columns that store them, far above what Meta sends (a wamid
+# is about 60 characters, a wa_id a phone number's 15 digits at most).
+# tests/test_payloads_hostile.py checks that every column is at least as long.
+
+# A business-scoped user id: "up to 256 alphanumeric characters".
+BSUID_MAX_LENGTH = 256
+# A customer's WhatsApp id: the digits of a phone number (E.164: 15).
+WA_ID_MAX_LENGTH = 32
+# A message id (wamid), in messages, statuses, replies and reactions.
+WAMID_MAX_LENGTH = 256
+# Phone-number, WABA and template ids (numeric in Meta's examples).
+META_ID_MAX_LENGTH = 64
+# A media id goes into a Graph API path: digits in Meta's examples.
+MEDIA_ID_MAX_LENGTH = 128
+# A click-to-WhatsApp ad's source id and click id.
+REFERRAL_SOURCE_ID_MAX_LENGTH = 128
+CTWA_CLID_MAX_LENGTH = 512
+# Documented: what a send may echo in biz_opaque_callback_data.
+CALLBACK_DATA_MAX_LENGTH = 512
+# Documented: a template's name.
+TEMPLATE_NAME_MAX_LENGTH = 512
+# Codes, each as long as the column it is stored in.
+MESSAGE_TYPE_MAX_LENGTH = 32
+STATUS_MAX_LENGTH = 20
+PRICING_CODE_MAX_LENGTH = 40
+LANGUAGE_MAX_LENGTH = 15
+COUNTRY_CODE_MAX_LENGTH = 4
+EMOJI_MAX_LENGTH = 32
+MIME_TYPE_MAX_LENGTH = 255
+# Names stored in bounded columns, cut (ending in "…") beyond these.
+PROFILE_NAME_MAX_LENGTH = 256
+USERNAME_MAX_LENGTH = 256
+FILENAME_MAX_LENGTH = 255
+# Meta's payloads nest about ten levels; PostgreSQL, json.dumps and the
+# stack all have limits far below what a 3 MB body can nest.
+MAX_DEPTH = 64
+# An UnparsableItem's reason is shown to admins, not the value it quotes.
+ERROR_MAX_LENGTH = 300
 
 
 # --- Small building blocks -------------------------------------------------
@@ -608,6 +668,138 @@ def _int(value: Any) -> int | None:
         return None
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+# Printable ASCII without spaces: every id Meta sends (digits, wamids in
+# base64 with "wamid." before them, BSUIDs such as "US.1349...").
+_ID_CHARACTERS = re.compile(r"[!-~]*")
+# A media id is a path segment of a Graph API URL: no "/", "." or "%".
+_MEDIA_ID_CHARACTERS = re.compile(r"[0-9A-Za-z_-]*")
+
+
+def _id(
+    raw: Mapping[str, Any],
+    key: str,
+    limit: int,
+    *,
+    name: str = "",
+    characters: re.Pattern = _ID_CHARACTERS,
+) -> str:
+    """Return an identifier as text; "" when missing or null.
+
+    Raise ValueError, which makes the item unparsable, for an id that is not
+    a JSON string or integer, is longer than ``limit`` or holds characters
+    Meta's ids do not.
+    """
+    value = raw.get(key)
+    name = name or key
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{name} is a JSON {_json_type(value)}, not an id")
+    text = str(value)
+    if len(text) > limit:
+        raise ValueError(
+            f"{name} is {len(text)} characters long (an id has at most {limit})"
+        )
+    if not characters.fullmatch(text):
+        raise ValueError(f"{name} holds characters no id of Meta's has")
+    return text
+
+
+def _code(raw: Mapping[str, Any], key: str, limit: int, *, name: str = "") -> str:
+    """Return one of Meta's codes (a type, a status, a category); "" when
+    missing or null. Raise ValueError for anything but a string, or one
+    longer than ``limit``."""
+    value = raw.get(key)
+    name = name or key
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is a JSON {_json_type(value)}, not a string")
+    if len(value) > limit:
+        raise ValueError(
+            f"{name} is {len(value)} characters long (at most {limit} are stored)"
+        )
+    return value
+
+
+def _cut(text: str, limit: int, *, keep_suffix: bool = False) -> str:
+    """Return text cut to ``limit`` characters, ending in "…" when cut.
+
+    With ``keep_suffix`` a short extension stays (a file name's ".pdf").
+    """
+    if len(text) <= limit:
+        return text
+    suffix = ""
+    if keep_suffix:
+        dot = text.rfind(".")
+        if dot > 0 and len(text) - dot <= 16:
+            suffix = text[dot:]
+    return text[: limit - 1 - len(suffix)] + "…" + suffix
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _clean_text(text: str) -> str:
+    """Return text PostgreSQL takes: no NUL, no lone surrogate."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii():
+        # Pairs were joined by json.loads; what is left is lone halves.
+        text = _SURROGATES.sub("\ufffd", text)
+    return text
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """Return a decoded JSON document with every string and key cleaned.
+
+    Raise _TooDeep past MAX_DEPTH levels, so this recursion stays short.
+    """
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise _TooDeep
+        return {
+            _clean_text(key): _clean(item, depth + 1) for key, item in value.items()
+        }
+    if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise _TooDeep
+        return [_clean(item, depth + 1) for item in value]
+    return value
+
+
+def _finite(text: str) -> float | None:
+    # A number beyond a double (1e400) reads as inf, which no JSON column
+    # takes: it becomes null, like NaN and Infinity (not JSON, but Python's
+    # json reads them; see _constant).
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _constant(name: str) -> None:
+    return None
+
+
 def parse_timestamp(value: Any) -> datetime | None:
     """Turn Meta's unix seconds (a string in messages, an int elsewhere) into UTC.
 
@@ -642,15 +834,19 @@ def _errors(raw: Any) -> tuple[MetaError, ...]:
 def _contact(raw: Any) -> Contact:
     raw = _dict(raw)
     profile = _dict(raw.get("profile"))
+    # Username and country code sit in profile; read the top level too in
+    # case a version moves them.
+    username = _str(profile.get("username")) or _str(raw.get("username"))
+    country_code = _code(profile, "country_code", COUNTRY_CODE_MAX_LENGTH) or _code(
+        raw, "country_code", COUNTRY_CODE_MAX_LENGTH
+    )
     return Contact(
-        wa_id=_str(raw.get("wa_id")),
-        user_id=_str(raw.get("user_id")),
-        name=_str(profile.get("name")),
-        # Username and country code sit in profile; read the top
-        # level too in case a version moves them.
-        username=_str(profile.get("username")) or _str(raw.get("username")),
-        country_code=_str(profile.get("country_code")) or _str(raw.get("country_code")),
-        parent_user_id=_str(raw.get("parent_user_id")),
+        wa_id=_id(raw, "wa_id", WA_ID_MAX_LENGTH),
+        user_id=_id(raw, "user_id", BSUID_MAX_LENGTH),
+        name=_cut(_str(profile.get("name")), PROFILE_NAME_MAX_LENGTH),
+        username=_cut(username, USERNAME_MAX_LENGTH),
+        country_code=country_code,
+        parent_user_id=_id(raw, "parent_user_id", BSUID_MAX_LENGTH),
         identity_key_hash=_str(raw.get("identity_key_hash")),
         raw=raw,
     )
@@ -817,10 +1013,18 @@ def _media(kind: str, payload: dict) -> Media | None:
     if kind not in MEDIA_TYPES:
         return None
     return Media(
-        id=_str(payload.get("id")),
-        mime_type=_str(payload.get("mime_type")),
+        id=_id(
+            payload,
+            "id",
+            MEDIA_ID_MAX_LENGTH,
+            name=f"{kind}.id",
+            characters=_MEDIA_ID_CHARACTERS,
+        ),
+        mime_type=_code(payload, "mime_type", MIME_TYPE_MAX_LENGTH),
         sha256=_str(payload.get("sha256")),
-        filename=_str(payload.get("filename")),
+        filename=_cut(
+            _str(payload.get("filename")), FILENAME_MAX_LENGTH, keep_suffix=True
+        ),
         caption=_str(payload.get("caption")),
         voice=_bool(payload.get("voice")),
         animated=_bool(payload.get("animated")),
@@ -833,7 +1037,7 @@ def _context(raw: Any) -> Context | None:
         return None
     product = raw.get("referred_product")
     return Context(
-        message_id=_str(raw.get("id")),
+        message_id=_id(raw, "id", WAMID_MAX_LENGTH, name="context.id"),
         from_=_str(raw.get("from")),
         forwarded=_bool(raw.get("forwarded")),
         frequently_forwarded=_bool(raw.get("frequently_forwarded")),
@@ -845,7 +1049,7 @@ def _referral(raw: Any) -> Referral | None:
     if not isinstance(raw, dict):
         return None
     return Referral(
-        source_id=_str(raw.get("source_id")),
+        source_id=_id(raw, "source_id", REFERRAL_SOURCE_ID_MAX_LENGTH),
         source_type=_str(raw.get("source_type")),
         source_url=_str(raw.get("source_url")),
         headline=_str(raw.get("headline")),
@@ -854,7 +1058,7 @@ def _referral(raw: Any) -> Referral | None:
         image_url=_str(raw.get("image_url")),
         video_url=_str(raw.get("video_url")),
         thumbnail_url=_str(raw.get("thumbnail_url")),
-        ctwa_clid=_str(raw.get("ctwa_clid")),
+        ctwa_clid=_id(raw, "ctwa_clid", CTWA_CLID_MAX_LENGTH),
         welcome_message=_str(_dict(raw.get("welcome_message")).get("text")),
         raw=raw,
     )
@@ -863,12 +1067,12 @@ def _referral(raw: Any) -> Referral | None:
 def _message(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> InboundMessage:
     if not isinstance(raw, dict):
         raise ValueError(f"message is not an object (got {type(raw).__name__})")
-    wamid = _str(raw.get("id"))
+    wamid = _id(raw, "id", WAMID_MAX_LENGTH, name="id (wamid)")
     if not wamid:
         raise ValueError("message has no id (wamid)")
-    kind = _str(raw.get("type"))
-    from_wa_id = _str(raw.get("from"))
-    from_user_id = _str(raw.get("from_user_id"))
+    kind = _code(raw, "type", MESSAGE_TYPE_MAX_LENGTH)
+    from_wa_id = _id(raw, "from", WA_ID_MAX_LENGTH)
+    from_user_id = _id(raw, "from_user_id", BSUID_MAX_LENGTH)
     contact = _match_contact(contacts, from_wa_id, from_user_id)
     if not (
         from_wa_id or from_user_id or (contact and (contact.wa_id or contact.user_id))
@@ -883,8 +1087,10 @@ def _message(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> InboundM
     reaction = None
     if kind == "reaction":
         reaction = Reaction(
-            message_id=_str(payload.get("message_id")),
-            emoji=_str(payload.get("emoji")),
+            message_id=_id(
+                payload, "message_id", WAMID_MAX_LENGTH, name="reaction.message_id"
+            ),
+            emoji=_code(payload, "emoji", EMOJI_MAX_LENGTH, name="reaction.emoji"),
         )
     system = None
     if kind == "system":
@@ -892,8 +1098,11 @@ def _message(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> InboundM
             type=_str(payload.get("type")),
             body=_str(payload.get("body")),
             # Older payloads name the new number "new_wa_id".
-            new_wa_id=_str(payload.get("wa_id")) or _str(payload.get("new_wa_id")),
-            new_user_id=_str(payload.get("user_id")),
+            new_wa_id=_id(payload, "wa_id", WA_ID_MAX_LENGTH, name="system.wa_id")
+            or _id(payload, "new_wa_id", WA_ID_MAX_LENGTH, name="system.new_wa_id"),
+            new_user_id=_id(
+                payload, "user_id", BSUID_MAX_LENGTH, name="system.user_id"
+            ),
         )
     return InboundMessage(
         waba_id=where.waba_id,
@@ -921,11 +1130,15 @@ def _pricing(raw: Any) -> Pricing | None:
     if not isinstance(raw, dict):
         return None
     billable = raw.get("billable")
+    # The charge is priced from the raw object (Message.pricing): its codes
+    # must fit MessageCharge's columns as they are.
     return Pricing(
         billable=billable if isinstance(billable, bool) else None,
         pricing_model=_str(raw.get("pricing_model")),
-        category=_str(raw.get("category")),
-        type=_str(raw.get("type")),
+        category=_code(
+            raw, "category", PRICING_CODE_MAX_LENGTH, name="pricing.category"
+        ),
+        type=_code(raw, "type", PRICING_CODE_MAX_LENGTH, name="pricing.type"),
         raw=raw,
     )
 
@@ -944,14 +1157,15 @@ def _status_conversation(raw: Any) -> StatusConversation | None:
 def _status(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> StatusUpdate:
     if not isinstance(raw, dict):
         raise ValueError(f"status is not an object (got {type(raw).__name__})")
-    wamid = _str(raw.get("id"))
+    wamid = _id(raw, "id", WAMID_MAX_LENGTH, name="id (wamid)")
     if not wamid:
         raise ValueError("status has no id (wamid)")
-    status = _str(raw.get("status"))
+    status = _code(raw, "status", STATUS_MAX_LENGTH)
     if not status:
         raise ValueError("status has no status value")
-    recipient_id = _str(raw.get("recipient_id"))
-    recipient_user_id = _str(raw.get("recipient_user_id"))
+    # A wa_id, or a group's id for group sends.
+    recipient_id = _id(raw, "recipient_id", WAMID_MAX_LENGTH)
+    recipient_user_id = _id(raw, "recipient_user_id", BSUID_MAX_LENGTH)
     return StatusUpdate(
         waba_id=where.waba_id,
         phone_number_id=where.phone_number_id,
@@ -962,8 +1176,10 @@ def _status(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> StatusUpd
         recipient_id=recipient_id,
         recipient_user_id=recipient_user_id,
         recipient_type=_str(raw.get("recipient_type")),
-        recipient_participant_id=_str(raw.get("recipient_participant_id")),
-        biz_opaque_callback_data=_str(raw.get("biz_opaque_callback_data")),
+        recipient_participant_id=_id(raw, "recipient_participant_id", WAMID_MAX_LENGTH),
+        biz_opaque_callback_data=_code(
+            raw, "biz_opaque_callback_data", CALLBACK_DATA_MAX_LENGTH
+        ),
         pricing=_pricing(raw.get("pricing")),
         conversation=_status_conversation(raw.get("conversation")),
         errors=_errors(raw.get("errors")),
@@ -989,8 +1205,8 @@ def _user_preference(
 ) -> UserPreferenceUpdate:
     if not isinstance(raw, dict):
         raise ValueError(f"user preference is not an object (got {type(raw).__name__})")
-    wa_id = _str(raw.get("wa_id"))
-    user_id = _str(raw.get("user_id"))
+    wa_id = _id(raw, "wa_id", WA_ID_MAX_LENGTH)
+    user_id = _id(raw, "user_id", BSUID_MAX_LENGTH)
     if not (wa_id or user_id):
         raise ValueError("user preference names no customer (no wa_id or user_id)")
     return UserPreferenceUpdate(
@@ -1016,7 +1232,7 @@ def _unparsable(
 ) -> UnparsableItem:
     return UnparsableItem(
         kind=kind,
-        error=str(error) or type(error).__name__,
+        error=_cut(str(error) or type(error).__name__, ERROR_MAX_LENGTH),
         raw=raw,
         waba_id=where.waba_id,
         field=where.field,
@@ -1044,24 +1260,34 @@ def _messages_change(value: dict, where: _Where) -> list[Item]:
         waba_id=where.waba_id,
         time=where.time,
         field=where.field,
-        phone_number_id=_str(metadata.get("phone_number_id")),
+        phone_number_id=_id(
+            metadata, "phone_number_id", META_ID_MAX_LENGTH, name="phone_number_id"
+        ),
         display_phone_number=_str(metadata.get("display_phone_number")),
     )
-    contacts = tuple(
-        _contact(raw) for raw in _list(value.get("contacts")) if isinstance(raw, dict)
-    )
     items: list[Item] = []
+    contacts: list[Contact] = []
+    for raw in _list(value.get("contacts")):
+        if not isinstance(raw, dict):
+            continue
+        # A contact with a bad id is kept out (and reported); a message
+        # that needs it for its sender becomes unparsable in turn.
+        try:
+            contacts.append(_contact(raw))
+        except ValueError as exc:
+            items.append(_unparsable("contact", exc, raw, where))
     found = False
     # A value holds messages, statuses or errors, but nothing
     # forbids several, so all three are read.
+    known = tuple(contacts)
     for key, kind, read in (
-        ("messages", "message", lambda raw: _message(raw, where, contacts)),
-        ("statuses", "status", lambda raw: _status(raw, where, contacts)),
+        ("messages", "message", lambda raw: _message(raw, where, known)),
+        ("statuses", "status", lambda raw: _status(raw, where, known)),
         ("errors", "error", lambda raw: _account_error(raw, where)),
         (
             "user_preferences",
             "user_preference",
-            lambda raw: _user_preference(raw, where, contacts),
+            lambda raw: _user_preference(raw, where, known),
         ),
     ):
         if key not in value:
@@ -1084,9 +1310,13 @@ def _messages_change(value: dict, where: _Where) -> list[Item]:
 def _template_ids(value: dict) -> dict[str, str]:
     return {
         # An integer in Meta's examples; kept as text like every other id.
-        "message_template_id": _str(value.get("message_template_id")),
-        "message_template_name": _str(value.get("message_template_name")),
-        "message_template_language": _str(value.get("message_template_language")),
+        "message_template_id": _id(value, "message_template_id", META_ID_MAX_LENGTH),
+        "message_template_name": _code(
+            value, "message_template_name", TEMPLATE_NAME_MAX_LENGTH
+        ),
+        "message_template_language": _code(
+            value, "message_template_language", LANGUAGE_MAX_LENGTH
+        ),
     }
 
 
@@ -1203,9 +1433,9 @@ def _change(raw: Any, waba_id: str, time: datetime | None) -> list[Item]:
         return [
             _unparsable("change", f"{field_name!r} value is not an object", raw, where)
         ]
-    if field_name in _MESSAGES_FIELDS:
-        return _messages_change(value, where)
     try:
+        if field_name in _MESSAGES_FIELDS:
+            return _messages_change(value, where)
         return [_SINGLE_VALUE_FIELDS[field_name](value, where)]
     except Exception as exc:  # one bad change must not sink the batch
         return [_unparsable("change", exc, raw, where)]
@@ -1215,8 +1445,11 @@ def _entry(raw: Any) -> list[Item]:
     if not isinstance(raw, dict):
         where = _Where(waba_id="", time=None, field="")
         return [_unparsable("entry", "entry is not an object", raw, where)]
-    waba_id = _str(raw.get("id"))
     time = parse_timestamp(raw.get("time"))
+    try:
+        waba_id = _id(raw, "id", META_ID_MAX_LENGTH, name="entry.id (WABA)")
+    except ValueError as exc:
+        return [_unparsable("entry", exc, raw, _Where(waba_id="", time=time, field=""))]
     changes = raw.get("changes")
     if not isinstance(changes, list):
         where = _Where(waba_id=waba_id, time=time, field="")
@@ -1234,25 +1467,33 @@ def _entry(raw: Any) -> list[Item]:
 def parse(body: bytes | bytearray | memoryview | str) -> WebhookBatch:
     """Parse a webhook POST body into a WebhookBatch.
 
-    Raise MalformedPayload when the body is not JSON, not an object, its
-    ``object`` is not "whatsapp_business_account" or its ``entry`` is not a
-    list. Anything wrong deeper down becomes an UnparsableItem in the batch.
+    Raise MalformedPayload when the body is not JSON, nests deeper than
+    MAX_DEPTH, is not an object, its ``object`` is
+    not "whatsapp_business_account" or its ``entry`` is not a list. Anything
+    wrong deeper down becomes an UnparsableItem in the batch. Every string
+    of the result is clean (see the module's docstring).
     """
     if isinstance(body, memoryview | bytearray):
         # BinaryField reads back as memoryview on PostgreSQL.
         body = bytes(body)
     try:
-        document = json.loads(body)
+        document = json.loads(body, parse_float=_finite, parse_constant=_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise MalformedPayload(f"Body is not valid JSON: {exc}") from exc
+        reason = _cut(str(exc), ERROR_MAX_LENGTH)
+        raise MalformedPayload(f"Body is not valid JSON: {reason}") from exc
+    try:
+        document = _clean(document)
+    except _TooDeep:
+        raise MalformedPayload(
+            f"Body nests deeper than {MAX_DEPTH} levels; Meta's never do."
+        ) from None
     if not isinstance(document, dict):
         raise MalformedPayload(
             f"Body is a JSON {type(document).__name__}, not an object."
         )
     if document.get("object") != OBJECT:
-        raise MalformedPayload(
-            f"Body's object is {document.get('object')!r}, not {OBJECT!r}."
-        )
+        shown = _cut(repr(document.get("object")), 80)
+        raise MalformedPayload(f"Body's object is {shown}, not {OBJECT!r}.")
     entries = document.get("entry")
     if not isinstance(entries, list):
         raise MalformedPayload("Body's entry is missing or not a list.")

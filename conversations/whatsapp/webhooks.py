@@ -10,7 +10,8 @@ here touches the ORM, sessions or middleware.
   equal to any Meta app's verify token echo ``hub.challenge``; anything else
   is 403.
 - POST checks ``X-Hub-Signature-256`` over the raw bytes against every app's
-  secret (missing: 401, wrong: 403, nothing stored), INSERTs one
+  secret (missing: 401, wrong: 403, nothing stored; the secrets are cached,
+  and re-read on a mismatch at a bounded rate), INSERTs one
   ``WebhookEvent`` row in its own committed statement, answers 200, and only
   then asks a worker to process it. Signed bodies that are not JSON are stored
   all the same; processing marks them malformed.
@@ -64,6 +65,11 @@ KEPT_HEADERS = (
 # signature that no cached secret matches re-reads them at once, so a new
 # app works immediately; a removed one lingers at most this long.
 SECRETS_TTL = 5.0
+# Those re-reads are bounded, or every forged POST (and every handshake with
+# a wrong token) would be a database read: a few at once, then one per
+# interval. A new app's webhook refused meanwhile is retried by Meta.
+SECRETS_REFRESH_BURST = 3
+SECRETS_REFRESH_INTERVAL = 1.0
 # A database that does not give a connection within this many seconds is
 # down as far as Meta is concerned: 503, and Meta retries.
 DATABASE_TIMEOUT = 2.0
@@ -247,27 +253,65 @@ class SqliteStore:
 
 
 class AppSecrets:
-    """The apps' secrets and verify tokens, cached for a few seconds."""
+    """The apps' secrets and verify tokens, cached for a few seconds.
 
-    def __init__(self, store, ttl: float = SECRETS_TTL):
+    ``get(fresh=True)`` (a signature or token no cached app matches) reads
+    them again at once, as a token bucket allows: ``burst`` reads, refilled
+    at one per ``interval`` seconds. ``reads`` counts the database reads.
+    """
+
+    def __init__(
+        self,
+        store,
+        ttl: float = SECRETS_TTL,
+        *,
+        burst: int = SECRETS_REFRESH_BURST,
+        interval: float = SECRETS_REFRESH_INTERVAL,
+        clock=time.monotonic,
+    ):
         self._store = store
         self._ttl = ttl
+        self._burst = burst
+        self._interval = interval
+        # The one seam for tests: time.
+        self._clock = clock
         self._apps: list[AppKeys] = []
         self._loaded_at = -float("inf")
         self._loading: asyncio.Future | None = None
+        self._refreshes = float(burst)
+        self._refilled_at = clock()
+        self.reads = 0
 
     async def get(self, *, fresh: bool = False) -> list[AppKeys]:
-        if not fresh and time.monotonic() - self._loaded_at < self._ttl:
+        expired = self._clock() - self._loaded_at >= self._ttl
+        if not expired and not (fresh and self._may_refresh()):
             return self._apps
         # Concurrent misses share one read.
         if self._loading is None:
             self._loading = asyncio.ensure_future(self._load())
         return await asyncio.shield(self._loading)
 
+    def _may_refresh(self) -> bool:
+        """Take one refresh from the bucket, if one is left."""
+        if self._loading is not None:
+            # Joining the read in flight costs nothing.
+            return True
+        now = self._clock()
+        elapsed = now - self._refilled_at
+        self._refilled_at = now
+        self._refreshes = min(
+            float(self._burst), self._refreshes + elapsed / self._interval
+        )
+        if self._refreshes < 1:
+            return False
+        self._refreshes -= 1
+        return True
+
     async def _load(self) -> list[AppKeys]:
         try:
+            self.reads += 1
             self._apps = await self._store.apps()
-            self._loaded_at = time.monotonic()
+            self._loaded_at = self._clock()
             return self._apps
         finally:
             self._loading = None
@@ -542,7 +586,8 @@ class WebhookEndpoint:
         store, secrets, _ = self._resources()
         app = self._signed_by(body, signature, await secrets.get())
         if app is None:
-            # Perhaps an app added seconds ago: read the apps again.
+            # Perhaps an app added seconds ago: read the apps again, as
+            # often as AppSecrets' bucket allows.
             app = self._signed_by(body, signature, await secrets.get(fresh=True))
             if app is None:
                 return 403, b"Invalid signature\n", None
