@@ -1,3 +1,5 @@
+from axes.admin import AccessAttemptAdmin
+from axes.models import AccessAttempt
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count
@@ -95,3 +97,17 @@ class ApiTokenAdmin(TokenAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# django-axes' failed logins (who is locked out; deleting one unlocks it).
+admin.site.unregister(AccessAttempt)
+
+
+@admin.register(AccessAttempt)
+class LoginAttemptAdmin(AccessAttemptAdmin):
+    """axes' page, with its one action kept for admins who may delete
+    attempts: axes offers it to anyone who may view them."""
+
+    @admin.action(description="Clean up expired attempts", permissions=["delete"])
+    def cleanup_expired_attempts(self, request, queryset):
+        return super().cleanup_expired_attempts(request, queryset)
