@@ -89,6 +89,14 @@ class ApiTokenAdmin(TokenAdmin):
     def masked_key(self, token):
         return mask_secret(token.key)
 
+    def log_addition(self, request, obj, message):
+        # The log's text for a token would be its key (a token's str()), kept
+        # for good and listed under the admin's "Recent actions".
+        entry = super().log_addition(request, obj, message)
+        entry.object_repr = f"Token of {obj.user}"[:200]
+        entry.save(update_fields=["object_repr"])
+        return entry
+
     def has_view_permission(self, request, obj=None):
         return obj is None and super().has_view_permission(request)
 

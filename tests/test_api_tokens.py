@@ -48,3 +48,19 @@ def test_a_new_token_is_shown_once_to_the_admin_who_made_it(admin_client):
     key = Token.objects.get(user=anna).key
     assert key in response.content.decode()
     assert key[:8] not in admin_client.get(changelist).content.decode()
+
+
+def test_the_admins_log_names_a_new_token_by_its_user(admin_client):
+    """The log keeps a text per change and the admin's index shows it under
+    "Recent actions": a token's own text is its key."""
+    from django.contrib.admin.models import LogEntry
+
+    anna = UserFactory(username="anna", display_name="Anna Agent")
+    (model,) = token_admins()
+    changelist, _ = admin_urls(model, anna.pk)
+    # The one page that shows the key (the list, with the success message).
+    admin_client.post(f"{changelist}add/", {"user": anna.pk}, follow=True)
+    key = Token.objects.get(user=anna).key
+    assert key[:8] not in admin_client.get("/admin/").content.decode()
+    assert not LogEntry.objects.filter(object_repr__contains=key[:8]).exists()
+    assert LogEntry.objects.get().object_repr == "Token of Anna Agent"
