@@ -1,3 +1,5 @@
+from axes.admin import AccessAttemptAdmin
+from axes.models import AccessAttempt
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count
@@ -87,6 +89,14 @@ class ApiTokenAdmin(TokenAdmin):
     def masked_key(self, token):
         return mask_secret(token.key)
 
+    def log_addition(self, request, obj, message):
+        # The log's text for a token would be its key (a token's str()), kept
+        # for good and listed under the admin's "Recent actions".
+        entry = super().log_addition(request, obj, message)
+        entry.object_repr = f"Token of {obj.user}"[:200]
+        entry.save(update_fields=["object_repr"])
+        return entry
+
     def has_view_permission(self, request, obj=None):
         return obj is None and super().has_view_permission(request)
 
@@ -95,3 +105,17 @@ class ApiTokenAdmin(TokenAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# django-axes' failed logins (who is locked out; deleting one unlocks it).
+admin.site.unregister(AccessAttempt)
+
+
+@admin.register(AccessAttempt)
+class LoginAttemptAdmin(AccessAttemptAdmin):
+    """axes' page, with its one action kept for admins who may delete
+    attempts: axes offers it to anyone who may view them."""
+
+    @admin.action(description="Clean up expired attempts", permissions=["delete"])
+    def cleanup_expired_attempts(self, request, queryset):
+        return super().cleanup_expired_attempts(request, queryset)

@@ -26,6 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
+# Plain HTTP on localhost with the development key, as before DEBUG
+# defaulted to off.
+os.environ.setdefault("DEBUG", "1")
 
 
 def main() -> int:

@@ -144,13 +144,12 @@ def prepare(env: dict) -> None:
         "+15550100077",
         "--waba-id",
         WABA_ID,
-        "--access-token",
-        "bench-token",
-        "--app-secret",
-        APP_SECRET,
-        "--verify-token",
-        "bench-verify",
-        env=env,
+        env={
+            **env,
+            "WHATSAPP_ACCESS_TOKEN": "bench-token",
+            "WHATSAPP_APP_SECRET": APP_SECRET,
+            "WHATSAPP_VERIFY_TOKEN": "bench-verify",
+        },
         stdout=subprocess.DEVNULL,
     )
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:

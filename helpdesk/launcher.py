@@ -239,6 +239,10 @@ def announce(*, sandbox: bool) -> None:
 
 def run() -> int:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+    # Development on embedded defaults: the settings' development key,
+    # localhost and plain HTTP exist only with DEBUG on, which production
+    # never gets unless it asks.
+    os.environ.setdefault("DEBUG", "1")
     processes = Processes()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

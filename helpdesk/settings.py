@@ -1,14 +1,18 @@
 """The one settings module: every deploy-specific value comes from the environment.
 
-Defaults are safe for development only. With DEBUG off, SECRET_KEY and
-ALLOWED_HOSTS must be set, and the helpdesk expects to sit behind a
-TLS-terminating proxy.
+DEBUG is off unless the environment turns it on (the run command and the
+tests do). With DEBUG off, SECRET_KEY and ALLOWED_HOSTS must be set, and the
+helpdesk expects to sit behind a TLS-terminating proxy; the development
+defaults (a published SECRET_KEY, localhost) exist only with DEBUG on.
 """
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -48,6 +52,17 @@ def env_int(name: str, default: int) -> int:
         ) from None
 
 
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate such as `100/second` or `60/minute`, checked at
+    start rather than at the first request."""
+    value = os.environ.get(name, "").strip() or default
+    if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(
+            f"{name} must be requests/period such as 100/second, not {value!r}"
+        )
+    return value
+
+
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
@@ -58,13 +73,18 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
 
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless asked for: a production start that forgot it must not serve
+# Django's debug pages, nor run on the development key below.
+DEBUG = env_bool("DEBUG", False)
 
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
     SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105
+# What an error shows of the settings, the request and each frame's
+# variables, with DEBUG on too: never a password of a connection URL.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "helpdesk.security.ExceptionReporterFilter"
 
 ALLOWED_HOSTS = env_list(
     "ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
@@ -89,12 +109,17 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # The Content-Security-Policy header (see "Security" below).
+    "csp",
+    # Counts failed logins and locks out guessers (see "Logins" below).
+    "axes",
     "accounts",
     "conversations",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -103,6 +128,8 @@ MIDDLEWARE = [
     "accounts.middleware.AgentTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "helpdesk.urls"
@@ -131,10 +158,11 @@ TEMPLATES = [
 # persistent connection per process. helpdesk/asgi.py sets the kind.
 HELPDESK_PROCESS = os.environ.get("HELPDESK_PROCESS", "")
 
-DATABASE_URL = os.environ.get(
-    "DATABASE_URL", f"sqlite:///{VAR_DIR / 'helpdesk.sqlite3'}"
+# Parsed straight from the environment: no setting keeps the raw URL and its
+# password (DATABASES' PASSWORD is hidden from error pages by name).
+_database = dj_database_url.parse(
+    os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'helpdesk.sqlite3'}")
 )
-_database = dj_database_url.parse(DATABASE_URL)
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server read while a worker writes; IMMEDIATE
     # transactions wait for the write lock instead of failing with "database
@@ -179,6 +207,50 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Logins: lockout after failed passwords (django-axes) --------------------
+# Every password login (/accounts/login/, /admin/login/) goes through
+# authenticate(); axes' backend refuses it while its username and address
+# are locked out. The API takes tokens, never passwords, so it has nothing
+# to guess (docs/operations.md, Logins).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+# Counted from the last failure: a guesser who keeps trying stays locked.
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_COOLOFF_MINUTES", 15.0))
+
+
+def login_lockout_parameters(value: str) -> list[str | list[str]]:
+    """LOGIN_LOCKOUT_PARAMETERS: comma-separated, each `username`,
+    `ip_address` or both joined by `+` (counted together)."""
+    parameters: list[str | list[str]] = []
+    for item in value.split(","):
+        names = [name.strip() for name in item.split("+") if name.strip()]
+        unknown = set(names) - {"username", "ip_address"}
+        if not names or unknown:
+            raise ImproperlyConfigured(
+                "LOGIN_LOCKOUT_PARAMETERS takes username, ip_address or"
+                f" username+ip_address, comma-separated, not {value!r}"
+            )
+        parameters.append(names[0] if len(names) == 1 else names)
+    return parameters
+
+
+# A username from one address: the guesser is stopped, while the agent at
+# their desk, and colleagues behind the guesser's office address, still log
+# in. By username alone anyone could lock any agent out; by address alone
+# one office behind one NAT would lock itself out.
+AXES_LOCKOUT_PARAMETERS = login_lockout_parameters(
+    os.environ.get("LOGIN_LOCKOUT_PARAMETERS", "username+ip_address")
+)
+# A successful login forgets that pair's earlier typos.
+AXES_RESET_ON_SUCCESS = True
+# REMOTE_ADDR, as the ASGI server set it from the trusted proxy's headers;
+# never a header a client could make up.
+AXES_CLIENT_IP_CALLABLE = "helpdesk.security.client_ip_address"
+AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
 USE_I18N = True
@@ -210,6 +282,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 UPLOAD_LIMITS: dict[str, int] = {}
 
 # --- Redis: Celery broker and channel layer ---------------------------------
+# The limiters and the webhook endpoint read it; error pages hide it (and
+# mask its password in CHANNEL_LAYERS and CACHES): helpdesk/security.py.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 CHANNEL_LAYERS = {
@@ -316,6 +390,14 @@ LIVE_TAB_STALE_SECONDS = env_float("LIVE_TAB_STALE_SECONDS", 90.0)
 # An agent who closes their last tab shows as offline after this long, unless
 # a new one opens meanwhile (opening a conversation loads a new page).
 LIVE_TAB_GRACE_SECONDS = env_float("LIVE_TAB_GRACE_SECONDS", 10.0)
+# A tab says hello (catch-up and its search) on connecting and when it is
+# shown again: each socket may send this many at once, then one every this
+# many seconds (conversations/live/consumers.py). Typing is relayed to
+# colleagues a few at once, then once per interval per socket (the page
+# sends it every 3 s).
+LIVE_HELLO_BURST = env_int("LIVE_HELLO_BURST", 10)
+LIVE_HELLO_INTERVAL_SECONDS = env_float("LIVE_HELLO_INTERVAL_SECONDS", 3.0)
+LIVE_TYPING_INTERVAL_SECONDS = env_float("LIVE_TYPING_INTERVAL_SECONDS", 2.0)
 
 # --- WhatsApp Cloud API -----------------------------------------------------
 WHATSAPP_GRAPH_API_URL = os.environ.get(
@@ -444,10 +526,21 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "conversations.api.exceptions.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "conversations.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    # Per token (its user), in a window of one second: a bulk integration
+    # keeps its 50+ requests a second, a leaked or looping token cannot
+    # fire an hour's allowance in a burst. Anonymous requests (the schema,
+    # the docs) per address: REMOTE_ADDR, as the ASGI server set it from the
+    # trusted proxy (NUM_PROXIES 0: DRF reads no forwarded header itself).
+    # Windows stay short because DRF keeps one timestamp per request in it.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
     "DEFAULT_THROTTLE_RATES": {
-        "user": os.environ.get("API_RATE_LIMIT", "300000/hour"),
+        "user": env_rate("API_RATE_LIMIT", "100/second"),
+        "anon": env_rate("API_ANON_RATE_LIMIT", "60/minute"),
     },
+    "NUM_PROXIES": 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "WhatsApp Helpdesk API",
@@ -455,6 +548,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
+    # No badge from validator.swagger.io: it would send the schema's URL
+    # there, and the policy below allows no scripts or requests elsewhere.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": SPECTACULAR_BUSINESS_ENUMS,
@@ -468,9 +564,42 @@ CACHES = {
 }
 
 # --- Security ---------------------------------------------------------------
+# How long a login lasts, in seconds: a working day and then some, so agents
+# log in once per shift and an unattended browser does not stay logged in
+# for Django's two weeks. Pages and live sockets (re-checked every minute)
+# end with it.
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600)
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp), on every response: scripts, styles,
+# fonts, requests (the workspace's WebSocket too) and media from the helpdesk
+# itself, never inline and never eval'd (no page needs it: the workspace's
+# behaviour lives in static/js, htmx runs with allowEval off, the API docs
+# load their script from a URL). Images also from https: (the thumbnails of
+# click-to-WhatsApp ads are on Meta's servers; CSP_IMG_SOURCES replaces it,
+# e.g. with https://*.fbcdn.net) and data: (Swagger UI's icons). No frames,
+# no plugins, no <base>. CSP_REPORT_URI collects violations;
+# CSP_REPORT_ONLY=1 only reports them, to try a change of the policy.
+_csp_directives = {
+    "default-src": [SELF],
+    "script-src": [SELF],
+    "style-src": [SELF],
+    "img-src": [SELF, "data:", *env_list("CSP_IMG_SOURCES", ["https:"])],
+    "media-src": [SELF],
+    "font-src": [SELF],
+    "connect-src": [SELF],
+    "object-src": [NONE],
+    "base-uri": [NONE],
+    "frame-ancestors": [NONE],
+    "form-action": [SELF],
+}
+if os.environ.get("CSP_REPORT_URI"):
+    _csp_directives["report-uri"] = [os.environ["CSP_REPORT_URI"]]
+if env_bool("CSP_REPORT_ONLY", False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": _csp_directives}
+else:
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": _csp_directives}
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if not DEBUG:
@@ -497,5 +626,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Its start-up banner, in every process; failures and lockouts still
+        # log (axes.handlers, axes.signals).
+        "axes.apps": {"level": "WARNING"},
     },
 }

@@ -4,9 +4,17 @@ Tests talk to the real database (DATABASE_URL, SQLite by default) and the
 real Redis (REDIS_URL, started by the test command when unset).
 """
 
+import os
 import tempfile
 
-from helpdesk.settings import *  # noqa: F403
+# The tests run on the development defaults (its key, localhost, plain HTTP,
+# static files from the source folders), which exist only with DEBUG on;
+# helpdesk.settings leaves it off unless told. Set here, before the import,
+# it also reaches the processes tests start. (pytest-django still runs the
+# tests themselves with settings.DEBUG off, as Django's runner does.)
+os.environ.setdefault("DEBUG", "1")
+
+from helpdesk.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = tempfile.mkdtemp(prefix="helpdesk-test-media-")

@@ -25,7 +25,7 @@ def add_number(**overrides) -> str:
     arguments = {**NUMBER_ARGS, **overrides}
     out = StringIO()
     flat = [part for pair in arguments.items() for part in pair if part is not None]
-    call_command("add_whatsapp_number", *flat, stdout=out)
+    call_command("add_whatsapp_number", *flat, stdout=out, stderr=StringIO())
     return out.getvalue()
 
 
@@ -86,6 +86,75 @@ def test_add_whatsapp_number_rejects_bad_input_clearly(overrides, message):
     assert MetaApp.objects.count() == 0
 
 
+SECRET_FLAGS = ("--access-token", "--app-secret", "--verify-token")
+SECRETS_IN_ENVIRONMENT = {
+    "WHATSAPP_ACCESS_TOKEN": "EAAtoken-from-env",
+    "WHATSAPP_APP_SECRET": "secret-from-env",
+    "WHATSAPP_VERIFY_TOKEN": "verify-from-env",
+}
+
+
+def add_number_quietly(stdin=None, **overrides) -> tuple[str, str]:
+    """add_whatsapp_number with the secrets left off the command line."""
+    arguments = {
+        **{k: v for k, v in NUMBER_ARGS.items() if k not in SECRET_FLAGS},
+        **overrides,
+    }
+    flat = [part for pair in arguments.items() for part in pair if part is not None]
+    out, err = StringIO(), StringIO()
+    extra = {"stdin": stdin} if stdin is not None else {}
+    call_command("add_whatsapp_number", *flat, stdout=out, stderr=err, **extra)
+    return out.getvalue(), err.getvalue()
+
+
+def test_the_secrets_can_come_from_the_environment(monkeypatch):
+    for variable, value in SECRETS_IN_ENVIRONMENT.items():
+        monkeypatch.setenv(variable, value)
+    output, warnings = add_number_quietly()
+    assert "Added" in output
+    assert warnings == ""
+    number = WhatsAppNumber.objects.select_related("app").get()
+    assert number.access_token == "EAAtoken-from-env"
+    assert number.app.app_secret == "secret-from-env"
+    assert number.app.verify_token == "verify-from-env"
+    assert "EAAtoken-from-env" not in output
+
+
+def test_the_access_token_can_come_from_standard_input(monkeypatch):
+    for variable, value in SECRETS_IN_ENVIRONMENT.items():
+        monkeypatch.setenv(variable, value)
+    add_number_quietly(
+        stdin=StringIO("EAAtoken-typed\n"), **{"--access-token-stdin": None}
+    )
+    assert WhatsAppNumber.objects.get().access_token == "EAAtoken-typed"
+
+
+def test_the_old_options_still_work_but_warn():
+    err = StringIO()
+    flat = [part for pair in NUMBER_ARGS.items() for part in pair]
+    call_command("add_whatsapp_number", *flat, stdout=StringIO(), stderr=err)
+    assert WhatsAppNumber.objects.get().access_token == "EAAtoken-one"
+    for option, variable in (
+        ("--access-token", "WHATSAPP_ACCESS_TOKEN"),
+        ("--app-secret", "WHATSAPP_APP_SECRET"),
+        ("--verify-token", "WHATSAPP_VERIFY_TOKEN"),
+    ):
+        assert f"{option} puts the" in err.getvalue()
+        assert f"set {variable} instead" in err.getvalue()
+
+
+def test_a_missing_secret_is_named(monkeypatch):
+    for variable in SECRETS_IN_ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("WHATSAPP_APP_SECRET", "s")
+    monkeypatch.setenv("WHATSAPP_VERIFY_TOKEN", "v")
+    with pytest.raises(CommandError, match="WHATSAPP_ACCESS_TOKEN"):
+        add_number_quietly()
+    with pytest.raises(CommandError, match="cannot be empty"):
+        add_number_quietly(stdin=StringIO("\n"), **{"--access-token-stdin": None})
+    assert WhatsAppNumber.objects.count() == 0
+
+
 def test_display_numbers_with_spaces_are_normalised():
     add_number(**{"--display-phone-number": "+49 30 123-456"})
     assert WhatsAppNumber.objects.get().display_phone_number == "+4930123456"
@@ -113,7 +182,11 @@ def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
     assert password not in second.getvalue()
     assert User.objects.filter(username="demo").count() == 1
     assert WhatsAppNumber.objects.count() == 1
-    assert client.login(username="demo", password=password) is True
+    response = client.post(
+        "/accounts/login/", {"username": "demo", "password": password}
+    )
+    assert response.status_code == 302
+    assert response.url == "/"
     demo = User.objects.get(username="demo")
     assert demo.teams.filter(numbers__phone_number_id="100000000000001").exists()
 

@@ -69,6 +69,9 @@ def running_helpdesk(tmp_path):
         not in {
             "DATABASE_URL",
             "REDIS_URL",
+            # The run command turns DEBUG on itself (helpdesk.settings
+            # leaves it off unless told).
+            "DEBUG",
             "DJANGO_SETTINGS_MODULE",
             "WHATSAPP_GRAPH_API_URL",
         }

@@ -406,13 +406,15 @@ def test_a_colleague_who_keeps_typing_keeps_showing_as_typing(stack):
     box = bruno.get_by_role("textbox", name="Message")
     box.press("H")
     expect(presence).to_contain_text("Bruno Agent is typing")
-    anna.wait_for_function("window.presenceNotes >= 1")
+    # A function, not an expression: the page's Content-Security-Policy
+    # allows Playwright no eval of a string.
+    anna.wait_for_function("() => window.presenceNotes >= 1")
 
     anna.clock.run_for(5000)
     # Bruno types on, past his tab's 3 s between notes.
     bruno.clock.run_for(3100)
     box.press("i")
-    anna.wait_for_function("window.presenceNotes >= 2")
+    anna.wait_for_function("() => window.presenceNotes >= 2")
     # 8 s after the first note, 3 s after the last one: still typing.
     anna.clock.run_for(3000)
     assert "typing" in presence.inner_text()

@@ -15,7 +15,16 @@ Protocol (JSON text frames):
   {"type": "seen"} (the open conversation was looked at).
 - server → tab: {"type": "event", "id": n, "html": "...", "notify": {...}?};
   {"type": "synced", "last": n}; {"type": "fragment", "html": "..."};
-  {"type": "access", "numbers": [...]}; {"type": "reload"}.
+  {"type": "access", "numbers": [...]}; {"type": "reload"};
+  {"type": "error", "code": "rate_limited", "retry_after": seconds}.
+
+A hello runs the catch-up and the tab's search, so each socket may send
+LIVE_HELLO_BURST of them at once and then one every
+LIVE_HELLO_INTERVAL_SECONDS; one more is answered with the rate_limited
+error instead (the socket stays open, and the tab says hello again after
+retry_after). Typing is relayed to colleagues TYPING_BURST times at once,
+then at most once every LIVE_TYPING_INTERVAL_SECONDS per socket; more
+often is dropped.
 """
 
 import asyncio
@@ -29,6 +38,9 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import WebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 
@@ -39,6 +51,7 @@ from ..selectors.thread import WindowState
 from . import cache
 from .frames import NotRendered, frame_for
 from .hub import inbox_hub
+from .limits import TokenBucket
 from .rendering import RenderedEvent, render_fragment
 
 logger = logging.getLogger(__name__)
@@ -49,6 +62,9 @@ CLOSE_UNAUTHENTICATED = 4401
 ACCESS_RECHECK_SECONDS = 60
 # A colleague's "typing" shows this long after their last keystroke.
 TYPING_SHOWS_SECONDS = 6
+# Typing notes relayed at once before LIVE_TYPING_INTERVAL_SECONDS applies:
+# a tab sends one every 3 s, and the network may bunch two of them up.
+TYPING_BURST = 3
 
 
 class WorkspaceConsumer(WebsocketConsumer):
@@ -129,6 +145,13 @@ class WorkspaceConsumer(WebsocketConsumer):
         self.typing: dict[str, tuple[str, float]] = {}
         self.user_team_ids: set[int] = set()
         self.window_open: bool | None = None
+        self.hellos = TokenBucket(
+            capacity=settings.LIVE_HELLO_BURST,
+            interval=settings.LIVE_HELLO_INTERVAL_SECONDS,
+        )
+        self.typings = TokenBucket(
+            capacity=TYPING_BURST, interval=settings.LIVE_TYPING_INTERVAL_SECONDS
+        )
         self.accept()
         self._join(realtime.user_group(user.pk))
         self._refresh_access()
@@ -202,8 +225,20 @@ class WorkspaceConsumer(WebsocketConsumer):
                     "html": render_fragment("access_lost", {}),
                 }
             )
-        if not self.user.is_active:
+        if not self.user.is_active or not self._session_alive():
             self.close(code=CLOSE_UNAUTHENTICATED)
+
+    def _session_alive(self) -> bool:
+        """Whether the login this socket was opened with still stands: not
+        expired (SESSION_COOKIE_AGE), not logged out, the password not
+        changed since, as Django checks it for each page."""
+        session = self.scope.get("session")
+        if session is None or not session.session_key:
+            return False
+        stored = session.__class__(session.session_key)
+        return stored.get(SESSION_KEY) == str(self.user.pk) and constant_time_compare(
+            stored.get(HASH_SESSION_KEY, ""), self.user.get_session_auth_hash()
+        )
 
     def _may_see_conversation(self, conversation_id: int) -> bool:
         return Conversation.objects.filter(
@@ -228,8 +263,17 @@ class WorkspaceConsumer(WebsocketConsumer):
             return
         kind = message.get("type")
         if kind == "hello":
-            self._hello(message)
-        elif kind == "typing" and self.conversation_id:
+            if self.hellos.take():
+                self._hello(message)
+            else:
+                self._send(
+                    {
+                        "type": "error",
+                        "code": "rate_limited",
+                        "retry_after": round(self.hellos.wait(), 2),
+                    }
+                )
+        elif kind == "typing" and self.conversation_id and self.typings.take():
             self._presence("typing")
             conversation = Conversation.objects.filter(pk=self.conversation_id).first()
             if conversation is not None:

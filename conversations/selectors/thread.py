@@ -158,7 +158,13 @@ def agents_who_may_see(number_id: int | None) -> QuerySet[User]:
     given one): its teams' members and whoever sees every number."""
     if number_id is None:
         return User.objects.none()
-    everywhere = User.objects.with_perm(VIEW_ALL_NUMBERS, include_superusers=True)
+    # Permissions are ModelBackend's; the other backend (django-axes) only
+    # refuses locked-out logins, and with two with_perm() must be told.
+    everywhere = User.objects.with_perm(
+        VIEW_ALL_NUMBERS,
+        include_superusers=True,
+        backend="django.contrib.auth.backends.ModelBackend",
+    )
     return (
         User.objects.filter(is_active=True)
         .filter(Q(teams__numbers=number_id) | Q(pk__in=everywhere.values("pk")))

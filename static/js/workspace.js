@@ -28,6 +28,9 @@
   // which count in the title badge but pop up no notification each.
   var catchingUp = false;
   var typingTimer = null;
+  // A hello the server refused (too many too fast) is sent again once it
+  // allows one.
+  var helloTimer = null;
 
   // --- Applying fragments ------------------------------------------------------
 
@@ -113,6 +116,7 @@
         scrollThread();
       }
       markCurrentRow();
+      paintLabels(el);
       // Only the new fragment's countdowns: the rest are current (the
       // timer ticks them), and rewriting every row's text per event costs
       // a busy inbox dozens of layouts a second.
@@ -193,6 +197,7 @@
   }
 
   function hello() {
+    clearTimeout(helloTimer);
     catchingUp = true;
     send({
       type: "hello",
@@ -281,6 +286,11 @@
       });
     } else if (message.type === "reload") {
       location.reload();
+    } else if (message.type === "error" && message.code === "rate_limited") {
+      clearTimeout(helloTimer);
+      helloTimer = setTimeout(function () {
+        if (socket && socket.readyState === WebSocket.OPEN) hello();
+      }, Math.ceil((message.retry_after || 1) * 1000));
     }
   }
 
@@ -401,10 +411,43 @@
     tick();
   }, 1000);
 
+  // Labels carry their colour as data (the Content-Security-Policy allows no
+  // style attributes); it is set here, as a CSS variable.
+  function paintLabels(root) {
+    if (!root.querySelectorAll) return;
+    var labels = Array.prototype.slice.call(root.querySelectorAll("[data-label-color]"));
+    if (root.matches && root.matches("[data-label-color]")) labels.push(root);
+    labels.forEach(function (label) {
+      label.style.setProperty("--label", label.dataset.labelColor);
+    });
+  }
+
+  // The agent's time zone follows the browser's: told when they differ, the
+  // next pages show times in it.
+  function followBrowserZone() {
+    var marker = document.getElementById("time-zone");
+    if (!marker || !window.htmx) return;
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && zone !== marker.dataset.zone) {
+      window.htmx.ajax("POST", marker.dataset.url, {
+        source: marker,
+        values: { time_zone: zone },
+        swap: "none",
+      });
+    }
+  }
+
   // --- Forms: answers are fragments, applied like pushes --------------------------
 
   document.body.addEventListener("htmx:afterRequest", function (event) {
     var xhr = event.detail.xhr;
+    var elt = event.detail.elt;
+    // "Load more conversations": the list keeps the longer length it now
+    // shows (set before the rows are placed, which trims to it).
+    if (event.detail.successful && elt.matches && elt.matches("button.load-more")) {
+      var list = document.getElementById("inbox-list");
+      list.dataset.limit = Number(list.dataset.limit) + Number(elt.dataset.pageSize);
+    }
     var form = event.detail.elt.closest ? event.detail.elt.closest("form") : null;
     // Answers are fragments, refusals too, and a 502 when Meta did not take an
     // upload; other server errors are no fragments of ours.
@@ -536,7 +579,9 @@
   };
   setUpComposer();
   markCurrentRow();
+  paintLabels(document);
   scrollThread();
   tick();
+  followBrowserZone();
   connect();
 })();

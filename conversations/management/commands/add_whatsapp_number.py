@@ -1,4 +1,7 @@
+import getpass
+import os
 import re
+import sys
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
@@ -30,19 +33,42 @@ def secret(value: str) -> str:
     return value.strip()
 
 
+# Each secret: its option, the environment variable read when the option is
+# not given, what to call it. Given as options they are visible to every
+# user of the machine (ps, /proc) and stay in shell history.
+SECRETS = (
+    ("access_token", "--access-token", "WHATSAPP_ACCESS_TOKEN", "access token"),
+    ("app_secret", "--app-secret", "WHATSAPP_APP_SECRET", "app secret"),
+    ("verify_token", "--verify-token", "WHATSAPP_VERIFY_TOKEN", "verify token"),
+)
+
+
 class Command(BaseCommand):
     help = (
         "Add a WhatsApp number and its Meta app, or update the number with this "
-        "phone-number id (idempotent)."
+        "phone-number id (idempotent). The secrets come from the environment "
+        "(WHATSAPP_ACCESS_TOKEN, WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN), "
+        "the access token also from standard input (--access-token-stdin)."
     )
+    # call_command(..., stdin=...) in tests, as Django's createsuperuser.
+    stealth_options = ("stdin",)
 
     def add_arguments(self, parser):
         parser.add_argument("--phone-number-id", required=True)
         parser.add_argument("--display-phone-number", required=True)
         parser.add_argument("--waba-id", required=True)
-        parser.add_argument("--access-token", required=True)
-        parser.add_argument("--app-secret", required=True)
-        parser.add_argument("--verify-token", required=True)
+        for _, option, variable, label in SECRETS:
+            parser.add_argument(
+                option,
+                help=f"Deprecated: shows the {label} to other users in the"
+                f" process list; set {variable} instead.",
+            )
+        parser.add_argument(
+            "--access-token-stdin",
+            action="store_true",
+            help="Read the access token from standard input (prompted for,"
+            " without echo, on a terminal).",
+        )
         parser.add_argument("--name", default="")
         parser.add_argument(
             "--throughput",
@@ -63,14 +89,13 @@ class Command(BaseCommand):
         app_id = options["app_id"].strip()
         if app_id:
             meta_id(app_id)
+        secrets = self.read_secrets(options)
         try:
             number, created = services.add_whatsapp_number(
                 phone_number_id=meta_id(options["phone_number_id"]),
                 display_phone_number=e164(options["display_phone_number"]),
                 waba_id=meta_id(options["waba_id"]),
-                access_token=secret(options["access_token"]),
-                app_secret=secret(options["app_secret"]),
-                verify_token=secret(options["verify_token"]),
+                **secrets,
                 name=options["name"].strip(),
                 throughput=throughput,
                 app_id=app_id,
@@ -88,3 +113,33 @@ class Command(BaseCommand):
                 f"phone-number id {number.phone_number_id}."
             )
         )
+
+    def read_secrets(self, options) -> dict[str, str]:
+        """Each secret from its option (with a warning), standard input (the
+        access token) or the environment, in that order."""
+        if options["access_token_stdin"] and options["access_token"] is not None:
+            raise CommandError("Give the access token once: option or stdin.")
+        secrets = {}
+        for name, option, variable, label in SECRETS:
+            if options[name] is not None:
+                self.stderr.write(
+                    self.style.WARNING(
+                        f"Warning: {option} puts the {label} in the process list"
+                        f" and shell history; set {variable} instead."
+                    )
+                )
+                secrets[name] = secret(options[name])
+            elif name == "access_token" and options["access_token_stdin"]:
+                secrets[name] = secret(self.read_stdin(options, label))
+            elif os.environ.get(variable) is not None:
+                secrets[name] = secret(os.environ[variable])
+            else:
+                hint = " or pass --access-token-stdin" if name == "access_token" else ""
+                raise CommandError(f"Set the {label} in {variable}{hint}.")
+        return secrets
+
+    def read_stdin(self, options, label: str) -> str:
+        stream = options.get("stdin") or sys.stdin
+        if stream.isatty():
+            return getpass.getpass(f"{label.capitalize()}: ")
+        return stream.readline()
