@@ -80,7 +80,10 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (in development, "
+            "set DEBUG=1: `make run` and `make test` do)"
+        )
     SECRET_KEY = "insecure-development-key-never-use-in-production"  # noqa: S105
 # What an error shows of the settings, the request and each frame's
 # variables, with DEBUG on too: never a password of a connection URL.
