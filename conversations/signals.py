@@ -21,19 +21,24 @@ _CHANGES = {"post_add", "post_remove", "post_clear", "pre_clear"}
 _ACCESS_FIELDS = {"is_active", "is_superuser"}
 
 
-@receiver(m2m_changed, sender=User.teams.through)
-def agent_teams_changed(sender, instance, action, reverse, pk_set, **kwargs):
+def _users_changed(instance, action, reverse, pk_set, users_of) -> None:
+    """A many-to-many between users and something (teams, groups, permissions)
+    changed: the users it touched re-check what they may see."""
     if action not in _CHANGES:
         return
     if not reverse:
-        services.memberships_changed(user_ids=[instance.pk])
+        user_ids = [instance.pk]
     elif action == "pre_clear":
         # The members are still there to be told.
-        services.memberships_changed(
-            user_ids=list(instance.members.values_list("pk", flat=True))
-        )
+        user_ids = list(users_of(instance).values_list("pk", flat=True))
     else:
-        services.memberships_changed(user_ids=pk_set or [])
+        user_ids = pk_set or []
+    services.memberships_changed(user_ids=user_ids)
+
+
+@receiver(m2m_changed, sender=User.teams.through)
+def agent_teams_changed(sender, instance, action, reverse, pk_set, **kwargs):
+    _users_changed(instance, action, reverse, pk_set, lambda team: team.members)
 
 
 @receiver(m2m_changed, sender=WhatsAppNumber.teams.through)
@@ -76,30 +81,12 @@ def _members(groups) -> list[int]:
 
 @receiver(m2m_changed, sender=User.user_permissions.through)
 def agent_permissions_changed(sender, instance, action, reverse, pk_set, **kwargs):
-    if action not in _CHANGES:
-        return
-    if not reverse:
-        services.memberships_changed(user_ids=[instance.pk])
-    elif action == "pre_clear":
-        services.memberships_changed(
-            user_ids=list(instance.user_set.values_list("pk", flat=True))
-        )
-    else:
-        services.memberships_changed(user_ids=pk_set or [])
+    _users_changed(instance, action, reverse, pk_set, lambda perm: perm.user_set)
 
 
 @receiver(m2m_changed, sender=User.groups.through)
 def agent_groups_changed(sender, instance, action, reverse, pk_set, **kwargs):
-    if action not in _CHANGES:
-        return
-    if not reverse:
-        services.memberships_changed(user_ids=[instance.pk])
-    elif action == "pre_clear":
-        services.memberships_changed(
-            user_ids=list(instance.user_set.values_list("pk", flat=True))
-        )
-    else:
-        services.memberships_changed(user_ids=pk_set or [])
+    _users_changed(instance, action, reverse, pk_set, lambda group: group.user_set)
 
 
 @receiver(m2m_changed, sender=Group.permissions.through)
