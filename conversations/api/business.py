@@ -22,7 +22,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
     inline_serializer,
 )
-from rest_framework import permissions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -37,6 +37,7 @@ from conversations.models import (
 )
 from conversations.whatsapp import client
 
+from .permissions import CanSendNotifications
 from .uploads import AcceptsUpload, SizeLimitedMultiPartParser
 
 # \Z, not $: a trailing newline is not part of a phone number.
@@ -69,18 +70,6 @@ def _check_text(value, field: str) -> str:
 
 
 # --- Notifications --------------------------------------------------------------------
-
-
-class CanSendNotifications(permissions.BasePermission):
-    message = "This user may not send notifications (conversations.send_notification)."
-
-    def has_permission(self, request, view):
-        user = request.user
-        return bool(
-            user
-            and user.is_authenticated
-            and user.has_perm("conversations.send_notification")
-        )
 
 
 class MediaReferenceSerializer(serializers.Serializer):

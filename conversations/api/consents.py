@@ -19,7 +19,7 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_field,
 )
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,6 +28,7 @@ from conversations import services
 from conversations.models import ConsentRecord, Customer, sees_every_number
 
 from .business import E164, ErrorSerializer
+from .permissions import CanRecordConsent
 
 # Sources a business or an agent may give; the customer's own (WhatsApp,
 # Meta's 131050) are recorded by the helpdesk itself.
@@ -84,18 +85,6 @@ class ConsentInputSerializer(serializers.Serializer):
     wording = serializers.CharField(
         max_length=2000, required=False, allow_blank=True, default=""
     )
-
-
-class CanRecordConsent(permissions.BasePermission):
-    message = "This user may not record consent (conversations.record_consent)."
-
-    def has_permission(self, request, view):
-        user = request.user
-        return bool(
-            user
-            and user.is_authenticated
-            and user.has_perm("conversations.record_consent")
-        )
 
 
 def consent_customer(user, wa_id: str) -> Customer:
