@@ -27,6 +27,7 @@ SETTLE_AGENT_CONNECTION = "conversations.tasks.settle_agent_connection"
 DELIVER_CALLBACKS = "conversations.tasks.deliver_callbacks"
 SEND_READ_RECEIPT = "conversations.tasks.send_read_receipt"
 SEND_TYPING = "conversations.tasks.send_typing"
+SYNC_TEMPLATES = "conversations.tasks.sync_templates"
 
 DOORBELL_KEY = "outbound:doorbell:{}"
 # A doorbell nobody answered (a lost task) rings again after this long.

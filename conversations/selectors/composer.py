@@ -27,3 +27,11 @@ def approved_templates(conversation: Conversation) -> list[MessageTemplate]:
             status=MessageTemplate.Status.APPROVED,
         ).order_by("name", "language")
     )
+
+
+def templates_synced(waba_id: str) -> bool:
+    """Whether the account's templates were ever mirrored from Meta (a review
+    webhook alone leaves them unsynced)."""
+    return MessageTemplate.objects.filter(
+        waba_id=waba_id, synced_at__isnull=False
+    ).exists()

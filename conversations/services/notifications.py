@@ -22,6 +22,7 @@ from ..models import (
     NotificationBatch,
     WhatsAppNumber,
 )
+from ..selectors import composer
 from ..whatsapp import templates as meta_templates
 from . import consent, customers, errors, outbound, templates, workspace
 
@@ -63,6 +64,12 @@ def notification_template(
     template = MessageTemplate.objects.filter(
         waba_id=number.waba_id, name=name, language=language
     ).first()
+    if template is None and not composer.templates_synced(number.waba_id):
+        raise errors.TemplateNotApproved(
+            "This number's templates are not synced from Meta yet: they sync "
+            "when the number is added and every hour, or an admin can sync "
+            "them now."
+        )
     if template is None:
         raise errors.TemplateNotApproved(
             f"There is no template {name} ({language}) for this number."

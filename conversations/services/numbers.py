@@ -70,6 +70,9 @@ def add_whatsapp_number(
     number.throughput = throughput
     number.full_clean()
     number.save()
+    # Templates are Meta's: mirror them now, not at beat's next hourly sync,
+    # so the composer and the notifications API can use them at once.
+    doorbells.ring_after_commit(doorbells.SYNC_TEMPLATES, number.pk)
     return number, created
 
 

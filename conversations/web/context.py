@@ -20,7 +20,11 @@ from ..models import (
 )
 from ..rules import windows
 from ..selectors import billing, consent
-from ..selectors.composer import approved_templates, canned_responses
+from ..selectors.composer import (
+    approved_templates,
+    canned_responses,
+    templates_synced,
+)
 from ..selectors.customer import (
     conversation_cost,
     previous_conversations,
@@ -124,11 +128,16 @@ def composer_context(conversation: Conversation, user: User) -> dict:
     """What the composer renders, the same with the page, as a form's answer
     and pushed live when the window opens or closes."""
     window = WindowState.of(conversation)
+    templates = [] if window.is_open else template_choices(conversation)
     return {
         "conversation": conversation,
         "window": window,
         "canned": canned_responses(user),
-        "templates": [] if window.is_open else template_choices(conversation),
+        "templates": templates,
+        # Only asked when nothing can be offered: why the picker is empty.
+        "templates_synced": bool(templates)
+        or window.is_open
+        or templates_synced(conversation.number.waba_id),
         "emojis": EMOJIS,
     }
 
