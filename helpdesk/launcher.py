@@ -182,8 +182,17 @@ def sandbox_config(number_config: Path) -> Path:
     return path
 
 
-def manage(*args: str) -> None:
-    subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, check=True)
+def manage(*args: str) -> str:
+    """Run a management command, show its output and return it."""
+    result = subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=BASE_DIR,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    print(result.stdout, end="", flush=True)
+    return result.stdout
 
 
 def start_sandbox(processes: Processes, number_config: Path) -> str:
@@ -223,10 +232,13 @@ def start_helpdesk(processes: Processes) -> subprocess.Popen:
     return daphne
 
 
-def announce(*, sandbox: bool) -> None:
-    """Where to open the helpdesk, and the sandbox's phone if it was started."""
+def announce(*, sandbox: bool, login: str) -> None:
+    """Where to open the helpdesk and how to log in, once everything is up
+    (the seed's own line has scrolled away under the processes' start-up),
+    and the sandbox's phone if it was started."""
     print(
         f"\nHelpdesk: http://{HTTP_HOST}:{HTTP_PORT}/  (admin: /admin/)\n"
+        + (f"{login}\n" if login else "")
         + (
             f"Sandbox customer phone: http://127.0.0.1:{SANDBOX_PORT}/\n"
             if sandbox
@@ -258,9 +270,12 @@ def run() -> int:
                 "WHATSAPP_MEDIA_HOSTS", os.environ["WHATSAPP_GRAPH_API_URL"]
             )
         manage("migrate", "--noinput", "-v", "0")
-        manage("seed_demo", "--number-config", str(number_config))
+        seeded = manage("seed_demo", "--number-config", str(number_config))
         wait_for_port(HTTP_PORT, 30, start_helpdesk(processes))
-        announce(sandbox="sandbox" in dict(processes.children))
+        announce(
+            sandbox="sandbox" in dict(processes.children),
+            login=next((line for line in seeded.splitlines() if "demo" in line), ""),
+        )
         name, code = processes.wait_any()
         print(f"{name} exited with {code}; stopping the rest.", file=sys.stderr)
         return code or 1
