@@ -232,6 +232,19 @@ def start_helpdesk(processes: Processes) -> subprocess.Popen:
     return daphne
 
 
+def wait_for_worker(timeout: float) -> bool:
+    """Wait until a Celery worker answers a ping (its start-up lines are
+    printed by then), at most `timeout` seconds; whether one answered."""
+    from helpdesk.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if app.control.ping(timeout=0.5):
+                return True
+    return False
+
+
 def announce(*, sandbox: bool, login: str) -> None:
     """Where to open the helpdesk and how to log in, once everything is up
     (the seed's own line has scrolled away under the processes' start-up),
@@ -272,6 +285,7 @@ def run() -> int:
         manage("migrate", "--noinput", "-v", "0")
         seeded = manage("seed_demo", "--number-config", str(number_config))
         wait_for_port(HTTP_PORT, 30, start_helpdesk(processes))
+        wait_for_worker(30)
         announce(
             sandbox="sandbox" in dict(processes.children),
             login=next((line for line in seeded.splitlines() if "demo" in line), ""),

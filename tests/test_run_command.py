@@ -114,7 +114,8 @@ def test_run_starts_everything_and_the_demo_agent_logs_in(running_helpdesk):
     # The login is said again once everything is up, below the start-up logs.
     logins = [i for i, line in enumerate(output.lines) if password in line]
     up = next(i for i, line in enumerate(output.lines) if "Helpdesk: http" in line)
-    assert len(logins) == 2 and logins[0] < up < logins[1]
+    ready = next(i for i, line in enumerate(output.lines) if "ready." in line)
+    assert len(logins) == 2 and logins[0] < ready < up < logins[1]
     base = f"http://127.0.0.1:{http_port}"
 
     session = requests.Session()
