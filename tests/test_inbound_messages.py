@@ -518,6 +518,30 @@ def test_profile_name_never_overwrites_the_agents_name(meta_number):
     assert customer.profile_name == "Sheena Nelson"
 
 
+@pytest.mark.parametrize(
+    "profile_name",
+    [
+        "",
+        f"+{CUSTOMER_WA_ID}",
+        CUSTOMER_WA_ID,
+        f"+{CUSTOMER_WA_ID[:2]} {CUSTOMER_WA_ID[2:]}",
+    ],
+)
+def test_a_profile_name_that_is_only_the_number_changes_nothing(
+    meta_number, profile_name
+):
+    customer = CustomerFactory(wa_id=CUSTOMER_WA_ID, profile_name="Anna Schmidt")
+    document = load_payload_json("text")
+    contact = document["entry"][0]["changes"][0]["value"]["contacts"][0]
+    contact["profile"]["name"] = profile_name
+
+    process(document)
+
+    customer.refresh_from_db()
+    assert customer.profile_name == "Anna Schmidt"
+    assert customer.display_name == "Anna Schmidt"
+
+
 def test_message_joins_the_open_conversation(meta_number):
     customer = CustomerFactory(wa_id=CUSTOMER_WA_ID)
     conversation = ConversationFactory(customer=customer, number=meta_number)

@@ -840,16 +840,27 @@ def _contact(raw: Any) -> Contact:
     country_code = _code(profile, "country_code", COUNTRY_CODE_MAX_LENGTH) or _code(
         raw, "country_code", COUNTRY_CODE_MAX_LENGTH
     )
+    wa_id = _id(raw, "wa_id", WA_ID_MAX_LENGTH)
     return Contact(
-        wa_id=_id(raw, "wa_id", WA_ID_MAX_LENGTH),
+        wa_id=wa_id,
         user_id=_id(raw, "user_id", BSUID_MAX_LENGTH),
-        name=_cut(_str(profile.get("name")), PROFILE_NAME_MAX_LENGTH),
+        name=_profile_name(_str(profile.get("name")), wa_id),
         username=_cut(username, USERNAME_MAX_LENGTH),
         country_code=country_code,
         parent_user_id=_id(raw, "parent_user_id", BSUID_MAX_LENGTH),
         identity_key_hash=_str(raw.get("identity_key_hash")),
         raw=raw,
     )
+
+
+def _profile_name(name: str, wa_id: str) -> str:
+    """The customer's WhatsApp name, or "" when the profile names only their
+    number (as some payloads do for a customer without a name): a number is
+    not a name, and must not replace the name the helpdesk shows."""
+    digits = "".join(char for char in name if char.isdigit())
+    if digits and digits == wa_id and not any(char.isalpha() for char in name):
+        return ""
+    return _cut(name, PROFILE_NAME_MAX_LENGTH)
 
 
 def _match_contact(
