@@ -439,6 +439,13 @@ def test_a_chart_labels_its_axis_in_its_unit_and_describes_itself():
         "2 m",
     ]
     assert [bar["text"] for bar in chart["bars"]] == ["1 m 39 s", "30 s"]
+    # Bars start at the axis and end where their value is on it (2 m at the end).
+    anna, ben = chart["bars"]
+    plot = chart["grid"][-1]["x1"] - chart["grid"][0]["x1"]
+    assert anna["x"] == ben["x"] == chart["grid"][0]["x1"]
+    assert anna["width"] == pytest.approx(plot * 99 / 120, abs=0.1)
+    assert ben["width"] == pytest.approx(plot * 30 / 120, abs=0.1)
+    assert chart["width"] == 640 and chart["grid"][-1]["x1"] < 640
     assert "Highest: median 1 m 39 s (anna)" in chart["description"]
 
 

@@ -441,7 +441,7 @@ def _response_times(conversations) -> list[Table]:
     overall = Table(
         "response_times",
         "First response and resolution",
-        [Column("group", "Conversations", "text"), *TIMING_COLUMNS],
+        [Column("group", "Group", "text"), *TIMING_COLUMNS],
         _timings(conversations, None),
     )
     by_agent = _timings(conversations, "assignee__username")

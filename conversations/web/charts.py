@@ -50,9 +50,12 @@ def human_duration(seconds) -> str:
 
 
 def money(value) -> str:
-    """An amount with two to four decimals: 0.1587, 12.50."""
+    """An amount in cents from 1 up (12.50), else to four decimals (0.1587),
+    as rate cards price single messages."""
     if value is None:
         return "–"
+    if abs(Decimal(value)) >= 1:
+        return f"{Decimal(value).quantize(Decimal('0.01')):,}"
     amount = Decimal(value).quantize(Decimal("0.0001"))
     text = f"{amount:,.4f}".rstrip("0")
     whole, _, decimals = text.partition(".")
@@ -139,12 +142,15 @@ def value_label(value, unit: str) -> str:
     return f"{value:,}"
 
 
-def bar_chart(spec: ChartSpec, rows: list[dict], *, kind: str, title: str) -> dict:
-    """The geometry of one chart of `rows` (kind: the label column's kind)."""
+def bar_chart(
+    spec: ChartSpec, rows: list[dict], *, kind: str, title: str, width: int = WIDTH
+) -> dict:
+    """The geometry of one chart of `rows` (kind: the label column's kind),
+    `width` units wide: drawn at about that many pixels, text stays legible."""
     values = [float(row.get(series.key) or 0) for row in rows for series in spec.series]
     ticks = axis(max(values, default=0), spec.unit)
     draw = _horizontal if spec.horizontal else _vertical
-    chart = draw(spec, rows, kind, ticks)
+    chart = draw(spec, rows, kind, ticks, width)
     chart["legend"] = [
         {"name": series.name, "colour": PALETTE[index], "index": index}
         for index, series in enumerate(spec.series)
@@ -155,19 +161,20 @@ def bar_chart(spec: ChartSpec, rows: list[dict], *, kind: str, title: str) -> di
 
 def _bar(spec, row, index, value, kind) -> dict:
     series = spec.series[index]
-    shown = value_label(row.get(series.key) or 0, spec.unit)
+    raw = row.get(series.key)
+    shown = "no data" if raw is None else value_label(raw, spec.unit)
     label = figure(row.get(spec.label), kind)
     return {
         "colour": PALETTE[index],
         "title": f"{label}, {series.name}: {shown}",
-        "text": shown,
+        "text": "" if raw is None else shown,
         "value": value,
     }
 
 
-def _vertical(spec: ChartSpec, rows: list[dict], kind: str, ticks) -> dict:
+def _vertical(spec: ChartSpec, rows: list[dict], kind: str, ticks, width) -> dict:
     left, right, top, bottom, height = 64, 12, 14, 34, 260
-    plot_width, plot_height = WIDTH - left - right, height - top - bottom
+    plot_width, plot_height = width - left - right, height - top - bottom
     scale = plot_height / ticks[-1]
     band = plot_width / max(len(rows), 1)
     bar_width = band * 0.8 / len(spec.series)
@@ -187,7 +194,7 @@ def _vertical(spec: ChartSpec, rows: list[dict], kind: str, ticks) -> dict:
                 text_x=round(start + (index + 0.5) * bar_width, 1),
                 text_y=round(top + plot_height - bar_height - 4, 1),
             )
-            if len(bar["text"]) * FONT_WIDTH > bar_width + 4 or not value:
+            if len(bar["text"]) * FONT_WIDTH + 6 > bar_width or not value:
                 bar["text"] = ""
             bars.append(bar)
         if position % every == 0:
@@ -201,7 +208,7 @@ def _vertical(spec: ChartSpec, rows: list[dict], kind: str, ticks) -> dict:
     grid = [
         {
             "x1": left,
-            "x2": WIDTH - right,
+            "x2": width - right,
             "y1": round(top + plot_height - tick * scale, 1),
             "y2": round(top + plot_height - tick * scale, 1),
             "text": tick_label(tick, spec.unit),
@@ -211,21 +218,21 @@ def _vertical(spec: ChartSpec, rows: list[dict], kind: str, ticks) -> dict:
         for tick in ticks
     ]
     return {
-        "width": WIDTH,
+        "width": width,
         "height": height,
         "horizontal": False,
         "bars": bars,
         "categories": categories,
         "grid": grid,
-        **_frame(left, right, top, plot_height),
+        **_frame(left, width - right, top, plot_height),
     }
 
 
-def _horizontal(spec: ChartSpec, rows: list[dict], kind: str, ticks) -> dict:
-    left, right, top, bottom = 150, 74, 8, 30
+def _horizontal(spec: ChartSpec, rows: list[dict], kind: str, ticks, width) -> dict:
+    left, right, top, bottom = (150, 74, 8, 30) if width >= 500 else (104, 64, 8, 30)
     bar_height, gap = 14, 12
     band = bar_height * len(spec.series) + gap
-    plot_width = WIDTH - left - right
+    plot_width = width - left - right
     plot_height = band * max(len(rows), 1)
     scale = plot_width / ticks[-1]
     bars, categories = [], []
@@ -234,13 +241,13 @@ def _horizontal(spec: ChartSpec, rows: list[dict], kind: str, ticks) -> dict:
         for index, series in enumerate(spec.series):
             value = float(row.get(series.key) or 0)
             bar = _bar(spec, row, index, value, kind)
-            width = value * scale
+            length = value * scale
             bar.update(
                 x=left,
                 y=round(start + index * bar_height, 1),
-                width=round(width, 1),
+                width=round(length, 1),
                 height=bar_height - 2,
-                text_x=round(left + width + 4, 1),
+                text_x=round(left + length + 4, 1),
                 text_y=round(start + index * bar_height + bar_height - 4, 1),
             )
             bars.append(bar)
@@ -248,7 +255,7 @@ def _horizontal(spec: ChartSpec, rows: list[dict], kind: str, ticks) -> dict:
             {
                 "x": left - 8,
                 "y": round(start + band / 2 - gap / 2 + 4, 1),
-                "text": short_label(row.get(spec.label), kind, 22),
+                "text": short_label(row.get(spec.label), kind, (left - 12) // 7),
                 "full": figure(row.get(spec.label), kind),
             }
         )
@@ -265,22 +272,22 @@ def _horizontal(spec: ChartSpec, rows: list[dict], kind: str, ticks) -> dict:
         for tick in ticks
     ]
     return {
-        "width": WIDTH,
+        "width": width,
         "height": top + plot_height + bottom,
         "horizontal": True,
         "bars": bars,
         "categories": categories,
         "grid": grid,
-        **_frame(left, right, top, plot_height),
+        **_frame(left, width - right, top, plot_height),
     }
 
 
-def _frame(left: float, right: float, top: float, plot_height: float) -> dict:
+def _frame(left: float, end: float, top: float, plot_height: float) -> dict:
     """The two axis lines: the value axis's and the categories' base line."""
     bottom = top + plot_height
     return {
         "axis": {"x1": left, "y1": top, "x2": left, "y2": bottom},
-        "base": {"x1": left, "y1": bottom, "x2": WIDTH - right, "y2": bottom},
+        "base": {"x1": left, "y1": bottom, "x2": end, "y2": bottom},
     }
 
 

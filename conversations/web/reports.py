@@ -244,19 +244,28 @@ def _by_currency(spec: ChartSpec, rows: list[dict]) -> tuple[ChartSpec, list[dic
     )
 
 
-def chart_for(table: reports.Table) -> dict | None:
+# Phones get a narrower drawing of each chart (CSS shows one of the two), so
+# its text is not shrunk to a scale nobody reads.
+CHART_WIDTHS = {"wide": 640, "compact": 360}
+
+
+def charts_for(table: reports.Table) -> list[dict]:
+    """The table's chart in each of CHART_WIDTHS, or none for no data."""
     spec = CHARTS.get(table.name)
     if spec is None or not table.rows:
-        return None
+        return []
     rows = table.rows
     if spec.unit == "money":
         spec, rows = _by_currency(spec, rows)
         if not spec.series:
-            return None
+            return []
     kind = next(column.kind for column in table.columns if column.key == spec.label)
-    chart = charts.bar_chart(spec, rows, kind=kind, title=table.title)
-    chart["id"] = f"{table.name}-chart"
-    return chart
+    drawn = []
+    for size, width in CHART_WIDTHS.items():
+        chart = charts.bar_chart(spec, rows, kind=kind, title=table.title, width=width)
+        chart.update(id=f"{table.name}-{size}", size=size)
+        drawn.append(chart)
+    return drawn
 
 
 # --- Views -------------------------------------------------------------------
@@ -286,7 +295,7 @@ def reports_page(request: HttpRequest) -> HttpResponse:
                 "tables": [
                     {
                         "table": tables[name],
-                        "chart": chart_for(tables[name]),
+                        "charts": charts_for(tables[name]),
                         "csv": f"{reverse('conversations:report-csv', args=[name])}"
                         f"?{period.query()}",
                     }
