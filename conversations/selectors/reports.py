@@ -532,7 +532,8 @@ def _costs(charges, scope: Scope) -> list[Table]:
 
 
 def _ads(conversations, charges) -> Table:
-    """Per ad: conversations, first response, resolved, free-window replies, billed."""
+    """Per ad: conversations, first response, resolved, free-window replies
+    and billed messages."""
     ads = conversations.exclude(referral_source_id="")
     wait = Seconds(F("first_response_at"), F("created_at"))
     rows = {
@@ -565,16 +566,15 @@ def _ads(conversations, charges) -> Table:
         .annotate(count=Count("id"))
         .values_list("conversation__referral_source_id", "count")
     )
-    billed = {
-        source: (count, cost)
-        for source, count, cost in charges.filter(conversation__in=ads)
+    # What the messages cost is in cost_by_ad, per currency.
+    billed = dict(
+        charges.filter(conversation__in=ads)
         .values("conversation__referral_source_id")
-        .annotate(count=Count("id"), cost=Sum("price"))
-        .values_list("conversation__referral_source_id", "count", "cost")
-    }
+        .annotate(count=Count("id"))
+        .values_list("conversation__referral_source_id", "count")
+    )
     result = []
     for source_id, row in sorted(rows.items()):
-        count, cost = billed.get(source_id, (0, None))
         result.append(
             {
                 "ad": source_id,
@@ -583,8 +583,7 @@ def _ads(conversations, charges) -> Table:
                 "first_response_p50": row["first_response_p50"],
                 "resolved": row["resolved"],
                 "replies_in_free_window": free_replies.get(source_id, 0),
-                "messages_billed": count,
-                "cost": cost,
+                "messages_billed": billed.get(source_id, 0),
             }
         )
     return Table(
@@ -598,7 +597,6 @@ def _ads(conversations, charges) -> Table:
             Column("resolved", "Resolved"),
             Column("replies_in_free_window", "Replies in the free window"),
             Column("messages_billed", "Billed messages"),
-            Column("cost", "Cost", "money"),
         ],
         result,
     )
