@@ -94,7 +94,7 @@ def world(db):
     hidden.teams.add(other)
     supervisor = UserFactory(username="sam", time_zone="Europe/Berlin")
     supervisor.teams.add(sales)
-    anna = UserFactory(username="anna")
+    anna = UserFactory(username="anna", display_name="Anna Agent")
     anna.teams.add(sales)
     return {
         "visible": visible,
@@ -176,7 +176,9 @@ def test_the_figures_on_known_data(world):
     hours = {row["hour"]: row["messages"] for row in tables["volume_by_hour"].rows}
     assert (hours[0], hours[10], hours[12]) == (1, 1, 1)
     [agent] = [
-        row for row in tables["response_times_by_agent"].rows if row["agent"] == "anna"
+        row
+        for row in tables["response_times_by_agent"].rows
+        if row["agent"] == "Anna Agent"
     ]
     assert (agent["conversations"], agent["first_response_p50"]) == (2, 199.5)
     teams = {row["team"] for row in tables["cost_by_team"].rows}

@@ -323,7 +323,7 @@ def headline(user, tables: dict[str, Table]) -> Headline:
     )
 
 
-def _timings(queryset, group: str | None) -> list[dict]:
+def _timings(queryset, *group: str) -> list[dict]:
     wait = Seconds(F("first_response_at"), F("created_at"))
     resolve = Seconds(F("resolved_at"), F("created_at"))
     annotations = {
@@ -338,14 +338,14 @@ def _timings(queryset, group: str | None) -> list[dict]:
         "resolution_p50": Percentile(resolve, 0.5, filter=Q(resolved_at__isnull=False)),
         "resolution_p90": Percentile(resolve, 0.9, filter=Q(resolved_at__isnull=False)),
     }
-    if group is None:
+    if not group:
         row = queryset.aggregate(**annotations)
         return [{"group": "all", **row}] if row["conversations"] else []
     return list(
-        queryset.values(group)
+        queryset.values(*group)
         .annotate(**annotations)
-        .order_by(group)
-        .values(group, *annotations)
+        .order_by(*group)
+        .values(*group, *annotations)
     )
 
 
@@ -442,11 +442,12 @@ def _response_times(conversations) -> list[Table]:
         "response_times",
         "First response and resolution",
         [Column("group", "Group", "text"), *TIMING_COLUMNS],
-        _timings(conversations, None),
+        _timings(conversations),
     )
-    by_agent = _timings(conversations, "assignee__username")
+    by_agent = _timings(conversations, "assignee__username", "assignee__display_name")
     for row in by_agent:
-        row["agent"] = row.pop("assignee__username") or "(unassigned)"
+        username = row.pop("assignee__username")
+        row["agent"] = row.pop("assignee__display_name") or username or "(unassigned)"
     by_team = _timings(conversations, "team__name")
     for row in by_team:
         row["team"] = row.pop("team__name") or "(no team)"
