@@ -169,6 +169,15 @@ def test_a_supervisor_reads_the_reports_at_desktop_and_phone_size(supervisor):
                     timezone_id="Europe/Berlin",
                     viewport={"width": width, "height": height},
                 ).new_page()
+                refused = []
+                page.on(
+                    "console",
+                    lambda entry, refused=refused: (
+                        refused.append(entry.text)
+                        if "Content Security Policy" in entry.text
+                        else None
+                    ),
+                )
                 log_in(page, server.url, "sam", PASSWORD)
                 page.goto(f"{server.url}/reports/?range=this_month")
                 page.get_by_role("link", name="Last 30 days").click()
@@ -185,6 +194,7 @@ def test_a_supervisor_reads_the_reports_at_desktop_and_phone_size(supervisor):
                     "document.documentElement.scrollWidth <= window.innerWidth"
                 ), "the page scrolls sideways"
                 assert serious_violations(page) == []
+                assert refused == [], "the page breaks its Content-Security-Policy"
                 page.screenshot(
                     path=SCREENS / f"reports-{width}x{height}.png", full_page=True
                 )
