@@ -225,9 +225,23 @@ def test_the_page_shows_headline_charts_and_tables_for_the_team_only(world, clie
     assert "Winter sale" in html and "Not yours" not in html
     assert "3 m 20 s" in html  # the median first response, 199.5 s
     assert "0.1587 EUR" in html and "1 without a rate card price" in html
+    assert "1 billed message has no price" in html
     assert 'role="img"' in html and "<desc id=" in html
     assert "38.98" not in html and "199.5" not in html
     assert "ads.csv?from=2026-11-01&amp;to=" in html
+
+
+def test_the_page_costs_the_same_queries_with_seven_times_the_data(
+    world, client, django_assert_max_num_queries
+):
+    populate(world)
+    client.force_login(world["supervisor"])
+    url = reverse("conversations:reports")
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(url, {"from": "2026-11-01"}).status_code == 200
+    populate(world, copies=6)
+    with django_assert_max_num_queries(len(few)):
+        assert client.get(url, {"from": "2026-11-01"}).status_code == 200
 
 
 def test_the_page_refuses_a_bad_period_and_says_why(world, client):
