@@ -190,6 +190,32 @@ def test_the_figures_on_known_data(world):
     ]
 
 
+def test_the_headline_compares_with_the_period_just_before(world, client):
+    populate(world)
+    october = datetime(2026, 10, 15, 9, 0, tzinfo=BERLIN)
+    before = conversation(world["visible"], created=october, first_response=60)
+    charge(before, october, Decimal("0.5000"))
+    hidden = conversation(world["hidden"], created=october, first_response=1)
+    charge(hidden, october, Decimal("7.0000"))
+
+    earlier = reports.earlier(
+        world["supervisor"], since=PERIOD.since, until=PERIOD.until
+    )
+
+    assert earlier == {
+        "conversations": 1,
+        "first_response_p50": pytest.approx(60),
+        "resolution_p50": None,
+        "cost": {"EUR": Decimal("0.5000")},
+    }
+    client.force_login(world["supervisor"])
+    html = client.get(
+        reverse("conversations:reports"), {"from": "2026-11-01", "to": "2026-11-30"}
+    ).content.decode()
+    assert "1 m the 30 days before" in html
+    assert "0.50 EUR the 30 days before" in html
+
+
 def test_everyone_with_every_number_sees_the_other_team_too(world):
     populate(world)
     boss = grant(UserFactory(), "view_reports", "view_all_numbers")

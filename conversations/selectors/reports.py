@@ -323,6 +323,30 @@ def headline(user, tables: dict[str, Table]) -> Headline:
     )
 
 
+def earlier(user, *, since: datetime, until: datetime) -> dict:
+    """The period of the same length just before: its conversations, medians
+    and cost per currency, for the headline to compare with (two queries)."""
+    _prepare_connection()
+    scope = Scope.of(user, since=since - (until - since), until=since)
+    started = scope.conversations().filter(
+        created_at__gte=scope.since, created_at__lt=scope.until
+    )
+    timings = (_timings(started) or [{"conversations": 0}])[0]
+    cost = (
+        scope.charges()
+        .exclude(price=None)
+        .values("currency")
+        .annotate(total=Sum("price"))
+        .order_by("currency")
+    )
+    return {
+        "conversations": timings["conversations"],
+        "first_response_p50": timings.get("first_response_p50"),
+        "resolution_p50": timings.get("resolution_p50"),
+        "cost": {row["currency"]: row["total"] for row in cost},
+    }
+
+
 def _timings(queryset, *group: str) -> list[dict]:
     wait = Seconds(F("first_response_at"), F("created_at"))
     resolve = Seconds(F("resolved_at"), F("created_at"))

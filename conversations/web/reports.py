@@ -284,9 +284,13 @@ def reports_page(request: HttpRequest) -> HttpResponse:
     period = form.period
     tables = reports.build(request.user, since=period.since, until=period.until)
     summary = reports.headline(request.user, tables)
+    before = reports.earlier(request.user, since=period.since, until=period.until)
+    for entry in summary.cost:
+        entry["before"] = before["cost"].get(entry["currency"])
     context.update(
         period=period,
         headline=summary,
+        before=before,
         waiting_seconds=summary.waiting_seconds(timezone.now()),
         selected_range=form.cleaned_data.get("range") or "",
         sections=[
