@@ -355,6 +355,11 @@ CELERY_TASK_ROUTES = {
     "conversations.tasks.download_media": {"queue": "media"},
     **{name: {"queue": "delivery"} for name in DELIVERY_TASKS},
 }
+# Stored webhook events are claimed in batches and applied as sets
+# (conversations/services/webhook_events.py). Off, each event the doorbell
+# names is processed on its own, as before sets: a way back should a set
+# misbehave, and the benchmark's baseline.
+WEBHOOK_SETS = env_bool("WEBHOOK_SETS", True)
 # Every queue declared, so `celery -A helpdesk worker` without -Q consumes
 # all three (each as Celery would create it when missing: a direct exchange
 # of its name); dedicated workers still name theirs with -Q.

@@ -445,3 +445,15 @@ def test_a_batch_of_new_customers_costs_the_same_statements(
     assert Message.objects.count() == size
     assert Conversation.objects.count() == size
     assert LiveEvent.objects.count() == 2 * size
+
+
+def test_with_sets_off_the_named_events_go_one_by_one(
+    meta_number, settings, one_by_one
+):
+    settings.WEBHOOK_SETS = False
+    named, other = store_event(message_body()), store_event(message_body())
+
+    assert services.drain_webhook_events(event_ids=[named.pk]) is False
+
+    assert states([named, other]) == ["processed", "pending"]
+    assert len(one_by_one) == 1

@@ -232,6 +232,12 @@ def _after_status(message: Message, *, status: str, changed: list[str]) -> None:
     """What a status webhook means for the business: cost, opt-out, callbacks."""
     if message.pricing and {"pricing", "delivered_at", "read_at"} & set(changed):
         charges.record_charge(message)
+    _record_opt_out_from_meta(message, status=status, changed=changed)
+    business_callbacks.notify_business(message, status)
+
+
+def _record_opt_out_from_meta(message: Message, *, status: str, changed) -> None:
+    """A marketing message failed with 131050: the customer stopped them."""
     if (
         status == Message.Status.FAILED
         and "status" in changed
@@ -240,7 +246,6 @@ def _after_status(message: Message, *, status: str, changed: list[str]) -> None:
         consent.record_marketing_opt_out_from_meta(
             customer_id=message.conversation.customer_id
         )
-    business_callbacks.notify_business(message, status)
 
 
 # Error codes after which Meta's own state changed for a template.
@@ -409,14 +414,7 @@ def _after_statuses(
     }
     charges.record_charges(list(priced.values()))
     for message, status, changed in steps:
-        if (
-            status == Message.Status.FAILED
-            and "status" in changed
-            and (message.error or {}).get("code") == consent.MARKETING_OPTED_OUT_CODE
-        ):
-            consent.record_marketing_opt_out_from_meta(
-                customer_id=message.conversation.customer_id
-            )
+        _record_opt_out_from_meta(message, status=status, changed=changed)
     business_callbacks.notify_business_many(
         [(message, status) for message, status, _ in steps]
     )

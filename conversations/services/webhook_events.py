@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import DataError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
@@ -328,6 +329,17 @@ def drain_webhook_events(
     retries); pending events need no naming: any drain claims them, lowest
     lane first (customers' messages before statuses), oldest first.
     """
+    if not settings.WEBHOOK_SETS:
+        # The operator's switch back to the one-by-one path: the named
+        # events only, each in its own transaction, as before sets.
+        for event_id in event_ids:
+            try:
+                process_webhook_event(event_id=event_id)
+            except WebhookEvent.DoesNotExist:
+                logger.warning("Webhook event %s does not exist", event_id)
+            except Exception:
+                logger.exception("Webhook event %s failed", event_id)
+        return False
     deadline = time.monotonic() + seconds
     named = list(event_ids)
     while True:
