@@ -357,6 +357,12 @@ def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
                 trickle(url, args.trickle_rate, stop, acked)
             )
             posted = await post_all(url, bodies, args.connections)
+            with psycopg.connect(db_url, autocommit=True) as conn:
+                # Whether processing kept pace with the acknowledgements.
+                posted["backlog_at_end"] = conn.execute(
+                    "SELECT count(*) FROM conversations_webhookevent"
+                    " WHERE state = 'pending' AND lane = 2"
+                ).fetchone()[0]
             stop.set()
             await trickling
             return posted
@@ -472,6 +478,10 @@ def report(results: list[dict]) -> None:
         ("status ack p50 ms", lambda r: r["storm"]["p50_ms"]),
         ("status ack p99 ms", lambda r: r["storm"]["p99_ms"]),
         ("statuses applied/s", lambda r: r["statuses_applied_per_s"]),
+        (
+            "statuses pending when the storm's posting ended",
+            lambda r: r["storm"]["backlog_at_end"],
+        ),
         ("trickle p50 ms", lambda r: r["trickle"]["p50_ms"]),
         ("trickle p99 ms", lambda r: r["trickle"]["p99_ms"]),
         ("worker CPU ms/event", lambda r: r["worker_cpu_ms_per_event"]),
