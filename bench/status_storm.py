@@ -16,7 +16,11 @@ docs/operations.md advises when web and workers share cores, DEBUG off):
    (10/s) arrives on its own connection: status acknowledgements/s and p50 /
    p99, statuses applied/s (first status acknowledgement to the last status
    event processed), the trickle's latency (acknowledgement to its message
-   and live event committed, polled every 10 ms), the worker's CPU per event.
+   and live event committed, polled every 10 ms), the worker's CPU per event;
+4. a standing backlog: sent, delivered and read for 2,000 more replies
+   stored at once and rung as the endpoint rings (no load, no endpoint):
+   the worker's own statuses applied/s and CPU per event, which step 3
+   cannot show once processing keeps pace with the acknowledgements.
 
 Every run checks 0 lost (every event processed), 0 duplicated (one message
 per wamid, one customer per sender) and every reply read. The same shape runs
@@ -242,7 +246,9 @@ def wait_until(db_url: str, sql: str, target: int, timeout: float) -> bool:
     return False
 
 
-def add_replies(db_url: str, replies: int, customers: int) -> list[tuple[str, str]]:
+def add_replies(
+    db_url: str, replies: int, customers: int, prefix: str = "reply"
+) -> list[tuple[str, str]]:
     """Replies as the delivery engine leaves them: sent, with Meta's wamid."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conversations = conn.execute(
@@ -253,7 +259,7 @@ def add_replies(db_url: str, replies: int, customers: int) -> list[tuple[str, st
         rows = []
         for index in range(replies):
             conversation_id, wa_id = conversations[index % customers]
-            rows.append((conversation_id, f"wamid.reply{index}", wa_id))
+            rows.append((conversation_id, f"wamid.{prefix}{index}", wa_id))
         with conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO conversations_message (conversation_id, direction, type,"
@@ -398,10 +404,85 @@ def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
                 (ended - began).total_seconds()
             )
             result["checks"] = check(conn, args)
+        result["standing"] = drain_standing_backlog(env, db_url, worker.pid, args)
     finally:
         group.stop()
     result["load_after"] = load()
     return result
+
+
+RING = r"""
+import json, sys
+import django
+django.setup()
+from django.utils import timezone
+from conversations import tasks
+ids = json.loads(sys.stdin.read())
+print(timezone.now().isoformat(), flush=True)
+for batch in tasks.event_batches(ids):
+    tasks.process_webhook_events.delay(batch)
+"""
+
+
+def drain_standing_backlog(env: dict, db_url: str, worker_pid: int, args) -> dict:
+    """The worker's own rate: sent, delivered and read for 2,000 more replies
+    stored at once (no load, no endpoint), then rung as the endpoint rings,
+    100 ids a message; applied/s from the ring to the last one processed."""
+    replies = add_replies(db_url, args.replies, args.customers, prefix="standing")
+    bodies = storm_bodies(replies)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        app_id = conn.execute("SELECT id FROM conversations_metaapp").fetchone()[0]
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO conversations_webhookevent (body, headers, app_id,"
+                " signature_valid, state, received_at, attempts, last_error, lane)"
+                " VALUES (%s, '{}', %s, true, 'pending', now(), 0, '', 2)"
+                " RETURNING id",
+                [(body, app_id) for body, _ in bodies],
+                returning=True,
+            )
+            ids = []
+            while True:
+                ids.append(cursor.fetchone()[0])
+                if not cursor.nextset():
+                    break
+    cpu_before = tree_seconds(worker_pid)
+    rang = subprocess.run(
+        [sys.executable, "-c", RING],
+        input=json.dumps(ids),
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    started = datetime.fromisoformat(rang.stdout.split()[0])
+    done = wait_until(
+        db_url,
+        "SELECT count(*) FROM conversations_message"
+        " WHERE wamid LIKE 'wamid.standing%%' AND status = 'read'",
+        args.replies,
+        args.timeout,
+    )
+    wait_until(
+        db_url,
+        "SELECT count(*) = 0 FROM conversations_webhookevent WHERE state = 'pending'",
+        1,
+        args.timeout,
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        ended = conn.execute(
+            "SELECT max(processed_at) FROM conversations_webhookevent"
+            " WHERE id = ANY(%s)",
+            [ids],
+        ).fetchone()[0]
+    return {
+        "statuses": len(ids),
+        "all_read": done,
+        "applied_per_s": len(ids) / (ended - started).total_seconds(),
+        "worker_cpu_ms_per_event": 1000
+        * (tree_seconds(worker_pid) - cpu_before)
+        / len(ids),
+    }
 
 
 def check(conn, args) -> dict:
@@ -485,6 +566,14 @@ def report(results: list[dict]) -> None:
         ("trickle p50 ms", lambda r: r["trickle"]["p50_ms"]),
         ("trickle p99 ms", lambda r: r["trickle"]["p99_ms"]),
         ("worker CPU ms/event", lambda r: r["worker_cpu_ms_per_event"]),
+        (
+            "standing backlog: statuses applied/s",
+            lambda r: r["standing"]["applied_per_s"],
+        ),
+        (
+            "standing backlog: worker CPU ms/event",
+            lambda r: r["standing"]["worker_cpu_ms_per_event"],
+        ),
     ]
     for name, figure in rows:
         values = [figure(r) for r in results]
@@ -495,7 +584,8 @@ def report(results: list[dict]) -> None:
         print(f"| {name} | {cells} | {ratio} |")
     for r in results:
         print(
-            f"{r['mode']}: checks {r['checks']}, trickle {r['trickle']['seen']}/"
+            f"{r['mode']}: checks {r['checks']}, standing backlog all read:"
+            f" {r['standing']['all_read']}, trickle {r['trickle']['seen']}/"
             f"{r['trickle']['messages']} seen, load average {r['load_before']} before,"
             f" {r['load_after']} after"
         )
