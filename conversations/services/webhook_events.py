@@ -7,6 +7,12 @@ secret passes the endpoint, and the holder of one app's secret (an agency's,
 a second brand's, a leaked test app's) must not write messages, statuses,
 consent or account changes for another app's numbers.
 
+Workers claim stored events in batches (process_webhook_batch: FOR UPDATE
+SKIP LOCKED, customers' messages first) and apply each batch as a set, in a
+number of statements that does not grow with it; what a set cannot take,
+and every event of a set that fails, is processed one by one
+(process_webhook_event), as the sweeper's and an admin's replays are.
+
 Meta redelivers, batches and reorders, so everything called from here is
 idempotent: messages are inserted against the unique wamid (never checked
 first), customers and conversations lean on their unique constraints,
@@ -15,7 +21,6 @@ transaction with its row locked, so two workers handed the same event
 process it once.
 """
 
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -332,13 +337,7 @@ def drain_webhook_events(
     if not settings.WEBHOOK_SETS:
         # The operator's switch back to the one-by-one path: the named
         # events only, each in its own transaction, as before sets.
-        for event_id in event_ids:
-            try:
-                process_webhook_event(event_id=event_id)
-            except WebhookEvent.DoesNotExist:
-                logger.warning("Webhook event %s does not exist", event_id)
-            except Exception:
-                logger.exception("Webhook event %s failed", event_id)
+        _process_one_by_one(event_ids)
         return False
     deadline = time.monotonic() + seconds
     named = list(event_ids)
@@ -368,9 +367,7 @@ def process_webhook_batch(
     """
     if connection.vendor != "postgresql":
         # The embedded SQLite mode has no SKIP LOCKED: one by one, named only.
-        for event_id in event_ids:
-            with contextlib.suppress(Exception):
-                process_webhook_event(event_id=event_id)
+        _process_one_by_one(event_ids)
         return list(event_ids)
     claimed: list[int] = []
     apart: list[int] = []
@@ -390,14 +387,21 @@ def process_webhook_batch(
             len(claimed),
         )
         apart = claimed
-    for event_id in apart:
+    _process_one_by_one(apart)
+    return claimed
+
+
+def _process_one_by_one(event_ids: Sequence[int]) -> None:
+    """process_webhook_event for each, each in its own transaction."""
+    for event_id in event_ids:
         try:
             process_webhook_event(event_id=event_id)
+        except WebhookEvent.DoesNotExist:
+            logger.warning("Webhook event %s does not exist", event_id)
         except Exception:
             # Recorded on the row (failed, attempts counted): the sweeper
             # retries it with backoff.
             logger.exception("Webhook event %s failed", event_id)
-    return claimed
 
 
 def _claim(event_ids: Sequence[int], limit: int) -> list[WebhookEvent]:
