@@ -451,3 +451,22 @@ def test_with_sets_off_the_named_events_go_one_by_one(
 
     assert states([named, other]) == ["processed", "pending"]
     assert len(one_by_one) == 1
+
+
+def test_a_wamid_from_callback_data_is_kept_when_its_status_changes_nothing(
+    meta_number,
+):
+    message = outbound(
+        meta_number,
+        wamid=None,
+        status=Message.Status.READ,
+        sent_at=BASE - timedelta(hours=1),
+    )
+    document = status_body("sent", "wamid.KEPT", pricing=False)
+    value_of(document)["statuses"][0]["biz_opaque_callback_data"] = str(message.pk)
+    store_event(document)
+
+    drain()
+
+    message.refresh_from_db()
+    assert message.wamid == "wamid.KEPT"

@@ -328,7 +328,14 @@ def apply_statuses(
     if parked:
         ParkedStatus.objects.bulk_create(parked, ignore_conflicts=True)
     changed_messages = {message.pk: message for message, _, _ in steps}
-    _write_statuses(list(changed_messages.values()))
+    # A wamid learnt from the callback data is kept even if its status
+    # changed nothing (as update_message_status saves it at once).
+    rekeyed = {
+        message.pk: message
+        for message in messages.values()
+        if getattr(message, "wamid_from_callback", False)
+    }
+    _write_statuses(list({**rekeyed, **changed_messages}.values()))
     for message in changed_messages.values():
         realtime.publish(
             realtime.MESSAGE_UPDATED,
@@ -369,6 +376,7 @@ def _locked_messages(
             number, wamid = wanted[message.pk]
             if message.conversation.number_id == number.pk and wamid not in found:
                 message.wamid = wamid
+                message.wamid_from_callback = True
                 found[wamid] = message
     return found
 
