@@ -60,7 +60,7 @@ from django.db import connection, transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
-from .. import realtime, services
+from .. import metrics, realtime, services
 from ..models import Message, ParkedStatus, WhatsAppNumber
 from ..whatsapp import client
 from . import attempts, doorbells, ratelimit, threads
@@ -364,6 +364,7 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             changes=[(conversation_of[pk], pk, status) for pk, status in changed],
         )
     _forget_attempts(number, outcomes)
+    metrics.count_sends(outcomes)
     for outcome in by_kind[FAILED]:
         services.record_send_failure(
             message_id=outcome.job.message_id, code=outcome.code
@@ -597,6 +598,7 @@ def _claim_or_wait(loop: _RunLoop) -> bool:
         # `sending` while its threads wait for the limiter.
         slots, wait, stamp = _reserve_slots(number, min(free, loop.batch))
         if not slots:
+            metrics.count_limiter_wait("number")
             loop.next_claim = now + min(max(wait, 0.01), LIMITER_DOWN_DELAY)
             return bool(loop.in_flight) or next_due_in(number_id) is not None
         jobs = claim(number, slots)

@@ -139,6 +139,9 @@ from .receipts import (
     send_typing,
     send_typing_indicator,
 )
+from .retention import (
+    purge_expired,
+)
 from .statuses import (
     TEMPLATE_STATUS_BY_CODE,
     apply_parked_statuses,
@@ -252,6 +255,7 @@ __all__ = [
     "opt_out_everywhere",
     "pause_sending",
     "process_webhook_event",
+    "purge_expired",
     "react",
     "receive_message",
     "recipient_digits",

@@ -40,6 +40,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.db import connections
 
+from conversations.metrics import WebhookRequestCounts
 from conversations.models import MetaApp, WebhookEvent
 from conversations.tasks import event_batches
 from conversations.whatsapp.payloads import verify_signature
@@ -476,6 +477,29 @@ class WebhookEndpoint:
         self.store = None
         self.secrets: AppSecrets | None = None
         self.doorbell: Doorbell | None = None
+        self.counts = WebhookRequestCounts()
+        self._flusher: asyncio.Task | None = None
+
+    def _count(self, method: str, status: int) -> None:
+        """Count the answer; a background task moves counts to Redis."""
+        self.counts.add(method, status)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(
+            self._redis_url or settings.REDIS_URL,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+        )
+        try:
+            while self.counts:
+                await asyncio.sleep(self.counts.FLUSH_SECONDS)
+                await self.counts.flush(client)
+        finally:
+            await client.aclose()
 
     def _resources(self):
         loop = asyncio.get_running_loop()
@@ -496,6 +520,10 @@ class WebhookEndpoint:
         return self.store, self.secrets, self.doorbell
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
         if self._loop is not None:
             await self.doorbell.close()
             await self.store.close()
@@ -534,6 +562,7 @@ class WebhookEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": body})
+        self._count(scope["method"], status)
         # After the answer: the doorbell. A ring never blocks and never fails.
         if event_id is not None:
             self.doorbell.ring(event_id)
