@@ -121,6 +121,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every log line of the request carries its id.
+    "helpdesk.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -644,14 +646,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "helpdesk.logs.JsonFormatter"},
     },
     # Beat's sweepers every few seconds are logged at DEBUG only (helpdesk/logs.py).
     "filters": {"routine_tasks": {"()": "helpdesk.logs.RoutineTasks"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            # LOG_FORMAT=json: one JSON object per line, with request ids.
+            "formatter": "json" if os.environ.get("LOG_FORMAT") == "json" else "plain",
             "filters": ["routine_tasks"],
         }
     },

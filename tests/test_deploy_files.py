@@ -53,3 +53,42 @@ def test_the_alert_rules_use_only_documented_metrics():
             for name in re.findall(r"helpdesk_[a-z_]+", rule["expr"]):
                 family = name.removesuffix("_total")
                 assert f"`{family}" in documented, f"{rule['alert']}: {name}"
+
+
+def test_the_nginx_config_is_valid_for_nginx(tmp_path):
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is missing: `make install-test` installs it")
+        pytest.skip("nginx not installed (Debian's nginx package)")
+    config = tmp_path / "nginx.conf"
+    config.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events {}\n"
+        f"http {{\naccess_log off;\ninclude {DEPLOY / 'nginx' / 'helpdesk.conf'};\n}}\n"
+    )
+    result = subprocess.run(
+        [nginx, "-t", "-q", "-c", str(config), "-p", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_units_run_the_launchers_commands():
+    from helpdesk.processes import production_commands
+
+    units = {
+        name: (DEPLOY / "systemd" / f"helpdesk-{name}.service").read_text()
+        for name in ("web", "worker", "beat")
+    }
+    for command in production_commands(cores=2, proxy="10.0.0.2"):
+        exec_start = next(
+            line
+            for line in units[command.name].splitlines()
+            if line.startswith("ExecStart=")
+        )
+        program, *arguments = command.argv
+        assert exec_start.split("/")[-1].startswith(program)
+        assert " ".join(arguments) in exec_start

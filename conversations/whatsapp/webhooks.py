@@ -44,6 +44,7 @@ from conversations.metrics import WebhookRequestCounts
 from conversations.models import MetaApp, WebhookEvent
 from conversations.tasks import event_batches
 from conversations.whatsapp.payloads import verify_signature
+from helpdesk.logs import new_request_id, request_id
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ KEPT_HEADERS = (
     b"user-agent",
     b"x-hub-signature-256",
     b"x-forwarded-for",
+    # The proxy's id of the request (deploy/nginx), or one made here: it
+    # follows the event into the worker's log lines (helpdesk/logs.py).
+    b"x-request-id",
 )
 # How long the apps' secrets are trusted before they are read again. A
 # signature that no cached secret matches re-reads them at once, so a new
@@ -531,6 +535,8 @@ class WebhookEndpoint:
 
     async def __call__(self, scope, receive, send) -> None:
         event_id = None
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id.set(new_request_id(given))
         try:
             method = scope["method"]
             if method == "POST":
@@ -621,7 +627,9 @@ class WebhookEndpoint:
             if app is None:
                 return 403, b"Invalid signature\n", None
         received_at = datetime.datetime.now(datetime.UTC)
+        headers["x-request-id"] = request_id.get()
         event_id = await store.insert(body, headers, app.id, received_at)
+        logger.debug("Webhook event %s stored", event_id)
         return 200, b"OK\n", event_id
 
     @staticmethod
