@@ -43,6 +43,8 @@ def test_readyz_answers_200_with_the_database_and_redis_up(client):
     assert response.status_code == 200, response.content
 
 
+# Committed: the probe reads in a thread of its own, on its own connection.
+@pytest.mark.django_db(transaction=True)
 @override_settings(READY_MAX_EVENT_LAG_SECONDS=60)
 def test_readyz_answers_503_while_a_stored_event_waits_too_long(client):
     event = WebhookEvent.objects.create(

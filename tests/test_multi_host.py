@@ -1,0 +1,324 @@
+"""Many machines: two web hosts, two worker hosts and beat, each a network
+namespace running the production command, behind nginx with the config of
+deploy/, over a PostgreSQL and a Redis of the test's own. Under load from a
+webhook client that retries as Meta does, one web host and one worker host
+are killed, beat is stopped and started again, and PostgreSQL restarts;
+afterwards every acknowledged event is processed, every message stored
+exactly once, and the figures are printed (docs/operations.md records them).
+
+It judges by what is outside the processing engine only: the events stored,
+the messages in the database, and what the client was answered.
+
+It needs root (network namespaces), iproute2, nginx and PostgreSQL's server
+binaries; where they are missing it fails, never skips, so CI cannot pass
+without it having run.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from helpdesk.processes import beat_command, production_commands
+from tests.fixtures.hosts import (
+    BASE_DIR,
+    GATEWAY,
+    WEB_PORT,
+    Network,
+    Nginx,
+    Postgres,
+    Redis,
+    missing_tools,
+    wait_for,
+)
+from tests.fixtures.webhook_server import signed_headers, text_message_body
+
+pytestmark = [pytest.mark.e2e, pytest.mark.multihost, pytest.mark.timeout(600)]
+
+HOSTS = ["web1", "web2", "worker1", "worker2", "beat"]
+EVENTS = 1200
+RATE = 40.0  # events a second the client starts
+PHONE_NUMBER_ID = "106540352242922"
+WABA_ID = "102290129340398"
+# Meta retries a webhook that was not answered 2xx, with growing pauses.
+RETRY_FIRST, RETRY_CAP, RETRY_FOR = 0.25, 4.0, 180.0
+BEAT_STOPPED = 20.0
+
+
+class MetaClient:
+    """Posts each event until a 2xx answers it, backing off after refusals
+    and connection errors, as Meta does; counts what happened."""
+
+    def __init__(self, url: str, secret: str):
+        self.url = url
+        self.secret = secret
+        self.counts = Counter()
+        self.answers = Counter()
+        self.lock = threading.Lock()
+        self.session = threading.local()
+
+    def _count(self, what: str, status: int | None = None) -> None:
+        with self.lock:
+            self.counts[what] += 1
+            if status is not None:
+                self.answers[status] += 1
+
+    def deliver(self, wamid: str, wa_id: str) -> bool:
+        body = text_message_body(wamid, wa_id, PHONE_NUMBER_ID, WABA_ID)
+        headers = signed_headers(body, self.secret)
+        session = getattr(self.session, "value", None) or requests.Session()
+        self.session.value = session
+        pause, deadline = RETRY_FIRST, time.monotonic() + RETRY_FOR
+        self._count("sent")
+        while time.monotonic() < deadline:
+            self._count("attempts")
+            try:
+                response = session.post(self.url, data=body, headers=headers, timeout=5)
+            except requests.RequestException:
+                self._count("connection_errors")
+            else:
+                self._count("answered", response.status_code)
+                if 200 <= response.status_code < 300:
+                    self._count("acknowledged")
+                    return True
+            time.sleep(pause)
+            pause = min(pause * 2, RETRY_CAP)
+        self._count("given_up")
+        return False
+
+
+def _environment(postgres: Postgres, redis: Redis) -> dict:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "PYTEST_CURRENT_TEST"}
+    }
+    env.update(
+        DATABASE_URL=postgres.url,
+        REDIS_URL=redis.url,
+        DEBUG="1",
+        ALLOWED_HOSTS=",".join(
+            [GATEWAY, *(host.address for host in Network(HOSTS).hosts.values())]
+        ),
+        DJANGO_SETTINGS_MODULE="helpdesk.settings",
+        # The sweepers run often, so the test's waits stay short.
+        WEBHOOK_SWEEP_SECONDS="2",
+        LOG_FORMAT="json",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def _seed(env: dict) -> str:
+    """Migrate the test's database and add the app and number; the secret."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"],
+        cwd=BASE_DIR, env=env, check=True, timeout=300,
+    )  # fmt: skip
+    secret = secrets.token_hex(16)
+    script = (
+        "import django; django.setup();"
+        "from conversations.models import MetaApp, WhatsAppNumber;"
+        f"app = MetaApp.objects.create(name='App', app_id='1', app_secret='{secret}',"
+        " verify_token='v');"
+        f"WhatsAppNumber.objects.create(app=app, name='Line', phone_number_id="
+        f"'{PHONE_NUMBER_ID}', waba_id='{WABA_ID}',"
+        " display_phone_number='+15550100001', access_token='t')"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script], cwd=BASE_DIR, env=env, check=True, timeout=120
+    )
+    return secret
+
+
+def _start(network: Network, env: dict, logs: Path) -> None:
+    commands = {c.name: c.argv for c in production_commands(cores=1, proxy=GATEWAY)}
+    for name in ("web1", "web2"):
+        network.hosts[name].start(commands["web"], env, logs / f"{name}.log")
+    for name in ("worker1", "worker2"):
+        host = network.hosts[name]
+        argv = [*commands["worker"], "-n", f"{name}@%h"]
+        host.start(argv, env, logs / f"{name}.log")
+    _start_beat(network, env, logs)
+
+
+def _start_beat(network: Network, env: dict, logs: Path) -> None:
+    network.hosts["beat"].start(
+        beat_command(schedule=logs / "celerybeat-schedule"), env, logs / "beat.log"
+    )
+
+
+def _ledger(postgres: Postgres) -> dict:
+    with psycopg.connect(postgres.url, connect_timeout=3) as connection:
+        states = dict(
+            connection.execute(
+                "SELECT state, count(*) FROM conversations_webhookevent GROUP BY state"
+            ).fetchall()
+        )
+        messages, distinct = connection.execute(
+            "SELECT count(*), count(DISTINCT wamid) FROM conversations_message"
+            " WHERE direction = 'inbound'"
+        ).fetchone()
+        request_ids = connection.execute(
+            "SELECT count(*) FROM conversations_webhookevent"
+            " WHERE headers ? 'x-request-id'"
+        ).fetchone()[0]
+    return {
+        "states": states,
+        "messages": messages,
+        "distinct": distinct,
+        "with_request_id": request_ids,
+    }
+
+
+def _readyz(url: str) -> int:
+    try:
+        return requests.get(f"{url}/readyz", timeout=15).status_code
+    except requests.RequestException:
+        return 0
+
+
+def _chaos(network, postgres, env, logs, nginx, figures, started):
+    """The faults, on a timeline from the start of the load."""
+
+    def at(second: float) -> None:
+        time.sleep(max(0.0, started + second - time.monotonic()))
+
+    at(5)
+    network.hosts["web1"].kill()
+    figures["web1_killed_at"] = time.monotonic() - started
+    at(9)
+    network.hosts["worker1"].kill()
+    figures["worker1_killed_at"] = time.monotonic() - started
+    at(12)
+    network.hosts["beat"].kill(signal.SIGTERM)
+    at(15)
+    postgres.stop()
+    down = time.monotonic()
+    figures["readyz_while_postgres_down"] = _readyz(nginx.url)
+    at(18)
+    postgres.start()
+    figures["postgres_down_seconds"] = round(time.monotonic() - down, 1)
+    at(12 + BEAT_STOPPED)
+    _start_beat(network, env, logs)
+
+
+@pytest.fixture
+def tmp_path():
+    """A directory PostgreSQL's and nginx's own users may enter (pytest's
+    are private to root)."""
+    directory = Path(tempfile.mkdtemp(prefix="helpdesk-multihost-"))
+    directory.chmod(0o755)
+    yield directory
+    # The logs stay for a failure's post-mortem; the database goes.
+    shutil.rmtree(directory / "postgres", ignore_errors=True)
+
+
+def test_killing_hosts_under_load_loses_nothing_and_duplicates_nothing(tmp_path):
+    missing = missing_tools()
+    assert not missing, f"The multi-host test cannot run without: {missing}"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    postgres, redis = Postgres(tmp_path / "postgres"), Redis(logs)
+    network = Network(HOSTS)
+    addresses = [network.hosts[n].address for n in ("web1", "web2")]
+    nginx = Nginx(tmp_path, addresses)
+    with network:
+        try:
+            postgres.create()
+            redis.start()
+            env = _environment(postgres, redis)
+            secret = _seed(env)
+            _start(network, env, logs)
+            for address in addresses:
+                wait_for(
+                    lambda a=address: (
+                        requests.get(f"http://{a}:{WEB_PORT}/healthz", timeout=2).ok
+                    ),
+                    60,
+                    f"the web host at {address}",
+                )
+            nginx.start()
+            wait_for(lambda: _readyz(nginx.url) == 200, 60, "/readyz through nginx")
+            figures = _run_load(network, postgres, env, logs, nginx, secret)
+        finally:
+            nginx.stop()
+            network.__exit__(None, None, None)
+            redis.stop()
+            postgres.destroy()
+    print("\nMulti-host figures:", json.dumps(figures, indent=2, sort_keys=True))
+    _check(figures)
+
+
+def _run_load(network, postgres, env, logs, nginx, secret) -> dict:
+    client = MetaClient(f"{nginx.url}/webhooks/whatsapp/", secret)
+    figures: dict = {}
+    started = time.monotonic()
+    chaos = threading.Thread(
+        target=_chaos,
+        args=(network, postgres, env, logs, nginx, figures, started),
+        daemon=True,
+    )
+    chaos.start()
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        futures = []
+        for index in range(EVENTS):
+            time.sleep(max(0.0, started + index / RATE - time.monotonic()))
+            wamid = f"wamid.MULTIHOST{index:06d}"
+            futures.append(pool.submit(client.deliver, wamid, f"4917{index:08d}"))
+        delivered = sum(future.result() for future in futures)
+    figures["load_seconds"] = round(time.monotonic() - started, 1)
+    chaos.join(timeout=120)
+    drain_started = time.monotonic()
+    ledger = wait_for(
+        lambda: (
+            (ledger := _ledger(postgres))["distinct"] >= EVENTS
+            and set(ledger["states"]) == {"processed"}
+            and ledger
+        ),
+        180,
+        "every event processed",
+        interval=1.0,
+    )
+    figures.update(
+        events=EVENTS,
+        delivered=delivered,
+        client=dict(client.counts),
+        answers={str(k): v for k, v in sorted(client.answers.items())},
+        stored_events=sum(ledger["states"].values()),
+        event_states=ledger["states"],
+        messages=ledger["messages"],
+        distinct_messages=ledger["distinct"],
+        events_with_request_id=ledger["with_request_id"],
+        drain_seconds_after_load=round(time.monotonic() - drain_started, 1),
+    )
+    return figures
+
+
+def _check(figures: dict) -> None:
+    assert figures["delivered"] == EVENTS, figures
+    assert figures["client"].get("given_up", 0) == 0, figures
+    # Every event Meta was told was received is a message, and only once.
+    assert figures["distinct_messages"] == EVENTS, figures
+    assert figures["messages"] == EVENTS, figures
+    # Stored more than once only when an answer was lost; never processed
+    # twice: all stored events processed, one message each.
+    assert figures["stored_events"] >= EVENTS, figures
+    assert figures["event_states"] == {"processed": figures["stored_events"]}
+    # The database down: Meta was told 503 and retried.
+    assert figures["answers"].get("503", 0) > 0, figures
+    assert figures["readyz_while_postgres_down"] == 503, figures
+    assert figures["events_with_request_id"] == figures["stored_events"], figures
