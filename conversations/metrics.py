@@ -88,6 +88,11 @@ def count_sends(outcomes: Iterable) -> None:
     count(LIMITER_WAITS, Counter(pair=pair_waits))
 
 
+def count_interrupted_sends(count_: int) -> None:
+    """Sends the sweeper made `unknown`: their worker died mid-request."""
+    count(SENDS, Counter({f"unknown{SEPARATOR}": count_}))
+
+
 def count_limiter_wait(limiter: str) -> None:
     count(LIMITER_WAITS, Counter({limiter: 1}))
 

@@ -40,9 +40,18 @@ def _bind_request_ids(task=None, args=(), **kwargs):
         return
     if settings.LOGGING["handlers"]["console"]["formatter"] != "json":
         return
+    from django.db import DatabaseError
+
     from conversations.models import WebhookEvent
 
-    ids = WebhookEvent.objects.filter(pk__in=args[0]).values_list(
-        "headers__x-request-id", flat=True
-    )
+    try:
+        ids = list(
+            WebhookEvent.objects.filter(pk__in=args[0]).values_list(
+                "headers__x-request-id", flat=True
+            )
+        )
+    except DatabaseError:
+        # The task itself meets the same error and retries; its lines go
+        # without ids.
+        return
     request_id.set(",".join(sorted({str(i) for i in ids if i})))

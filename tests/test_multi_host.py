@@ -46,6 +46,15 @@ from tests.fixtures.hosts import (
     missing_tools,
     wait_for,
 )
+from tests.fixtures.outbound_phase import (
+    SANDBOX_URL,
+    Sandbox,
+    accepted_per_message,
+    outbound_statuses,
+    queue_replies,
+    settled,
+    wait_until_started,
+)
 from tests.fixtures.webhook_server import signed_headers, text_message_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.multihost, pytest.mark.timeout(600)]
@@ -59,6 +68,8 @@ WABA_ID = "102290129340398"
 RETRY_FIRST, RETRY_CAP, RETRY_FOR = 0.25, 4.0, 180.0
 BEAT_STOPPED = 20.0
 AGENTS = 6
+ACCESS_TOKEN = "multi-host-access-token"
+REPLIES = 300
 METRICS_TOKEN = "multi-host-scrape"
 AGENT_PASSWORD = "multi-host-agent"
 
@@ -121,6 +132,9 @@ def _environment(postgres: Postgres, redis: Redis) -> dict:
         DJANGO_SETTINGS_MODULE="helpdesk.settings",
         # The sweepers run often, so the test's waits stay short.
         WEBHOOK_SWEEP_SECONDS="2",
+        # A dead worker's sends are settled 10 s after their claim.
+        WHATSAPP_DELIVERY_LEASE_SECONDS="10",
+        WHATSAPP_GRAPH_API_URL=SANDBOX_URL,
         LOG_FORMAT="json",
         METRICS_TOKEN=METRICS_TOKEN,
         LOG_LEVEL="WARNING",
@@ -128,13 +142,12 @@ def _environment(postgres: Postgres, redis: Redis) -> dict:
     return env
 
 
-def _seed(env: dict) -> str:
-    """Migrate the test's database and add the app and number; the secret."""
+def _seed(env: dict, secret: str) -> None:
+    """Migrate the test's database and add the app, the number, the agents."""
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"],
         cwd=BASE_DIR, env=env, check=True, timeout=300,
     )  # fmt: skip
-    secret = secrets.token_hex(16)
     script = (
         "import django; django.setup();"
         "from conversations.models import MetaApp, WhatsAppNumber;"
@@ -142,7 +155,7 @@ def _seed(env: dict) -> str:
         " verify_token='v');"
         f"WhatsAppNumber.objects.create(app=app, name='Line', phone_number_id="
         f"'{PHONE_NUMBER_ID}', waba_id='{WABA_ID}',"
-        " display_phone_number='+15550100001', access_token='t');"
+        f" display_phone_number='+15550100001', access_token='{ACCESS_TOKEN}');"
         "from accounts.models import User;"
         f"[User.objects.create_superuser(f'agent{{i}}', password='{AGENT_PASSWORD}')"
         f" for i in range({AGENTS})]"
@@ -150,7 +163,6 @@ def _seed(env: dict) -> str:
     subprocess.run(
         [sys.executable, "-c", script], cwd=BASE_DIR, env=env, check=True, timeout=120
     )
-    return secret
 
 
 def _start(network: Network, env: dict, logs: Path) -> None:
@@ -287,12 +299,22 @@ def test_killing_hosts_under_load_loses_nothing_and_duplicates_nothing(tmp_path)
     network = Network(HOSTS)
     addresses = [network.hosts[n].address for n in ("web1", "web2")]
     nginx = Nginx(tmp_path, addresses)
+    secret = secrets.token_hex(16)
+    number = {
+        "phone_number_id": PHONE_NUMBER_ID,
+        "display_phone_number": "+15550100001",
+        "waba_id": WABA_ID,
+        "access_token": ACCESS_TOKEN,
+        "app_secret": secret,
+    }
+    sandbox = Sandbox(logs, number, f"{nginx.url}/webhooks/whatsapp/")
     with network:
         try:
             postgres.create()
             redis.start()
             env = _environment(postgres, redis)
-            secret = _seed(env)
+            _seed(env, secret)
+            sandbox.start()
             _start(network, env, logs)
             for address in addresses:
                 wait_for(
@@ -311,7 +333,11 @@ def test_killing_hosts_under_load_loses_nothing_and_duplicates_nothing(tmp_path)
             with Agents(tabs) as agents:
                 figures = _run_load(network, postgres, env, logs, nginx, secret)
                 figures["agents"] = _caught_up(postgres, tabs, agents)
+            figures["outbound"] = _send_through_a_dying_worker(
+                network, postgres, env, logs, sandbox, nginx
+            )
         finally:
+            sandbox.stop()
             nginx.stop()
             redis.stop()
             postgres.destroy()
@@ -385,6 +411,56 @@ def _run_load(network, postgres, env, logs, nginx, secret) -> dict:
     return figures
 
 
+def _send_through_a_dying_worker(network, postgres, env, logs, sandbox, nginx):
+    """Replies to REPLIES customers while worker host 2, the only worker up,
+    sends them: it is killed mid-send, worker host 1 comes back."""
+    wa_ids = [f"4917{index:08d}" for index in range(REPLIES)]
+    sandbox.open_windows(wa_ids)
+    before = _scrape(nginx.url)
+    queue_replies(env, wa_ids)
+    wait_until_started(sandbox, 1)
+    network.hosts["worker2"].kill()
+    killed_after = len(sandbox.sends())
+    worker = production_commands(cores=1, proxy=GATEWAY)[1].argv
+    network.hosts["worker1"].start([*worker, "-n", "worker1b@%h"], env, logs / "w1.log")
+    statuses = wait_for(
+        lambda: settled(postgres, REPLIES), 180, "every reply sent or unknown", 1.0
+    )
+    sends = sandbox.sends()
+    per_message = accepted_per_message(sends)
+
+    def sent_by(after: dict, outcome: str) -> float:
+        return sum(
+            value - before.get(key, 0.0)
+            for key, value in after.items()
+            if key[0] == "helpdesk_messages_sent_total"
+            and dict(key[1])["outcome"] == outcome
+        )
+
+    def counted() -> dict | None:
+        after = _scrape(nginx.url)
+        done = sent_by(after, "sent") + sent_by(after, "unknown")
+        return after if done >= REPLIES else None
+
+    # A run adds its counts to Redis just after its write-back.
+    try:
+        after = wait_for(counted, 20, "the sends counted", 0.5)
+    except AssertionError:
+        after = _scrape(nginx.url)
+
+    return {
+        "replies": REPLIES,
+        "requests_when_killed": killed_after,
+        "statuses": dict(statuses),
+        "requests_at_meta": len(sends),
+        "accepted_at_meta": sum(per_message.values()),
+        "messages_accepted_twice": sum(1 for n in per_message.values() if n > 1),
+        "sent_total_sent": sent_by(after, "sent"),
+        "sent_total_unknown": sent_by(after, "unknown"),
+        "final_statuses": dict(outbound_statuses(postgres)),
+    }
+
+
 def _live_event_ids(postgres: Postgres, after: int) -> set[int]:
     with psycopg.connect(postgres.url, connect_timeout=3) as connection:
         rows = connection.execute(
@@ -453,6 +529,16 @@ def _check(figures: dict) -> None:
     assert figures["answers"].get("503", 0) > 0, figures
     assert figures["readyz_while_postgres_down"] == 503, figures
     assert figures["events_with_request_id"] == figures["stored_events"], figures
+    outbound = figures["outbound"]
+    # Nothing lost (every reply sent or unknown), nothing sent twice; every
+    # reply Meta never got a request for is not `unknown`.
+    assert sum(outbound["statuses"].values()) == REPLIES, outbound
+    assert outbound["messages_accepted_twice"] == 0, outbound
+    unknown = outbound["statuses"].get("unknown", 0)
+    # Killed mid-send: what was in flight is `unknown`, never resent.
+    assert unknown > 0, outbound
+    assert outbound["accepted_at_meta"] >= REPLIES - unknown, outbound
+
     metrics = figures["metrics"]
     # The pending gauge rose under load and fell back to zero; the processed
     # counter is the ledger's.

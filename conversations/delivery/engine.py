@@ -647,6 +647,7 @@ def sweep(now=None) -> dict:
     now = now or timezone.now()
     expired: list[Message] = []
     requeued: set[int] = set()
+    interrupted = 0
     with transaction.atomic():
         stuck = list(
             Message.objects.select_for_update(skip_locked=True, of=("self",))
@@ -661,13 +662,14 @@ def sweep(now=None) -> dict:
             logger.warning("Send-or-not record unavailable; %s leases wait", len(stuck))
             stuck = []
         if stuck:
-            _settle_expired([pk for pk, _ in stuck], requeued, now)
+            interrupted = _settle_expired([pk for pk, _ in stuck], requeued, now)
             expired = list(
                 Message.objects.filter(pk__in=[pk for pk, _ in stuck]).select_related(
                     "conversation"
                 )
             )
             realtime.publish_many(realtime.MESSAGE_UPDATED, messages=expired)
+    metrics.count_interrupted_sends(interrupted)
     numbers = list(
         Message.objects.filter(
             direction=Message.Direction.OUTBOUND,
@@ -683,15 +685,16 @@ def sweep(now=None) -> dict:
     return {"expired": len(expired), "requeued": len(requeued), "rung": len(numbers)}
 
 
-def _settle_expired(ids: list[int], requeued: set[int], now) -> None:
-    """Requeue the expired sends that never started; the rest become `unknown`."""
+def _settle_expired(ids: list[int], requeued: set[int], now) -> int:
+    """Requeue the expired sends that never started; the rest become `unknown`
+    (how many: the figure returned)."""
     Message.objects.filter(pk__in=requeued, status=Message.Status.SENDING).update(
         status=Message.Status.QUEUED,
         next_attempt_at=None,
         attempts=F("attempts") - 1,
         updated_at=now,
     )
-    Message.objects.filter(
+    return Message.objects.filter(
         pk__in=[pk for pk in ids if pk not in requeued],
         status=Message.Status.SENDING,
     ).update(
