@@ -23,6 +23,12 @@ install-test: install
 		{ echo "Installing Debian's chromium for the browser tests"; \
 		  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 		  sudo sh -c 'apt-get update -qq && apt-get install -y -qq chromium >/dev/null'; }
+	@# nginx is the multi-host test's load balancer; promtool (Debian's
+	@# prometheus package) checks the example alert rules.
+	@command -v nginx >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || \
+		{ echo "Installing Debian's nginx and prometheus for the deployment tests"; \
+		  (apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx prometheus >/dev/null) || \
+		  sudo sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends nginx prometheus >/dev/null'; }
 
 run: install
 	$(BIN)/python -m helpdesk.launcher run

@@ -484,6 +484,8 @@ class Message(models.Model):
         PENDING = "pending", "Waiting for download"
         STORED = "stored", "Stored"
         FAILED = "failed", "Download failed"
+        # Deleted after MEDIA_RETENTION_DAYS (services/retention.py).
+        PURGED = "purged", "Deleted after the retention period"
 
     # How far a send has got; a status only ever moves to a higher rank.
     STATUS_RANK = {

@@ -291,3 +291,12 @@ def sweep_callbacks() -> bool:
         deliver_callbacks.delay()
         return True
     return False
+
+
+# --- Retention ------------------------------------------------------------------------
+
+
+@shared_task(name="conversations.tasks.purge_expired", ignore_result=True)
+def purge_expired() -> None:
+    """Delete what is past its retention age (services.purge_expired)."""
+    services.purge_expired()

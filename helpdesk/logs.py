@@ -1,5 +1,6 @@
-"""Logging filters: what an operator reads at INFO is what happened, not the
-clock ticking.
+"""Logging: what an operator reads at INFO is what happened, not the clock
+ticking; and, with LOG_FORMAT=json, one JSON object per line carrying the
+request id that follows a webhook from the endpoint to the worker.
 
 Beat fires its sweepers every few seconds; at INFO each run was three lines
 (beat sending it, the worker receiving it, the task succeeding), about 90 a
@@ -7,7 +8,12 @@ minute with nothing happening. Those lines are kept for DEBUG; a sweeper
 that fails still logs its error.
 """
 
+import contextvars
+import datetime
+import json
 import logging
+import re
+import uuid
 from functools import cached_property
 
 from django.conf import settings
@@ -34,3 +40,65 @@ class RoutineTasks(logging.Filter):
             return True
         message = record.getMessage()
         return not any(task in message for task in self.routine)
+
+
+# --- Structured logs (LOG_FORMAT=json) ---------------------------------------------
+
+# The request a line is about: nginx's X-Request-ID (or one made here) for an
+# HTTP request or a webhook, kept with the stored event; a worker processing
+# stored events logs theirs.
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "request_id", default=""
+)
+# What an X-Request-ID may be; anything else is replaced, never logged.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# LogRecord's own attributes; anything else on a record is an `extra` field.
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def new_request_id(given: str | None = None) -> str:
+    """`given` when it is a plausible id, else a fresh one."""
+    if given and REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Binds each Django request's id for its log lines and answers it in
+    X-Request-ID."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        token = request_id.set(new_request_id(request.headers.get("X-Request-ID")))
+        try:
+            response = self.get_response(request)
+            response["X-Request-ID"] = request_id.get()
+            return response
+        finally:
+            request_id.reset(token)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id,
+    the exception, and any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.datetime.fromtimestamp(
+                record.created, datetime.UTC
+            ).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "process": record.process,
+        }
+        if current := request_id.get():
+            line["request_id"] = current
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)

@@ -122,6 +122,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every log line of the request carries its id.
+    "helpdesk.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -622,7 +624,8 @@ if not DEBUG:
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    # Probes and the scraper ask over plain HTTP on the internal network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
@@ -632,18 +635,40 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
+# --- Operations (helpdesk/health.py, docs/operations.md) -----------------------
+# /metrics answers only `Authorization: Bearer <this>` when set.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+# /readyz answers 503 while the oldest webhook event not processed yet is
+# older than this: the workers are down or far behind.
+READY_MAX_EVENT_LAG_SECONDS = env_float("READY_MAX_EVENT_LAG_SECONDS", 300.0)
+
+# Retention (conversations/services/retention.py): processed webhook events
+# and live events are deleted past these ages, media files past theirs (0:
+# kept for ever), by beat every RETENTION_SWEEP_SECONDS and by
+# `manage.py purge_expired`, RETENTION_BATCH rows per transaction.
+WEBHOOK_EVENT_RETENTION_DAYS = env_float("WEBHOOK_EVENT_RETENTION_DAYS", 30.0)
+LIVE_EVENT_RETENTION_DAYS = env_float("LIVE_EVENT_RETENTION_DAYS", 7.0)
+MEDIA_RETENTION_DAYS = env_float("MEDIA_RETENTION_DAYS", 0.0)
+RETENTION_BATCH = env_int("RETENTION_BATCH", 1000)
+CELERY_BEAT_SCHEDULE["purge-expired"] = {
+    "task": "conversations.tasks.purge_expired",
+    "schedule": env_float("RETENTION_SWEEP_SECONDS", 3600.0),
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "helpdesk.logs.JsonFormatter"},
     },
     # Beat's sweepers every few seconds are logged at DEBUG only (helpdesk/logs.py).
     "filters": {"routine_tasks": {"()": "helpdesk.logs.RoutineTasks"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            # LOG_FORMAT=json: one JSON object per line, with request ids.
+            "formatter": "json" if os.environ.get("LOG_FORMAT") == "json" else "plain",
             "filters": ["routine_tasks"],
         }
     },

@@ -1,13 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-
-def healthz(request):
-    return HttpResponse("ok", content_type="text/plain")
-
+from helpdesk import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -25,6 +21,8 @@ urlpatterns = [
         SpectacularSwaggerSplitView.as_view(url_name="api-schema"),
         name="api-docs",
     ),
-    path("healthz", healthz, name="healthz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics, name="metrics"),
     path("", include("conversations.urls")),
 ]

@@ -60,7 +60,7 @@ from django.db import connection, transaction
 from django.db.models import F, Min, Q
 from django.utils import timezone
 
-from .. import realtime, services
+from .. import metrics, realtime, services
 from ..models import Message, ParkedStatus, WhatsAppNumber
 from ..whatsapp import client
 from . import attempts, doorbells, ratelimit, threads
@@ -364,6 +364,7 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             changes=[(conversation_of[pk], pk, status) for pk, status in changed],
         )
     _forget_attempts(number, outcomes)
+    metrics.count_sends(outcomes)
     for outcome in by_kind[FAILED]:
         services.record_send_failure(
             message_id=outcome.job.message_id, code=outcome.code
@@ -597,6 +598,7 @@ def _claim_or_wait(loop: _RunLoop) -> bool:
         # `sending` while its threads wait for the limiter.
         slots, wait, stamp = _reserve_slots(number, min(free, loop.batch))
         if not slots:
+            metrics.count_limiter_wait("number")
             loop.next_claim = now + min(max(wait, 0.01), LIMITER_DOWN_DELAY)
             return bool(loop.in_flight) or next_due_in(number_id) is not None
         jobs = claim(number, slots)
@@ -645,6 +647,7 @@ def sweep(now=None) -> dict:
     now = now or timezone.now()
     expired: list[Message] = []
     requeued: set[int] = set()
+    interrupted = 0
     with transaction.atomic():
         stuck = list(
             Message.objects.select_for_update(skip_locked=True, of=("self",))
@@ -659,13 +662,14 @@ def sweep(now=None) -> dict:
             logger.warning("Send-or-not record unavailable; %s leases wait", len(stuck))
             stuck = []
         if stuck:
-            _settle_expired([pk for pk, _ in stuck], requeued, now)
+            interrupted = _settle_expired([pk for pk, _ in stuck], requeued, now)
             expired = list(
                 Message.objects.filter(pk__in=[pk for pk, _ in stuck]).select_related(
                     "conversation"
                 )
             )
             realtime.publish_many(realtime.MESSAGE_UPDATED, messages=expired)
+    metrics.count_interrupted_sends(interrupted)
     numbers = list(
         Message.objects.filter(
             direction=Message.Direction.OUTBOUND,
@@ -681,15 +685,16 @@ def sweep(now=None) -> dict:
     return {"expired": len(expired), "requeued": len(requeued), "rung": len(numbers)}
 
 
-def _settle_expired(ids: list[int], requeued: set[int], now) -> None:
-    """Requeue the expired sends that never started; the rest become `unknown`."""
+def _settle_expired(ids: list[int], requeued: set[int], now) -> int:
+    """Requeue the expired sends that never started; the rest become `unknown`
+    (how many: the figure returned)."""
     Message.objects.filter(pk__in=requeued, status=Message.Status.SENDING).update(
         status=Message.Status.QUEUED,
         next_attempt_at=None,
         attempts=F("attempts") - 1,
         updated_at=now,
     )
-    Message.objects.filter(
+    return Message.objects.filter(
         pk__in=[pk for pk in ids if pk not in requeued],
         status=Message.Status.SENDING,
     ).update(

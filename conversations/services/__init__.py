@@ -150,6 +150,9 @@ from .receipts import (
     send_typing,
     send_typing_indicator,
 )
+from .retention import (
+    purge_expired,
+)
 from .statuses import (
     TEMPLATE_STATUS_BY_CODE,
     apply_parked_statuses,
@@ -279,6 +282,7 @@ __all__ = [
     "pause_sending",
     "process_webhook_batch",
     "process_webhook_event",
+    "purge_expired",
     "react",
     "receive_message",
     "receive_messages",

@@ -40,6 +40,7 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.db import connections
 
+from conversations.metrics import WebhookRequestCounts
 from conversations.models import MetaApp, WebhookEvent
 from conversations.tasks import event_batches
 from conversations.whatsapp.payloads import (
@@ -48,6 +49,7 @@ from conversations.whatsapp.payloads import (
     body_holds,
     verify_signature,
 )
+from helpdesk.logs import new_request_id, request_id
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ KEPT_HEADERS = (
     b"user-agent",
     b"x-hub-signature-256",
     b"x-forwarded-for",
+    # The proxy's id of the request (deploy/nginx), or one made here: it
+    # follows the event into the worker's log lines (helpdesk/logs.py).
+    b"x-request-id",
 )
 # How long the apps' secrets are trusted before they are read again. A
 # signature that no cached secret matches re-reads them at once, so a new
@@ -498,6 +503,29 @@ class WebhookEndpoint:
         self.store = None
         self.secrets: AppSecrets | None = None
         self.doorbell: Doorbell | None = None
+        self.counts = WebhookRequestCounts()
+        self._flusher: asyncio.Task | None = None
+
+    def _count(self, method: str, status: int) -> None:
+        """Count the answer; a background task moves counts to Redis."""
+        self.counts.add(method, status)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(
+            self._redis_url or settings.REDIS_URL,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+        )
+        try:
+            while self.counts:
+                await asyncio.sleep(self.counts.FLUSH_SECONDS)
+                await self.counts.flush(client)
+        finally:
+            await client.aclose()
 
     def _resources(self):
         loop = asyncio.get_running_loop()
@@ -518,6 +546,10 @@ class WebhookEndpoint:
         return self.store, self.secrets, self.doorbell
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
         if self._loop is not None:
             await self.doorbell.close()
             await self.store.close()
@@ -525,6 +557,8 @@ class WebhookEndpoint:
 
     async def __call__(self, scope, receive, send) -> None:
         event_id = None
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id.set(new_request_id(given))
         try:
             method = scope["method"]
             if method == "POST":
@@ -556,6 +590,7 @@ class WebhookEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": body})
+        self._count(scope["method"], status)
         # After the answer: the doorbell. A ring never blocks and never fails.
         if event_id is not None:
             self.doorbell.ring(event_id)
@@ -614,7 +649,9 @@ class WebhookEndpoint:
             if app is None:
                 return 403, b"Invalid signature\n", None
         received_at = datetime.datetime.now(datetime.UTC)
+        headers["x-request-id"] = request_id.get()
         event_id = await store.insert(body, headers, app.id, received_at, lane_of(body))
+        logger.debug("Webhook event %s stored", event_id)
         return 200, b"OK\n", event_id
 
     @staticmethod
