@@ -7,7 +7,13 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
-from conversations.models import MetaApp, WhatsAppNumber
+from conversations.models import (
+    CannedResponse,
+    Label,
+    MetaApp,
+    RateCard,
+    WhatsAppNumber,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -196,3 +202,36 @@ def test_drf_create_token_makes_an_api_token(agent):
     call_command("drf_create_token", agent.username, stdout=out)
     token = Token.objects.get(user=agent)
     assert token.key in out.getvalue()
+
+
+def test_seed_demo_gives_menus_a_rate_card_and_a_second_team(tmp_path):
+    config = tmp_path / "number.json"
+    config.write_text(
+        json.dumps(
+            {
+                "phone_number_id": "100000000000001",
+                "display_phone_number": "+15550100001",
+                "waba_id": "200000000000001",
+                "access_token": "tok",
+                "app_secret": "sec",
+                "verify_token": "ver",
+            }
+        )
+    )
+    out = StringIO()
+    call_command("seed_demo", "--number-config", str(config), stdout=out)
+    call_command("seed_demo", "--number-config", str(config), stdout=StringIO())
+    assert set(Label.objects.values_list("name", flat=True)) >= {"VIP", "Refund"}
+    assert RateCard.objects.filter(market="49", category="marketing").count() == 1
+    # Every seeded canned reply passes the admin's placeholder check.
+    for response in CannedResponse.objects.all():
+        response.full_clean()
+    sam = User.objects.get(username="sam")
+    assert "'sam' with password" in out.getvalue()
+    assert not sam.is_staff
+    assert list(sam.teams.values_list("name", flat=True)) == ["Billing"]
+    number = WhatsAppNumber.objects.get()
+    assert set(number.teams.values_list("name", flat=True)) == {"Support", "Billing"}
+    # Team scoping shows: the billing reply is Sam's team's alone.
+    refund = CannedResponse.objects.get(shortcut="refund-policy")
+    assert refund.team.name == "Billing"

@@ -18,7 +18,7 @@ from ..models import (
     WhatsAppNumber,
     sees_every_number,
 )
-from ..rules import windows
+from ..rules import canned, windows
 from ..selectors import billing, consent
 from ..selectors.composer import (
     approved_templates,
@@ -223,11 +223,15 @@ def template_choices(conversation: Conversation) -> list[dict]:
 
 
 def fill_canned(text: str, *, conversation: Conversation, agent: User) -> str:
-    values = {
-        "customer_name": conversation.customer.display_name,
-        "agent_name": agent.name,
-        "number_name": conversation.number.name,
-    }
-    for key, value in values.items():
-        text = text.replace("{" + key + "}", value)
-    return text
+    """A canned reply's text with the open conversation's values in its
+    placeholders (the admin refuses unknown ones)."""
+    customer = conversation.customer.display_name
+    return canned.fill(
+        text,
+        {
+            "customer_name": customer,
+            "first_name": canned.first_name(customer),
+            "agent_name": agent.name,
+            "number_name": conversation.number.name,
+        },
+    )
