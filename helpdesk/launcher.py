@@ -285,9 +285,13 @@ def run() -> int:
             os.environ["WHATSAPP_GRAPH_API_URL"] = start_sandbox(
                 processes, number_config
             )
-            # The sandbox serves media from its own origin.
+            # The sandbox serves media, and its sample ad's picture, from
+            # its own origin.
             os.environ.setdefault(
                 "WHATSAPP_MEDIA_HOSTS", os.environ["WHATSAPP_GRAPH_API_URL"]
+            )
+            os.environ.setdefault(
+                "CSP_IMG_SOURCES", "https:," + os.environ["WHATSAPP_GRAPH_API_URL"]
             )
         manage("migrate", "--noinput", "-v", "0")
         seeded = manage("seed_demo", "--number-config", str(number_config))

@@ -578,6 +578,7 @@ async def control_customer_message(request: web.Request) -> web.Response:
         "customer_message",
         phone_number_id=number.phone_number_id,
         wa_id=wa_id,
+        name=customer.name,
         message=message,
     )
     status = await sandbox.post_webhook(number, payload, "message")

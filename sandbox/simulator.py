@@ -25,6 +25,8 @@ WEBHOOK_RETRY_DELAYS = (1.0, 5.0, 30.0)
 WEBHOOK_TIMEOUT = 10.0
 EVENT_LIMIT = 10_000
 PER_SECOND_KEPT = 600
+# The sample click-to-WhatsApp ad's picture, in sandbox/static/.
+AD_IMAGE = "ad-spring-sale.svg"
 
 
 @dataclass
@@ -423,6 +425,13 @@ class Sandbox:
                 "filename": media.filename,
             }
 
+        if description.get("referral") is True:
+            # The sample ad's picture is the sandbox's own: the demo works
+            # offline, with nothing fetched from outside.
+            description = {
+                **description,
+                "referral": {"image_url": f"{self.base_url}/static/{AD_IMAGE}"},
+            }
         description = {
             **description,
             "business_display_digits": number.display_digits,

@@ -209,8 +209,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     except services.OutboundError as error:
         return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
-    html = render_message(message) + render_fragment("composer_error", {"error": ""})
-    return answer(request, conversation, html, status=201)
+    return answer(request, conversation, render_message(message), status=201)
 
 
 def _media_kind(mime_type: str) -> str:
@@ -266,8 +265,7 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
     except services.OutboundError as error:
         return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
-    html = render_message(message) + render_fragment("composer_error", {"error": ""})
-    return answer(request, conversation, html, status=201)
+    return answer(request, conversation, render_message(message), status=201)
 
 
 @login_required

@@ -112,7 +112,7 @@ async function sendCustomerMessage(chat, description) {
 }
 
 function renderCustomerMessage(event) {
-  const chat = ensureChat(event.phone_number_id, event.wa_id);
+  const chat = ensureChat(event.phone_number_id, event.wa_id, event.name);
   const bubble = el("li", "bubble customer");
   bubble.append(el("span", "", summariseCustomerMessage(event.message)));
   meta(bubble, "✓ sent to the helpdesk");
