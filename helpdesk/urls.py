@@ -1,14 +1,21 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpResponse
+from django.shortcuts import redirect
 from django.templatetags.static import static
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 
 def healthz(request):
     return HttpResponse("ok", content_type="text/plain")
+
+
+def favicon(request):
+    """Browsers ask for /favicon.ico on pages that name no icon (the admin's).
+    The static name is looked up per request: with hashed static files it
+    exists only once collectstatic ran, after start-up checks import this."""
+    return redirect(static("favicon.svg"), permanent=True)
 
 
 urlpatterns = [
@@ -28,11 +35,6 @@ urlpatterns = [
         name="api-docs",
     ),
     path("healthz", healthz, name="healthz"),
-    # Browsers ask for /favicon.ico on pages that name no icon (the admin's).
-    path(
-        "favicon.ico",
-        RedirectView.as_view(url=static("favicon.svg"), permanent=True),
-        name="favicon",
-    ),
+    path("favicon.ico", favicon, name="favicon"),
     path("", include("conversations.urls")),
 ]

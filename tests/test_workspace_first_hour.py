@@ -348,3 +348,50 @@ def test_every_page_is_accessible_and_pictured(stack, viewport):
     expect(phone.get_by_role("log")).to_contain_text("Yes, until Sunday.")
     assert_accessible(phone)
     screen(phone, "phone")
+
+
+def test_the_sandbox_phone_plays_a_customer_like_a_phone(stack):
+    sandbox = stack["sandbox"]
+    agent = agent_page(stack)
+    phone = stack["browser"].new_context(viewport=PHONE).new_page()
+    phone.goto(f"{sandbox.base_url}/")
+    phone.get_by_label("Customer name").fill("Paula Phone")
+    phone.get_by_label("Customer number").fill("+49 170 5550177")
+    phone.get_by_role("button", name="Start from an ad").click()
+    # The chat fills the phone, named after the business as on WhatsApp.
+    expect(phone.get_by_role("heading", name="Sandbox Business")).to_be_visible()
+    expect(phone.get_by_role("region", name="Start a chat")).to_be_hidden()
+    message = phone.get_by_role("textbox", name="Message")
+    message.fill("Saw your ad")
+    message.press("Enter")
+    phone.get_by_role("button", name="Location").click()
+    phone.get_by_role("button", name="Contact card").click()
+
+    # The helpdesk has the ad, the text, the place and the card.
+    agent.get_by_role("link", name=re.compile("Paula Phone")).click()
+    thread = agent.get_by_role("log", name="Messages")
+    expect(thread).to_contain_text("Saw your ad")
+    expect(thread).to_contain_text("Alexanderplatz")
+    expect(thread).to_contain_text("Jo Example")
+    expect(agent.locator("#conv-header .ad-badge")).to_be_visible()
+    box = agent.get_by_role("textbox", name="Message")
+    box.fill("The code is SPRING20")
+    box.press("Enter")
+
+    # The customer quotes the answer and reacts to it.
+    answer = phone.locator("#messages li.business", has_text="SPRING20")
+    expect(answer).to_be_visible()
+    answer.get_by_role("button", name="Reply").click()
+    expect(phone.get_by_text("Replying to: The code is SPRING20")).to_be_visible()
+    message.fill("Thanks!")
+    message.press("Enter")
+    answer.get_by_role("button", name="React 👍").click()
+    quoted = agent.locator("article.bubble.inbound", has_text="Thanks!")
+    expect(quoted.locator(".quote")).to_contain_text("SPRING20")
+    expect(agent.locator("article.bubble.outbound .reaction.inbound")).to_have_text(
+        "👍"
+    )
+    assert_accessible(phone)
+    screen(phone, "phone-chat")
+    phone.get_by_role("button", name="Back to the chats").click()
+    expect(phone.get_by_role("button", name=re.compile("Paula Phone"))).to_be_visible()
