@@ -395,3 +395,25 @@ def test_the_sandbox_phone_plays_a_customer_like_a_phone(stack):
     screen(phone, "phone-chat")
     phone.get_by_role("button", name="Back to the chats").click()
     expect(phone.get_by_role("button", name=re.compile("Paula Phone"))).to_be_visible()
+
+
+def test_item_1_the_template_picker_says_why_it_is_empty_until_a_sync(stack):
+    from django.test import override_settings
+
+    from conversations import services
+
+    never = ConversationFactory(
+        number=stack["number"], customer=CustomerFactory(name="Tara Template")
+    )
+    page = agent_page(stack)
+    page.goto(f"{stack['url']}/conversations/{never.pk}/")
+    composer = page.locator("#composer")
+    expect(composer).to_contain_text("templates are not synced from Meta yet")
+    expect(page.get_by_role("combobox", name="Template")).to_have_count(0)
+
+    with override_settings(WHATSAPP_GRAPH_API_URL=stack["sandbox"].base_url):
+        assert services.sync_templates(number=stack["number"]) > 0
+    page.reload()
+    picker = page.get_by_role("combobox", name="Template")
+    expect(picker.locator("option", has_text="order_shipped")).to_have_count(1)
+    expect(composer).not_to_contain_text("not synced")

@@ -139,6 +139,12 @@ from .receipts import (
     send_typing,
     send_typing_indicator,
 )
+from .shared_lists import (
+    delete_canned_reply,
+    delete_label,
+    save_canned_reply,
+    save_label,
+)
 from .statuses import (
     TEMPLATE_STATUS_BY_CODE,
     apply_parked_statuses,
@@ -169,6 +175,10 @@ from .workspace import (
 )
 
 __all__ = [
+    "delete_canned_reply",
+    "delete_label",
+    "save_canned_reply",
+    "save_label",
     "AssigneeNotAllowed",
     "Attachment",
     "BULK_CHUNK",
