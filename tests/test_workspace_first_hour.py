@@ -417,3 +417,39 @@ def test_item_1_the_template_picker_says_why_it_is_empty_until_a_sync(stack):
     picker = page.get_by_role("combobox", name="Template")
     expect(picker.locator("option", has_text="order_shipped")).to_have_count(1)
     expect(composer).not_to_contain_text("not synced")
+
+
+def test_admins_keep_labels_and_canned_replies_in_the_workspace(stack):
+    from tests.factories import UserFactory
+
+    UserFactory(username="ada-admin", is_staff=True, is_superuser=True)
+    conversation = open_conversation(stack, name="Carla Customer")
+    page = stack["browser"].new_context(viewport=LAPTOP).new_page()
+    log_in(page, stack["url"], "ada-admin", PASSWORD)
+    page.get_by_role("link", name="Labels & replies").click()
+    new_label = page.get_by_role("form", name="New label")
+    new_label.get_by_label("Name").fill("Urgent")
+    new_label.get_by_role("button", name="Add label").click()
+    expect(page.get_by_role("form", name="Label Urgent")).to_be_visible()
+
+    new_reply = page.get_by_role("form", name="New canned reply")
+    new_reply.get_by_label("Shortcut").fill("thanks")
+    new_reply.get_by_label("Title").fill("Thanks")
+    new_reply.get_by_label("Text").fill("Thanks {{name}}!")
+    new_reply.get_by_role("button", name="Add canned reply").click()
+    expect(page.get_by_role("alert")).to_contain_text("Unknown placeholder {{name}}")
+    new_reply = page.get_by_role("form", name="New canned reply")
+    new_reply.get_by_label("Text").fill("Thanks {{first_name}}!")
+    new_reply.get_by_role("button", name="Add canned reply").click()
+    expect(page.get_by_role("form", name="Canned reply /thanks")).to_be_visible()
+    assert_accessible(page)
+    screen(page, "manage")
+
+    page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
+    page.locator("details.labels-menu summary").click()
+    expect(page.get_by_role("checkbox", name="Urgent")).to_be_visible()
+    page.keyboard.press("Escape")
+    box = page.get_by_role("textbox", name="Message")
+    box.press_sequentially("/than")
+    box.press("Tab")
+    expect(box).to_have_value("Thanks Carla!")
