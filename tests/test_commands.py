@@ -166,8 +166,9 @@ def test_display_numbers_with_spaces_are_normalised():
     assert WhatsAppNumber.objects.get().display_phone_number == "+4930123456"
 
 
-def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
-    config = tmp_path / "number.json"
+def demo_number_config(folder):
+    """The JSON the run command gives seed_demo for its demo number."""
+    config = folder / "number.json"
     config.write_text(
         json.dumps(
             {
@@ -180,6 +181,11 @@ def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
             }
         )
     )
+    return config
+
+
+def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
+    config = demo_number_config(tmp_path)
     first = StringIO()
     call_command("seed_demo", "--number-config", str(config), stdout=first)
     password = re.search(r"with password '([^']+)'", first.getvalue()).group(1)
@@ -205,19 +211,7 @@ def test_drf_create_token_makes_an_api_token(agent):
 
 
 def test_seed_demo_gives_menus_a_rate_card_and_a_second_team(tmp_path):
-    config = tmp_path / "number.json"
-    config.write_text(
-        json.dumps(
-            {
-                "phone_number_id": "100000000000001",
-                "display_phone_number": "+15550100001",
-                "waba_id": "200000000000001",
-                "access_token": "tok",
-                "app_secret": "sec",
-                "verify_token": "ver",
-            }
-        )
-    )
+    config = demo_number_config(tmp_path)
     out = StringIO()
     call_command("seed_demo", "--number-config", str(config), stdout=out)
     call_command("seed_demo", "--number-config", str(config), stdout=StringIO())

@@ -60,6 +60,13 @@ def open_conversation(stack, **customer):
     return conversation
 
 
+def ada_writes_from_an_ad(sandbox, wa_id: str) -> None:
+    """A customer arrives from the sandbox's sample click-to-WhatsApp ad."""
+    sandbox.control.customer_message(
+        wa_id, type="text", text="Is the sale on?", name="Ada Ad", referral=True
+    )
+
+
 def test_item_3_a_slash_offers_canned_replies_and_never_sends_a_shortcut(stack):
     CannedResponse.objects.create(
         shortcut="where-is-order",
@@ -227,13 +234,7 @@ def test_item_7_no_leftover_errors_menus_or_offers(stack):
 def test_item_8_the_ad_is_above_the_fold_and_everything_is_local(stack):
     sandbox, url = stack["sandbox"], stack["url"]
     page = agent_page(stack)
-    sandbox.control.customer_message(
-        "4917055500088",
-        type="text",
-        text="Is the sale on?",
-        name="Ada Ad",
-        referral=True,
-    )
+    ada_writes_from_an_ad(sandbox, "4917055500088")
     row = page.locator("#inbox-list li", has_text="Ada Ad")
     expect(row.locator(".ad-badge")).to_have_text("Ad")
     row.get_by_role("link").click()
@@ -273,6 +274,15 @@ def test_keyboard_shortcuts_do_the_days_work(stack):
     page = agent_page(stack)
     page.goto(f"{stack['url']}/conversations/{newer.pk}/")
     expect(page.get_by_role("heading", name="Nils Newer")).to_be_visible()
+
+    # A message's actions show where the agent points, not on every bubble.
+    bubble = page.locator("article.bubble.inbound").first
+    actions = bubble.locator(".bubble-actions")
+    expect(actions).to_have_css("opacity", "0")
+    bubble.hover()
+    expect(actions).to_have_css("opacity", "1")
+    page.mouse.move(1, 1)
+    expect(actions).to_have_css("opacity", "0")
 
     page.keyboard.press("?")
     help_dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
@@ -314,13 +324,7 @@ def test_every_page_is_accessible_and_pictured(stack, viewport):
     sandbox, url = stack["sandbox"], stack["url"]
     Label.objects.create(name="VIP", color="#6d28d9")
     CannedResponse.objects.create(shortcut="hello", title="Hello", text="Hi!")
-    sandbox.control.customer_message(
-        "4917055500099",
-        type="text",
-        text="Is the sale on?",
-        name="Ada Ad",
-        referral=True,
-    )
+    ada_writes_from_an_ad(sandbox, "4917055500099")
     open_conversation(stack, name="Carla Customer")
     context = stack["browser"].new_context(viewport=viewport)
     page = context.new_page()
