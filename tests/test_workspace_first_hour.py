@@ -297,8 +297,11 @@ def test_keyboard_shortcuts_do_the_days_work(stack):
     page.keyboard.press("j")
     expect(page.get_by_role("heading", name="Olga Older")).to_be_visible()
     expect(page).to_have_url(re.compile(f"/conversations/{older.pk}/"))
+    # The new page's script is running (its socket is live) before the next key.
+    expect(page.get_by_role("status")).to_have_text("Live")
     page.keyboard.press("k")
     expect(page.get_by_role("heading", name="Nils Newer")).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("Live")
 
     page.keyboard.press("a")
     expect(page.locator("#conv-header .assignee-name")).to_have_text("Anna Agent")
