@@ -10,4 +10,6 @@ pytest_plugins = [
     "tests.fixtures.business",
     # Its hook saves a screenshot of every page a browser test leaves open.
     "tests.fixtures.browser",
+    # The live workspace (`stack`) the workspace's browser tests share.
+    "tests.fixtures.workspace",
 ]

@@ -5,10 +5,13 @@ action lives in the services (conversations/services/, one module per area).
 """
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from .rules import canned
 
 E164_VALIDATOR = RegexValidator(
     r"^\+[1-9]\d{6,14}$", "Enter a phone number in E.164 form, such as +4930123456."
@@ -851,21 +854,31 @@ class Note(models.Model):
         return f"Note {self.pk} on #{self.conversation_id}"
 
 
+def validate_canned_text(text: str) -> None:
+    """A canned reply names only placeholders the composer fills in."""
+    unknown = canned.unknown_placeholders(text)
+    if unknown:
+        names = ", ".join(f"{{{{{name}}}}}" for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise ValidationError(
+            f"Unknown placeholder{plural} {names}: the composer fills in only "
+            f"{canned.placeholders_help()}.",
+            code="unknown_placeholder",
+        )
+
+
 class CannedResponse(models.Model):
-    """A prepared answer agents insert into the composer.
-
-    The text may use {customer_name}, {agent_name} and {number_name}; the
-    composer fills them in for the open conversation.
-    """
-
-    VARIABLES = ("customer_name", "agent_name", "number_name")
+    """A prepared answer agents insert into the composer (typing "/" and its
+    shortcut, or from the list). Its placeholders (rules/canned.py) are
+    filled in for the open conversation; unknown ones are refused."""
 
     shortcut = models.SlugField(
         max_length=50, unique=True, help_text="Typed after '/' in the composer"
     )
     title = models.CharField(max_length=100)
     text = models.TextField(
-        help_text="Variables: {customer_name}, {agent_name}, {number_name}"
+        help_text="Placeholders: " + canned.placeholders_help(),
+        validators=[validate_canned_text],
     )
     # Empty: every agent sees it; else only the team's agents (and those
     # who see every number).

@@ -1,7 +1,7 @@
 from django.urls import include, path
 
 from .api import views as api_views
-from .web import reports, views
+from .web import manage, reports, views
 
 app_name = "conversations"
 
@@ -33,6 +33,8 @@ urlpatterns = [
     path("messages/<int:pk>/resend/", views.resend, name="resend"),
     path("me/availability/", views.set_availability, name="availability"),
     path("me/time-zone/", views.set_time_zone, name="time-zone"),
+    # Labels and canned replies, kept by admins.
+    path("manage/", manage.manage_lists, name="manage"),
     # --- Reports (business) ---
     path("reports/", reports.reports_page, name="reports"),
     path("reports/<slug:name>.csv", reports.report_csv, name="report-csv"),

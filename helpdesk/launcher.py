@@ -154,24 +154,31 @@ def demo_number_config() -> Path:
 
 
 def sandbox_config(number_config: Path) -> Path:
-    """The sandbox's view of the demo number: Meta's side of the same secrets."""
+    """The sandbox's view of the demo number: Meta's side of the same secrets,
+    the business named as the helpdesk names it, and the file where the
+    sandbox keeps customers, windows and chats across restarts (both sides
+    then agree after any restart: the helpdesk keeps its database)."""
     number = json.loads(number_config.read_text())
     path = VAR_DIR / "sandbox.json"
     path.write_text(
         json.dumps(
             {
                 "webhook_url": f"http://127.0.0.1:{HTTP_PORT}/webhooks/whatsapp/",
+                "state_file": str(VAR_DIR / "sandbox-state.json"),
                 "numbers": [
                     {
-                        key: number[key]
-                        for key in (
-                            "phone_number_id",
-                            "display_phone_number",
-                            "waba_id",
-                            "access_token",
-                            "app_secret",
-                            "verify_token",
-                        )
+                        **{
+                            key: number[key]
+                            for key in (
+                                "phone_number_id",
+                                "display_phone_number",
+                                "waba_id",
+                                "access_token",
+                                "app_secret",
+                                "verify_token",
+                            )
+                        },
+                        "verified_name": number.get("name", "Demo support line"),
                     }
                 ],
             },
@@ -278,9 +285,13 @@ def run() -> int:
             os.environ["WHATSAPP_GRAPH_API_URL"] = start_sandbox(
                 processes, number_config
             )
-            # The sandbox serves media from its own origin.
+            # The sandbox serves media, and its sample ad's picture, from
+            # its own origin.
             os.environ.setdefault(
                 "WHATSAPP_MEDIA_HOSTS", os.environ["WHATSAPP_GRAPH_API_URL"]
+            )
+            os.environ.setdefault(
+                "CSP_IMG_SOURCES", "https:," + os.environ["WHATSAPP_GRAPH_API_URL"]
             )
         manage("migrate", "--noinput", "-v", "0")
         seeded = manage("seed_demo", "--number-config", str(number_config))

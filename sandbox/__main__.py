@@ -36,6 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-ms", type=float, help="added to every Graph API answer"
     )
+    parser.add_argument(
+        "--state-file",
+        help="JSON file where customers, windows, sends and the phone's chats are "
+        "kept across restarts (read at start, written after changes)",
+    )
     return parser.parse_args(argv)
 
 
@@ -52,6 +57,8 @@ def build_config(args: argparse.Namespace) -> SandboxConfig:
             name, _, value = item.partition("=")
             delays[name.strip()] = None if value.strip().lower() == "none" else value
         config.status_delays = StatusDelays.from_dict(delays)
+    if args.state_file:
+        config.state_file = args.state_file
     if args.latency_ms is not None:
         config.faults = {**config.faults, "latency_ms": args.latency_ms}
     return config

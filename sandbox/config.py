@@ -119,6 +119,9 @@ class SandboxConfig:
     window_error_mode: str = "sync"
     # How many requests and webhooks are kept for inspection.
     record_limit: int = 50_000
+    # Where the sandbox keeps what Meta would remember across restarts
+    # (sandbox/state.py); empty: nothing is kept.
+    state_file: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> "SandboxConfig":
@@ -128,7 +131,7 @@ class SandboxConfig:
                 config.numbers = [Number.from_dict(item) for item in value]
             elif key == "status_delays":
                 config.status_delays = StatusDelays.from_dict(value)
-            elif key in {"webhook_url", "window_error_mode"}:
+            elif key in {"webhook_url", "window_error_mode", "state_file"}:
                 setattr(config, key, str(value))
             elif key in {"media_url_ttl"}:
                 config.media_url_ttl = float(value)

@@ -578,6 +578,7 @@ async def control_customer_message(request: web.Request) -> web.Response:
         "customer_message",
         phone_number_id=number.phone_number_id,
         wa_id=wa_id,
+        name=customer.name,
         message=message,
     )
     status = await sandbox.post_webhook(number, payload, "message")
@@ -760,10 +761,21 @@ async def security_headers(request: web.Request, handler):
     return response
 
 
+@web.middleware
+async def remember_changes(request: web.Request, handler):
+    """Whatever a request may have changed is kept in the state file (soon)."""
+    try:
+        return await handler(request)
+    finally:
+        if request.method != "GET":
+            _sandbox(request).remember()
+
+
 def create_app(config: SandboxConfig) -> web.Application:
     sandbox = Sandbox(config)
     app = web.Application(
-        client_max_size=MAX_UPLOAD + 1024 * 1024, middlewares=[security_headers]
+        client_max_size=MAX_UPLOAD + 1024 * 1024,
+        middlewares=[security_headers, remember_changes],
     )
     app[SANDBOX_KEY] = sandbox
 

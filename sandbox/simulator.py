@@ -13,6 +13,7 @@ from .config import Number, SandboxConfig
 from .errors import GraphError
 from .faults import Faults
 from .media import MediaStore
+from .state import StateFile
 from .templates import TemplateStore, check_template_send, render_template
 
 logger = logging.getLogger("sandbox")
@@ -24,6 +25,8 @@ WEBHOOK_RETRY_DELAYS = (1.0, 5.0, 30.0)
 WEBHOOK_TIMEOUT = 10.0
 EVENT_LIMIT = 10_000
 PER_SECOND_KEPT = 600
+# The sample click-to-WhatsApp ad's picture, in sandbox/static/.
+AD_IMAGE = "ad-spring-sale.svg"
 
 
 @dataclass
@@ -130,6 +133,9 @@ class Sandbox:
         self._flush_handle: asyncio.TimerHandle | None = None
         self._new_event = asyncio.Event()
         self._clear_records()
+        self.state = StateFile(config.state_file) if config.state_file else None
+        if self.state is not None and self.state.load_into(self):
+            logger.info("state restored from %s", self.state.path)
 
     def _clear_records(self):
         self.customers: dict[str, Customer] = {}
@@ -146,7 +152,7 @@ class Sandbox:
         self.request_count = 0
         self.webhook_count = 0
         self.webhook_statuses: collections.Counter = collections.Counter()
-        self._event_seq = 0
+        self.event_seq = 0
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -160,6 +166,8 @@ class Sandbox:
     async def close(self):
         if self._flush_handle:
             self._flush_handle.cancel()
+        if self.state is not None:
+            self.state.save(self)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -185,6 +193,12 @@ class Sandbox:
         self.media.clear()
         self.faults = Faults.from_dict(self.config.faults)
         self._clear_records()
+        self.remember()
+
+    def remember(self):
+        """Keep the state on disk (soon), when the sandbox has a state file."""
+        if self.state is not None:
+            self.state.changed(self)
 
     # --- numbers and customers ------------------------------------------------
 
@@ -215,15 +229,16 @@ class Sandbox:
     # --- events for the customer phone page -------------------------------------
 
     def publish(self, kind: str, **data):
-        self._event_seq += 1
+        self.event_seq += 1
         self.events.append(
-            {"seq": self._event_seq, "kind": kind, "time": time.time(), **data}
+            {"seq": self.event_seq, "kind": kind, "time": time.time(), **data}
         )
         self._new_event.set()
         self._new_event = asyncio.Event()
+        self.remember()
 
     async def events_after(self, after: int, timeout: float) -> list[dict]:
-        if self._event_seq <= after:
+        if self.event_seq <= after:
             waiter = self._new_event
             try:
                 await asyncio.wait_for(waiter.wait(), timeout)
@@ -410,6 +425,13 @@ class Sandbox:
                 "filename": media.filename,
             }
 
+        if description.get("referral") is True:
+            # The sample ad's picture is the sandbox's own: the demo works
+            # offline, with nothing fetched from outside.
+            description = {
+                **description,
+                "referral": {"image_url": f"{self.base_url}/static/{AD_IMAGE}"},
+            }
         description = {
             **description,
             "business_display_digits": number.display_digits,

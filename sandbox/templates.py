@@ -165,6 +165,24 @@ class TemplateStore:
     def reset(self):
         self._by_waba.clear()
 
+    def by_waba(self) -> dict[str, list[dict]]:
+        """Every WABA's templates (for the state file)."""
+        return copy.deepcopy(self._by_waba)
+
+    def load(self, by_waba: dict[str, list[dict]]):
+        """Take back what by_waba() gave (a restarted sandbox)."""
+        global _template_ids
+        self._by_waba.update(copy.deepcopy(by_waba))
+        # New templates get ids after the restored ones, as at Meta.
+        ids = [
+            int(template["id"])
+            for templates in by_waba.values()
+            for template in templates
+            if str(template.get("id", "")).isdigit()
+        ]
+        if ids:
+            _template_ids = itertools.count(max(max(ids) + 1, next(_template_ids)))
+
 
 def _component(template: dict, kind: str) -> dict | None:
     for component in template["components"]:

@@ -7,7 +7,13 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
 from accounts.models import User
-from conversations.models import MetaApp, WhatsAppNumber
+from conversations.models import (
+    CannedResponse,
+    Label,
+    MetaApp,
+    RateCard,
+    WhatsAppNumber,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -160,8 +166,9 @@ def test_display_numbers_with_spaces_are_normalised():
     assert WhatsAppNumber.objects.get().display_phone_number == "+4930123456"
 
 
-def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
-    config = tmp_path / "number.json"
+def demo_number_config(folder):
+    """The JSON the run command gives seed_demo for its demo number."""
+    config = folder / "number.json"
     config.write_text(
         json.dumps(
             {
@@ -174,6 +181,11 @@ def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
             }
         )
     )
+    return config
+
+
+def test_seed_demo_prints_the_password_once_and_it_logs_in(tmp_path, client):
+    config = demo_number_config(tmp_path)
     first = StringIO()
     call_command("seed_demo", "--number-config", str(config), stdout=first)
     password = re.search(r"with password '([^']+)'", first.getvalue()).group(1)
@@ -196,3 +208,24 @@ def test_drf_create_token_makes_an_api_token(agent):
     call_command("drf_create_token", agent.username, stdout=out)
     token = Token.objects.get(user=agent)
     assert token.key in out.getvalue()
+
+
+def test_seed_demo_gives_menus_a_rate_card_and_a_second_team(tmp_path):
+    config = demo_number_config(tmp_path)
+    out = StringIO()
+    call_command("seed_demo", "--number-config", str(config), stdout=out)
+    call_command("seed_demo", "--number-config", str(config), stdout=StringIO())
+    assert set(Label.objects.values_list("name", flat=True)) >= {"VIP", "Refund"}
+    assert RateCard.objects.filter(market="49", category="marketing").count() == 1
+    # Every seeded canned reply passes the admin's placeholder check.
+    for response in CannedResponse.objects.all():
+        response.full_clean()
+    sam = User.objects.get(username="sam")
+    assert "'sam' with password" in out.getvalue()
+    assert not sam.is_staff
+    assert list(sam.teams.values_list("name", flat=True)) == ["Billing"]
+    number = WhatsAppNumber.objects.get()
+    assert set(number.teams.values_list("name", flat=True)) == {"Support", "Billing"}
+    # Team scoping shows: the billing reply is Sam's team's alone.
+    refund = CannedResponse.objects.get(shortcut="refund-policy")
+    assert refund.team.name == "Billing"

@@ -22,10 +22,10 @@ from tests.factories import (
     UserFactory,
     WhatsAppNumberFactory,
 )
+from tests.fixtures.accessibility import assert_accessible
 from tests.fixtures.browser import launch_chromium, live_helpdesk, log_in
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-axe_playwright = pytest.importorskip("axe_playwright_python.sync_playwright")
 expect = playwright_api.expect
 
 pytestmark = [
@@ -149,16 +149,6 @@ def supervisor(transactional_db):
     return sam
 
 
-def serious_violations(page) -> list[str]:
-    results = axe_playwright.Axe().run(page)
-    return [
-        f"{violation['id']} ({violation['impact']}): {violation['help']} "
-        f"{[node['target'] for node in violation['nodes']][:3]}"
-        for violation in results.response["violations"]
-        if violation["impact"] in ("serious", "critical")
-    ]
-
-
 def test_a_supervisor_reads_the_reports_at_desktop_and_phone_size(supervisor):
     SCREENS.mkdir(parents=True, exist_ok=True)
     with live_helpdesk("http://127.0.0.1:9") as server:
@@ -194,7 +184,7 @@ def test_a_supervisor_reads_the_reports_at_desktop_and_phone_size(supervisor):
                 assert page.evaluate(
                     "document.documentElement.scrollWidth <= window.innerWidth"
                 ), "the page scrolls sideways"
-                assert serious_violations(page) == []
+                assert_accessible(page)
                 assert refused == [], "the page breaks its Content-Security-Policy"
                 page.screenshot(
                     path=SCREENS / f"reports-{width}x{height}.png", full_page=True
@@ -206,4 +196,4 @@ def test_a_supervisor_reads_the_reports_at_desktop_and_phone_size(supervisor):
             expect(page.get_by_role("alert")).to_contain_text(
                 "The end of the range comes before its start."
             )
-            assert serious_violations(page) == []
+            assert_accessible(page)

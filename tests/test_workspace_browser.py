@@ -11,23 +11,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from conversations import realtime
 from conversations.models import Conversation, MessageTemplate
 from conversations.selectors.inbox import INBOX_PAGE_SIZE
-from sandbox.config import Number
-from sandbox.testing import running_sandbox, wait_until
+from sandbox.testing import wait_until
 from tests.factories import (
     ConversationFactory,
     CustomerFactory,
     MessageFactory,
-    TeamFactory,
-    UserFactory,
-    WhatsAppNumberFactory,
 )
-from tests.fixtures.browser import launch_chromium, live_helpdesk, log_in
+from tests.fixtures.browser import log_in
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -43,53 +38,6 @@ pytestmark = [
 PASSWORD = "agent-password"  # noqa: S105 (the factory's)
 CUSTOMER = "4917055500011"
 expect.set_options(timeout=15_000)
-
-
-@pytest.fixture
-def stack(transactional_db):
-    """A sandbox number, its helpdesk twin, two agents of its team, a live server."""
-    sandbox_number = Number(
-        phone_number_id="109000000000001",
-        display_phone_number="+15550109001",
-        waba_id="209000000000001",
-        access_token="browser-test-token",  # noqa: S106
-        app_secret="browser-test-secret",  # noqa: S106
-    )
-    team = TeamFactory(name="Browser support")
-    number = WhatsAppNumberFactory(
-        phone_number_id=sandbox_number.phone_number_id,
-        display_phone_number=sandbox_number.display_phone_number,
-        waba_id=sandbox_number.waba_id,
-        access_token=sandbox_number.access_token,
-        app__app_secret=sandbox_number.app_secret,
-    )
-    number.teams.add(team)
-    anna = UserFactory(username="anna-browser", display_name="Anna Agent")
-    anna.teams.add(team)
-    bruno = UserFactory(username="bruno-browser", display_name="Bruno Agent")
-    bruno.teams.add(team)
-    with running_sandbox(
-        numbers=[sandbox_number],
-        status_delays={"sent": 0.05, "delivered": 0.3, "read": 0.8},
-    ) as sandbox:
-        with live_helpdesk(sandbox.base_url) as helpdesk:
-            sandbox.control.configure(webhook_url=f"{helpdesk.url}/webhooks/whatsapp/")
-            with playwright_api.sync_playwright() as playwright:
-                browser = launch_chromium(playwright)
-                try:
-                    yield {
-                        "sandbox": sandbox,
-                        "url": helpdesk.url,
-                        "number": number,
-                        "anna": anna,
-                        "bruno": bruno,
-                        "browser": browser,
-                    }
-                finally:
-                    # The ORM calls made while Playwright's loop ran opened a
-                    # connection of their own; let it go before teardown.
-                    connections.close_all()
-                    browser.close()
 
 
 def customer_writes(conversation, *, at=None, publish=True, **fields):

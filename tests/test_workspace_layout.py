@@ -143,8 +143,12 @@ def test_on_a_phone_the_inbox_filters_and_a_conversation_are_all_usable(
     expect(page.get_by_role("heading", name="Carla Customer")).to_be_visible()
     expect(page.get_by_role("region", name="Conversations")).to_be_hidden()
     assert_no_page_scroll(page)
+    # Status, assignment and labels are menus: the primary action is a button.
+    assert_in_viewport(page, page.get_by_role("button", name="Resolve"))
+    page.locator("details.status-menu summary").click()
     assert_in_viewport(page, page.get_by_role("combobox", name="Status"))
     assert_in_viewport(page, page.get_by_role("button", name="Change status"))
+    page.keyboard.press("Escape")
     assert_in_viewport(page, page.get_by_role("textbox", name="Message"))
     assert_in_viewport(page, page.get_by_role("button", name="Send"))
 

@@ -153,6 +153,12 @@ from .receipts import (
 from .retention import (
     purge_expired,
 )
+from .shared_lists import (
+    delete_canned_reply,
+    delete_label,
+    save_canned_reply,
+    save_label,
+)
 from .statuses import (
     TEMPLATE_STATUS_BY_CODE,
     apply_parked_statuses,
@@ -188,6 +194,10 @@ from .workspace import (
 )
 
 __all__ = [
+    "delete_canned_reply",
+    "delete_label",
+    "save_canned_reply",
+    "save_label",
     "AssigneeNotAllowed",
     "Attachment",
     "BULK_CHUNK",

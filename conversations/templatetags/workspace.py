@@ -165,3 +165,23 @@ MEDIA_KINDS = {"image", "sticker", "audio", "video", "document"}
 @register.filter
 def is_media(message) -> bool:
     return message.type in MEDIA_KINDS
+
+
+@register.filter
+def initials(name) -> str:
+    """Up to two initials for an avatar ("Anna Schmidt" → "AS"); a number
+    (a customer known only by phone) gives its last two digits."""
+    words = [word for word in str(name or "").split() if word]
+    if not words:
+        return "?"
+    if not any(char.isalpha() for char in words[0]):
+        digits = "".join(char for char in "".join(words) if char.isdigit())
+        return digits[-2:] or "?"
+    letters = [word[0] for word in words if word[0].isalpha()]
+    return "".join(letters[:1] + letters[1:][-1:]).upper() or "?"
+
+
+@register.filter
+def avatar_hue(value) -> int:
+    """One of eight hues for an avatar, the same for the same customer."""
+    return int(value or 0) % 8

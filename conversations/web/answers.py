@@ -20,6 +20,9 @@ def answer(
     request: HttpRequest, conversation: Conversation, html: str = "", status=200
 ) -> HttpResponse:
     if request.headers.get("HX-Request"):
+        if status < 400:
+            # What went wrong before is no longer so once an action succeeds.
+            html += render_fragment("composer_error", {"error": ""})
         return HttpResponse(html, status=status)
     return redirect("conversations:detail", conversation.pk)
 

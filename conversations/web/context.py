@@ -18,7 +18,7 @@ from ..models import (
     WhatsAppNumber,
     sees_every_number,
 )
-from ..rules import windows
+from ..rules import canned, windows
 from ..selectors import billing, consent
 from ..selectors.composer import (
     approved_templates,
@@ -55,17 +55,54 @@ def page_context(user: User, inbox_filter: InboxFilter) -> dict:
     """Everything the workspace page renders around the open conversation:
     the inbox through this filter, the filters themselves and the sidebar."""
     last_event_id = latest_event_id()  # before reading any state
+    sidebar = sidebar_context(user)
     return {
         "last_event_id": last_event_id,
         **inbox_context(user, inbox_filter),
         "filter": inbox_filter,
         "views": list(VIEWS.items()),
-        "view_queries": {view: inbox_filter.as_query(view=view) for view in VIEWS},
+        # A view's tab shows every team's conversations in it; a team's tab
+        # is all of that team's.
+        "view_queries": {
+            view: inbox_filter.as_query(view=view, team="") for view in VIEWS
+        },
+        "team_tabs": [
+            (team, inbox_filter.as_query(view="all", team=team.pk))
+            for team in sidebar["teams"]
+        ],
+        "filter_chips": filter_chips(inbox_filter, sidebar),
         "orders": list(ORDERS.items()),
         "statuses": Conversation.Status.choices,
         "availabilities": User.Availability.choices,
-        **sidebar_context(user),
+        **sidebar,
     }
+
+
+def filter_chips(inbox_filter: InboxFilter, sidebar: dict) -> list[dict]:
+    """The filters in force beyond the defaults, each with the query that
+    drops it (the chips over the list; removing one applies at once)."""
+    names = {
+        "number": {number.pk: number.name for number in sidebar["numbers"]},
+        "label": {label.pk: label.name for label in sidebar["labels"]},
+    }
+    chips = []
+    if inbox_filter.status != "open":
+        status = dict(Conversation.Status.choices).get(inbox_filter.status, "Any")
+        chips.append({"text": f"Status: {status}", "query": {"status": "open"}})
+    for field, title in (("number", "Number"), ("label", "Label")):
+        value = getattr(inbox_filter, field)
+        if value:
+            name = names[field].get(value, "?")
+            chips.append({"text": f"{title}: {name}", "query": {field: ""}})
+    if inbox_filter.q:
+        chips.append({"text": f"Search: {inbox_filter.q}", "query": {"q": ""}})
+    if inbox_filter.order != "activity":
+        chips.append(
+            {"text": f"Order: {ORDERS[inbox_filter.order]}", "query": {"order": ""}}
+        )
+    for chip in chips:
+        chip["query"] = inbox_filter.as_query(**chip["query"])
+    return chips
 
 
 def inbox_context(
@@ -223,11 +260,15 @@ def template_choices(conversation: Conversation) -> list[dict]:
 
 
 def fill_canned(text: str, *, conversation: Conversation, agent: User) -> str:
-    values = {
-        "customer_name": conversation.customer.display_name,
-        "agent_name": agent.name,
-        "number_name": conversation.number.name,
-    }
-    for key, value in values.items():
-        text = text.replace("{" + key + "}", value)
-    return text
+    """A canned reply's text with the open conversation's values in its
+    placeholders (the admin refuses unknown ones)."""
+    customer = conversation.customer.display_name
+    return canned.fill(
+        text,
+        {
+            "customer_name": customer,
+            "first_name": canned.first_name(customer),
+            "agent_name": agent.name,
+            "number_name": conversation.number.name,
+        },
+    )

@@ -26,6 +26,7 @@ from ..live.rendering import (
     render_row,
 )
 from ..models import ConsentRecord, Conversation, Label, Message, MessageTemplate
+from ..rules import canned
 from ..selectors.composer import canned_responses
 from ..selectors.inbox import InboxCursor, InboxFilter
 from ..selectors.thread import (
@@ -159,6 +160,16 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = _conversation(request, pk)
     text = request.POST.get("text", "").strip()
     upload = request.FILES.get("file")
+    shortcut = canned.shortcut_of(text)
+    if shortcut and any(r.shortcut == shortcut for r in canned_responses(request.user)):
+        # The agent meant the canned reply, not "/shortcut" for the customer.
+        return refusal(
+            request,
+            conversation,
+            f"/{shortcut} is a canned reply's shortcut: choose it in the list "
+            "that opens as you type (Enter or Tab) to insert its text.",
+            422,
+        )
     reply_to = None
     if request.POST.get("reply_to", "").isdigit():
         reply_to = conversation.messages.filter(pk=request.POST["reply_to"]).first()
@@ -195,8 +206,7 @@ def reply(request: HttpRequest, pk: int) -> HttpResponse:
     except services.OutboundError as error:
         return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
-    html = render_message(message) + render_fragment("composer_error", {"error": ""})
-    return answer(request, conversation, html, status=201)
+    return answer(request, conversation, render_message(message), status=201)
 
 
 def _media_kind(mime_type: str) -> str:
@@ -252,8 +262,7 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
     except services.OutboundError as error:
         return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
-    html = render_message(message) + render_fragment("composer_error", {"error": ""})
-    return answer(request, conversation, html, status=201)
+    return answer(request, conversation, render_message(message), status=201)
 
 
 @login_required

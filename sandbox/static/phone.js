@@ -2,7 +2,7 @@
 // Every text from the helpdesk or a customer is shown with textContent, never as HTML.
 "use strict";
 
-const state = { numbers: [], chats: new Map(), current: null, after: 0, bubbles: new Map() };
+const state = { numbers: [], chats: new Map(), current: null, after: 0, bubbles: new Map(), replyTo: null };
 const $ = (id) => document.getElementById(id);
 
 function chatKey(phoneNumberId, waId) { return phoneNumberId + ":" + waId; }
@@ -49,8 +49,19 @@ function renderChatList() {
 function selectChat(key) {
   state.current = key;
   const chat = state.chats.get(key);
-  $("chat-title").textContent = "Chat of " + chat.name + " with " + numberLabel(chat.phoneNumberId);
-  for (const id of ["message", "attachment", "send"]) $(id).disabled = false;
+  // As on a customer's phone: the business's name on top (the name the
+  // helpdesk gives the number), the customer being played below it.
+  const number = state.numbers.find((n) => n.phone_number_id === chat.phoneNumberId);
+  const business = number ? number.verified_name : chat.phoneNumberId;
+  $("chat-title").textContent = business;
+  $("chat-avatar").textContent = business.trim().charAt(0).toUpperCase() || "?";
+  $("chat-subtitle").textContent =
+    (number ? number.display_phone_number + " · " : "") + "you are " + chat.name;
+  for (const id of ["message", "attachment", "send", "send-location", "send-contact"]) {
+    $(id).disabled = false;
+  }
+  stopQuoting();
+  document.body.classList.add("in-chat");
   renderChatList();
   const list = $("messages");
   list.replaceChildren();
@@ -85,6 +96,14 @@ function meta(bubble, text) {
 function summariseCustomerMessage(message) {
   const type = message.type;
   if (type === "text") return message.text.body;
+  if (type === "location") {
+    const place = message.location;
+    return "📍 " + (place.name || "Location") + (place.address ? ", " + place.address : "");
+  }
+  if (type === "contacts") {
+    return "👤 " + message.contacts.map((card) => (card.name || {}).formatted_name).join(", ");
+  }
+  if (type === "reaction") return "You reacted " + (message.reaction.emoji || "(removed)");
   if (type === "interactive") {
     const reply = message.interactive[message.interactive.type] || {};
     return reply.title || "(form sent)";
@@ -112,8 +131,10 @@ async function sendCustomerMessage(chat, description) {
 }
 
 function renderCustomerMessage(event) {
-  const chat = ensureChat(event.phone_number_id, event.wa_id);
+  const chat = ensureChat(event.phone_number_id, event.wa_id, event.name);
   const bubble = el("li", "bubble customer");
+  const quoted = event.message.context && state.bubbles.get(event.message.context.id);
+  if (quoted) bubble.append(el("span", "quote", quoted.summary || ""));
   bubble.append(el("span", "", summariseCustomerMessage(event.message)));
   meta(bubble, "✓ sent to the helpdesk");
   addBubble(chat, bubble, event.message.id);
@@ -213,9 +234,36 @@ function renderBusinessMessage(event) {
   const chat = ensureChat(event.phone_number_id, event.wa_id);
   const bubble = el("li", "bubble business");
   renderBusinessContent(bubble, message, chat);
+  bubble.summary = Array.from(bubble.children).map((child) => child.textContent).join(" ").slice(0, 100);
+  if (message.type !== "reaction") addReplyActions(bubble, message, chat);
   meta(bubble, "accepted");
   addBubble(chat, bubble, message.wamid);
   $("typing").hidden = true;
+}
+
+// What a customer does to a business's message: quote it, or react to it.
+function addReplyActions(bubble, message, chat) {
+  let actions = bubble.querySelector(".actions");
+  if (!actions) {
+    actions = el("div", "actions");
+    bubble.append(actions);
+  }
+  actions.append(replyButton("Reply", () => startQuoting(message.wamid, bubble.summary)));
+  actions.append(replyButton("React 👍", () => sendCustomerMessage(chat, {
+    type: "reaction", message_id: message.wamid, emoji: "👍",
+  })));
+}
+
+function startQuoting(wamid, summary) {
+  state.replyTo = wamid;
+  $("quoting-text").textContent = "Replying to: " + summary;
+  $("quoting").hidden = false;
+  $("message").focus();
+}
+
+function stopQuoting() {
+  state.replyTo = null;
+  $("quoting").hidden = true;
 }
 
 const TICKS = { sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read", failed: "✗ failed" };
@@ -275,7 +323,7 @@ async function startChat(event) {
   const name = $("customer-name").value.trim();
   const chat = ensureChat($("business").value, waId, name);
   chat.name = name;
-  chat.fromAd = $("from-ad").checked;
+  chat.fromAd = Boolean(event.submitter && event.submitter.id === "start-from-ad");
   try {
     await api("customers", {
       method: "POST", headers: { "Content-Type": "application/json" },
@@ -307,14 +355,30 @@ async function send(event) {
     }
     $("attachment").value = "";
   } else if (text) {
-    await sendCustomerMessage(chat, { type: "text", text });
+    const description = { type: "text", text };
+    if (state.replyTo) description.reply_to = state.replyTo;
+    await sendCustomerMessage(chat, description);
   }
   $("message").value = "";
+  stopQuoting();
 }
 
 async function init() {
   $("start-form").addEventListener("submit", startChat);
   $("composer").addEventListener("submit", send);
+  $("quote-cancel").addEventListener("click", stopQuoting);
+  $("back").addEventListener("click", () => document.body.classList.remove("in-chat"));
+  $("send-location").addEventListener("click", () => {
+    const chat = state.chats.get(state.current);
+    if (chat) sendCustomerMessage(chat, {
+      type: "location",
+      location: { latitude: 52.5219, longitude: 13.4132, name: "Alexanderplatz", address: "10178 Berlin" },
+    });
+  });
+  $("send-contact").addEventListener("click", () => {
+    const chat = state.chats.get(state.current);
+    if (chat) sendCustomerMessage(chat, { type: "contacts" });
+  });
   try {
     state.numbers = (await api("numbers")).numbers;
   } catch (error) {

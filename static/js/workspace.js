@@ -116,6 +116,7 @@
         scrollThread();
       }
       markCurrentRow();
+      hideAssignToMe();
       paintLabels(el);
       // Only the new fragment's countdowns: the rest are current (the
       // timer ticks them), and rewriting every row's text per event costs
@@ -162,6 +163,14 @@
       var same = replacement.querySelector("details." + details.className);
       if (same) same.open = true;
     }
+  }
+
+  // "Assign to me" is for agents it would change something for: the header
+  // is shared by every tab, so each tab hides it for its own agent.
+  function hideAssignToMe() {
+    var header = document.getElementById("conv-header");
+    var form = header && header.querySelector(".assign-me");
+    if (form) form.hidden = header.dataset.assignee === root.dataset.user;
   }
 
   function scrollThread() {
@@ -454,6 +463,9 @@
     if (xhr && xhr.responseText && (xhr.status < 500 || xhr.status === 502)) {
       applyFragments(xhr.responseText);
     }
+    // A menu whose form did its work closes (labels saved, agent chosen).
+    var menu = form && form.closest("details.menu");
+    if (event.detail.successful && menu) menu.open = false;
     if (event.detail.successful && form && form.hasAttribute("data-reset-on-success")) {
       form.reset();
       var quoting = form.querySelector(".quoting");
@@ -507,12 +519,137 @@
     box.selectionStart = box.selectionEnd = start + text.length;
   }
 
+  // --- Canned replies offered as the agent types "/" ---------------------------------
+
+  // The "/word" just before the caret, or null.
+  function slashToken(box) {
+    var before = box.value.slice(0, box.selectionStart);
+    var match = /(^|\s)\/([-\w]*)$/.exec(before);
+    if (!match) return null;
+    return { start: before.length - match[2].length - 1, query: match[2].toLowerCase() };
+  }
+
+  function suggestions() {
+    return document.getElementById("canned-suggestions");
+  }
+
+  function visibleOptions(list) {
+    return Array.prototype.filter.call(list.children, function (option) {
+      return !option.hidden;
+    });
+  }
+
+  function select(list, option) {
+    Array.prototype.forEach.call(list.children, function (other) {
+      other.setAttribute("aria-selected", String(other === option));
+    });
+    var box = document.getElementById("reply-text");
+    if (option) {
+      option.scrollIntoView({ block: "nearest" });
+      if (box) box.setAttribute("aria-activedescendant", option.id);
+    } else if (box) {
+      box.removeAttribute("aria-activedescendant");
+    }
+  }
+
+  function offerCanned(box) {
+    var list = suggestions();
+    if (!list) return;
+    var token = slashToken(box);
+    if (!token) {
+      closeCanned();
+      return;
+    }
+    Array.prototype.forEach.call(list.children, function (option) {
+      option.hidden = !(
+        option.dataset.shortcut.indexOf(token.query) === 0 ||
+        (token.query && option.dataset.title.indexOf(token.query) !== -1)
+      );
+    });
+    var shown = visibleOptions(list);
+    list.hidden = !shown.length;
+    select(list, shown[0] || null);
+  }
+
+  function closeCanned() {
+    var list = suggestions();
+    if (!list || list.hidden) return;
+    list.hidden = true;
+    select(list, null);
+  }
+
+  function insertCanned(box, option) {
+    var token = slashToken(box);
+    closeCanned();
+    fetch("/conversations/" + conversationId + "/canned/" + option.dataset.canned + "/", {
+      credentials: "same-origin",
+    })
+      .then(function (response) {
+        return response.ok ? response.text() : "";
+      })
+      .then(function (text) {
+        if (!text) return;
+        // The "/word" typed becomes the reply's text.
+        var end = box.selectionStart;
+        var start = token ? token.start : end;
+        box.value = box.value.slice(0, start) + text + box.value.slice(end);
+        box.focus();
+        box.selectionStart = box.selectionEnd = start + text.length;
+      });
+  }
+
+  // The known shortcut a box holds and nothing else ("/hello"), or null.
+  function bareShortcut(box) {
+    var list = suggestions();
+    var match = /^\s*\/([-\w]+)\s*$/.exec(box.value);
+    if (!list || !match) return null;
+    return list.querySelector('[data-shortcut="' + match[1] + '"]');
+  }
+
+  document.addEventListener("input", function (event) {
+    if (event.target.id === "reply-text") offerCanned(event.target);
+  });
+
+  document.addEventListener("click", function (event) {
+    var option = event.target.closest && event.target.closest("#canned-suggestions [data-canned]");
+    if (option) insertCanned(document.getElementById("reply-text"), option);
+  });
+
   var lastTyping = 0;
   document.addEventListener("keydown", function (event) {
     var box = event.target;
     if (!box.matches || !box.matches("textarea[data-enter-sends]")) return;
+    var list = suggestions();
+    if (list && !list.hidden) {
+      var shown = visibleOptions(list);
+      var current = list.querySelector('[aria-selected="true"]');
+      var index = shown.indexOf(current);
+      if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+        event.preventDefault();
+        var step = event.key === "ArrowDown" ? 1 : -1;
+        select(list, shown[(index + step + shown.length) % shown.length]);
+        return;
+      }
+      if ((event.key === "Enter" || event.key === "Tab") && current && !event.shiftKey) {
+        event.preventDefault();
+        insertCanned(box, current);
+        return;
+      }
+      if (event.key === "Escape") {
+        event.preventDefault();
+        closeCanned();
+        return;
+      }
+    }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
+      // A known shortcut alone is never sent: it becomes its text.
+      var shortcut = bareShortcut(box);
+      if (shortcut) {
+        box.setSelectionRange(box.value.length, box.value.length);
+        insertCanned(box, shortcut);
+        return;
+      }
       if (box.value.trim() || box.form.querySelector("input[type=file]").value) {
         box.form.requestSubmit();
       }
@@ -524,6 +661,85 @@
       send({ type: "typing" });
     }
   });
+
+  // --- Keyboard shortcuts (the "?" list in workspace.html names them) ---------------
+
+  function typingInField(target) {
+    return (
+      target.isContentEditable ||
+      /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName || "")
+    );
+  }
+
+  function openRow(step) {
+    var rows = Array.prototype.slice.call(document.querySelectorAll("#inbox-list > li"));
+    if (!rows.length) return;
+    var current = conversationId ? document.getElementById("row-" + conversationId) : null;
+    var index = rows.indexOf(current);
+    var next = rows[index === -1 ? 0 : Math.min(Math.max(index + step, 0), rows.length - 1)];
+    if (next && next !== current) next.querySelector("a.row-link").click();
+  }
+
+  function clickIn(selector) {
+    var target = document.querySelector(selector);
+    if (target && !target.closest("[hidden]")) target.click();
+  }
+
+  function showShortcuts() {
+    var dialog = document.getElementById("shortcuts-help");
+    if (dialog && !dialog.open) dialog.showModal();
+  }
+
+  var SHORTCUTS = {
+    j: function () {
+      openRow(1);
+    },
+    k: function () {
+      openRow(-1);
+    },
+    r: function () {
+      var box = document.querySelector("#composer textarea, #composer select");
+      if (box) box.focus();
+    },
+    n: function () {
+      var disclosure = document.querySelector(".note-disclosure");
+      if (!disclosure) return;
+      disclosure.open = true;
+      disclosure.querySelector("textarea").focus();
+    },
+    e: function () {
+      clickIn('#conv-header button[data-shortcut="e"]');
+    },
+    a: function () {
+      clickIn('#conv-header button[data-shortcut="a"]');
+    },
+    "/": function () {
+      var sidebar = document.getElementById("sidebar");
+      var search = document.getElementById("f-q");
+      if (!search) return;
+      if (!search.offsetParent && sidebar && sidebar.showPopover) sidebar.showPopover();
+      search.focus();
+      search.select();
+    },
+    "?": showShortcuts,
+  };
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") {
+      document.querySelectorAll("details.menu[open]").forEach(function (menu) {
+        menu.open = false;
+      });
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey || event.defaultPrevented) return;
+    if (typingInField(event.target) || document.querySelector("dialog[open]")) return;
+    var action = SHORTCUTS[event.key];
+    if (!action) return;
+    event.preventDefault();
+    action();
+  });
+
+  var shortcutsButton = document.querySelector(".shortcuts-toggle");
+  if (shortcutsButton) shortcutsButton.addEventListener("click", showShortcuts);
 
   document.addEventListener("click", function (event) {
     var target = event.target;
@@ -579,6 +795,7 @@
   };
   setUpComposer();
   markCurrentRow();
+  hideAssignToMe();
   paintLabels(document);
   scrollThread();
   tick();

@@ -19,10 +19,8 @@ STATIC = Path(__file__).resolve().parents[2] / "sandbox" / "static"
 def test_phone_page_is_marked_and_labelled(sandbox):
     page = requests.get(f"{sandbox.base_url}/")
     assert page.status_code == 200
-    assert (
-        "WhatsApp sandbox — simulated customers, nothing here reaches WhatsApp"
-        in page.text
-    )
+    assert "WhatsApp sandbox: simulated customers" in page.text
+    assert "Nothing here reaches WhatsApp" in page.text
     assert 'aria-label="Message"' in page.text
     assert ">Send</button>" in page.text
     assert "click-to-WhatsApp ad" in page.text
