@@ -18,11 +18,13 @@ from .forms import (
 )
 from .models import (
     AccountNotice,
+    AgentRouting,
     CallbackDelivery,
     CallbackEndpoint,
     CannedResponse,
     ConsentRecord,
     Conversation,
+    ConversationRouting,
     Customer,
     Label,
     Message,
@@ -35,6 +37,7 @@ from .models import (
     ParkedStatus,
     RateCard,
     Reaction,
+    TeamRouting,
     WebhookEvent,
     WhatsAppNumber,
     mask_secret,
@@ -830,3 +833,106 @@ class CallbackDeliveryAdmin(admin.ModelAdmin):
         for delivery in queryset:
             services.retry_callback(delivery=delivery)
         messages.success(request, "Queued again.")
+
+
+# --- Routing: auto-assignment ------------------------------------------------------
+
+
+@admin.register(TeamRouting)
+class TeamRoutingAdmin(admin.ModelAdmin):
+    """A team's auto-assignment; saving routes its waiting conversations."""
+
+    list_display = ("team", "mode", "capacity", "offline_grace_minutes", "updated_at")
+    list_filter = ("mode",)
+    list_select_related = ("team",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # The team is the row's identity; pick another team in a new row.
+        return ("team",) if obj else ()
+
+    def save_model(self, request, obj, form, change):
+        routing = services.configure_team_routing(
+            team=obj.team,
+            mode=obj.mode,
+            capacity=obj.capacity,
+            offline_grace_minutes=obj.offline_grace_minutes,
+        )
+        obj.pk = routing.pk
+
+
+@admin.register(AgentRouting)
+class AgentRoutingAdmin(admin.ModelAdmin):
+    """Agents' own capacity and exclusion; their turn and offline time are
+    kept by auto-assignment."""
+
+    list_display = (
+        "agent",
+        "capacity",
+        "excluded",
+        "presence",
+        "open_conversations",
+        "last_assigned_at",
+    )
+    list_filter = ("excluded",)
+    list_select_related = ("agent",)
+    search_fields = ("agent__username", "agent__display_name")
+    readonly_fields = ("last_turn", "last_assigned_at", "offline_since")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("agent", *self.readonly_fields) if obj else self.readonly_fields
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                open_count=Count(
+                    "agent__assigned_conversations",
+                    filter=Q(
+                        agent__assigned_conversations__status__in=(
+                            services.LOAD_STATUSES
+                        )
+                    ),
+                )
+            )
+        )
+
+    @admin.display(description="Presence")
+    def presence(self, routing):
+        return routing.agent.get_presence_display()
+
+    @admin.display(description="Open and pending", ordering="open_count")
+    def open_conversations(self, routing):
+        return routing.open_count
+
+    def save_model(self, request, obj, form, change):
+        routing = services.configure_agent_routing(
+            agent=obj.agent, capacity=obj.capacity, excluded=obj.excluded
+        )
+        obj.pk = routing.pk
+
+
+@admin.register(ConversationRouting)
+class ConversationRoutingAdmin(admin.ModelAdmin):
+    """What auto-assignment did with each conversation (read only)."""
+
+    list_display = (
+        "conversation",
+        "assigned_to",
+        "assigned_at",
+        "manual",
+        "given_back_at",
+    )
+    list_filter = ("manual",)
+    list_select_related = (
+        "conversation__customer",
+        "conversation__number",
+        "assigned_to",
+    )
+    raw_id_fields = ("conversation",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -1160,3 +1160,108 @@ class MessageCharge(models.Model):
 
     def __str__(self):
         return f"{self.category} {self.price} {self.currency}"
+
+
+# --- Routing: auto-assignment -----------------------------------------------------
+
+
+class TeamRouting(models.Model):
+    """How a team's waiting conversations reach its agents.
+
+    A conversation without a team is routed by the first team (by name) of
+    its number whose routing is on, and joins that team.
+    """
+
+    class Mode(models.TextChoices):
+        OFF = "off", "Off (agents pick conversations themselves)"
+        ROUND_ROBIN = "round_robin", "Round robin"
+        LEAST_BUSY = "least_busy", "Least busy"
+
+    team = models.OneToOneField(
+        "accounts.Team", on_delete=models.CASCADE, related_name="routing"
+    )
+    mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.OFF)
+    # Open and pending conversations an agent holds before auto-assignment
+    # passes them over, unless the agent has a capacity of their own.
+    capacity = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(10_000)]
+    )
+    # An agent offline (no tab, or away) this long gives their auto-assigned
+    # conversations that still wait for an answer back to the team.
+    offline_grace_minutes = models.PositiveIntegerField(
+        default=15, validators=[MaxValueValidator(24 * 60)]
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "team routing"
+        verbose_name_plural = "team routing"
+
+    def __str__(self):
+        return f"{self.team}: {self.get_mode_display()}"
+
+
+class AgentRouting(models.Model):
+    """An agent's place in auto-assignment: capacity, exclusion, turn."""
+
+    agent = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="routing"
+    )
+    # Empty: the capacity of the team whose conversation it is.
+    capacity = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="Open and pending conversations at most; empty: the team's.",
+    )
+    # Excluded agents are never auto-assigned (they still take conversations
+    # by hand).
+    excluded = models.BooleanField(
+        default=False, help_text="Never give this agent conversations automatically."
+    )
+    # Round robin: the agent whose last turn is oldest goes next. A counter,
+    # not a time, so turns handed out in one batch keep their order.
+    last_turn = models.PositiveBigIntegerField(default=0)
+    last_assigned_at = models.DateTimeField(null=True, blank=True)
+    # When the give-back sweep first saw the agent not online (no tab open,
+    # or away); empty while they are online.
+    offline_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "agent routing"
+        verbose_name_plural = "agent routing"
+
+    def __str__(self):
+        return str(self.agent)
+
+
+class ConversationRouting(models.Model):
+    """What auto-assignment did with one conversation."""
+
+    conversation = models.OneToOneField(
+        Conversation,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="routing",
+    )
+    # The agent auto-assignment gave it to last; a conversation is given
+    # back only while that agent still holds it.
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    # A person assigned (or unassigned) it: auto-assignment leaves it alone.
+    manual = models.BooleanField(default=False)
+    given_back_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["assigned_to"], name="conv_routing_agent"),
+        ]
+
+    def __str__(self):
+        return f"Routing of conversation {self.conversation_id}"

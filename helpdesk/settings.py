@@ -380,6 +380,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.wake_snoozed_conversations",
         "schedule": env_float("SNOOZE_WAKE_SECONDS", 60.0),
     },
+    # Auto-assignment: offline agents give conversations back, and waiting
+    # ones reach agents who came online or freed capacity.
+    "route-conversations": {
+        "task": "conversations.tasks.route_conversations",
+        "schedule": env_float("ROUTING_SWEEP_SECONDS", 30.0),
+    },
     # Agents whose server died with their tabs open show as offline.
     "close-stale-tabs": {
         "task": "conversations.tasks.close_stale_tabs",

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import business, consents, views
+from . import business, consents, routing, views
 
 urlpatterns = [
     path("conversations/", views.ConversationList.as_view(), name="api-conversations"),
@@ -35,4 +35,15 @@ urlpatterns = [
         name="api-notification",
     ),
     path("media/", business.MediaUpload.as_view(), name="api-media"),
+    # --- Routing: auto-assignment settings ---
+    path(
+        "teams/<int:pk>/routing/",
+        routing.TeamRoutingDetail.as_view(),
+        name="api-team-routing",
+    ),
+    path(
+        "agents/<int:pk>/routing/",
+        routing.AgentRoutingDetail.as_view(),
+        name="api-agent-routing",
+    ),
 ]

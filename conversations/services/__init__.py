@@ -139,6 +139,19 @@ from .receipts import (
     send_typing,
     send_typing_indicator,
 )
+from .routing import (
+    LOAD_STATUSES,
+    MAX_CAPACITY,
+    MAX_GRACE_MINUTES,
+    agent_may_take_more,
+    assign_waiting_conversations,
+    configure_agent_routing,
+    configure_team_routing,
+    conversation_waiting,
+    give_back_conversations,
+    record_manual_assignment,
+    route_conversations,
+)
 from .statuses import (
     TEMPLATE_STATUS_BY_CODE,
     apply_parked_statuses,
@@ -169,6 +182,17 @@ from .workspace import (
 )
 
 __all__ = [
+    "LOAD_STATUSES",
+    "MAX_CAPACITY",
+    "MAX_GRACE_MINUTES",
+    "configure_agent_routing",
+    "configure_team_routing",
+    "agent_may_take_more",
+    "assign_waiting_conversations",
+    "conversation_waiting",
+    "give_back_conversations",
+    "record_manual_assignment",
+    "route_conversations",
     "AssigneeNotAllowed",
     "Attachment",
     "BULK_CHUNK",

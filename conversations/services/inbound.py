@@ -18,7 +18,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
-from . import consent, customers
+from . import consent, customers, routing
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def _store_inbound(
     consent.opt_out_by_message(customer, row)
     if conversation_event is not None:
         realtime.publish(conversation_event, conversation=conversation)
+        routing.conversation_waiting(conversation)
     realtime.publish(realtime.MESSAGE_CREATED, conversation=conversation, message=row)
     if row.media_state == Message.MediaState.PENDING:
         doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)

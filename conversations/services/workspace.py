@@ -16,7 +16,7 @@ from ..models import (
     Label,
     Note,
 )
-from . import agents, errors, receipts
+from . import agents, errors, receipts, routing
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def assign_conversation(
         if conversation.assignee_id != (assignee.pk if assignee else None):
             conversation.assignee = assignee
             fields.append("assignee")
+            routing.record_manual_assignment(conversation=conversation)
     if team is not _UNCHANGED:
         if (
             team is not None
@@ -113,6 +114,8 @@ def change_status(
         conversation=conversation,
         data={"change": "status", "status": status, "by": by.pk if by else None},
     )
+    if conversation.assignee is not None and status not in routing.LOAD_STATUSES:
+        routing.agent_may_take_more(conversation.assignee)
     return conversation
 
 
