@@ -19,6 +19,8 @@ from .forms import (
 from .models import (
     AccountNotice,
     AgentRouting,
+    AwayReply,
+    BusinessHours,
     CallbackDelivery,
     CallbackEndpoint,
     CannedResponse,
@@ -26,6 +28,7 @@ from .models import (
     Conversation,
     ConversationRouting,
     Customer,
+    Holiday,
     Label,
     Message,
     MessageCharge,
@@ -34,6 +37,7 @@ from .models import (
     Note,
     Notification,
     NotificationBatch,
+    OpeningHours,
     ParkedStatus,
     RateCard,
     Reaction,
@@ -42,6 +46,7 @@ from .models import (
     WhatsAppNumber,
     mask_secret,
 )
+from .rules import business_hours as business_hours_rules
 
 
 def pretty_json(value) -> str:
@@ -930,6 +935,91 @@ class ConversationRoutingAdmin(admin.ModelAdmin):
         "assigned_to",
     )
     raw_id_fields = ("conversation",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+# --- Routing: business hours ------------------------------------------------------
+
+
+class OpeningHoursFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        intervals = [
+            (
+                form.cleaned_data["weekday"],
+                form.cleaned_data["opens"],
+                form.cleaned_data["closes"],
+            )
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and form.cleaned_data.get("opens") is not None
+            and form.cleaned_data.get("closes") is not None
+        ]
+        problem = business_hours_rules.interval_problem(intervals)
+        if problem:
+            raise forms.ValidationError(problem)
+
+
+class OpeningHoursInline(admin.TabularInline):
+    model = OpeningHours
+    formset = OpeningHoursFormSet
+    extra = 0
+
+
+class HolidayInline(admin.TabularInline):
+    model = Holiday
+    extra = 0
+
+
+class BusinessHoursForm(forms.ModelForm):
+    class Meta:
+        model = BusinessHours
+        fields = ("name", "time_zone", "team", "number", "away_message")
+
+    def clean(self):
+        cleaned = super().clean()
+        if bool(cleaned.get("team")) == bool(cleaned.get("number")):
+            raise forms.ValidationError("Give the hours to a team or to a number.")
+        return cleaned
+
+
+@admin.register(BusinessHours)
+class BusinessHoursAdmin(admin.ModelAdmin):
+    """When teams and numbers are open, their holidays and away reply."""
+
+    form = BusinessHoursForm
+    inlines = (OpeningHoursInline, HolidayInline)
+    list_display = ("name", "team", "number", "time_zone", "open_now", "has_away")
+    list_select_related = ("team", "number")
+    search_fields = ("name",)
+
+    def get_queryset(self, request):
+        return (
+            super().get_queryset(request).prefetch_related("opening_hours", "holidays")
+        )
+
+    @admin.display(description="Open now", boolean=True)
+    def open_now(self, hours):
+        return services.is_open_now(hours)
+
+    @admin.display(description="Away reply", boolean=True)
+    def has_away(self, hours):
+        return bool(hours.away_message)
+
+
+@admin.register(AwayReply)
+class AwayReplyAdmin(admin.ModelAdmin):
+    """Which conversations got the away reply in which closed period."""
+
+    list_display = ("conversation", "closed_since", "message", "sent_at")
+    list_select_related = ("conversation__customer", "conversation__number", "message")
+    raw_id_fields = ("conversation", "message")
 
     def has_add_permission(self, request):
         return False

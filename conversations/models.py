@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import validate_time_zone
+
 E164_VALIDATOR = RegexValidator(
     r"^\+[1-9]\d{6,14}$", "Enter a phone number in E.164 form, such as +4930123456."
 )
@@ -1265,3 +1267,151 @@ class ConversationRouting(models.Model):
 
     def __str__(self):
         return f"Routing of conversation {self.conversation_id}"
+
+
+# --- Routing: business hours ------------------------------------------------------
+
+
+class BusinessHours(models.Model):
+    """When a team, or a number, is open: weekly hours in a time zone, with
+    holidays. A conversation follows its team's hours, else its number's;
+    without either it is always open.
+
+    The away message goes to a customer who writes while it is closed, once
+    per conversation per closed period, inside the customer service window
+    and never to a customer who opted out.
+    """
+
+    name = models.CharField(max_length=100)
+    time_zone = models.CharField(
+        max_length=64,
+        validators=[validate_time_zone],
+        help_text="An IANA name such as Europe/Berlin.",
+    )
+    team = models.OneToOneField(
+        "accounts.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="business_hours",
+    )
+    number = models.OneToOneField(
+        WhatsAppNumber,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="business_hours",
+    )
+    # Empty: no away reply.
+    away_message = models.TextField(
+        blank=True,
+        max_length=4096,
+        help_text="Sent once per conversation while closed; empty sends nothing.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "business hours"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(team__isnull=True, number__isnull=False)
+                | Q(team__isnull=False, number__isnull=True),
+                name="business_hours_for_team_or_number",
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class OpeningHours(models.Model):
+    """One open interval of a weekday, in the schedule's local time."""
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0, "Monday"
+        TUESDAY = 1, "Tuesday"
+        WEDNESDAY = 2, "Wednesday"
+        THURSDAY = 3, "Thursday"
+        FRIDAY = 4, "Friday"
+        SATURDAY = 5, "Saturday"
+        SUNDAY = 6, "Sunday"
+
+    schedule = models.ForeignKey(
+        BusinessHours, on_delete=models.CASCADE, related_name="opening_hours"
+    )
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
+    opens = models.TimeField()
+    # 00:00: midnight at the end of the day.
+    closes = models.TimeField(help_text="00:00 means midnight at the end of the day.")
+
+    class Meta:
+        ordering = ["weekday", "opens"]
+        verbose_name_plural = "opening hours"
+
+    def __str__(self):
+        return f"{self.get_weekday_display()} {self.opens:%H:%M}–{self.closes:%H:%M}"
+
+
+class Holiday(models.Model):
+    """A local day the schedule is closed all day."""
+
+    schedule = models.ForeignKey(
+        BusinessHours, on_delete=models.CASCADE, related_name="holidays"
+    )
+    date = models.DateField()
+    name = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["date"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "date"], name="one_holiday_per_schedule_and_day"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.date} {self.name}".strip()
+
+
+class AutomaticMessage(models.Model):
+    """A message the helpdesk sent on its own (no agent), and why: shown as
+    an automatic message in the thread."""
+
+    class Kind(models.TextChoices):
+        AWAY = "away", "Away reply"
+        CSAT = "csat", "Satisfaction survey"
+
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, related_name="automatic"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.message_id}"
+
+
+class AwayReply(models.Model):
+    """The away reply a conversation got in one closed period: at most one
+    (the constraint holds even for concurrent sweeps)."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="away_replies"
+    )
+    # When the closed period began (the last closing time).
+    closed_since = models.DateTimeField()
+    message = models.OneToOneField(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "away replies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "closed_since"],
+                name="one_away_reply_per_closed_period",
+            )
+        ]
+
+    def __str__(self):
+        return f"Away reply to conversation {self.conversation_id}"

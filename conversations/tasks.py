@@ -242,6 +242,12 @@ def route_conversations() -> int:
     return services.route_conversations()
 
 
+@shared_task(name="conversations.tasks.send_away_replies", ignore_result=True)
+def send_away_replies() -> int:
+    """Answer customers who wrote while closed, once per closed period (beat)."""
+    return services.send_away_replies()
+
+
 # --- Outbound: delivery, read receipts, typing, templates --------------------------
 
 

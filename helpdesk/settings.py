@@ -386,6 +386,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.route_conversations",
         "schedule": env_float("ROUTING_SWEEP_SECONDS", 30.0),
     },
+    # Customers who write while closed get the away reply this quickly.
+    "send-away-replies": {
+        "task": "conversations.tasks.send_away_replies",
+        "schedule": env_float("AWAY_REPLY_SWEEP_SECONDS", 15.0),
+    },
     # Agents whose server died with their tabs open show as offline.
     "close-stale-tabs": {
         "task": "conversations.tasks.close_stale_tabs",

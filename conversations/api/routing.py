@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -22,6 +22,8 @@ from conversations.models import (
     TeamRouting,
     sees_every_number,
 )
+
+from .permissions import require_permission
 
 
 def visible_teams(user):
@@ -87,11 +89,6 @@ def _body(request) -> dict:
     return dict(request.data.items())
 
 
-def _require(request, permission: str) -> None:
-    if not request.user.has_perm(permission):
-        raise PermissionDenied(f"This user may not change routing ({permission}).")
-
-
 class TeamRoutingDetail(APIView):
     """How a team's conversations are auto-assigned (round robin, least
     busy or off), each agent's default capacity and the offline grace."""
@@ -106,7 +103,9 @@ class TeamRoutingDetail(APIView):
     @extend_schema(request=TeamRoutingSerializer, responses=TeamRoutingSerializer)
     def patch(self, request, pk: int):
         team = get_object_or_404(visible_teams(request.user), pk=pk)
-        _require(request, "conversations.change_teamrouting")
+        require_permission(
+            request, "conversations.change_teamrouting", "change routing"
+        )
         serializer = TeamRoutingSerializer(
             data={**_team_routing_data(team), **_body(request)}
         )
@@ -129,7 +128,9 @@ class AgentRoutingDetail(APIView):
     @extend_schema(request=AgentRoutingSerializer, responses=AgentRoutingSerializer)
     def patch(self, request, pk: int):
         agent = get_object_or_404(visible_agents(request.user), pk=pk)
-        _require(request, "conversations.change_agentrouting")
+        require_permission(
+            request, "conversations.change_agentrouting", "change routing"
+        )
         current = _agent_routing_data(agent)
         serializer = AgentRoutingSerializer(
             data={

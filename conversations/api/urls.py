@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import business, consents, routing, views
+from . import business, business_hours, consents, routing, views
 
 urlpatterns = [
     path("conversations/", views.ConversationList.as_view(), name="api-conversations"),
@@ -35,7 +35,17 @@ urlpatterns = [
         name="api-notification",
     ),
     path("media/", business.MediaUpload.as_view(), name="api-media"),
-    # --- Routing: auto-assignment settings ---
+    # --- Routing: auto-assignment settings, business hours ---
+    path(
+        "business-hours/",
+        business_hours.BusinessHoursList.as_view(),
+        name="api-business-hours",
+    ),
+    path(
+        "business-hours/<int:pk>/",
+        business_hours.BusinessHoursDetail.as_view(),
+        name="api-business-hours-detail",
+    ),
     path(
         "teams/<int:pk>/routing/",
         routing.TeamRoutingDetail.as_view(),

@@ -30,6 +30,15 @@ from .business_callbacks import (
     notify_business,
     retry_callback,
 )
+from .business_hours import (
+    hours_for,
+    is_open_now,
+    opted_out,
+    record_automatic,
+    save_business_hours,
+    schedule_of,
+    send_away_replies,
+)
 from .charges import (
     record_charge,
 )
@@ -182,6 +191,13 @@ from .workspace import (
 )
 
 __all__ = [
+    "save_business_hours",
+    "is_open_now",
+    "hours_for",
+    "opted_out",
+    "record_automatic",
+    "schedule_of",
+    "send_away_replies",
     "LOAD_STATUSES",
     "MAX_CAPACITY",
     "MAX_GRACE_MINUTES",
