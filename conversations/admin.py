@@ -41,6 +41,8 @@ from .models import (
     ParkedStatus,
     RateCard,
     Reaction,
+    ServiceLevel,
+    ServicePolicy,
     TeamRouting,
     WebhookEvent,
     WhatsAppNumber,
@@ -843,6 +845,16 @@ class CallbackDeliveryAdmin(admin.ModelAdmin):
 # --- Routing: auto-assignment ------------------------------------------------------
 
 
+class RecordsAdmin(admin.ModelAdmin):
+    """Rows the helpdesk keeps as a record of what it did: read only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(TeamRouting)
 class TeamRoutingAdmin(admin.ModelAdmin):
     """A team's auto-assignment; saving routes its waiting conversations."""
@@ -918,7 +930,7 @@ class AgentRoutingAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConversationRouting)
-class ConversationRoutingAdmin(admin.ModelAdmin):
+class ConversationRoutingAdmin(RecordsAdmin):
     """What auto-assignment did with each conversation (read only)."""
 
     list_display = (
@@ -935,12 +947,6 @@ class ConversationRoutingAdmin(admin.ModelAdmin):
         "assigned_to",
     )
     raw_id_fields = ("conversation",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 # --- Routing: business hours ------------------------------------------------------
@@ -1014,15 +1020,72 @@ class BusinessHoursAdmin(admin.ModelAdmin):
 
 
 @admin.register(AwayReply)
-class AwayReplyAdmin(admin.ModelAdmin):
+class AwayReplyAdmin(RecordsAdmin):
     """Which conversations got the away reply in which closed period."""
 
     list_display = ("conversation", "closed_since", "message", "sent_at")
     list_select_related = ("conversation__customer", "conversation__number", "message")
     raw_id_fields = ("conversation", "message")
 
-    def has_add_permission(self, request):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+# --- Routing: service levels ------------------------------------------------------
+
+
+class ServicePolicyForm(forms.ModelForm):
+    class Meta:
+        model = ServicePolicy
+        fields = (
+            "name",
+            "team",
+            "label",
+            "first_response_minutes",
+            "next_response_minutes",
+            "resolution_minutes",
+            "business_hours_only",
+        )
+
+    def clean(self):
+        cleaned = super().clean()
+        if bool(cleaned.get("team")) == bool(cleaned.get("label")):
+            raise forms.ValidationError("Give the policy to a team or to a label.")
+        return cleaned
+
+
+@admin.register(ServicePolicy)
+class ServicePolicyAdmin(admin.ModelAdmin):
+    """Promised response and resolution times per team or label."""
+
+    form = ServicePolicyForm
+    list_display = (
+        "name",
+        "team",
+        "label",
+        "first_response_minutes",
+        "next_response_minutes",
+        "resolution_minutes",
+        "business_hours_only",
+    )
+    list_select_related = ("team", "label")
+
+
+@admin.register(ServiceLevel)
+class ServiceLevelAdmin(RecordsAdmin):
+    """Each conversation's standing (kept by the service-level sweep)."""
+
+    list_display = (
+        "conversation",
+        "policy",
+        "due_at",
+        "escalated",
+        "first_response_met",
+        "next_responses_met",
+        "next_responses_missed",
+        "resolution_met",
+    )
+    list_filter = ("escalated", "first_response_met", "resolution_met")
+    list_select_related = (
+        "conversation__customer",
+        "conversation__number",
+        "policy",
+    )
+    raw_id_fields = ("conversation",)

@@ -309,7 +309,7 @@ class ConversationQuerySet(models.QuerySet):
 
     def for_inbox(self):
         return self.select_related(
-            "customer", "number", "assignee", "team", "last_message"
+            "customer", "number", "assignee", "team", "last_message", "service_level"
         )
 
 
@@ -1415,3 +1415,103 @@ class AwayReply(models.Model):
 
     def __str__(self):
         return f"Away reply to conversation {self.conversation_id}"
+
+
+# --- Routing: service levels ------------------------------------------------------
+
+
+class ServicePolicy(models.Model):
+    """Promised response and resolution times for a team's or a label's
+    conversations, counted in the conversation's business hours or around
+    the clock. A label's policy wins over a team's (the first by name)."""
+
+    name = models.CharField(max_length=100)
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="service_policies",
+    )
+    label = models.ForeignKey(
+        Label,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="service_policies",
+    )
+    # Empty: no promise for that step.
+    first_response_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    next_response_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    resolution_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    business_hours_only = models.BooleanField(
+        default=True,
+        help_text="Count only open hours of the conversation's business hours.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "service policies"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(team__isnull=True, label__isnull=False)
+                | Q(team__isnull=False, label__isnull=True),
+                name="service_policy_for_team_or_label",
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class ServiceLevel(models.Model):
+    """Where a conversation stands against its policy: each step's due time
+    and whether it was met, the earliest pending due time, and whether the
+    customer service window closes before it (escalated: after the window
+    only a paid template reaches the customer)."""
+
+    conversation = models.OneToOneField(
+        Conversation,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="service_level",
+    )
+    policy = models.ForeignKey(
+        ServicePolicy, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    first_response_due_at = models.DateTimeField(null=True, blank=True)
+    # Empty while pending (or without a promise).
+    first_response_met = models.BooleanField(null=True)
+    # The pending next response's due time (the customer wrote after a reply).
+    next_response_due_at = models.DateTimeField(null=True, blank=True)
+    next_responses_met = models.PositiveIntegerField(default=0)
+    next_responses_missed = models.PositiveIntegerField(default=0)
+    resolution_due_at = models.DateTimeField(null=True, blank=True)
+    resolution_met = models.BooleanField(null=True)
+    # The earliest due time still pending; empty when nothing is owed.
+    due_at = models.DateTimeField(null=True, blank=True)
+    window_closes_at = models.DateTimeField(null=True, blank=True)
+    escalated = models.BooleanField(default=False)
+    # The real deadline, what the inbox sorts by: the window's close when
+    # escalated (it comes before the step's due time), else due_at.
+    attention_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["attention_at", "conversation"], name="service_due")
+        ]
+
+    def __str__(self):
+        return f"Service level of conversation {self.conversation_id}"
+
+    @property
+    def overdue(self) -> bool:
+        return self.due_at is not None and self.due_at <= timezone.now()

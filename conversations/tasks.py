@@ -248,6 +248,12 @@ def send_away_replies() -> int:
     return services.send_away_replies()
 
 
+@shared_task(name="conversations.tasks.refresh_service_levels", ignore_result=True)
+def refresh_service_levels() -> int:
+    """Keep due times and window-aware escalations current (beat)."""
+    return services.refresh_service_levels()
+
+
 # --- Outbound: delivery, read receipts, typing, templates --------------------------
 
 

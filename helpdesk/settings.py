@@ -391,6 +391,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.send_away_replies",
         "schedule": env_float("AWAY_REPLY_SWEEP_SECONDS", 15.0),
     },
+    # Due times, breaches and window-aware escalations stay current.
+    "refresh-service-levels": {
+        "task": "conversations.tasks.refresh_service_levels",
+        "schedule": env_float("SERVICE_LEVEL_SWEEP_SECONDS", 30.0),
+    },
     # Agents whose server died with their tabs open show as offline.
     "close-stale-tabs": {
         "task": "conversations.tasks.close_stale_tabs",

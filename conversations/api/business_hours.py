@@ -112,6 +112,10 @@ class BusinessHoursList(generics.GenericAPIView):
     def get_queryset(self):
         return visible_hours(self.request.user)
 
+    @extend_schema(
+        operation_id="api_v1_business_hours_list",
+        responses=BusinessHoursSerializer(many=True),
+    )
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response([represent(hours) for hours in page])

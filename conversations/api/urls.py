@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import business, business_hours, consents, routing, views
+from . import business, business_hours, consents, routing, service_levels, views
 
 urlpatterns = [
     path("conversations/", views.ConversationList.as_view(), name="api-conversations"),
@@ -35,7 +35,27 @@ urlpatterns = [
         name="api-notification",
     ),
     path("media/", business.MediaUpload.as_view(), name="api-media"),
-    # --- Routing: auto-assignment settings, business hours ---
+    # --- Routing: auto-assignment settings, business hours, service levels ---
+    path(
+        "service-policies/",
+        service_levels.ServicePolicyList.as_view(),
+        name="api-service-policies",
+    ),
+    path(
+        "service-policies/<int:pk>/",
+        service_levels.ServicePolicyDetail.as_view(),
+        name="api-service-policy",
+    ),
+    path(
+        "conversations/<int:pk>/service-level/",
+        service_levels.ConversationServiceLevel.as_view(),
+        name="api-conversation-service-level",
+    ),
+    path(
+        "reports/service-levels/",
+        service_levels.ServiceLevelReport.as_view(),
+        name="api-report-service-levels",
+    ),
     path(
         "business-hours/",
         business_hours.BusinessHoursList.as_view(),

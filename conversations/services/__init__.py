@@ -21,6 +21,9 @@ from .agents import (
     settle_connection,
     visible_number_ids,
 )
+from .away import (
+    send_away_replies,
+)
 from .business_callbacks import (
     CALLBACK_EVENTS,
     callback_backoff,
@@ -37,7 +40,6 @@ from .business_hours import (
     record_automatic,
     save_business_hours,
     schedule_of,
-    send_away_replies,
 )
 from .charges import (
     record_charge,
@@ -161,6 +163,13 @@ from .routing import (
     record_manual_assignment,
     route_conversations,
 )
+from .service_levels import (
+    policy_for,
+    record_reply,
+    refresh_service_level,
+    refresh_service_levels,
+    save_service_policy,
+)
 from .statuses import (
     TEMPLATE_STATUS_BY_CODE,
     apply_parked_statuses,
@@ -191,6 +200,11 @@ from .workspace import (
 )
 
 __all__ = [
+    "save_service_policy",
+    "policy_for",
+    "record_reply",
+    "refresh_service_level",
+    "refresh_service_levels",
     "save_business_hours",
     "is_open_now",
     "hours_for",

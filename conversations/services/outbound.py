@@ -22,7 +22,7 @@ from ..models import (
 from ..rules import windows
 from ..whatsapp import client
 from ..whatsapp import templates as meta_templates
-from . import consent, customers, errors, media, templates
+from . import consent, customers, errors, media, service_levels, templates
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ def _queue_message(
     rows = Conversation.objects.filter(pk=conversation.pk)
     if sender is not None:
         rows.filter(first_response_at__isnull=True).update(first_response_at=now)
+        service_levels.record_reply(conversation=conversation, at=now)
     if opens_free_entry_point:
         expires = windows.free_entry_point_expiry(now)
         rows.filter(free_entry_point_expires_at__isnull=True).update(

@@ -16,7 +16,7 @@ from ..models import (
     Label,
     Note,
 )
-from . import agents, errors, receipts, routing
+from . import agents, errors, receipts, routing, service_levels
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ def assign_conversation(
                 "by": by.pk,
             },
         )
+        if "team" in fields:
+            service_levels.refresh_service_level(conversation=conversation)
     return conversation
 
 
@@ -116,6 +118,7 @@ def change_status(
     )
     if conversation.assignee is not None and status not in routing.LOAD_STATUSES:
         routing.agent_may_take_more(conversation.assignee)
+    service_levels.refresh_service_level(conversation=conversation, now=now)
     return conversation
 
 
@@ -171,6 +174,7 @@ def set_labels(
             conversation=conversation,
             data={"change": "labels", "labels": sorted(wanted), "by": by.pk},
         )
+        service_levels.refresh_service_level(conversation=conversation)
     return conversation
 
 

@@ -29,6 +29,7 @@ from ..live.rendering import (
 )
 from ..models import ConsentRecord, Conversation, Label, Message, MessageTemplate
 from ..selectors import reports
+from ..selectors import service_levels as service_level_reports
 from ..selectors.composer import canned_responses
 from ..selectors.inbox import InboxCursor, InboxFilter
 from ..selectors.thread import (
@@ -503,12 +504,21 @@ def _may_see_reports(user) -> bool:
     return user.has_perm("conversations.view_reports")
 
 
-def _report_tables(request: HttpRequest) -> tuple[dict, int]:
+def _report_days(request: HttpRequest) -> int:
     try:
-        days = max(1, min(int(request.GET.get("days", 30)), 366))
+        return max(1, min(int(request.GET.get("days", 30)), 366))
     except ValueError:
-        days = 30
+        return 30
+
+
+def _report_tables(request: HttpRequest) -> tuple[dict, int]:
+    days = _report_days(request)
     return reports.build(since=reports.default_since(days)), days
+
+
+def _service_level_tables(request: HttpRequest) -> dict:
+    since = reports.default_since(_report_days(request))
+    return service_level_reports.attainment(since=since)
 
 
 @login_required
@@ -532,6 +542,17 @@ def reports_page(request: HttpRequest) -> HttpResponse:
                 for name, table in tables.items()
             ],
             "days": days,
+            "service_levels": [
+                {
+                    "table": table,
+                    "chart": reports.bars(
+                        table.rows, table.columns[0], service_level_reports.CHART_VALUE
+                    )
+                    if table.rows
+                    else None,
+                }
+                for table in _service_level_tables(request).values()
+            ],
         },
     )
 
@@ -543,7 +564,7 @@ def report_csv(request: HttpRequest, name: str) -> HttpResponse:
     if not _may_see_reports(request.user):
         raise PermissionDenied
     tables, _ = _report_tables(request)
-    table = tables.get(name)
+    table = tables.get(name) or _service_level_tables(request).get(name)
     if table is None:
         raise Http404("No such report")
     response = HttpResponse(content_type="text/csv; charset=utf-8")

@@ -1,0 +1,189 @@
+"""Service levels over the API: policies (read by everyone who sees their
+team or label; written with conversations.add/change/delete_servicepolicy),
+a conversation's standing, and the attainment report."""
+
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Team
+from conversations import services
+from conversations.models import (
+    Conversation,
+    Label,
+    ServiceLevel,
+    ServicePolicy,
+    sees_every_number,
+)
+from conversations.selectors import reports
+from conversations.selectors import service_levels as attainment
+
+from .permissions import require_permission
+from .routing import visible_teams
+
+
+class ServicePolicySerializer(serializers.ModelSerializer):
+    team = serializers.PrimaryKeyRelatedField(
+        queryset=Team.objects.all(), allow_null=True, required=False
+    )
+    label = serializers.PrimaryKeyRelatedField(
+        queryset=Label.objects.all(), allow_null=True, required=False
+    )
+
+    class Meta:
+        model = ServicePolicy
+        fields = [
+            "id",
+            "name",
+            "team",
+            "label",
+            "first_response_minutes",
+            "next_response_minutes",
+            "resolution_minutes",
+            "business_hours_only",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "updated_at"]
+
+    def validate(self, attrs):
+        if (attrs.get("team") is None) == (attrs.get("label") is None):
+            raise serializers.ValidationError(
+                {"team": "Give the policy to a team or to a label, not both."}
+            )
+        return attrs
+
+
+def visible_policies(user):
+    if sees_every_number(user):
+        return ServicePolicy.objects.all()
+    return ServicePolicy.objects.filter(
+        Q(team__in=visible_teams(user)) | Q(label__isnull=False)
+    )
+
+
+def _save(policy: ServicePolicy, serializer: ServicePolicySerializer):
+    data = serializer.validated_data
+    team = data.get("team")
+    if (
+        team is not None
+        and not visible_teams(serializer.context["user"]).filter(pk=team.pk).exists()
+    ):
+        raise serializers.ValidationError({"team": "Unknown team."})
+    return services.save_service_policy(
+        policy=policy,
+        name=data["name"],
+        team=team,
+        label=data.get("label"),
+        first_response_minutes=data.get("first_response_minutes"),
+        next_response_minutes=data.get("next_response_minutes"),
+        resolution_minutes=data.get("resolution_minutes"),
+        business_hours_only=data.get("business_hours_only", True),
+    )
+
+
+class ServicePolicyList(generics.ListAPIView):
+    """Service policies; POST adds one (a team's or a label's)."""
+
+    serializer_class = ServicePolicySerializer
+
+    def get_queryset(self):
+        return visible_policies(self.request.user).order_by("name", "id")
+
+    def post(self, request):
+        require_permission(
+            request, "conversations.add_servicepolicy", "add service policies"
+        )
+        serializer = ServicePolicySerializer(
+            data=request.data, context={"user": request.user}
+        )
+        serializer.is_valid(raise_exception=True)
+        policy = _save(ServicePolicy(), serializer)
+        return Response(ServicePolicySerializer(policy).data, status=201)
+
+
+class ServicePolicyDetail(APIView):
+    """One policy; PUT replaces it, DELETE removes it."""
+
+    serializer_class = ServicePolicySerializer
+
+    def _policy(self, request, pk):
+        return get_object_or_404(visible_policies(request.user), pk=pk)
+
+    def get(self, request, pk: int):
+        return Response(ServicePolicySerializer(self._policy(request, pk)).data)
+
+    def put(self, request, pk: int):
+        policy = self._policy(request, pk)
+        require_permission(
+            request, "conversations.change_servicepolicy", "change service policies"
+        )
+        serializer = ServicePolicySerializer(
+            data=request.data, context={"user": request.user}
+        )
+        serializer.is_valid(raise_exception=True)
+        return Response(ServicePolicySerializer(_save(policy, serializer)).data)
+
+    def delete(self, request, pk: int):
+        policy = self._policy(request, pk)
+        require_permission(
+            request, "conversations.delete_servicepolicy", "delete service policies"
+        )
+        policy.delete()
+        return Response(status=204)
+
+
+class ServiceLevelSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ServiceLevel
+        fields = [
+            "policy",
+            "due_at",
+            "escalated",
+            "attention_at",
+            "window_closes_at",
+            "first_response_due_at",
+            "first_response_met",
+            "next_response_due_at",
+            "next_responses_met",
+            "next_responses_missed",
+            "resolution_due_at",
+            "resolution_met",
+            "updated_at",
+        ]
+
+
+class ConversationServiceLevel(APIView):
+    """Where a conversation stands against its policy (404: no policy)."""
+
+    serializer_class = ServiceLevelSerializer
+
+    def get(self, request, pk: int):
+        conversation = get_object_or_404(
+            Conversation.objects.visible_to(request.user), pk=pk
+        )
+        level = get_object_or_404(ServiceLevel, conversation=conversation)
+        return Response(ServiceLevelSerializer(level).data)
+
+
+class ServiceLevelReport(APIView):
+    """Attainment (share of due steps met) by team, agent and day, for
+    conversations started in the last `days` (the reports page's figures)."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("days", int, description="1 to 366")],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request):
+        if not request.user.has_perm("conversations.view_reports"):
+            raise PermissionDenied("This user may not see reports.")
+        try:
+            days = max(1, min(int(request.query_params.get("days", 30)), 366))
+        except ValueError:
+            raise serializers.ValidationError({"days": "A whole number."}) from None
+        tables = attainment.attainment(since=reports.default_since(days))
+        return Response({name: table.rows for name, table in tables.items()})
