@@ -41,6 +41,8 @@ from .models import (
     ParkedStatus,
     RateCard,
     Reaction,
+    SatisfactionRating,
+    SatisfactionSurvey,
     ServiceLevel,
     ServicePolicy,
     TeamRouting,
@@ -1089,3 +1091,39 @@ class ServiceLevelAdmin(RecordsAdmin):
         "policy",
     )
     raw_id_fields = ("conversation",)
+
+
+# --- Routing: customer satisfaction -----------------------------------------------
+
+
+@admin.register(SatisfactionSurvey)
+class SatisfactionSurveyAdmin(admin.ModelAdmin):
+    """Teams' surveys after a resolution: on or off, and their wording."""
+
+    list_display = ("team", "enabled", "question", "button")
+    list_select_related = ("team",)
+
+    def save_model(self, request, obj, form, change):
+        survey = services.configure_satisfaction_survey(
+            team=obj.team,
+            enabled=obj.enabled,
+            question=obj.question,
+            button=obj.button,
+            thanks=obj.thanks,
+        )
+        obj.pk = survey.pk
+
+
+@admin.register(SatisfactionRating)
+class SatisfactionRatingAdmin(RecordsAdmin):
+    """Surveys sent and the customers' answers."""
+
+    list_display = ("conversation", "agent", "team", "sent_at", "score", "comment")
+    list_filter = ("score",)
+    list_select_related = (
+        "conversation__customer",
+        "conversation__number",
+        "agent",
+        "team",
+    )
+    raw_id_fields = ("conversation", "message")

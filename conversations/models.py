@@ -1515,3 +1515,74 @@ class ServiceLevel(models.Model):
     @property
     def overdue(self) -> bool:
         return self.due_at is not None and self.due_at <= timezone.now()
+
+
+# --- Routing: customer satisfaction -----------------------------------------------
+
+
+class SatisfactionSurvey(models.Model):
+    """A team's satisfaction survey: after a conversation is resolved, a
+    WhatsApp list (1 to 5) inside the customer service window."""
+
+    team = models.OneToOneField(
+        "accounts.Team", on_delete=models.CASCADE, related_name="satisfaction_survey"
+    )
+    enabled = models.BooleanField(default=True)
+    # The list message's body (Meta: up to 4096; kept to 1024).
+    question = models.CharField(
+        max_length=1024,
+        default="How did we do? Please rate the help you got.",
+    )
+    # The list's button (Meta: up to 20 characters).
+    button = models.CharField(max_length=20, default="Rate us")
+    # Sent after a rating; empty sends nothing. A text the customer writes
+    # within COMMENT_MINUTES of rating is kept as the rating's comment.
+    thanks = models.CharField(
+        max_length=1024,
+        blank=True,
+        default="Thank you! If you like, write a comment here.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"Satisfaction survey of {self.team}"
+
+
+class SatisfactionRating(models.Model):
+    """One survey sent after a resolution, and the customer's answer."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="satisfaction_ratings"
+    )
+    # The survey message (its wamid is what the customer's answer quotes).
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="+")
+    # Who the rating is about: the conversation's agent and team when sent.
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    sent_at = models.DateTimeField(auto_now_add=True)
+    score = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)]
+    )
+    answered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    comment = models.TextField(blank=True)
+    commented_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["conversation", "-sent_at"], name="csat_conversation")
+        ]
+
+    def __str__(self):
+        return f"Rating of conversation {self.conversation_id}: {self.score or '–'}"

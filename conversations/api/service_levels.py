@@ -1,6 +1,7 @@
-"""Service levels over the API: policies (read by everyone who sees their
-team or label; written with conversations.add/change/delete_servicepolicy),
-a conversation's standing, and the attainment report."""
+"""Service levels and satisfaction over the API: policies (read by everyone
+who sees their team or label; written with
+conversations.add/change/delete_servicepolicy), a conversation's standing
+and ratings, teams' surveys, and the attainment and satisfaction report."""
 
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
@@ -16,6 +17,8 @@ from conversations import services
 from conversations.models import (
     Conversation,
     Label,
+    SatisfactionRating,
+    SatisfactionSurvey,
     ServiceLevel,
     ServicePolicy,
     sees_every_number,
@@ -171,8 +174,8 @@ class ConversationServiceLevel(APIView):
 
 
 class ServiceLevelReport(APIView):
-    """Attainment (share of due steps met) by team, agent and day, for
-    conversations started in the last `days` (the reports page's figures)."""
+    """Attainment (share of due steps met) and customer satisfaction by
+    team, agent and day, for the last `days` (the reports page's figures)."""
 
     @extend_schema(
         parameters=[OpenApiParameter("days", int, description="1 to 366")],
@@ -185,5 +188,83 @@ class ServiceLevelReport(APIView):
             days = max(1, min(int(request.query_params.get("days", 30)), 366))
         except ValueError:
             raise serializers.ValidationError({"days": "A whole number."}) from None
-        tables = attainment.attainment(since=reports.default_since(days))
+        since = reports.default_since(days)
+        tables = {
+            **attainment.attainment(since=since),
+            **attainment.satisfaction(since=since),
+        }
         return Response({name: table.rows for name, table in tables.items()})
+
+
+class SatisfactionSurveySerializer(serializers.Serializer):
+    team = serializers.IntegerField(read_only=True)
+    enabled = serializers.BooleanField()
+    question = serializers.CharField(max_length=1024)
+    button = serializers.CharField(max_length=20)
+    thanks = serializers.CharField(max_length=1024, allow_blank=True)
+
+
+def _survey_data(team: Team) -> dict:
+    survey = SatisfactionSurvey.objects.filter(team=team).first()
+    if survey is None:
+        survey = SatisfactionSurvey(team=team, enabled=False)
+    return {
+        "team": team.pk,
+        "enabled": survey.enabled,
+        "question": survey.question,
+        "button": survey.button,
+        "thanks": survey.thanks,
+    }
+
+
+class TeamSatisfactionSurvey(APIView):
+    """A team's satisfaction survey: on or off, and its wording."""
+
+    serializer_class = SatisfactionSurveySerializer
+
+    def get(self, request, pk: int):
+        team = get_object_or_404(visible_teams(request.user), pk=pk)
+        return Response(SatisfactionSurveySerializer(_survey_data(team)).data)
+
+    def put(self, request, pk: int):
+        team = get_object_or_404(visible_teams(request.user), pk=pk)
+        require_permission(
+            request,
+            "conversations.change_satisfactionsurvey",
+            "change satisfaction surveys",
+        )
+        serializer = SatisfactionSurveySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.configure_satisfaction_survey(team=team, **serializer.validated_data)
+        return Response(SatisfactionSurveySerializer(_survey_data(team)).data)
+
+
+class SatisfactionRatingSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SatisfactionRating
+        fields = [
+            "id",
+            "message",
+            "agent",
+            "team",
+            "sent_at",
+            "score",
+            "answered_at",
+            "comment",
+            "commented_at",
+        ]
+
+
+class ConversationSatisfaction(generics.ListAPIView):
+    """The surveys a conversation's customer was sent and their answers,
+    newest first."""
+
+    serializer_class = SatisfactionRatingSerializer
+
+    def get_queryset(self):
+        conversation = get_object_or_404(
+            Conversation.objects.visible_to(self.request.user), pk=self.kwargs["pk"]
+        )
+        return SatisfactionRating.objects.filter(conversation=conversation).order_by(
+            "-sent_at", "-id"
+        )

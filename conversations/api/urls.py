@@ -52,6 +52,16 @@ urlpatterns = [
         name="api-conversation-service-level",
     ),
     path(
+        "teams/<int:pk>/satisfaction-survey/",
+        service_levels.TeamSatisfactionSurvey.as_view(),
+        name="api-team-satisfaction-survey",
+    ),
+    path(
+        "conversations/<int:pk>/satisfaction/",
+        service_levels.ConversationSatisfaction.as_view(),
+        name="api-conversation-satisfaction",
+    ),
+    path(
         "reports/service-levels/",
         service_levels.ServiceLevelReport.as_view(),
         name="api-report-service-levels",

@@ -1,13 +1,14 @@
-"""Service-level attainment for the reports: of the steps that were due,
-how many were met, by team, by agent and by day (the conversation's day)."""
+"""Service levels and satisfaction for the reports: of the steps that were
+due, how many were met, by team, by agent and by day (the conversation's
+day); and the customers' ratings, by team, agent and day (the answer's)."""
 
 from datetime import datetime
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Avg, Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from ..models import ServiceLevel
+from ..models import SatisfactionRating, ServiceLevel
 from .reports import Table
 
 STEPS = ("first_response", "next_response", "resolution")
@@ -88,3 +89,49 @@ def attainment(*, since: datetime, until: datetime | None = None) -> dict[str, T
         name: Table(name, title, [column, *COLUMNS], _rows(levels, group, column))
         for name, title, column, group in GROUPS
     }
+
+
+CSAT_COLUMNS = ["surveys", "ratings", "average", "satisfied", "satisfied_share"]
+CSAT_GROUPS = (
+    ("csat_by_team", "Customer satisfaction by team", "team", "team__name"),
+    ("csat_by_agent", "Customer satisfaction by agent", "agent", "agent__username"),
+    ("csat_by_day", "Customer satisfaction by day", "day", "day"),
+)
+# What the satisfaction tables chart: the average score (1 to 5).
+CSAT_CHART_VALUE = "average"
+
+
+def satisfaction(*, since: datetime, until: datetime | None = None) -> dict[str, Table]:
+    """Ratings of surveys sent in [since, until): how many were answered,
+    the average score, and the share of 4s and 5s ("satisfied")."""
+    until = until or timezone.now()
+    ratings = SatisfactionRating.objects.filter(
+        sent_at__gte=since, sent_at__lt=until
+    ).annotate(day=TruncDate("sent_at"))
+    tables = {}
+    for name, title, column, group in CSAT_GROUPS:
+        rows = []
+        for counts in (
+            ratings.values(group)
+            .annotate(
+                surveys=Count("id"),
+                ratings=Count("id", filter=Q(score__isnull=False)),
+                average=Avg("score"),
+                satisfied=Count("id", filter=Q(score__gte=4)),
+            )
+            .order_by(group)
+        ):
+            label = counts.pop(group)
+            average = counts["average"]
+            rows.append(
+                {
+                    column: label if label is not None else "(none)",
+                    **counts,
+                    "average": round(average, 2) if average is not None else None,
+                    "satisfied_share": _percent(
+                        counts["satisfied"], counts["ratings"] - counts["satisfied"]
+                    ),
+                }
+            )
+        tables[name] = Table(name, title, [column, *CSAT_COLUMNS], rows)
+    return tables

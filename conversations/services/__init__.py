@@ -163,6 +163,11 @@ from .routing import (
     record_manual_assignment,
     route_conversations,
 )
+from .satisfaction import (
+    answer_received,
+    configure_satisfaction_survey,
+    request_satisfaction,
+)
 from .service_levels import (
     policy_for,
     record_reply,
@@ -200,6 +205,9 @@ from .workspace import (
 )
 
 __all__ = [
+    "configure_satisfaction_survey",
+    "answer_received",
+    "request_satisfaction",
     "save_service_policy",
     "policy_for",
     "record_reply",

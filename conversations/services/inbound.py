@@ -18,7 +18,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
-from . import consent, customers, routing
+from . import consent, customers, routing, satisfaction
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def _store_inbound(
     conversation, conversation_event, undo = customers.conversation_for(
         customer=customer, number=number, at=at, new_customer=new_customer
     )
+    reopened = conversation_event == realtime.CONVERSATION_UPDATED
     row = _message_row(message, conversation=conversation, at=at)
     if not customers.insert_or_ignore(row):
         if not Message.objects.filter(wamid=message.wamid).exists():
@@ -84,6 +85,14 @@ def _store_inbound(
     customers.touch_conversation(conversation, row, inbound=True)
     # STOP and the marketing opt-out button (consent.py).
     consent.opt_out_by_message(customer, row)
+    if (
+        satisfaction.answer_received(
+            conversation=conversation, message=row, reopened=reopened
+        )
+        and reopened
+    ):
+        # A rating is no new request: the conversation stays resolved.
+        undo()
     if conversation_event is not None:
         realtime.publish(conversation_event, conversation=conversation)
         routing.conversation_waiting(conversation)

@@ -16,7 +16,7 @@ from ..models import (
     Label,
     Note,
 )
-from . import agents, errors, receipts, routing, service_levels
+from . import agents, errors, receipts, routing, satisfaction, service_levels
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,8 @@ def change_status(
     if conversation.assignee is not None and status not in routing.LOAD_STATUSES:
         routing.agent_may_take_more(conversation.assignee)
     service_levels.refresh_service_level(conversation=conversation, now=now)
+    if status == Conversation.Status.RESOLVED:
+        satisfaction.request_satisfaction(conversation=conversation, now=now)
     return conversation
 
 

@@ -518,7 +518,21 @@ def _report_tables(request: HttpRequest) -> tuple[dict, int]:
 
 def _service_level_tables(request: HttpRequest) -> dict:
     since = reports.default_since(_report_days(request))
-    return service_level_reports.attainment(since=since)
+    return {
+        **service_level_reports.attainment(since=since),
+        **service_level_reports.satisfaction(since=since),
+    }
+
+
+def _service_level_chart(table) -> dict | None:
+    if not table.rows:
+        return None
+    value = (
+        service_level_reports.CSAT_CHART_VALUE
+        if table.name.startswith("csat_")
+        else service_level_reports.CHART_VALUE
+    )
+    return reports.bars(table.rows, table.columns[0], value)
 
 
 @login_required
@@ -543,14 +557,7 @@ def reports_page(request: HttpRequest) -> HttpResponse:
             ],
             "days": days,
             "service_levels": [
-                {
-                    "table": table,
-                    "chart": reports.bars(
-                        table.rows, table.columns[0], service_level_reports.CHART_VALUE
-                    )
-                    if table.rows
-                    else None,
-                }
+                {"table": table, "chart": _service_level_chart(table)}
                 for table in _service_level_tables(request).values()
             ],
         },

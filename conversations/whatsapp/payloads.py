@@ -934,6 +934,17 @@ def _summary_interactive(payload: dict, message: dict) -> str:
     return "Interactive reply"
 
 
+def interactive_choice(payload: Any) -> tuple[str, str] | None:
+    """The (id, title) a customer chose from reply buttons or a list, from a
+    stored interactive message's payload; None for anything else."""
+    payload = _dict(payload)
+    kind = _str(payload.get("type"))
+    if kind not in {"button_reply", "list_reply"}:
+        return None
+    reply = _dict(payload.get(kind))
+    return _str(reply.get("id")), _str(reply.get("title"))
+
+
 def _summary_button(payload: dict, message: dict) -> str:
     return _str(payload.get("text")) or _str(payload.get("payload")) or "Button reply"
 
