@@ -31,7 +31,7 @@ from ..models import (
     SatisfactionSurvey,
 )
 from ..rules import windows
-from ..whatsapp import client, payloads
+from ..whatsapp import payloads
 from . import business_hours, errors, outbound
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def request_satisfaction(
         conversation=conversation, sent_at__gt=now - SURVEY_INTERVAL
     ).exists():
         return None
-    content = client.interactive_list(
+    content = payloads.interactive_list(
         body=survey.question, button=survey.button, rows=survey_rows()
     )
     try:

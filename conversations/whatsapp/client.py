@@ -585,27 +585,6 @@ def send_interactive(number: Number, to: str, interactive: dict, **options):
     return _send(number, to, "interactive", interactive, **options)
 
 
-def interactive_list(
-    *, body: str, button: str, rows: list[tuple[str, str]], section: str = ""
-) -> dict:
-    """Meta's `interactive` object of a list message with one section:
-    rows are (id, title); the caller keeps Meta's limits (outbound checks
-    them again before the send)."""
-    return {
-        "type": "list",
-        "body": {"text": body},
-        "action": {
-            "button": button,
-            "sections": [
-                {
-                    **({"title": section} if section else {}),
-                    "rows": [{"id": row_id, "title": title} for row_id, title in rows],
-                }
-            ],
-        },
-    }
-
-
 def send_reaction(
     number: Number, to: str, message_id: str, emoji: str, **options
 ) -> SendResult:
