@@ -30,6 +30,7 @@ from .models import (
     Customer,
     Holiday,
     Label,
+    Macro,
     Message,
     MessageCharge,
     MessageTemplate,
@@ -1127,3 +1128,16 @@ class SatisfactionRatingAdmin(RecordsAdmin):
         "team",
     )
     raw_id_fields = ("conversation", "message")
+
+
+# --- Routing: macros ---------------------------------------------------------------
+
+
+@admin.register(Macro)
+class MacroAdmin(admin.ModelAdmin):
+    """Named sets of actions agents run with one click."""
+
+    list_display = ("name", "team", "set_team", "reply", "resolve")
+    list_select_related = ("team", "set_team", "reply")
+    filter_horizontal = ("add_labels",)
+    search_fields = ("name",)

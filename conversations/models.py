@@ -1586,3 +1586,47 @@ class SatisfactionRating(models.Model):
 
     def __str__(self):
         return f"Rating of conversation {self.conversation_id}: {self.score or '–'}"
+
+
+# --- Routing: macros ---------------------------------------------------------------
+
+
+class Macro(models.Model):
+    """A named set of actions an agent runs on a conversation with one click:
+    move it to a team, add labels, send a canned reply, resolve it."""
+
+    name = models.CharField(max_length=100)
+    # Offered on the conversations of this team; empty: on every conversation.
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="macros",
+        help_text="Offered on this team's conversations; empty: on all.",
+    )
+    set_team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Give the conversation to this team.",
+    )
+    add_labels = models.ManyToManyField(Label, blank=True, related_name="+")
+    reply = models.ForeignKey(
+        CannedResponse,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Send this canned response (inside the reply window only).",
+    )
+    resolve = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

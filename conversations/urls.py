@@ -13,6 +13,7 @@ urlpatterns = [
     path("conversations/<int:pk>/composer/", views.composer, name="composer"),
     path("conversations/<int:pk>/older/", views.older_messages, name="older"),
     path("conversations/<int:pk>/reply/", views.reply, name="reply"),
+    path("conversations/<int:pk>/macros/", interactive.run_macro, name="run-macro"),
     path(
         "conversations/<int:pk>/interactive/",
         interactive.send_interactive,

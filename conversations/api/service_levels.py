@@ -17,6 +17,7 @@ from conversations import services
 from conversations.models import (
     Conversation,
     Label,
+    Macro,
     SatisfactionRating,
     SatisfactionSurvey,
     ServiceLevel,
@@ -25,6 +26,7 @@ from conversations.models import (
 )
 from conversations.selectors import reports
 from conversations.selectors import service_levels as attainment
+from conversations.selectors.macros import macros_for
 
 from .permissions import require_permission
 from .routing import visible_teams
@@ -268,3 +270,48 @@ class ConversationSatisfaction(generics.ListAPIView):
         return SatisfactionRating.objects.filter(conversation=conversation).order_by(
             "-sent_at", "-id"
         )
+
+
+class MacroSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Macro
+        fields = ["id", "name", "team", "set_team", "add_labels", "reply", "resolve"]
+
+
+class RunMacroSerializer(serializers.Serializer):
+    macro = serializers.IntegerField()
+
+
+class ConversationMacros(APIView):
+    """GET: the macros offered on a conversation; POST {"macro": id} runs
+    one (all its actions or none, recorded as a note)."""
+
+    serializer_class = RunMacroSerializer
+
+    def _conversation(self, request, pk):
+        return get_object_or_404(Conversation.objects.visible_to(request.user), pk=pk)
+
+    @extend_schema(responses=MacroSerializer(many=True))
+    def get(self, request, pk: int):
+        conversation = self._conversation(request, pk)
+        return Response(MacroSerializer(macros_for(conversation), many=True).data)
+
+    @extend_schema(request=RunMacroSerializer, responses=MacroSerializer)
+    def post(self, request, pk: int):
+        conversation = self._conversation(request, pk)
+        serializer = RunMacroSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        macro = next(
+            (
+                m
+                for m in macros_for(conversation)
+                if m.pk == serializer.validated_data["macro"]
+            ),
+            None,
+        )
+        if macro is None:
+            raise serializers.ValidationError(
+                {"macro": "No such macro on this conversation."}
+            )
+        services.run_macro(conversation=conversation, macro=macro, by=request.user)
+        return Response(MacroSerializer(macro).data, status=201)

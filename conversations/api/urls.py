@@ -62,6 +62,11 @@ urlpatterns = [
         name="api-conversation-satisfaction",
     ),
     path(
+        "conversations/<int:pk>/macros/",
+        service_levels.ConversationMacros.as_view(),
+        name="api-conversation-macros",
+    ),
+    path(
         "reports/service-levels/",
         service_levels.ServiceLevelReport.as_view(),
         name="api-report-service-levels",

@@ -88,6 +88,9 @@ from .inbound import (
     DuplicateMessage,
     receive_message,
 )
+from .macros import (
+    run_macro,
+)
 from .media import (
     MEDIA_FIELDS,
     MEDIA_MAX_BYTES,
@@ -205,6 +208,7 @@ from .workspace import (
 )
 
 __all__ = [
+    "run_macro",
     "configure_satisfaction_survey",
     "answer_received",
     "request_satisfaction",

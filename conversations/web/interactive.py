@@ -1,4 +1,4 @@
-"""Reply buttons and lists from the workspace's composer.
+"""Reply buttons and lists from the workspace's composer, and macros.
 
 The agent writes a body and the options, one per line ("Title", or
 "Title | description" for a list); the form checks Meta's limits
@@ -13,7 +13,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_POST
 
 from .. import services
-from ..live.rendering import render_fragment, render_message
+from ..live.rendering import render_fragment, render_message, render_note
+from ..selectors.macros import macros_for
 from ..selectors.thread import conversation_for, messages_queryset
 from ..whatsapp import payloads
 from .answers import answer, refusal, refused
@@ -102,4 +103,25 @@ def send_interactive(request: HttpRequest, pk: int) -> HttpResponse:
         return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
     html = render_message(message) + render_fragment("composer_error", {"error": ""})
+    return answer(request, conversation, html, status=201)
+
+
+@login_required
+@require_POST
+def run_macro(request: HttpRequest, pk: int) -> HttpResponse:
+    """Run one of the conversation's macros; the note it leaves is the answer
+    (the other changes reach the page as live events)."""
+    conversation = conversation_for(request.user, pk)
+    if conversation is None:
+        raise Http404("No such conversation")
+    macro_id = request.POST.get("macro", "")
+    macro = next((m for m in macros_for(conversation) if str(m.pk) == macro_id), None)
+    if macro is None:
+        return refusal(request, conversation, "Choose a macro.", 400)
+    try:
+        services.run_macro(conversation=conversation, macro=macro, by=request.user)
+    except services.ServiceError as error:
+        return refused(request, conversation, error)
+    note = conversation.notes.order_by("-pk").first()
+    html = render_note(note) + render_fragment("composer_error", {"error": ""})
     return answer(request, conversation, html, status=201)
