@@ -122,7 +122,7 @@ def test_due_chips_order_macros_and_reply_buttons(stack):
     page.get_by_text("Buttons or list…").click()
     page.get_by_label("Interactive text").fill("Did this help?")
     page.get_by_label("Options").fill("Yes\nNo")
-    page.get_by_role("button", name="Send buttons or list").click()
+    page.get_by_role("button", name="Offer these choices").click()
     expect(page.locator("#thread")).to_contain_text("Yes")
     assert Message.objects.filter(conversation=soon, type="interactive").exists()
 
