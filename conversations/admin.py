@@ -955,6 +955,13 @@ class ConversationRoutingAdmin(RecordsAdmin):
 # --- Routing: business hours ------------------------------------------------------
 
 
+def one_of(cleaned: dict, first: str, second: str, what: str) -> dict:
+    """A form's cleaned data, refused unless exactly one owner is given."""
+    if bool(cleaned.get(first)) == bool(cleaned.get(second)):
+        raise forms.ValidationError(f"Give the {what} to a {first} or to a {second}.")
+    return cleaned
+
+
 class OpeningHoursFormSet(forms.BaseInlineFormSet):
     def clean(self):
         super().clean()
@@ -992,10 +999,7 @@ class BusinessHoursForm(forms.ModelForm):
         fields = ("name", "time_zone", "team", "number", "away_message")
 
     def clean(self):
-        cleaned = super().clean()
-        if bool(cleaned.get("team")) == bool(cleaned.get("number")):
-            raise forms.ValidationError("Give the hours to a team or to a number.")
-        return cleaned
+        return one_of(super().clean(), "team", "number", "hours")
 
 
 @admin.register(BusinessHours)
@@ -1048,10 +1052,7 @@ class ServicePolicyForm(forms.ModelForm):
         )
 
     def clean(self):
-        cleaned = super().clean()
-        if bool(cleaned.get("team")) == bool(cleaned.get("label")):
-            raise forms.ValidationError("Give the policy to a team or to a label.")
-        return cleaned
+        return one_of(super().clean(), "team", "label", "policy")
 
 
 @admin.register(ServicePolicy)
