@@ -77,14 +77,16 @@ def refresh_service_level(
 ) -> ServiceLevel | None:
     """Recompute a conversation's standing; publish a change the inbox shows."""
     now = now or timezone.now()
-    conversation = Conversation.objects.get(pk=conversation.pk)
     policy = policy_for(conversation)
-    current = ServiceLevel.objects.filter(conversation=conversation).first()
     if policy is None:
-        if current is not None:
-            current.delete()
+        # Without a policy (most helpdesks): one statement, nothing shown.
+        removed, _ = ServiceLevel.objects.filter(conversation=conversation).delete()
+        if removed:
             _publish(conversation)
         return None
+    # Fresh facts: the caller's copy may predate its own UPDATEs.
+    conversation = Conversation.objects.get(pk=conversation.pk)
+    current = ServiceLevel.objects.filter(conversation=conversation).first()
     first_response_at = conversation.first_response_at
     facts = rules.Facts(
         started_at=conversation.created_at,
