@@ -1,6 +1,14 @@
 from django.urls import path
 
-from . import business, business_hours, consents, routing, service_levels, views
+from . import (
+    business,
+    business_hours,
+    consents,
+    reports,
+    routing,
+    service_levels,
+    views,
+)
 
 urlpatterns = [
     path("conversations/", views.ConversationList.as_view(), name="api-conversations"),
@@ -91,4 +99,6 @@ urlpatterns = [
         routing.AgentRoutingDetail.as_view(),
         name="api-agent-routing",
     ),
+    # --- Reports: CSV files for a token with conversations.view_reports ---
+    path("reports/<slug:name>.csv", reports.ReportCSV.as_view(), name="api-report-csv"),
 ]

@@ -18,6 +18,7 @@ no agent is pushed past capacity however many workers run at once.
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -58,14 +59,22 @@ def conversation_waiting(conversation: Conversation) -> None:
     run is per number and rung at most once at a time, so a burst of new
     conversations costs one run.
     """
-    if conversation.assignee_id is None and _routing_number(conversation.number_id):
-        doorbells.ring_routing_after_commit(conversation.number_id)
+    conversations_waiting([conversation])
 
 
-def _routing_number(number_id: int) -> bool:
-    return TeamRouting.objects.filter(
-        team__numbers=number_id, mode__in=_ROUTING_MODES
-    ).exists()
+def conversations_waiting(conversations: Iterable[Conversation]) -> None:
+    """conversation_waiting for a set (the webhook engine's batches): one
+    query for all of them, one doorbell per number that routing works."""
+    number_ids = {c.number_id for c in conversations if c.assignee_id is None}
+    if not number_ids:
+        return
+    routed = set(
+        TeamRouting.objects.filter(
+            team__numbers__in=number_ids, mode__in=_ROUTING_MODES
+        ).values_list("team__numbers", flat=True)
+    )
+    for number_id in sorted(number_ids & routed):
+        doorbells.ring_routing_after_commit(number_id)
 
 
 def agent_may_take_more(user: User) -> None:

@@ -6,13 +6,11 @@ changed (htmx), or redirect back (no script). Every lookup goes through
 visible_to(), so a foreign or unknown id is a 404 either way.
 """
 
-import csv
 import mimetypes
 from datetime import datetime
-from numbers import Number
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -28,8 +26,6 @@ from ..live.rendering import (
     render_row,
 )
 from ..models import ConsentRecord, Conversation, Label, Message, MessageTemplate
-from ..selectors import reports
-from ..selectors import service_levels as service_level_reports
 from ..selectors.composer import canned_responses
 from ..selectors.inbox import InboxCursor, InboxFilter
 from ..selectors.thread import (
@@ -483,114 +479,3 @@ def canned_text(request: HttpRequest, pk: int, canned_pk: int) -> HttpResponse:
         raise Http404("No such canned response")
     text = fill_canned(response.text, conversation=conversation, agent=request.user)
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
-
-
-# --- Reports (business): supervisors only ----------------------------------------
-
-REPORT_CHARTS = [
-    ("volume_by_hour", "hour", "messages"),
-    ("volume_by_day", "day", "inbound"),
-    ("response_times_by_agent", "agent", "first_response_p50"),
-    ("template_funnel", "template", "read"),
-    ("cost_by_day", "day", "cost"),
-    ("cost_by_number", "number", "cost"),
-    ("cost_by_team", "team", "cost"),
-    ("cost_by_template", "template", "cost"),
-    ("cost_by_ad", "ad", "cost"),
-]
-
-
-def _may_see_reports(user) -> bool:
-    return user.has_perm("conversations.view_reports")
-
-
-def _report_days(request: HttpRequest) -> int:
-    try:
-        return max(1, min(int(request.GET.get("days", 30)), 366))
-    except ValueError:
-        return 30
-
-
-def _report_tables(request: HttpRequest) -> tuple[dict, int]:
-    days = _report_days(request)
-    return reports.build(since=reports.default_since(days)), days
-
-
-def _service_level_tables(request: HttpRequest) -> dict:
-    since = reports.default_since(_report_days(request))
-    return {
-        **service_level_reports.attainment(since=since),
-        **service_level_reports.satisfaction(since=since),
-    }
-
-
-def _service_level_chart(table) -> dict | None:
-    if not table.rows:
-        return None
-    value = (
-        service_level_reports.CSAT_CHART_VALUE
-        if table.name.startswith("csat_")
-        else service_level_reports.CHART_VALUE
-    )
-    return reports.bars(table.rows, table.columns[0], value)
-
-
-@login_required
-@require_GET
-def reports_page(request: HttpRequest) -> HttpResponse:
-    """Volume, response times, template funnel, cost and ads, as tables and SVG."""
-    if not _may_see_reports(request.user):
-        raise PermissionDenied
-    tables, days = _report_tables(request)
-    charts = {
-        name: reports.bars(tables[name].rows, label, value)
-        for name, label, value in REPORT_CHARTS
-        if tables[name].rows
-    }
-    return render(
-        request,
-        "conversations/reports.html",
-        {
-            "tables": [
-                {"table": table, "chart": charts.get(name)}
-                for name, table in tables.items()
-            ],
-            "days": days,
-            "service_levels": [
-                {"table": table, "chart": _service_level_chart(table)}
-                for table in _service_level_tables(request).values()
-            ],
-        },
-    )
-
-
-@login_required
-@require_GET
-def report_csv(request: HttpRequest, name: str) -> HttpResponse:
-    """One report table as CSV (same filters as the page)."""
-    if not _may_see_reports(request.user):
-        raise PermissionDenied
-    tables, _ = _report_tables(request)
-    table = tables.get(name) or _service_level_tables(request).get(name)
-    if table is None:
-        raise Http404("No such report")
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
-    writer = csv.writer(response)
-    for row in [table.columns, *table.as_lists()]:
-        writer.writerow([spreadsheet_cell(value) for value in row])
-    return response
-
-
-# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_cell(value):
-    """A CSV cell that no spreadsheet runs: text that would start a formula
-    gets a leading apostrophe (which spreadsheets do not show); numbers,
-    negative ones included, stay numbers."""
-    if value is None or isinstance(value, Number):
-        return value
-    text = str(value)
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0004_closed_tabs"),
-        ("conversations", "0012_routing_business_hours"),
+        ("conversations", "0013_routing_business_hours"),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0004_closed_tabs"),
-        ("conversations", "0010_consent_occurred_at"),
+        ("conversations", "0011_engine_claims"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

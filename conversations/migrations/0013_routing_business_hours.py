@@ -9,7 +9,7 @@ import accounts.models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0004_closed_tabs"),
-        ("conversations", "0011_routing_assignment"),
+        ("conversations", "0012_routing_assignment"),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0004_closed_tabs"),
-        ("conversations", "0013_routing_service_levels"),
+        ("conversations", "0014_routing_service_levels"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

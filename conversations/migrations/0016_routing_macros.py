@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0004_closed_tabs"),
-        ("conversations", "0014_routing_satisfaction"),
+        ("conversations", "0015_routing_satisfaction"),
     ]
 
     operations = [
