@@ -19,6 +19,7 @@ from conversations.models import (
     SatisfactionSurvey,
 )
 from conversations.selectors import service_levels as report
+from tests.factories import TeamFactory, UserFactory
 from tests.fixtures.business import api_client_for
 from tests.fixtures.inbound import process
 from tests.fixtures.routing import waiting_conversation
@@ -190,18 +191,30 @@ def test_reports_and_api_show_satisfaction(admin_client, number, team, agent, su
     first, second = resolved(number, team, agent), resolved(number, team, agent)
     SatisfactionRating.objects.filter(conversation=first).update(score=5)
     SatisfactionRating.objects.filter(conversation=second).update(score=2)
-    tables = report.satisfaction(since=timezone.now() - timedelta(days=1))
+    now = timezone.now()
+    tables = report.build(agent, since=now - timedelta(days=1), until=now)
     (row,) = tables["csat_by_agent"].rows
+    name = agent.display_name or agent.username
     assert row == {
-        "agent": agent.username,
+        "agent": name,
         "surveys": 2,
         "ratings": 2,
         "average": 3.5,
         "satisfied": 1,
         "satisfied_share": 50.0,
     }
+    # An agent of another team's numbers sees none of these ratings.
+    stranger = UserFactory(username="stranger")
+    stranger.teams.add(TeamFactory(name="Sales"))
+    elsewhere = report.build(stranger, since=now - timedelta(days=1), until=now)
+    assert all(not table.rows for table in elsewhere.values())
+
     page = admin_client.get("/reports/").content.decode()
-    assert 'id="csat_by_team"' in page and f"{agent.username}: 3.5 average" in page
+    assert 'id="csat_by_team"' in page and "<h2" in page
+    # The chart: its bar says the score, the axis runs 0 to 5, the table
+    # under it holds the same figures.
+    assert f"{name}, Average score (1–5): 3.50" in page
+    assert '<td class="percent">50%</td>' in page
 
     api = api_client_for(agent)
     listed = api.get(f"/api/v1/conversations/{first.pk}/satisfaction/").json()

@@ -24,7 +24,7 @@ from conversations.models import (
 from conversations.rules import business_hours
 from conversations.rules import service_levels as rules
 from conversations.selectors import service_levels as attainment
-from tests.factories import MessageFactory
+from tests.factories import MessageFactory, TeamFactory, UserFactory
 from tests.fixtures.business import api_client_for
 from tests.fixtures.routing import waiting_conversation
 
@@ -344,9 +344,11 @@ def test_reports_show_attainment_by_team_agent_and_day(
     admin_client, number, team, policy, agent
 ):
     report_ready(number, team, policy, agent)
-    tables = attainment.attainment(since=timezone.now() - timedelta(days=1))
+    now = timezone.now()
+    tables = attainment.build(agent, since=now - timedelta(days=1), until=now)
     (by_agent,) = tables["sla_by_agent"].rows
-    assert by_agent["agent"] == agent.username
+    name = agent.display_name or agent.username
+    assert by_agent["agent"] == name
     assert (by_agent["first_response_met"], by_agent["first_response_missed"]) == (1, 1)
     assert by_agent["first_response_attainment"] == 50.0
     assert tables["sla_by_team"].rows[0]["team"] == team.name
@@ -356,10 +358,18 @@ def test_reports_show_attainment_by_team_agent_and_day(
     assert page.status_code == 200
     content = page.content.decode()
     assert 'id="sla_by_agent"' in content
-    assert f"{agent.username}: 50.0% met" in content
+    # Each bar says its share; the axis runs to 100 %.
+    assert f"{name}, First response, % met: 50%" in content
+    assert ">100%</text>" in content
     csv = admin_client.get("/reports/sla_by_team.csv")
     assert csv.status_code == 200
     assert csv.content.decode().splitlines()[1].startswith(f"{team.name},2,1,1,50.0")
+
+    # Another team's agent sees none of it.
+    stranger = UserFactory(username="stranger")
+    stranger.teams.add(TeamFactory(name="Sales"))
+    elsewhere = attainment.build(stranger, since=now - timedelta(days=1), until=now)
+    assert all(not table.rows for table in elsewhere.values())
 
 
 def test_attainment_over_the_api_needs_the_reports_permission(
@@ -373,6 +383,12 @@ def test_attainment_over_the_api_needs_the_reports_permission(
     response = api_client_for(agent).get("/api/v1/reports/service-levels/?days=7")
     assert response.status_code == 200
     assert response.json()["sla_by_agent"][0]["first_response_attainment"] == 50.0
+    # The same table as the page's CSV, by token.
+    csv = api_client_for(agent).get("/api/v1/reports/sla_by_agent.csv?range=7d")
+    assert csv.status_code == 200 and csv["Content-Type"].startswith("text/csv")
+    header, row = csv.content.decode().splitlines()
+    assert header.startswith("agent,conversations,first_response_met")
+    assert row.split(",")[1:5] == ["2", "1", "1", "50.0"]
 
 
 def test_a_conversations_standing_over_the_api(number, team, policy, agent):
