@@ -214,7 +214,7 @@ def test_reports_and_api_show_satisfaction(admin_client, number, team, agent, su
     # The chart: its bar says the score, the axis runs 0 to 5, the table
     # under it holds the same figures.
     assert f"{name}, Average score (1–5): 3.50" in page
-    assert '<td class="percent">50%</td>' in page
+    assert '<td class="percent">50.0%</td>' in page
 
     api = api_client_for(agent)
     listed = api.get(f"/api/v1/conversations/{first.pk}/satisfaction/").json()

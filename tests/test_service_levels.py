@@ -359,7 +359,7 @@ def test_reports_show_attainment_by_team_agent_and_day(
     content = page.content.decode()
     assert 'id="sla_by_agent"' in content
     # Each bar says its share; the axis runs to 100 %.
-    assert f"{name}, First response, % met: 50%" in content
+    assert f"{name}, First response, % met: 50.0%" in content
     assert ">100%</text>" in content
     csv = admin_client.get("/reports/sla_by_team.csv")
     assert csv.status_code == 200

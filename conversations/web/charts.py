@@ -152,7 +152,7 @@ def value_label(value, unit: str) -> str:
     if unit == "money":
         return money(value)
     if unit == "percent":
-        return f"{value:g}%"
+        return f"{float(value):.1f}%"
     if unit == "score":
         return f"{value:.2f}"
     return f"{value:,}"
