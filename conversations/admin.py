@@ -18,13 +18,19 @@ from .forms import (
 )
 from .models import (
     AccountNotice,
+    AgentRouting,
+    AwayReply,
+    BusinessHours,
     CallbackDelivery,
     CallbackEndpoint,
     CannedResponse,
     ConsentRecord,
     Conversation,
+    ConversationRouting,
     Customer,
+    Holiday,
     Label,
+    Macro,
     Message,
     MessageCharge,
     MessageTemplate,
@@ -32,13 +38,20 @@ from .models import (
     Note,
     Notification,
     NotificationBatch,
+    OpeningHours,
     ParkedStatus,
     RateCard,
     Reaction,
+    SatisfactionRating,
+    SatisfactionSurvey,
+    ServiceLevel,
+    ServicePolicy,
+    TeamRouting,
     WebhookEvent,
     WhatsAppNumber,
     mask_secret,
 )
+from .rules import business_hours as business_hours_rules
 
 
 def pretty_json(value) -> str:
@@ -830,3 +843,302 @@ class CallbackDeliveryAdmin(admin.ModelAdmin):
         for delivery in queryset:
             services.retry_callback(delivery=delivery)
         messages.success(request, "Queued again.")
+
+
+# --- Routing: auto-assignment ------------------------------------------------------
+
+
+class RecordsAdmin(admin.ModelAdmin):
+    """Rows the helpdesk keeps as a record of what it did: read only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TeamRouting)
+class TeamRoutingAdmin(admin.ModelAdmin):
+    """A team's auto-assignment; saving routes its waiting conversations."""
+
+    list_display = ("team", "mode", "capacity", "offline_grace_minutes", "updated_at")
+    list_filter = ("mode",)
+    list_select_related = ("team",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # The team is the row's identity; pick another team in a new row.
+        return ("team",) if obj else ()
+
+    def save_model(self, request, obj, form, change):
+        routing = services.configure_team_routing(
+            team=obj.team,
+            mode=obj.mode,
+            capacity=obj.capacity,
+            offline_grace_minutes=obj.offline_grace_minutes,
+        )
+        obj.pk = routing.pk
+
+
+@admin.register(AgentRouting)
+class AgentRoutingAdmin(admin.ModelAdmin):
+    """Agents' own capacity and exclusion; their turn and offline time are
+    kept by auto-assignment."""
+
+    list_display = (
+        "agent",
+        "capacity",
+        "excluded",
+        "presence",
+        "open_conversations",
+        "last_assigned_at",
+    )
+    list_filter = ("excluded",)
+    list_select_related = ("agent",)
+    search_fields = ("agent__username", "agent__display_name")
+    readonly_fields = ("last_turn", "last_assigned_at", "offline_since")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("agent", *self.readonly_fields) if obj else self.readonly_fields
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                open_count=Count(
+                    "agent__assigned_conversations",
+                    filter=Q(
+                        agent__assigned_conversations__status__in=(
+                            services.LOAD_STATUSES
+                        )
+                    ),
+                )
+            )
+        )
+
+    @admin.display(description="Presence")
+    def presence(self, routing):
+        return routing.agent.get_presence_display()
+
+    @admin.display(description="Open and pending", ordering="open_count")
+    def open_conversations(self, routing):
+        return routing.open_count
+
+    def save_model(self, request, obj, form, change):
+        routing = services.configure_agent_routing(
+            agent=obj.agent, capacity=obj.capacity, excluded=obj.excluded
+        )
+        obj.pk = routing.pk
+
+
+@admin.register(ConversationRouting)
+class ConversationRoutingAdmin(RecordsAdmin):
+    """What auto-assignment did with each conversation (read only)."""
+
+    list_display = (
+        "conversation",
+        "assigned_to",
+        "assigned_at",
+        "manual",
+        "given_back_at",
+    )
+    list_filter = ("manual",)
+    list_select_related = (
+        "conversation__customer",
+        "conversation__number",
+        "assigned_to",
+    )
+    raw_id_fields = ("conversation",)
+
+
+# --- Routing: business hours ------------------------------------------------------
+
+
+def one_of(cleaned: dict, first: str, second: str, what: str) -> dict:
+    """A form's cleaned data, refused unless exactly one owner is given."""
+    if bool(cleaned.get(first)) == bool(cleaned.get(second)):
+        raise forms.ValidationError(f"Give the {what} to a {first} or to a {second}.")
+    return cleaned
+
+
+class OpeningHoursFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        intervals = [
+            (
+                form.cleaned_data["weekday"],
+                form.cleaned_data["opens"],
+                form.cleaned_data["closes"],
+            )
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and form.cleaned_data.get("opens") is not None
+            and form.cleaned_data.get("closes") is not None
+        ]
+        problem = business_hours_rules.interval_problem(intervals)
+        if problem:
+            raise forms.ValidationError(problem)
+
+
+class OpeningHoursInline(admin.TabularInline):
+    model = OpeningHours
+    formset = OpeningHoursFormSet
+    extra = 0
+
+
+class HolidayInline(admin.TabularInline):
+    model = Holiday
+    extra = 0
+
+
+class BusinessHoursForm(forms.ModelForm):
+    class Meta:
+        model = BusinessHours
+        fields = ("name", "time_zone", "team", "number", "away_message")
+
+    def clean(self):
+        return one_of(super().clean(), "team", "number", "hours")
+
+
+@admin.register(BusinessHours)
+class BusinessHoursAdmin(admin.ModelAdmin):
+    """When teams and numbers are open, their holidays and away reply."""
+
+    form = BusinessHoursForm
+    inlines = (OpeningHoursInline, HolidayInline)
+    list_display = ("name", "team", "number", "time_zone", "open_now", "has_away")
+    list_select_related = ("team", "number")
+    search_fields = ("name",)
+
+    def get_queryset(self, request):
+        return (
+            super().get_queryset(request).prefetch_related("opening_hours", "holidays")
+        )
+
+    @admin.display(description="Open now", boolean=True)
+    def open_now(self, hours):
+        return services.is_open_now(hours)
+
+    @admin.display(description="Away reply", boolean=True)
+    def has_away(self, hours):
+        return bool(hours.away_message)
+
+
+@admin.register(AwayReply)
+class AwayReplyAdmin(RecordsAdmin):
+    """Which conversations got the away reply in which closed period."""
+
+    list_display = ("conversation", "closed_since", "message", "sent_at")
+    list_select_related = ("conversation__customer", "conversation__number", "message")
+    raw_id_fields = ("conversation", "message")
+
+
+# --- Routing: service levels ------------------------------------------------------
+
+
+class ServicePolicyForm(forms.ModelForm):
+    class Meta:
+        model = ServicePolicy
+        fields = (
+            "name",
+            "team",
+            "label",
+            "first_response_minutes",
+            "next_response_minutes",
+            "resolution_minutes",
+            "business_hours_only",
+        )
+
+    def clean(self):
+        return one_of(super().clean(), "team", "label", "policy")
+
+
+@admin.register(ServicePolicy)
+class ServicePolicyAdmin(admin.ModelAdmin):
+    """Promised response and resolution times per team or label."""
+
+    form = ServicePolicyForm
+    list_display = (
+        "name",
+        "team",
+        "label",
+        "first_response_minutes",
+        "next_response_minutes",
+        "resolution_minutes",
+        "business_hours_only",
+    )
+    list_select_related = ("team", "label")
+
+
+@admin.register(ServiceLevel)
+class ServiceLevelAdmin(RecordsAdmin):
+    """Each conversation's standing (kept by the service-level sweep)."""
+
+    list_display = (
+        "conversation",
+        "policy",
+        "due_at",
+        "escalated",
+        "first_response_met",
+        "next_responses_met",
+        "next_responses_missed",
+        "resolution_met",
+    )
+    list_filter = ("escalated", "first_response_met", "resolution_met")
+    list_select_related = (
+        "conversation__customer",
+        "conversation__number",
+        "policy",
+    )
+    raw_id_fields = ("conversation",)
+
+
+# --- Routing: customer satisfaction -----------------------------------------------
+
+
+@admin.register(SatisfactionSurvey)
+class SatisfactionSurveyAdmin(admin.ModelAdmin):
+    """Teams' surveys after a resolution: on or off, and their wording."""
+
+    list_display = ("team", "enabled", "question", "button")
+    list_select_related = ("team",)
+
+    def save_model(self, request, obj, form, change):
+        survey = services.configure_satisfaction_survey(
+            team=obj.team,
+            enabled=obj.enabled,
+            question=obj.question,
+            button=obj.button,
+            thanks=obj.thanks,
+        )
+        obj.pk = survey.pk
+
+
+@admin.register(SatisfactionRating)
+class SatisfactionRatingAdmin(RecordsAdmin):
+    """Surveys sent and the customers' answers."""
+
+    list_display = ("conversation", "agent", "team", "sent_at", "score", "comment")
+    list_filter = ("score",)
+    list_select_related = (
+        "conversation__customer",
+        "conversation__number",
+        "agent",
+        "team",
+    )
+    raw_id_fields = ("conversation", "message")
+
+
+# --- Routing: macros ---------------------------------------------------------------
+
+
+@admin.register(Macro)
+class MacroAdmin(admin.ModelAdmin):
+    """Named sets of actions agents run with one click."""
+
+    list_display = ("name", "team", "set_team", "reply", "resolve")
+    list_select_related = ("team", "set_team", "reply")
+    filter_horizontal = ("add_labels",)
+    search_fields = ("name",)

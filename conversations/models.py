@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import validate_time_zone
+
 from .rules import canned
 
 E164_VALIDATOR = RegexValidator(
@@ -310,7 +312,7 @@ class ConversationQuerySet(models.QuerySet):
 
     def for_inbox(self):
         return self.select_related(
-            "customer", "number", "assignee", "team", "last_message"
+            "customer", "number", "assignee", "team", "last_message", "service_level"
         )
 
 
@@ -1196,3 +1198,471 @@ class MessageCharge(models.Model):
 
     def __str__(self):
         return f"{self.category} {self.price} {self.currency}"
+
+
+# --- Routing: auto-assignment -----------------------------------------------------
+
+
+class TeamRouting(models.Model):
+    """How a team's waiting conversations reach its agents.
+
+    A conversation without a team is routed by the first team (by name) of
+    its number whose routing is on, and joins that team.
+    """
+
+    class Mode(models.TextChoices):
+        OFF = "off", "Off (agents pick conversations themselves)"
+        ROUND_ROBIN = "round_robin", "Round robin"
+        LEAST_BUSY = "least_busy", "Least busy"
+
+    team = models.OneToOneField(
+        "accounts.Team", on_delete=models.CASCADE, related_name="routing"
+    )
+    mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.OFF)
+    # Open and pending conversations an agent holds before auto-assignment
+    # passes them over, unless the agent has a capacity of their own.
+    capacity = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(10_000)]
+    )
+    # An agent offline (no tab, or away) this long gives their auto-assigned
+    # conversations that still wait for an answer back to the team.
+    offline_grace_minutes = models.PositiveIntegerField(
+        default=15, validators=[MaxValueValidator(24 * 60)]
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "team routing"
+        verbose_name_plural = "team routing"
+
+    def __str__(self):
+        return f"{self.team}: {self.get_mode_display()}"
+
+
+class AgentRouting(models.Model):
+    """An agent's place in auto-assignment: capacity, exclusion, turn."""
+
+    agent = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="routing"
+    )
+    # Empty: the capacity of the team whose conversation it is.
+    capacity = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="Open and pending conversations at most; empty: the team's.",
+    )
+    # Excluded agents are never auto-assigned (they still take conversations
+    # by hand).
+    excluded = models.BooleanField(
+        default=False, help_text="Never give this agent conversations automatically."
+    )
+    # Round robin: the agent whose last turn is oldest goes next. A counter,
+    # not a time, so turns handed out in one batch keep their order.
+    last_turn = models.PositiveBigIntegerField(default=0)
+    last_assigned_at = models.DateTimeField(null=True, blank=True)
+    # When the give-back sweep first saw the agent not online (no tab open,
+    # or away); empty while they are online.
+    offline_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "agent routing"
+        verbose_name_plural = "agent routing"
+
+    def __str__(self):
+        return str(self.agent)
+
+
+class ConversationRouting(models.Model):
+    """What auto-assignment did with one conversation."""
+
+    conversation = models.OneToOneField(
+        Conversation,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="routing",
+    )
+    # The agent auto-assignment gave it to last; a conversation is given
+    # back only while that agent still holds it.
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    # A person assigned (or unassigned) it: auto-assignment leaves it alone.
+    manual = models.BooleanField(default=False)
+    given_back_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["assigned_to"], name="conv_routing_agent"),
+        ]
+
+    def __str__(self):
+        return f"Routing of conversation {self.conversation_id}"
+
+
+# --- Routing: business hours ------------------------------------------------------
+
+
+class BusinessHours(models.Model):
+    """When a team, or a number, is open: weekly hours in a time zone, with
+    holidays. A conversation follows its team's hours, else its number's;
+    without either it is always open.
+
+    The away message goes to a customer who writes while it is closed, once
+    per conversation per closed period, inside the customer service window
+    and never to a customer who opted out.
+    """
+
+    name = models.CharField(max_length=100)
+    time_zone = models.CharField(
+        max_length=64,
+        validators=[validate_time_zone],
+        help_text="An IANA name such as Europe/Berlin.",
+    )
+    team = models.OneToOneField(
+        "accounts.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="business_hours",
+    )
+    number = models.OneToOneField(
+        WhatsAppNumber,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="business_hours",
+    )
+    # Empty: no away reply.
+    away_message = models.TextField(
+        blank=True,
+        max_length=4096,
+        help_text="Sent once per conversation while closed; empty sends nothing.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "business hours"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(team__isnull=True, number__isnull=False)
+                | Q(team__isnull=False, number__isnull=True),
+                name="business_hours_for_team_or_number",
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class OpeningHours(models.Model):
+    """One open interval of a weekday, in the schedule's local time."""
+
+    class Weekday(models.IntegerChoices):
+        MONDAY = 0, "Monday"
+        TUESDAY = 1, "Tuesday"
+        WEDNESDAY = 2, "Wednesday"
+        THURSDAY = 3, "Thursday"
+        FRIDAY = 4, "Friday"
+        SATURDAY = 5, "Saturday"
+        SUNDAY = 6, "Sunday"
+
+    schedule = models.ForeignKey(
+        BusinessHours, on_delete=models.CASCADE, related_name="opening_hours"
+    )
+    weekday = models.PositiveSmallIntegerField(choices=Weekday.choices)
+    opens = models.TimeField()
+    # 00:00: midnight at the end of the day.
+    closes = models.TimeField(help_text="00:00 means midnight at the end of the day.")
+
+    class Meta:
+        ordering = ["weekday", "opens"]
+        verbose_name_plural = "opening hours"
+
+    def __str__(self):
+        return f"{self.get_weekday_display()} {self.opens:%H:%M}–{self.closes:%H:%M}"
+
+
+class Holiday(models.Model):
+    """A local day the schedule is closed all day."""
+
+    schedule = models.ForeignKey(
+        BusinessHours, on_delete=models.CASCADE, related_name="holidays"
+    )
+    date = models.DateField()
+    name = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["date"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "date"], name="one_holiday_per_schedule_and_day"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.date} {self.name}".strip()
+
+
+class AutomaticMessage(models.Model):
+    """A message the helpdesk sent on its own (no agent), and why: shown as
+    an automatic message in the thread."""
+
+    class Kind(models.TextChoices):
+        AWAY = "away", "Away reply"
+        CSAT = "csat", "Satisfaction survey"
+
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, related_name="automatic"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.message_id}"
+
+
+class AwayReply(models.Model):
+    """The away reply a conversation got in one closed period: at most one
+    (the constraint holds even for concurrent sweeps)."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="away_replies"
+    )
+    # When the closed period began (the last closing time).
+    closed_since = models.DateTimeField()
+    message = models.OneToOneField(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    sent_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "away replies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "closed_since"],
+                name="one_away_reply_per_closed_period",
+            )
+        ]
+
+    def __str__(self):
+        return f"Away reply to conversation {self.conversation_id}"
+
+
+# --- Routing: service levels ------------------------------------------------------
+
+
+class ServicePolicy(models.Model):
+    """Promised response and resolution times for a team's or a label's
+    conversations, counted in the conversation's business hours or around
+    the clock. A label's policy wins over a team's (the first by name)."""
+
+    name = models.CharField(max_length=100)
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="service_policies",
+    )
+    label = models.ForeignKey(
+        Label,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="service_policies",
+    )
+    # Empty: no promise for that step.
+    first_response_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    next_response_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    resolution_minutes = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    business_hours_only = models.BooleanField(
+        default=True,
+        help_text="Count only open hours of the conversation's business hours.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "service policies"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(team__isnull=True, label__isnull=False)
+                | Q(team__isnull=False, label__isnull=True),
+                name="service_policy_for_team_or_label",
+            )
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class ServiceLevel(models.Model):
+    """Where a conversation stands against its policy: each step's due time
+    and whether it was met, the earliest pending due time, and whether the
+    customer service window closes before it (escalated: after the window
+    only a paid template reaches the customer)."""
+
+    conversation = models.OneToOneField(
+        Conversation,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="service_level",
+    )
+    policy = models.ForeignKey(
+        ServicePolicy, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    first_response_due_at = models.DateTimeField(null=True, blank=True)
+    # Empty while pending (or without a promise).
+    first_response_met = models.BooleanField(null=True)
+    # The pending next response's due time (the customer wrote after a reply).
+    next_response_due_at = models.DateTimeField(null=True, blank=True)
+    next_responses_met = models.PositiveIntegerField(default=0)
+    next_responses_missed = models.PositiveIntegerField(default=0)
+    resolution_due_at = models.DateTimeField(null=True, blank=True)
+    resolution_met = models.BooleanField(null=True)
+    # The earliest due time still pending; empty when nothing is owed.
+    due_at = models.DateTimeField(null=True, blank=True)
+    window_closes_at = models.DateTimeField(null=True, blank=True)
+    escalated = models.BooleanField(default=False)
+    # The real deadline, what the inbox sorts by: the window's close when
+    # escalated (it comes before the step's due time), else due_at.
+    attention_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["attention_at", "conversation"], name="service_due")
+        ]
+
+    def __str__(self):
+        return f"Service level of conversation {self.conversation_id}"
+
+    @property
+    def overdue(self) -> bool:
+        return self.due_at is not None and self.due_at <= timezone.now()
+
+
+# --- Routing: customer satisfaction -----------------------------------------------
+
+
+class SatisfactionSurvey(models.Model):
+    """A team's satisfaction survey: after a conversation is resolved, a
+    WhatsApp list (1 to 5) inside the customer service window."""
+
+    team = models.OneToOneField(
+        "accounts.Team", on_delete=models.CASCADE, related_name="satisfaction_survey"
+    )
+    enabled = models.BooleanField(default=True)
+    # The list message's body (Meta: up to 4096; kept to 1024).
+    question = models.CharField(
+        max_length=1024,
+        default="How did we do? Please rate the help you got.",
+    )
+    # The list's button (Meta: up to 20 characters).
+    button = models.CharField(max_length=20, default="Rate us")
+    # Sent after a rating; empty sends nothing. A text the customer writes
+    # within COMMENT_MINUTES of rating is kept as the rating's comment.
+    thanks = models.CharField(
+        max_length=1024,
+        blank=True,
+        default="Thank you! If you like, write a comment here.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"Satisfaction survey of {self.team}"
+
+
+class SatisfactionRating(models.Model):
+    """One survey sent after a resolution, and the customer's answer."""
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="satisfaction_ratings"
+    )
+    # The survey message (its wamid is what the customer's answer quotes).
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="+")
+    # Who the rating is about: the conversation's agent and team when sent.
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    sent_at = models.DateTimeField(auto_now_add=True)
+    score = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)]
+    )
+    answered_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    comment = models.TextField(blank=True)
+    commented_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["conversation", "-sent_at"], name="csat_conversation")
+        ]
+
+    def __str__(self):
+        return f"Rating of conversation {self.conversation_id}: {self.score or '–'}"
+
+
+# --- Routing: macros ---------------------------------------------------------------
+
+
+class Macro(models.Model):
+    """A named set of actions an agent runs on a conversation with one click:
+    move it to a team, add labels, send a canned reply, resolve it."""
+
+    name = models.CharField(max_length=100)
+    # Offered on the conversations of this team; empty: on every conversation.
+    team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="macros",
+        help_text="Offered on this team's conversations; empty: on all.",
+    )
+    set_team = models.ForeignKey(
+        "accounts.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Give the conversation to this team.",
+    )
+    add_labels = models.ManyToManyField(Label, blank=True, related_name="+")
+    reply = models.ForeignKey(
+        CannedResponse,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Send this canned response (inside the reply window only).",
+    )
+    resolve = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

@@ -206,6 +206,49 @@ def close_stale_tabs() -> int:
     return services.close_stale_tabs()
 
 
+# --- Routing: auto-assignment ------------------------------------------------------
+
+
+@shared_task(
+    name="conversations.tasks.assign_waiting_conversations",
+    bind=True,
+    max_retries=3,
+    ignore_result=True,
+)
+def assign_waiting_conversations(self, number_id: int) -> None:
+    """Assign a number's waiting conversations (rung after they commit).
+
+    A lock timeout or a deadlock retries; anything else is left to the
+    routing sweep, which runs the same thing for every number.
+    """
+    try:
+        services.assign_waiting_conversations(number_id=number_id)
+    except TRANSIENT_DB_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            logger.error("Routing of number %s still failing: %s", number_id, exc)
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(name="conversations.tasks.route_conversations", ignore_result=True)
+def route_conversations() -> int:
+    """Give back offline agents' conversations and assign every waiting one
+    (beat: covers lost doorbells, agents coming online, capacity freed)."""
+    return services.route_conversations()
+
+
+@shared_task(name="conversations.tasks.send_away_replies", ignore_result=True)
+def send_away_replies() -> int:
+    """Answer customers who wrote while closed, once per closed period (beat)."""
+    return services.send_away_replies()
+
+
+@shared_task(name="conversations.tasks.refresh_service_levels", ignore_result=True)
+def refresh_service_levels() -> int:
+    """Keep due times and window-aware escalations current (beat)."""
+    return services.refresh_service_levels()
+
+
 # --- Outbound: delivery, read receipts, typing, templates --------------------------
 
 

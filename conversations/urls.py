@@ -1,7 +1,7 @@
 from django.urls import include, path
 
 from .api import views as api_views
-from .web import manage, reports, views
+from .web import interactive, manage, reports, views
 
 app_name = "conversations"
 
@@ -13,6 +13,12 @@ urlpatterns = [
     path("conversations/<int:pk>/composer/", views.composer, name="composer"),
     path("conversations/<int:pk>/older/", views.older_messages, name="older"),
     path("conversations/<int:pk>/reply/", views.reply, name="reply"),
+    path("conversations/<int:pk>/macros/", interactive.run_macro, name="run-macro"),
+    path(
+        "conversations/<int:pk>/interactive/",
+        interactive.send_interactive,
+        name="interactive",
+    ),
     path("conversations/<int:pk>/template/", views.send_template, name="send-template"),
     path("conversations/<int:pk>/note/", views.add_note, name="note"),
     path("conversations/<int:pk>/assign/", views.assign, name="assign"),

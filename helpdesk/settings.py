@@ -395,6 +395,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.wake_snoozed_conversations",
         "schedule": env_float("SNOOZE_WAKE_SECONDS", 60.0),
     },
+    # Auto-assignment: offline agents give conversations back, and waiting
+    # ones reach agents who came online or freed capacity.
+    "route-conversations": {
+        "task": "conversations.tasks.route_conversations",
+        "schedule": env_float("ROUTING_SWEEP_SECONDS", 30.0),
+    },
+    # Customers who write while closed get the away reply this quickly.
+    "send-away-replies": {
+        "task": "conversations.tasks.send_away_replies",
+        "schedule": env_float("AWAY_REPLY_SWEEP_SECONDS", 15.0),
+    },
+    # Due times, breaches and window-aware escalations stay current.
+    "refresh-service-levels": {
+        "task": "conversations.tasks.refresh_service_levels",
+        "schedule": env_float("SERVICE_LEVEL_SWEEP_SECONDS", 30.0),
+    },
     # Agents whose server died with their tabs open show as offline.
     "close-stale-tabs": {
         "task": "conversations.tasks.close_stale_tabs",

@@ -456,6 +456,12 @@ def test_axes_step_in_round_units():
     assert charts.axis(199.5, "duration") == [0, 60, 120, 180, 240]
     assert charts.axis(5 * 3600, "duration")[-1] == 6 * 3600
     assert charts.axis(0.1587, "money") == [0, 0.05, 0.1, 0.15, 0.2]
+    # Shares and scores show their whole scale, whatever the data's top.
+    assert charts.axis(42.3, "percent") == [0, 25, 50, 75, 100]
+    assert charts.axis(3.5, "score") == [0, 1, 2, 3, 4, 5]
+    assert charts.tick_label(75.0, "percent") == "75%"
+    assert charts.figure(66.7, "percent") == "66.7%"
+    assert charts.figure(3.5, "score") == "3.50"
     assert charts.money(Decimal("0.1587")) == "0.1587"
     assert charts.money(Decimal("12.5")) == "12.50"
 

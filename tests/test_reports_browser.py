@@ -2,9 +2,11 @@
 figures, charts, a quick range, a refused period, at desktop and phone size.
 axe-core checks each size for serious or critical violations.
 
-Screenshots: var/screens/reports-1366x768.png and reports-390x844.png.
+Screenshots: var/screens/reports-1366x768.png and reports-390x844.png, and
+of the service-levels section, reports-service-levels-<size>.png.
 """
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,7 +16,15 @@ from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
-from conversations.models import Conversation, Message, MessageCharge, MessageTemplate
+from conversations.models import (
+    Conversation,
+    Message,
+    MessageCharge,
+    MessageTemplate,
+    SatisfactionRating,
+    ServiceLevel,
+    ServicePolicy,
+)
 from tests.factories import (
     ConversationFactory,
     CustomerFactory,
@@ -120,6 +130,39 @@ def forty_days_of_traffic(number, team, agents, template) -> None:
     )
 
 
+def standings_and_ratings(team) -> None:
+    """Each of those conversations met or missed its policy's steps, and
+    every other customer rated the help (1 to 5) the day it was resolved."""
+    policy = ServicePolicy.objects.create(
+        name="Support", team=team, first_response_minutes=5, business_hours_only=False
+    )
+    chats = Conversation.objects.filter(team=team, status="resolved").order_by("pk")
+    ServiceLevel.objects.bulk_create(
+        ServiceLevel(
+            conversation=chat,
+            policy=policy,
+            first_response_met=(chat.first_response_at - chat.created_at).seconds < 300,
+            next_responses_met=chat.pk % 3,
+            next_responses_missed=chat.pk % 2,
+            resolution_met=chat.pk % 4 != 0,
+        )
+        for chat in chats
+    )
+    surveys = Message.objects.filter(
+        conversation__in=chats[::2], direction="outbound"
+    ).select_related("conversation")
+    for survey in surveys:
+        chat = survey.conversation
+        rating = SatisfactionRating.objects.create(
+            conversation=chat,
+            message=survey,
+            agent_id=chat.assignee_id,
+            team=team,
+            score=None if chat.pk % 7 == 0 else 1 + (chat.pk * 3) % 5,
+        )
+        SatisfactionRating.objects.filter(pk=rating.pk).update(sent_at=chat.resolved_at)
+
+
 @pytest.fixture
 def supervisor(transactional_db):
     team = TeamFactory(name="Support DE")
@@ -137,6 +180,7 @@ def supervisor(transactional_db):
         status="APPROVED",
     )
     forty_days_of_traffic(number, team, agents, template)
+    standings_and_ratings(team)
     sam = UserFactory(
         username="sam", display_name="Sam Supervisor", time_zone="Europe/Berlin"
     )
@@ -179,8 +223,18 @@ def test_a_supervisor_reads_the_reports_at_desktop_and_phone_size(supervisor):
                 expect(figures.get_by_text("Carla Customer")).to_be_visible()
                 expect(figures.locator(".amount")).to_contain_text("EUR")
                 expect(figures).to_contain_text("the 30 days before")
-                expect(page.locator("svg[role=img]")).to_have_count(18)
+                # 15 charts, each drawn for desktop and for phones.
+                expect(page.locator("svg[role=img]")).to_have_count(30)
                 expect(page.get_by_role("img", name="Messages by day")).to_be_visible()
+                levels = page.locator("#sla_by_agent")
+                expect(levels.get_by_role("img")).to_be_visible()
+                expect(levels.locator("svg:visible text")).to_contain_text(["100%"])
+                expect(levels.locator("table")).to_contain_text("Anna")
+                ratings = page.locator("#csat_by_day")
+                expect(ratings.get_by_role("img")).to_be_visible()
+                expect(ratings.get_by_role("link", name="CSV")).to_have_attribute(
+                    "href", re.compile(r"/reports/csat_by_day\.csv\?from=")
+                )
                 assert page.evaluate(
                     "document.documentElement.scrollWidth <= window.innerWidth"
                 ), "the page scrolls sideways"
@@ -188,6 +242,9 @@ def test_a_supervisor_reads_the_reports_at_desktop_and_phone_size(supervisor):
                 assert refused == [], "the page breaks its Content-Security-Policy"
                 page.screenshot(
                     path=SCREENS / f"reports-{width}x{height}.png", full_page=True
+                )
+                page.locator(".report-group", has_text="Service levels").screenshot(
+                    path=SCREENS / f"reports-service-levels-{width}x{height}.png"
                 )
 
             page.get_by_label("From", exact=True).fill("2026-01-10")

@@ -402,8 +402,9 @@ def test_the_endpoint_classifies_bodies_by_a_cheap_look():
 STATUS_BATCH_STATEMENTS = 15
 # Messages: the claim, the numbers, the wamids stored already, the customers'
 # upsert, the conversations' INSERT, the messages' INSERT, the
-# conversations' UPDATE, the events' UPDATE, the live events' INSERT.
-MESSAGE_BATCH_STATEMENTS = 11
+# conversations' UPDATE, which opened conversations' numbers routing works,
+# the events' UPDATE, the live events' INSERT.
+MESSAGE_BATCH_STATEMENTS = 12
 
 
 @pytest.mark.parametrize("size", [10, 200])

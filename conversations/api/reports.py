@@ -12,8 +12,12 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
-from conversations.selectors import reports
-from conversations.web.reports import QUICK_RANGES, ReportRangeForm, csv_file
+from conversations.web.reports import (
+    QUICK_RANGES,
+    TABLE_NAMES,
+    ReportRangeForm,
+    csv_file,
+)
 
 from .permissions import HasModelPermission
 
@@ -38,16 +42,15 @@ class ErrorsAsJSON(BaseContentNegotiation):
     summary="One report table as CSV",
     description=(
         "The reports page's table `name` (one of "
-        + ", ".join(f"`{name}`" for name in reports.TABLE_NAMES)
+        + ", ".join(f"`{name}`" for name in TABLE_NAMES)
         + ") as a CSV file named `<name>_<from>_<to>.csv`. Counts only the "
         "conversations of the numbers the user may see. Durations are seconds "
-        "(columns ending in `_seconds`), money is per currency, days are the "
+        "(columns ending in `_seconds`), shares are percent, money is per "
+        "currency, days are the "
         "user's time zone. Needs conversations.view_reports."
     ),
     parameters=[
-        OpenApiParameter(
-            "name", str, OpenApiParameter.PATH, enum=list(reports.TABLE_NAMES)
-        ),
+        OpenApiParameter("name", str, OpenApiParameter.PATH, enum=list(TABLE_NAMES)),
         OpenApiParameter(
             "range",
             str,
@@ -78,7 +81,7 @@ class ReportCSV(APIView):
     content_negotiation_class = ErrorsAsJSON
 
     def get(self, request, name: str):
-        if name not in reports.TABLE_NAMES:
+        if name not in TABLE_NAMES:
             raise NotFound("No such report.")
         form = ReportRangeForm(request.query_params, zone=request.user.zone)
         if not form.is_valid():

@@ -28,8 +28,10 @@ DELIVER_CALLBACKS = "conversations.tasks.deliver_callbacks"
 SEND_READ_RECEIPT = "conversations.tasks.send_read_receipt"
 SEND_TYPING = "conversations.tasks.send_typing"
 SYNC_TEMPLATES = "conversations.tasks.sync_templates"
+ASSIGN_WAITING_CONVERSATIONS = "conversations.tasks.assign_waiting_conversations"
 
 DOORBELL_KEY = "outbound:doorbell:{}"
+ROUTING_DOORBELL_KEY = "routing:doorbell:{}"
 # A doorbell nobody answered (a lost task) rings again after this long.
 DOORBELL_TTL = 30
 
@@ -82,3 +84,35 @@ def clear_delivery(number_id: int) -> None:
         ratelimit.connection().delete(DOORBELL_KEY.format(number_id))
     except redis.RedisError:
         logger.warning("Doorbell of number %s not cleared", number_id)
+
+
+def ring_routing(number_id: int) -> None:
+    """Queue an auto-assignment run for the number unless one is queued.
+
+    Called after commit; a burst of new conversations on one number rings
+    one run. The run clears the key before it claims (clear_routing), so a
+    conversation committed meanwhile rings again; a lost task is covered by
+    the key's expiry and the routing sweep.
+    """
+    try:
+        fresh = ratelimit.connection().set(
+            ROUTING_DOORBELL_KEY.format(number_id), "1", nx=True, ex=DOORBELL_TTL
+        )
+    except redis.RedisError:
+        logger.warning("Routing of number %s not rung; the sweep will", number_id)
+        return
+    if fresh:
+        ring(ASSIGN_WAITING_CONVERSATIONS, number_id)
+
+
+def ring_routing_after_commit(number_id: int) -> None:
+    """ring_routing once the current transaction commits."""
+    transaction.on_commit(functools.partial(ring_routing, number_id), robust=True)
+
+
+def clear_routing(number_id: int) -> None:
+    """An auto-assignment run is about to claim: the next commit may ring."""
+    try:
+        ratelimit.connection().delete(ROUTING_DOORBELL_KEY.format(number_id))
+    except redis.RedisError:
+        logger.warning("Routing doorbell of number %s not cleared", number_id)

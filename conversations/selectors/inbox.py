@@ -37,7 +37,15 @@ VIEWS = {
     "unassigned": "Unassigned",
     "teams": "My teams",
 }
-ORDERS = {"activity": "Last activity", "window": "Window closing"}
+ORDERS = {
+    "activity": "Last activity",
+    "window": "Window closing",
+    # Service levels: the earliest real deadline first (a step's due time,
+    # or the customer service window's close when it comes first).
+    "due": "Due soonest",
+}
+# The orders whose rows run from the earliest moment down.
+ASCENDING_ORDERS = frozenset({"window", "due"})
 # A search looks for text in this many of the newest matching messages (of
 # the conversations the tab may show); customers' names and numbers always.
 SEARCH_MESSAGE_LIMIT = 1000
@@ -140,6 +148,10 @@ class InboxFilter:
             queryset = queryset.filter(team_id=self.team)
         if self.q:
             queryset = queryset.filter(self._search(queryset))
+        if self.order == "due":
+            return queryset.filter(service_level__attention_at__isnull=False).order_by(
+                "service_level__attention_at", "id"
+            )
         if self.order == "window":
             # Open windows only, the one closing soonest first.
             since = timezone.now() - windows.SERVICE_WINDOW
@@ -238,6 +250,8 @@ class InboxFilter:
                 search = partial(search_in_memory, conversation)
             if not search(self.q):
                 return False
+        if self.order == "due" and sort_moment(conversation, "due") is None:
+            return False
         if self.order == "window":
             since = timezone.now() - windows.SERVICE_WINDOW
             if (
@@ -287,6 +301,9 @@ def sort_moment(conversation: Conversation, order: str) -> datetime | None:
     """The moment that places a row in the inbox's order."""
     if order == "window":
         return conversation.last_inbound_at
+    if order == "due":
+        level = getattr(conversation, "service_level", None)
+        return level.attention_at if level is not None else None
     return conversation.last_message_at
 
 
@@ -332,6 +349,12 @@ class InboxCursor:
     def rows_after(self, queryset: QuerySet, order: str) -> QuerySet:
         """The rows of an InboxFilter.apply() queryset that follow this one."""
         # The inclusive bound is the index range; the OR settles equal moments.
+        if order == "due":
+            moment = "service_level__attention_at"
+            return queryset.filter(**{f"{moment}__gte": self.moment}).filter(
+                Q(**{f"{moment}__gt": self.moment})
+                | Q(**{moment: self.moment}, id__gt=self.conversation_id)
+            )
         if order == "window":
             return queryset.filter(last_inbound_at__gte=self.moment).filter(
                 Q(last_inbound_at__gt=self.moment)

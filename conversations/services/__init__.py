@@ -21,6 +21,9 @@ from .agents import (
     settle_connection,
     visible_number_ids,
 )
+from .away import (
+    send_away_replies,
+)
 from .business_callbacks import (
     CALLBACK_EVENTS,
     callback_backoff,
@@ -30,6 +33,14 @@ from .business_callbacks import (
     notify_business,
     notify_business_many,
     retry_callback,
+)
+from .business_hours import (
+    hours_for,
+    is_open_now,
+    opted_out,
+    record_automatic,
+    save_business_hours,
+    schedule_of,
 )
 from .charges import (
     record_charge,
@@ -87,6 +98,9 @@ from .inbound import (
     receive_message,
     receive_messages,
     takes_in_bulk,
+)
+from .macros import (
+    run_macro,
 )
 from .media import (
     MEDIA_FIELDS,
@@ -153,6 +167,31 @@ from .receipts import (
 from .retention import (
     purge_expired,
 )
+from .routing import (
+    LOAD_STATUSES,
+    MAX_CAPACITY,
+    MAX_GRACE_MINUTES,
+    agent_may_take_more,
+    assign_waiting_conversations,
+    configure_agent_routing,
+    configure_team_routing,
+    conversation_waiting,
+    give_back_conversations,
+    record_manual_assignment,
+    route_conversations,
+)
+from .satisfaction import (
+    answer_received,
+    configure_satisfaction_survey,
+    request_satisfaction,
+)
+from .service_levels import (
+    policy_for,
+    record_reply,
+    refresh_service_level,
+    refresh_service_levels,
+    save_service_policy,
+)
 from .shared_lists import (
     delete_canned_reply,
     delete_label,
@@ -198,6 +237,33 @@ __all__ = [
     "delete_label",
     "save_canned_reply",
     "save_label",
+    "run_macro",
+    "configure_satisfaction_survey",
+    "answer_received",
+    "request_satisfaction",
+    "save_service_policy",
+    "policy_for",
+    "record_reply",
+    "refresh_service_level",
+    "refresh_service_levels",
+    "save_business_hours",
+    "is_open_now",
+    "hours_for",
+    "opted_out",
+    "record_automatic",
+    "schedule_of",
+    "send_away_replies",
+    "LOAD_STATUSES",
+    "MAX_CAPACITY",
+    "MAX_GRACE_MINUTES",
+    "configure_agent_routing",
+    "configure_team_routing",
+    "agent_may_take_more",
+    "assign_waiting_conversations",
+    "conversation_waiting",
+    "give_back_conversations",
+    "record_manual_assignment",
+    "route_conversations",
     "AssigneeNotAllowed",
     "Attachment",
     "BULK_CHUNK",

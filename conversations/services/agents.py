@@ -17,7 +17,7 @@ from ..delivery import doorbells
 from ..models import (
     WhatsAppNumber,
 )
-from . import errors
+from . import errors, routing
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def set_availability(*, user: User, availability: str) -> User:
         number_ids=visible_number_ids(user),
         data={"agent": user.pk, "availability": availability},
     )
+    if user.presence == User.Availability.ONLINE:
+        routing.agent_may_take_more(user)
     return user
 
 
@@ -133,6 +135,8 @@ def settle_connection(*, user_id: int, now: datetime | None = None) -> None:
         number_ids=visible_number_ids(user),
         data={"agent": user.pk, "connected": connected},
     )
+    if user.presence == User.Availability.ONLINE:
+        routing.agent_may_take_more(user)
 
 
 def memberships_changed(*, user_ids) -> None:

@@ -20,7 +20,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
-from . import consent, customers
+from . import consent, customers, routing, satisfaction
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def _store_inbound(
     conversation, conversation_event, undo = customers.conversation_for(
         customer=customer, number=number, at=at, new_customer=new_customer
     )
+    reopened = conversation_event == realtime.CONVERSATION_UPDATED
     row = _message_row(message, conversation=conversation, at=at)
     if not customers.insert_or_ignore(row):
         if not Message.objects.filter(wamid=message.wamid).exists():
@@ -86,8 +87,17 @@ def _store_inbound(
     customers.touch_conversation(conversation, row, inbound=True)
     # STOP and the marketing opt-out button (consent.py).
     consent.opt_out_by_message(customer, row)
+    if (
+        satisfaction.answer_received(
+            conversation=conversation, message=row, reopened=reopened
+        )
+        and reopened
+    ):
+        # A rating is no new request: the conversation stays resolved.
+        undo()
     if conversation_event is not None:
         realtime.publish(conversation_event, conversation=conversation)
+        routing.conversation_waiting(conversation)
     realtime.publish(realtime.MESSAGE_CREATED, conversation=conversation, message=row)
     if row.media_state == Message.MediaState.PENDING:
         doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)
@@ -213,11 +223,13 @@ def takes_in_bulk(message: payloads.InboundMessage) -> bool:
     Only a customer's ordinary message, named by wa_id: reactions, system
     messages (re-keying), ad referrals and anything naming no wa_id take the
     one-by-one path (receive_message), where identity questions are settled.
-    A new kind of message belongs there until a set handles it.
+    So do interactive replies: a survey answer may keep the conversation it
+    reopened resolved (satisfaction.answer_received), which the set does not
+    undo. A new kind of message belongs there until a set handles it.
     """
     return (
         bool(message.wa_id)
-        and message.type not in {"reaction", "system"}
+        and message.type not in {"reaction", "system", "interactive"}
         and message.reaction is None
         and message.system is None
         and message.referral is None
@@ -326,6 +338,11 @@ def _settle_touched(rows, conversations, events, by_wa_id) -> None:
     for conversation_id, event in events.items():
         if conversation_id in joined:
             realtime.publish(event, conversation=touched[conversation_id])
+    _comment_on_ratings(rows, touched, events)
+    # Opened or reopened: auto-assignment runs once this commits.
+    routing.conversations_waiting(
+        touched[conversation_id] for conversation_id in events.keys() & joined
+    )
     for row in rows:
         conversation = touched[row.conversation_id]
         # STOP and the marketing opt-out button (consent.py): a query only
@@ -336,3 +353,17 @@ def _settle_touched(rows, conversations, events, by_wa_id) -> None:
         )
         if row.media_state == Message.MediaState.PENDING:
             doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)
+
+
+def _comment_on_ratings(rows, touched, events) -> None:
+    """A reopened conversation's first message of the batch, as
+    receive_message sees it: text written after a survey answer is its
+    comment (satisfaction.answer_received)."""
+    first: dict[int, Message] = {}
+    for row in sorted(rows, key=lambda row: (row.timestamp, row.pk)):
+        first.setdefault(row.conversation_id, row)
+    for conversation_id, row in first.items():
+        if events.get(conversation_id) == realtime.CONVERSATION_UPDATED:
+            satisfaction.answer_received(
+                conversation=touched[conversation_id], message=row, reopened=True
+            )

@@ -20,9 +20,9 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..rules import windows
-from ..whatsapp import client
+from ..whatsapp import client, payloads
 from ..whatsapp import templates as meta_templates
-from . import consent, customers, errors, media, templates
+from . import consent, customers, errors, media, service_levels, templates
 
 logger = logging.getLogger(__name__)
 
@@ -138,38 +138,76 @@ def _check_content(kind: str, content) -> str:
 
 
 def _check_interactive(content: dict) -> str:
+    """Meta's limits of reply buttons and lists (whatsapp/payloads.py), so a
+    send Meta would refuse is refused here, before any request."""
     body = (content.get("body") or {}).get("text", "")
     action = content.get("action") or {}
+    _check_header_footer(content)
     if content.get("type") == "button":
         buttons = action.get("buttons") or []
-        if not 1 <= len(buttons) <= 3:
+        if not 1 <= len(buttons) <= payloads.BUTTONS_MAX:
             raise errors.OutboundError("Reply buttons: between 1 and 3 buttons.")
-        titles = [(b.get("reply") or {}).get("title", "") for b in buttons]
-        if any(not t or len(t) > 20 for t in titles) or len(set(titles)) != len(titles):
+        replies = [b.get("reply") or {} for b in buttons]
+        titles = [reply.get("title", "") for reply in replies]
+        if any(not t or len(t) > payloads.BUTTON_TITLE_MAX for t in titles) or len(
+            set(titles)
+        ) != len(titles):
             raise errors.OutboundError("Button titles: unique, 1 to 20 characters.")
-        if not body or len(body) > 1024:
+        ids = [str(reply.get("id", "")) for reply in replies]
+        if any(not i or len(i) > payloads.BUTTON_ID_MAX for i in ids):
+            raise errors.OutboundError("Button ids: 1 to 256 characters.")
+        if not body or len(body) > payloads.BUTTONS_BODY_MAX:
             raise errors.OutboundError(
                 "Reply buttons need a body of up to 1024 characters."
             )
     elif content.get("type") == "list":
-        rows = [
-            row for s in action.get("sections") or [] for row in s.get("rows") or []
-        ]
-        if not 1 <= len(rows) <= 10:
-            raise errors.OutboundError("A list has between 1 and 10 rows in total.")
-        if len(action.get("sections") or []) > 10:
-            raise errors.OutboundError("A list has at most 10 sections.")
-        if any(len(row.get("title", "")) > 24 or not row.get("id") for row in rows):
-            raise errors.OutboundError(
-                "List rows need an id and a title of up to 24 chars."
-            )
-        if not action.get("button") or len(action["button"]) > 20:
-            raise errors.OutboundError("A list needs a button label of up to 20 chars.")
-        if not body or len(body) > TEXT_LIMIT:
-            raise errors.OutboundError("A list needs a body of up to 4096 characters.")
+        _check_list(action, body)
     elif content.get("type") not in {"cta_url", "flow", "location_request_message"}:
         raise errors.OutboundError("Unknown interactive type.")
     return body
+
+
+def _check_header_footer(content: dict) -> None:
+    header = content.get("header") or {}
+    if header.get("type") == "text" and len(header.get("text", "")) > (
+        payloads.HEADER_TEXT_MAX
+    ):
+        raise errors.OutboundError("A text header has at most 60 characters.")
+    if len((content.get("footer") or {}).get("text", "")) > payloads.FOOTER_MAX:
+        raise errors.OutboundError("A footer has at most 60 characters.")
+
+
+def _check_list(action: dict, body: str) -> None:
+    sections = action.get("sections") or []
+    rows = [row for s in sections for row in s.get("rows") or []]
+    if not 1 <= len(rows) <= payloads.LIST_ROWS_MAX:
+        raise errors.OutboundError("A list has between 1 and 10 rows in total.")
+    if len(sections) > payloads.LIST_SECTIONS_MAX:
+        raise errors.OutboundError("A list has at most 10 sections.")
+    if any(len(s.get("title", "")) > payloads.SECTION_TITLE_MAX for s in sections):
+        raise errors.OutboundError("Section titles have at most 24 characters.")
+    if any(
+        not row.get("title")
+        or len(row.get("title", "")) > payloads.LIST_ROW_TITLE_MAX
+        or not row.get("id")
+        or len(str(row.get("id"))) > payloads.LIST_ROW_ID_MAX
+        for row in rows
+    ):
+        raise errors.OutboundError(
+            "List rows need an id of up to 200 and a title of up to 24 chars."
+        )
+    ids = [str(row.get("id")) for row in rows]
+    if len(set(ids)) != len(ids):
+        raise errors.OutboundError("List row ids must be unique.")
+    if any(
+        len(row.get("description", "")) > payloads.LIST_ROW_DESCRIPTION_MAX
+        for row in rows
+    ):
+        raise errors.OutboundError("Row descriptions have at most 72 characters.")
+    if not action.get("button") or len(action["button"]) > payloads.LIST_BUTTON_MAX:
+        raise errors.OutboundError("A list needs a button label of up to 20 chars.")
+    if not body or len(body) > payloads.LIST_BODY_MAX:
+        raise errors.OutboundError("A list needs a body of up to 4096 characters.")
 
 
 def _queue_message(
@@ -211,6 +249,7 @@ def _queue_message(
     rows = Conversation.objects.filter(pk=conversation.pk)
     if sender is not None:
         rows.filter(first_response_at__isnull=True).update(first_response_at=now)
+        service_levels.record_reply(conversation=conversation, at=now)
     if opens_free_entry_point:
         expires = windows.free_entry_point_expiry(now)
         rows.filter(free_entry_point_expires_at__isnull=True).update(

@@ -16,7 +16,7 @@ from ..models import (
     Label,
     Note,
 )
-from . import agents, errors, receipts
+from . import agents, errors, receipts, routing, satisfaction, service_levels
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def assign_conversation(
         if conversation.assignee_id != (assignee.pk if assignee else None):
             conversation.assignee = assignee
             fields.append("assignee")
+            routing.record_manual_assignment(conversation=conversation)
     if team is not _UNCHANGED:
         if (
             team is not None
@@ -69,6 +70,8 @@ def assign_conversation(
                 "by": by.pk,
             },
         )
+        if "team" in fields:
+            service_levels.refresh_service_level(conversation=conversation)
     return conversation
 
 
@@ -113,6 +116,11 @@ def change_status(
         conversation=conversation,
         data={"change": "status", "status": status, "by": by.pk if by else None},
     )
+    if conversation.assignee is not None and status not in routing.LOAD_STATUSES:
+        routing.agent_may_take_more(conversation.assignee)
+    service_levels.refresh_service_level(conversation=conversation, now=now)
+    if status == Conversation.Status.RESOLVED:
+        satisfaction.request_satisfaction(conversation=conversation, now=now)
     return conversation
 
 
@@ -168,6 +176,7 @@ def set_labels(
             conversation=conversation,
             data={"change": "labels", "labels": sorted(wanted), "by": by.pk},
         )
+        service_levels.refresh_service_level(conversation=conversation)
     return conversation
 
 

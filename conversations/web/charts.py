@@ -2,10 +2,10 @@
 
 A chart is geometry computed here and drawn by templates/conversations/
 reports.html: axes with ticks in the data's own unit (counts, durations such
-as "1 m 39 s", money), a legend, and each bar's value where it fits (every
-value is in the table under the chart, and in each bar's tooltip). No script
-draws anything, so the charts obey the page's Content-Security-Policy and
-print as they show.
+as "1 m 39 s", money, shares, scores), a legend, and each bar's value where
+it fits (every value is in the table under the chart, and in each bar's
+tooltip). No script draws anything, so the charts obey the page's
+Content-Security-Policy and print as they show.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ DURATION_STEPS = (
     3600, 7200, 10800, 21600, 43200,
     86400, 172800, 604800,
 )  # fmt: skip
+# Shares of 100 % and scores of 1 to 5: the scale, not the data, sets the axis.
+FIXED_AXES = {
+    "percent": (0.0, 25.0, 50.0, 75.0, 100.0),
+    "score": (0.0, 1.0, 2.0, 3.0, 4.0, 5.0),
+}
 WIDTH = 640
 FONT_WIDTH = 6.6  # average width of a character at the charts' 11-12 px
 
@@ -72,6 +77,8 @@ def figure(value, kind: str) -> str:
         return money(value)
     if kind == "count":
         return f"{value:,}"
+    if kind in ("percent", "score"):
+        return value_label(value, kind)
     if kind == "date":
         return f"{value:%a} {value.day} {value:%b %Y}"
     if kind == "hour":
@@ -98,7 +105,7 @@ class Series:
 @dataclass(frozen=True)
 class ChartSpec:
     """What a report table's chart plots: categories along `label`, one bar
-    per series, in `unit` (count, duration or money)."""
+    per series, in `unit` (count, duration, money, percent or score)."""
 
     label: str
     series: tuple[Series, ...]
@@ -107,7 +114,10 @@ class ChartSpec:
 
 
 def axis(top: float, unit: str, ticks: int = 4) -> list[float]:
-    """Round tick values from 0 past `top`, in steps that suit the unit."""
+    """Round tick values from 0 past `top`, in steps that suit the unit;
+    shares and scores always show their whole scale."""
+    if unit in FIXED_AXES:
+        return list(FIXED_AXES[unit])
     top = max(float(top), 0.0)
     if top == 0:
         return [0.0, 1.0] if unit != "duration" else [0.0, 60.0]
@@ -127,6 +137,8 @@ def axis(top: float, unit: str, ticks: int = 4) -> list[float]:
 
 
 def tick_label(value: float, unit: str) -> str:
+    if unit == "percent":
+        return f"{value:g}%"
     if unit == "duration":
         return human_duration(value)
     if unit == "money":
@@ -139,6 +151,10 @@ def value_label(value, unit: str) -> str:
         return human_duration(value)
     if unit == "money":
         return money(value)
+    if unit == "percent":
+        return f"{float(value):.1f}%"
+    if unit == "score":
+        return f"{value:.2f}"
     return f"{value:,}"
 
 

@@ -22,7 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from ..selectors import reports
+from ..selectors import reports, service_levels
 from . import charts
 from .charts import ChartSpec, Series
 
@@ -205,6 +205,28 @@ CHARTS: dict[str, ChartSpec] = {
         (Series("conversations", "Conversations"), Series("resolved", "Resolved")),
         horizontal=True,
     ),
+    **{
+        f"sla_by_{group}": ChartSpec(
+            group,
+            (
+                Series("first_response_attainment", "First response, % met"),
+                Series("next_response_attainment", "Next responses, % met"),
+                Series("resolution_attainment", "Resolution, % met"),
+            ),
+            "percent",
+            horizontal=group != "day",
+        )
+        for group in ("team", "agent", "day")
+    },
+    **{
+        f"csat_by_{group}": ChartSpec(
+            group,
+            (Series("average", "Average score (1–5)"),),
+            "score",
+            horizontal=group != "day",
+        )
+        for group in ("team", "agent", "day")
+    },
 }
 
 SECTIONS = (
@@ -225,7 +247,22 @@ SECTIONS = (
         ),
     ),
     ("Click-to-WhatsApp ads", ("ads",)),
+    ("Service levels", service_levels.SLA_TABLE_NAMES),
+    ("Customer satisfaction", service_levels.CSAT_TABLE_NAMES),
 )
+# Every table the page shows and serves as CSV (here and over the API).
+TABLE_NAMES = reports.TABLE_NAMES + service_levels.TABLE_NAMES
+
+
+def build_tables(
+    user, *, since: datetime, until: datetime, only: str | None = None
+) -> dict[str, reports.Table]:
+    """Every table (or the one named `only`) for `user` over a period."""
+    tables = {}
+    for selector in (reports, service_levels):
+        if only is None or only in selector.TABLE_NAMES:
+            tables.update(selector.build(user, since=since, until=until, only=only))
+    return tables
 
 
 def _by_currency(spec: ChartSpec, rows: list[dict]) -> tuple[ChartSpec, list[dict]]:
@@ -282,7 +319,7 @@ def reports_page(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, "conversations/reports.html", context, status=400)
     period = form.period
-    tables = reports.build(request.user, since=period.since, until=period.until)
+    tables = build_tables(request.user, since=period.since, until=period.until)
     summary = reports.headline(request.user, tables)
     before = reports.earlier(request.user, since=period.since, until=period.until)
     for entry in summary.cost:
@@ -332,9 +369,9 @@ def report_csv(request: HttpRequest, name: str) -> HttpResponse:
 def csv_file(user, name: str, period: Period) -> HttpResponse:
     """The CSV of one table for `user` over `period` (404 for an unknown
     name): durations in seconds, named after the table and its days."""
-    if name not in reports.TABLE_NAMES:
+    if name not in TABLE_NAMES:
         raise Http404("No such report")
-    table = reports.build(user, since=period.since, until=period.until, only=name)[name]
+    table = build_tables(user, since=period.since, until=period.until, only=name)[name]
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{period.filename(name)}"'
     writer = csv.writer(response)

@@ -934,6 +934,39 @@ def _summary_interactive(payload: dict, message: dict) -> str:
     return "Interactive reply"
 
 
+def interactive_choice(payload: Any) -> tuple[str, str] | None:
+    """The (id, title) a customer chose from reply buttons or a list, from a
+    stored interactive message's payload; None for anything else."""
+    payload = _dict(payload)
+    kind = _str(payload.get("type"))
+    if kind not in {"button_reply", "list_reply"}:
+        return None
+    reply = _dict(payload.get(kind))
+    return _str(reply.get("id")), _str(reply.get("title"))
+
+
+def flow_answers(payload: Any) -> list[tuple[str, str]] | None:
+    """The answers of a Flow (an `nfm_reply`), as (field, value) in the
+    order the customer's app sent them, from a stored interactive message's
+    payload; None when it is no Flow answer. `response_json` is a JSON
+    string; `flow_token` is the business's own reference, not an answer."""
+    payload = _dict(payload)
+    if _str(payload.get("type")) != "nfm_reply":
+        return None
+    raw = _dict(payload.get("nfm_reply")).get("response_json")
+    try:
+        answers = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        answers = {}
+    if not isinstance(answers, dict):
+        return []
+    return [
+        (_str(key), value if isinstance(value, str) else json.dumps(value))
+        for key, value in answers.items()
+        if key != "flow_token"
+    ]
+
+
 def _summary_button(payload: dict, message: dict) -> str:
     return _str(payload.get("text")) or _str(payload.get("payload")) or "Button reply"
 
@@ -1552,6 +1585,73 @@ def verify_signature(
         if hmac.compare_digest(digest, expected) and found is None:
             found = secret
     return found
+
+
+# --- Interactive messages out: Meta's shapes and limits ------------------------
+# Reply buttons and lists the helpdesk sends (the workspace's composer, the
+# satisfaction survey); kept here with Meta's other JSON.
+
+# Meta's limits of interactive messages (reply buttons and lists).
+BUTTONS_MAX = 3
+BUTTON_TITLE_MAX = 20
+BUTTON_ID_MAX = 256
+BUTTONS_BODY_MAX = 1024
+LIST_ROWS_MAX = 10
+LIST_SECTIONS_MAX = 10
+LIST_ROW_TITLE_MAX = 24
+LIST_ROW_ID_MAX = 200
+LIST_ROW_DESCRIPTION_MAX = 72
+LIST_BUTTON_MAX = 20
+LIST_BODY_MAX = 4096
+SECTION_TITLE_MAX = 24
+HEADER_TEXT_MAX = 60
+FOOTER_MAX = 60
+
+
+def interactive_buttons(*, body: str, buttons: list[tuple[str, str]]) -> dict:
+    """Meta's `interactive` object of reply buttons: (id, title) each."""
+    return {
+        "type": "button",
+        "body": {"text": body},
+        "action": {
+            "buttons": [
+                {"type": "reply", "reply": {"id": button_id, "title": title}}
+                for button_id, title in buttons
+            ]
+        },
+    }
+
+
+def interactive_list(
+    *, body: str, button: str, rows: list[tuple], section: str = ""
+) -> dict:
+    """Meta's `interactive` object of a list message with one section: rows
+    are (id, title) or (id, title, description); the caller keeps Meta's
+    limits (outbound checks them again before the send)."""
+    return {
+        "type": "list",
+        "body": {"text": body},
+        "action": {
+            "button": button,
+            "sections": [
+                {
+                    **({"title": section} if section else {}),
+                    "rows": [
+                        {
+                            "id": row[0],
+                            "title": row[1],
+                            **(
+                                {"description": row[2]}
+                                if len(row) > 2 and row[2]
+                                else {}
+                            ),
+                        }
+                        for row in rows
+                    ],
+                }
+            ],
+        },
+    }
 
 
 # What a body holds, by a look at its bytes rather than a parse: the webhook
