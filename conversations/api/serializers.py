@@ -285,6 +285,9 @@ class MessageSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ReactionSerializer(many=True))
     def get_reactions(self, message):
+        if self.context.get("just_queued"):
+            # A message the request itself queued: nobody reacted to it yet.
+            return []
         # Removed reactions stay as tombstones with an empty emoji.
         return [
             {"emoji": reaction.emoji, "direction": reaction.direction}
