@@ -95,3 +95,28 @@ def test_an_agent_in_two_teams_of_a_number_sees_its_conversation_once(
     assert (
         reply(api, open_conversation, {"type": "text", "text": "Hi"}).status_code == 201
     )
+
+
+@pytest.mark.django_db
+def test_permissions_are_read_from_the_user_and_their_groups_in_one_statement(
+    django_assert_num_queries,
+):
+    from django.contrib.auth.models import Group, Permission
+
+    from accounts.models import User
+
+    user = User.objects.create_user(username="both")
+    user.user_permissions.add(Permission.objects.get(codename="view_all_numbers"))
+    group = Group.objects.create(name="Consent")
+    group.permissions.add(Permission.objects.get(codename="record_consent"))
+    user.groups.add(group)
+    other = User.objects.create_user(username="neither")
+    other.groups.add(Group.objects.create(name="Empty"))
+    with django_assert_num_queries(1):
+        assert user.get_all_permissions() == {
+            "conversations.view_all_numbers",
+            "conversations.record_consent",
+        }
+        assert user.has_perm("conversations.record_consent")
+    with django_assert_num_queries(1):
+        assert not other.has_perm("conversations.view_all_numbers")

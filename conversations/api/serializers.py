@@ -1,5 +1,6 @@
 """The API's shapes of a conversation, a customer and a message (see /api/schema/)."""
 
+import copy
 from datetime import timedelta
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -282,6 +283,16 @@ class MessageSerializer(serializers.ModelSerializer):
             *STRUCTURED_TYPES,
         ]
         read_only_fields = fields
+
+    def get_fields(self):
+        # Building a ModelSerializer's fields from the model's options costs
+        # more CPU than serialising a message, and they are the same for
+        # every instance (all read-only, no context): built once per class,
+        # then copied as DRF copies declared fields.
+        cls = type(self)
+        if "_built_fields" not in cls.__dict__:
+            cls._built_fields = super().get_fields()
+        return copy.deepcopy(cls._built_fields)
 
     @extend_schema_field(ReactionSerializer(many=True))
     def get_reactions(self, message):
