@@ -1,20 +1,21 @@
 """Benchmark: replies through the REST API, as a bot or an integration sends them.
 
-    .venv/bin/python bench/api_replies.py [--baseline-ref REF] [--seconds 15]
+    .venv/bin/python bench/api_replies.py [--baseline-ref REF] [--server uvicorn]
 
 One daphne process (the development server, as bench/status_storm.py runs
-it) and one plain `celery -A helpdesk worker` at nice 19 (delivering the
-replies meanwhile, to the sandbox answering after --latency-ms, Meta's
-~100 ms round trip), DEBUG off. --clients keep-alive connections each post
-text replies, each with an API token of its own (agents of one team, so
-every request checks what the team may see, and no client meets the per-user
-rate limit, API_RATE_LIMIT, 100/s) to --conversations open conversations,
-for --seconds after a 2 s warm-up. Printed: replies/s, p50 / p99 ms, non-201
+it; `--server uvicorn`: one process of production's web command) and one
+plain `celery -A helpdesk worker` at nice 19 (delivering the replies
+meanwhile, to the sandbox answering after --latency-ms, Meta's ~100 ms
+round trip), DEBUG off. --clients keep-alive connections each post text
+replies, each with an API token of its own (agents of one team, so every
+request checks what the team may see, and no client meets the per-user rate
+limit, API_RATE_LIMIT, 100/s) to --conversations open conversations, for
+--seconds after a 2 s warm-up. Printed: replies/s, p50 / p99 ms, non-201
 answers, statements per reply (counted in a process of the same code around
-one reply, BEGIN and COMMIT included), the daphne
-process' CPU per reply (/proc, so robust to the machine's other load), the
-worker's CPU per delivered reply, every reply delivered, the machine and its
-load average before and after.
+one reply, BEGIN and COMMIT included), the server process' CPU per reply
+(/proc, so robust to the machine's other load), the worker's CPU per
+delivered reply, every reply delivered, the machine and its load average
+before and after.
 
 --baseline-ref REF runs the same shape first with the code of git revision REF
 (exported with `git archive`; the database schema of this checkout) and
@@ -43,7 +44,12 @@ from bench.cpu import tree_seconds  # noqa: E402
 from bench.database import recreate_database  # noqa: E402
 from bench.webhook_ack import machine  # noqa: E402
 from helpdesk.launcher import free_port, wait_for_port  # noqa: E402
-from helpdesk.processes import daphne_command, in_this_python, worker_command  # noqa: E402
+from helpdesk.processes import (  # noqa: E402
+    daphne_command,
+    in_this_python,
+    web_command,
+    worker_command,
+)
 
 PHONE_NUMBER_ID = "100000000000779"
 WARM_UP = 2.0
@@ -166,6 +172,12 @@ async def post_replies(base: str, tokens: list, ids: list, seconds: float) -> di
     return {"latencies": latencies, "failures": failures}
 
 
+def server_command(server: str, port: int) -> list[str]:
+    if server == "uvicorn":
+        return web_command(host="127.0.0.1", port=port, workers=1)
+    return daphne_command(host="127.0.0.1", port=port)
+
+
 def run_tree(label: str, tree: Path, env: dict, args, sandbox, workdir: Path) -> dict:
     import django.db
 
@@ -189,7 +201,7 @@ def run_tree(label: str, tree: Path, env: dict, args, sandbox, workdir: Path) ->
     try:
         port = free_port()
         for argv, log in (
-            (in_this_python(daphne_command(host="127.0.0.1", port=port)), "daphne"),
+            (in_this_python(server_command(args.server, port)), args.server),
             (
                 [
                     *("nice", "-n", "19"),
@@ -211,8 +223,8 @@ def run_tree(label: str, tree: Path, env: dict, args, sandbox, workdir: Path) ->
                     start_new_session=True,
                 )
             )
-        daphne, worker = processes
-        wait_for_port(port, 60, daphne)
+        server, worker = processes
+        wait_for_port(port, 60, server)
         counted = subprocess.run(
             [*python, "-c", COUNT_STATEMENTS, tokens[0], str(ids[0])],
             cwd=tree,
@@ -223,7 +235,7 @@ def run_tree(label: str, tree: Path, env: dict, args, sandbox, workdir: Path) ->
         if counted.returncode:
             raise SystemExit(f"counting the statements failed:\n{counted.stderr}")
         result["statements"] = int(counted.stdout.split()[-1])
-        server_before = tree_seconds(daphne.pid)
+        server_before = tree_seconds(server.pid)
         worker_before = tree_seconds(worker.pid)
         load = asyncio.run(
             post_replies(f"http://127.0.0.1:{port}", tokens, ids, args.seconds)
@@ -231,7 +243,7 @@ def run_tree(label: str, tree: Path, env: dict, args, sandbox, workdir: Path) ->
         # The warm-up's replies cost CPU too: counted with every 201.
         replies = Message.objects.filter(direction="outbound")
         total = replies.count()
-        server_cpu = tree_seconds(daphne.pid) - server_before
+        server_cpu = tree_seconds(server.pid) - server_before
         result["server_cpu_ms"] = 1000 * server_cpu / total
         deadline = time.monotonic() + args.timeout
         while replies.exclude(status="sent").exists() and time.monotonic() < deadline:
@@ -263,7 +275,7 @@ FIGURES = (
     ("p50 ms", "p50_ms", "{:.0f}"),
     ("p99 ms", "p99_ms", "{:.0f}"),
     ("statements per reply", "statements", "{}"),
-    ("daphne CPU ms per reply", "server_cpu_ms", "{:.2f}"),
+    ("server CPU ms per reply", "server_cpu_ms", "{:.2f}"),
     ("worker CPU ms per delivered reply", "worker_cpu_ms", "{:.2f}"),
 )
 
@@ -288,6 +300,7 @@ def report(results: list[dict]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-ref", help="git revision of the baseline")
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--conversations", type=int, default=64)
