@@ -305,7 +305,16 @@ class ConversationQuerySet(models.QuerySet):
         """Conversations of the numbers a user may see (WhatsAppNumber.visible_to)."""
         if sees_every_number(user):
             return self
-        return self.filter(number__teams__members=user).distinct()
+        # A semi-join (EXISTS), not a join and DISTINCT: the conversation's
+        # row is read once however many of the user's teams share its number.
+        return self.filter(
+            models.Exists(
+                WhatsAppNumber.teams.through.objects.filter(
+                    whatsappnumber_id=models.OuterRef("number_id"),
+                    team__members=user,
+                )
+            )
+        )
 
     def unresolved(self):
         return self.exclude(status=Conversation.Status.RESOLVED)

@@ -218,8 +218,12 @@ LOGOUT_REDIRECT_URL = "login"
 # authenticate(); axes' backend refuses it while its username and address
 # are locked out. The API takes tokens, never passwords, so it has nothing
 # to guess (docs/operations.md, Logins).
+# OneReadModelBackend is ModelBackend reading permissions in one query; the
+# stock ModelBackend stays listed so sessions it signed in stay valid, and
+# asking it costs nothing: both keep the same per-request cache on the user.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
+    "accounts.backends.OneReadModelBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)

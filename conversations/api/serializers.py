@@ -1,5 +1,6 @@
 """The API's shapes of a conversation, a customer and a message (see /api/schema/)."""
 
+import copy
 from datetime import timedelta
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -283,8 +284,21 @@ class MessageSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def get_fields(self):
+        # Building a ModelSerializer's fields from the model's options costs
+        # more CPU than serialising a message, and they are the same for
+        # every instance (all read-only, no context): built once per class,
+        # then copied as DRF copies declared fields.
+        cls = type(self)
+        if "_built_fields" not in cls.__dict__:
+            cls._built_fields = super().get_fields()
+        return copy.deepcopy(cls._built_fields)
+
     @extend_schema_field(ReactionSerializer(many=True))
     def get_reactions(self, message):
+        if self.context.get("just_queued"):
+            # A message the request itself queued: nobody reacted to it yet.
+            return []
         # Removed reactions stay as tombstones with an empty emoji.
         return [
             {"emoji": reaction.emoji, "direction": reaction.direction}

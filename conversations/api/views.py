@@ -141,18 +141,23 @@ class ConversationMessages(AcceptsUpload, generics.ListAPIView):
     def post(self, request, pk: int):
         return replies.post_reply(
             request,
-            self.get_conversation(),
+            # Every send checks the number (paused, active): read with it.
+            self.get_conversation(select_related=("number",)),
+            # The answer is built from the row as written, not read back.
             render=lambda message: (
                 MessageSerializer(
-                    visible_messages(request.user).get(pk=message.pk),
-                    context=self.get_serializer_context(),
+                    message,
+                    context={**self.get_serializer_context(), "just_queued": True},
                 ).data
             ),
         )
 
-    def get_conversation(self) -> Conversation:
+    def get_conversation(self, select_related=()) -> Conversation:
         return get_object_or_404(
-            Conversation.objects.visible_to(self.request.user), pk=self.kwargs["pk"]
+            Conversation.objects.visible_to(self.request.user).select_related(
+                *select_related
+            ),
+            pk=self.kwargs["pk"],
         )
 
     def get_queryset(self):

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Case, F, Value, When
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
@@ -235,24 +235,43 @@ def conversation_for(
 
 
 def touch_conversation(
-    conversation: Conversation, message: Message, *, inbound: bool
+    conversation: Conversation,
+    message: Message,
+    *,
+    inbound: bool,
+    first_response_at: datetime | None = None,
+    free_entry_point_expires_at: datetime | None = None,
 ) -> None:
     """Move the denormalised last-message fields forward in Meta's time.
 
     One conditional UPDATE, so concurrent or out-of-order messages converge
-    on the newest; never backwards.
+    on the newest; never backwards. An outbound message also sets, in the
+    same statement, ``first_response_at`` and ``free_entry_point_expires_at``
+    when given and not set yet.
     """
     now = timezone.now()
     at = message.timestamp
-    if not inbound:
-        Conversation.objects.filter(pk=conversation.pk).filter(
-            Q(last_message_at__isnull=True) | Q(last_message_at__lte=at)
-        ).update(last_message=message, last_message_at=at, updated_at=now)
-        return
-    # Hand-written: the ORM spends longer compiling this statement as
-    # Case/When expressions than the database takes to run it.
+    # Hand-written: the ORM spends longer compiling these statements as
+    # Case/When expressions than the database takes to run them.
     adapt = connection.ops.adapt_datetimefield_value
     newer = "(last_message_at IS NULL OR last_message_at <= %s)"
+    if not inbound:
+        sql = (
+            f"UPDATE {Conversation._meta.db_table} SET"  # noqa: S608
+            f" last_message_id = CASE WHEN {newer} THEN %s ELSE last_message_id END,"
+            f" last_message_at = CASE WHEN {newer} THEN %s ELSE last_message_at END,"
+            f" updated_at = CASE WHEN {newer} THEN %s ELSE updated_at END,"
+            " first_response_at = COALESCE(first_response_at, %s),"
+            " free_entry_point_expires_at"
+            " = COALESCE(free_entry_point_expires_at, %s)"
+            " WHERE id = %s"
+        )
+        at, now = adapt(at), adapt(now)
+        params = [at, message.pk, at, at, at, now]
+        params += [adapt(first_response_at), adapt(free_entry_point_expires_at)]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, conversation.pk])
+        return
     sql = (
         f"UPDATE {Conversation._meta.db_table} SET"  # noqa: S608
         f" last_message_id = CASE WHEN {newer} THEN %s ELSE last_message_id END,"

@@ -245,16 +245,17 @@ def _queue_message(
         for name in media.MEDIA_FIELDS:
             setattr(message, name, getattr(media_of, name))
     message.save(force_insert=True)
-    customers.touch_conversation(conversation, message, inbound=False)
-    rows = Conversation.objects.filter(pk=conversation.pk)
+    expires = windows.free_entry_point_expiry(now) if opens_free_entry_point else None
+    customers.touch_conversation(
+        conversation,
+        message,
+        inbound=False,
+        first_response_at=now if sender is not None else None,
+        free_entry_point_expires_at=expires,
+    )
     if sender is not None:
-        rows.filter(first_response_at__isnull=True).update(first_response_at=now)
         service_levels.record_reply(conversation=conversation, at=now)
-    if opens_free_entry_point:
-        expires = windows.free_entry_point_expiry(now)
-        rows.filter(free_entry_point_expires_at__isnull=True).update(
-            free_entry_point_expires_at=expires
-        )
+    if expires is not None:
         conversation.free_entry_point_expires_at = expires
     realtime.publish(
         realtime.MESSAGE_CREATED,
