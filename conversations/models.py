@@ -923,8 +923,11 @@ class Notification(models.Model):
         QUEUED = "queued", "Accepted (its message carries the status)"
         REFUSED = "refused", "Refused before sending"
 
-    # The number as the business gave it (kept even when it was invalid).
-    to = models.CharField(max_length=64)
+    # The number as the business gave it (kept even when it was invalid);
+    # empty when the business named the customer by user_id instead.
+    to = models.CharField(max_length=64, blank=True)
+    # The business-scoped user id the business gave in place of `to`.
+    user_id = models.CharField(max_length=256, blank=True)
     customer = models.ForeignKey(
         Customer,
         on_delete=models.CASCADE,
@@ -1160,3 +1163,49 @@ class MessageCharge(models.Model):
 
     def __str__(self):
         return f"{self.category} {self.price} {self.currency}"
+
+
+class CustomerMerge(models.Model):
+    """Two customers found to be one person, kept as one: a webhook named a
+    wa_id held by one and a BSUID held by the other. The absorbed customer's
+    conversations, consent records and notifications now belong to the
+    survivor; this row remembers who it was."""
+
+    survivor = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="merges"
+    )
+    absorbed_customer_id = models.BigIntegerField()
+    absorbed_wa_id = models.CharField(max_length=32, blank=True)
+    absorbed_user_id = models.CharField(max_length=256, blank=True)
+    absorbed_name = models.CharField(max_length=256, blank=True)
+    conversations_moved = models.PositiveIntegerField(default=0)
+    merged_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-merged_at", "-id"]
+
+    def __str__(self):
+        return f"customer {self.absorbed_customer_id} into {self.survivor_id}"
+
+
+class CustomerIdentityChange(models.Model):
+    """A phone number or BSUID a customer had before Meta's system message
+    (`user_changed_number`, `user_changed_user_id`) re-keyed them."""
+
+    class Kind(models.TextChoices):
+        NUMBER = "user_changed_number", "Changed phone number"
+        USER_ID = "user_changed_user_id", "Changed business-scoped user id"
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="identity_changes"
+    )
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    old_value = models.CharField(max_length=256, blank=True)
+    new_value = models.CharField(max_length=256)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self):
+        return f"{self.customer_id} {self.kind}: {self.old_value} -> {self.new_value}"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from . import inbound, payloads
+from . import identity, inbound, payloads
 from .config import Number, SandboxConfig
 from .errors import GraphError
 from .faults import Faults
@@ -31,6 +31,9 @@ class Customer:
     wa_id: str
     name: str
     user_id: str = ""
+    username: str = ""
+    # A username customer whose phone Meta does not show the business.
+    phone_hidden: bool = False
     # Per phone_number_id: when the customer last wrote (opens the window).
     last_inbound_at: dict[str, float] = field(default_factory=dict)
     # Per phone_number_id: when the customer arrived from an ad, and when the
@@ -47,6 +50,8 @@ class Customer:
             "wa_id": self.wa_id,
             "name": self.name,
             "user_id": self.user_id,
+            "username": self.username,
+            "phone_hidden": self.phone_hidden,
             "last_inbound_at": self.last_inbound_at,
             "referral_at": self.referral_at,
             "free_entry_point_at": self.free_entry_point_at,
@@ -212,6 +217,12 @@ class Sandbox:
             customer.user_id = user_id
         return customer
 
+    def customer_by_user_id(self, user_id: str) -> Customer | None:
+        for customer in self.customers.values():
+            if customer.user_id == user_id:
+                return customer
+        return None
+
     # --- events for the customer phone page -------------------------------------
 
     def publish(self, kind: str, **data):
@@ -266,7 +277,7 @@ class Sandbox:
         message = OutboundMessage(
             wamid=payloads.new_wamid(wa_id),
             number=number,
-            to=body["to"],
+            to=body.get("to") or body.get("recipient", ""),
             wa_id=wa_id,
             type=kind,
             body=body,
@@ -359,7 +370,10 @@ class Sandbox:
         item = payloads.status(
             wamid=message.wamid,
             status_name=name,
-            recipient_id=message.wa_id,
+            recipient_id=identity.webhook_wa_id(customer)
+            if customer
+            else message.wa_id,
+            recipient_user_id=customer.user_id if customer else "",
             timestamp=payloads.now(),
             pricing_info=message.pricing if with_pricing and name != "failed" else None,
             conversation=conversation,
@@ -368,9 +382,7 @@ class Sandbox:
         )
         contacts = []
         if customer and customer.user_id and name != "failed":
-            contacts = [
-                payloads.contact(customer.wa_id, customer.name, customer.user_id)
-            ]
+            contacts = [identity.webhook_contact(customer)]
         message.statuses.append(name)
         self.publish(
             "status",
@@ -419,10 +431,12 @@ class Sandbox:
         message = inbound.build_message(
             description,
             wamid=wamid,
-            from_wa_id=customer.wa_id,
+            from_wa_id=identity.webhook_wa_id(customer),
             timestamp=payloads.now(),
             store_media=store_media,
         )
+        if customer.user_id and message.get("type") != "system":
+            message["from_user_id"] = customer.user_id
         return message
 
     def receive_customer_message(
@@ -444,11 +458,7 @@ class Sandbox:
 
     def customer_value(self, number: Number, customer: Customer, messages: list[dict]):
         system_only = all(message.get("type") == "system" for message in messages)
-        contacts = (
-            []
-            if system_only
-            else [payloads.contact(customer.wa_id, customer.name, customer.user_id)]
-        )
+        contacts = [] if system_only else [identity.webhook_contact(customer)]
         return payloads.inbound_value(number, contacts, messages)
 
     # --- webhook delivery ---------------------------------------------------

@@ -242,7 +242,18 @@ class RecipientsField(serializers.JSONField):
 
 
 class NotificationInputSerializer(serializers.Serializer):
-    to = RecipientsField()
+    to = RecipientsField(required=False)
+    user_id = serializers.RegexField(
+        services.BSUID,
+        max_length=256,
+        required=False,
+        help_text="the customer's business-scoped user id (BSUID), in place of "
+        "`to`, for a customer known by username only",
+        error_messages={
+            "invalid": "Give the business-scoped user id as Meta sent it, "
+            "e.g. US.13491208655302741918."
+        },
+    )
     purpose = serializers.ChoiceField(choices=ConsentRecord.Purpose.choices)
     template = TemplateRefSerializer()
     parameters = ParametersSerializer(required=False)
@@ -262,6 +273,11 @@ class NotificationInputSerializer(serializers.Serializer):
         "by default",
     )
 
+    def validate(self, attrs):
+        if ("to" in attrs) == ("user_id" in attrs):
+            raise ValidationError({"to": "Give exactly one of to and user_id."})
+        return attrs
+
 
 class NotificationSerializer(serializers.Serializer):
     """A notification and its status (mirrored from its message)."""
@@ -271,6 +287,7 @@ class NotificationSerializer(serializers.Serializer):
         choices=["queued", "sent", "delivered", "read", "failed", "unknown", "refused"]
     )
     to = serializers.CharField()
+    user_id = serializers.CharField()
     purpose = serializers.CharField()
     template = TemplateRefSerializer()
     reference = serializers.CharField()
@@ -327,6 +344,7 @@ def _result(notification: Notification) -> dict:
     result = {
         "id": notification.pk,
         "to": notification.to,
+        "user_id": notification.user_id,
         "status": "refused"
         if notification.state == Notification.State.REFUSED
         else "queued",
@@ -402,7 +420,9 @@ class NotificationCreate(APIView):
             422: OpenApiResponse(
                 ErrorSerializer,
                 description="no_consent, template_not_approved, "
-                "template_category_mismatch or template_parameters",
+                "template_category_mismatch, template_parameters, or "
+                "phone_required (an authentication template to a customer "
+                "known by user_id only)",
             ),
         },
         examples=[
@@ -421,7 +441,17 @@ class NotificationCreate(APIView):
                     "team": "Travel desk",
                 },
                 request_only=True,
-            )
+            ),
+            OpenApiExample(
+                "To a customer known by username (BSUID)",
+                value={
+                    "user_id": "US.13491208655302741918",
+                    "purpose": "utility",
+                    "template": {"name": "order_update", "language": "en"},
+                    "parameters": {"body": ["Anna", "4711"]},
+                },
+                request_only=True,
+            ),
         ],
     )
     def post(self, request):
@@ -484,6 +514,11 @@ class NotificationCreate(APIView):
             idempotency_key=key,
             request_hash=digest,
         )
+        if "user_id" in data:
+            notification = services.send_notification(
+                order=order, user_id=data["user_id"]
+            )
+            return _single_answer(notification)
         if isinstance(data["to"], str):
             notification = services.send_notification(order=order, to=data["to"])
             return _single_answer(notification)

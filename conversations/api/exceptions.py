@@ -21,6 +21,7 @@ HTTP_STATUS = {
     "template_category_mismatch": 422,
     "media_refused": 422,
     "no_consent": 422,
+    "phone_required": 422,
     "upload_failed": 502,
 }
 

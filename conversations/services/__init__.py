@@ -46,12 +46,14 @@ from .consent import (
     record_user_preference,
 )
 from .customers import (
+    BSUID,
     E164_DIGITS,
     apply_system_change,
     conversation_for,
     customer_for,
-    find_or_create_customer,
+    find_or_merge_customer,
     insert_or_ignore,
+    learn_from_contact,
     rename_customer,
     touch_conversation,
 )
@@ -63,6 +65,7 @@ from .errors import (
     NoConsent,
     NothingToMark,
     OutboundError,
+    PhoneRequired,
     SendingPaused,
     ServiceError,
     TeamNotAllowed,
@@ -87,6 +90,7 @@ from .media import (
     keep_media,
     upload_media,
 )
+from .merges import merge_customers
 from .notifications import (
     NOTIFICATION_STATUS,
     NotificationOrder,
@@ -169,6 +173,7 @@ from .workspace import (
 )
 
 __all__ = [
+    "BSUID",
     "AssigneeNotAllowed",
     "Attachment",
     "BULK_CHUNK",
@@ -178,6 +183,7 @@ __all__ = [
     "E164_DIGITS",
     "FREE_FORM_TYPES",
     "InvalidRecipient",
+    "PhoneRequired",
     "MARKETING_OPTED_OUT_CODE",
     "MEDIA_FIELDS",
     "MEDIA_MAX_BYTES",
@@ -226,7 +232,9 @@ __all__ = [
     "deliver_message",
     "download_media",
     "fail_media",
-    "find_or_create_customer",
+    "find_or_merge_customer",
+    "learn_from_contact",
+    "merge_customers",
     "has_consent",
     "insert_or_ignore",
     "invalid_recipient_refusal",

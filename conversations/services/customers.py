@@ -20,18 +20,23 @@ from .. import realtime
 from ..models import (
     Conversation,
     Customer,
+    CustomerIdentityChange,
     Message,
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
+from . import merges
 
 logger = logging.getLogger(__name__)
 
 
 E164_DIGITS = re.compile(r"^[1-9]\d{6,14}$")
+# A business-scoped user id: a country code, "ENT." for a parent BSUID, and
+# Meta's alphanumeric id (US.13491208655302741918), 256 characters at most.
+BSUID = re.compile(r"^[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,250}$")
 
 
-def find_or_create_customer(
+def find_or_merge_customer(
     *,
     wa_id: str,
     user_id: str,
@@ -39,52 +44,36 @@ def find_or_create_customer(
     username: str = "",
     country_code: str = "",
 ) -> Customer:
-    """Return the customer with this wa_id or BSUID, creating one if neither matches.
+    """Return the one customer with this wa_id and/or BSUID, creating one if
+    neither matches.
 
-    Either id may be empty. When both match different customers the wa_id's
-    wins. Missing ids are filled in, and the profile name is refreshed; the
-    agent-set ``name`` is never touched. Safe under concurrency: the unique
-    constraints decide, and a lost race reads the winner's row.
+    Either id may be empty. When the wa_id and the BSUID are held by two
+    customers they are one person: the two are merged (merges.py) and the
+    survivor returned. Missing ids are filled in, and the profile name and
+    username are refreshed; the agent-set ``name`` is never touched. Safe
+    under concurrency: the unique constraints decide, and a lost race reads
+    the winner's row.
     """
     if not (wa_id or user_id):
         raise ValueError("A customer needs a wa_id or a user id.")
     for _ in range(5):
         by_wa = Customer.objects.filter(wa_id=wa_id).first() if wa_id else None
         by_user = Customer.objects.filter(user_id=user_id).first() if user_id else None
-        customer = by_wa or by_user
+        if by_wa is not None and by_user is not None and by_wa.pk != by_user.pk:
+            merges.merge_customers(first=by_wa, second=by_user)
+            continue
         try:
             with transaction.atomic():
-                if customer is None:
-                    return Customer.objects.create(
-                        wa_id=wa_id,
-                        user_id=user_id,
-                        phone=f"+{wa_id}" if E164_DIGITS.match(wa_id) else "",
-                        profile_name=profile_name,
-                        username=username,
-                        country_code=country_code,
-                    )
-                changed = []
-                if wa_id and not customer.wa_id:
-                    customer.wa_id = wa_id
-                    changed.append("wa_id")
-                    if not customer.phone and E164_DIGITS.match(wa_id):
-                        customer.phone = f"+{wa_id}"
-                        changed.append("phone")
-                # The BSUID may belong to another row (both matched): leave it.
-                if user_id and not customer.user_id and by_user is None:
-                    customer.user_id = user_id
-                    changed.append("user_id")
-                for field_name, value in (
-                    ("profile_name", profile_name),
-                    ("username", username),
-                    ("country_code", country_code),
-                ):
-                    if value and getattr(customer, field_name) != value:
-                        setattr(customer, field_name, value)
-                        changed.append(field_name)
-                if changed:
-                    customer.save(update_fields=[*changed, "updated_at"])
-                return customer
+                return _settle_customer(
+                    by_wa or by_user,
+                    wa_id=wa_id,
+                    user_id=user_id,
+                    refreshed={
+                        "profile_name": profile_name,
+                        "username": username,
+                        "country_code": country_code,
+                    },
+                )
         except IntegrityError:
             # Another worker created or re-keyed the row first: read it.
             continue
@@ -93,10 +82,65 @@ def find_or_create_customer(
     )
 
 
+def _settle_customer(
+    customer: Customer | None, *, wa_id: str, user_id: str, refreshed: dict
+) -> Customer:
+    """Create the customer, or fill in its missing ids and refresh its profile."""
+    if customer is None:
+        return Customer.objects.create(
+            wa_id=wa_id,
+            user_id=user_id,
+            phone=f"+{wa_id}" if E164_DIGITS.match(wa_id) else "",
+            **refreshed,
+        )
+    changed = []
+    if wa_id and not customer.wa_id:
+        customer.wa_id = wa_id
+        changed.append("wa_id")
+        if not customer.phone and E164_DIGITS.match(wa_id):
+            customer.phone = f"+{wa_id}"
+            changed.append("phone")
+    if user_id and not customer.user_id:
+        customer.user_id = user_id
+        changed.append("user_id")
+    for field_name, value in refreshed.items():
+        if value and getattr(customer, field_name) != value:
+            setattr(customer, field_name, value)
+            changed.append(field_name)
+    if changed:
+        customer.save(update_fields=[*changed, "updated_at"])
+    return customer
+
+
+def learn_from_contact(customer_id: int, contact: payloads.Contact) -> None:
+    """What a status webhook's contacts block says about the customer a
+    message went to: a BSUID or phone not known yet, a new username or
+    profile name. A phone or BSUID another customer holds merges the two."""
+    customer = Customer.objects.filter(pk=customer_id).first()
+    if customer is None:
+        return
+    wa_id = contact.wa_id if contact.wa_id and not customer.wa_id else ""
+    user_id = contact.user_id if contact.user_id and not customer.user_id else ""
+    fresh = {
+        "profile_name": contact.name,
+        "username": contact.username,
+        "country_code": contact.country_code,
+    }
+    if not (wa_id or user_id) and all(
+        not value or getattr(customer, name) == value for name, value in fresh.items()
+    ):
+        return
+    find_or_merge_customer(
+        wa_id=wa_id or customer.wa_id,
+        user_id=user_id or customer.user_id,
+        **fresh,
+    )
+
+
 def _upsert_customer(
     *, wa_id: str, profile_name: str, username: str, country_code: str
 ) -> tuple[Customer, bool]:
-    """find_or_create_customer for a message that names a wa_id and no BSUID,
+    """find_or_merge_customer for a message that names a wa_id and no BSUID,
     in one statement; return the customer and whether it was created.
 
     The wa_id's unique index decides (so concurrent messages from a new
@@ -150,7 +194,7 @@ def customer_for(message: payloads.InboundMessage) -> tuple[Customer, bool]:
             country_code=country_code,
         )
     # Two ids that may match two rows: the general, multi-statement path.
-    customer = find_or_create_customer(
+    customer = find_or_merge_customer(
         wa_id=message.wa_id,
         user_id=message.user_id,
         profile_name=message.profile_name,
@@ -291,30 +335,38 @@ def touch_conversation(
         cursor.execute(sql, params)
 
 
-def apply_system_change(customer: Customer, change: payloads.SystemChange) -> None:
-    """Re-key the customer after a number or user-id change; history stays."""
+def apply_system_change(customer: Customer, change: payloads.SystemChange) -> Customer:
+    """Re-key the customer after a number or user-id change; history stays.
+
+    The old value is kept as a CustomerIdentityChange. When another customer
+    holds the new value already (the customer wrote from the new number
+    before the system message arrived), the two are merged. Return the
+    customer as it is now (the survivor of a merge).
+    """
     if change.type == "user_changed_number" and change.new_wa_id:
-        fields = {"wa_id": change.new_wa_id}
-        if E164_DIGITS.match(change.new_wa_id):
-            fields["phone"] = f"+{change.new_wa_id}"
-        _rekey(customer, "wa_id", fields)
+        key, new_value = "wa_id", change.new_wa_id
     elif change.type == "user_changed_user_id" and change.new_user_id:
-        _rekey(customer, "user_id", {"user_id": change.new_user_id})
-
-
-def _rekey(customer: Customer, key: str, fields: dict[str, str]) -> None:
-    """Give the customer a new wa_id or user id (with what follows from it),
-    unless it has it already or another customer holds it."""
-    if getattr(customer, key) == fields[key]:
-        return
-    if Customer.objects.filter(**{key: fields[key]}).exists():
-        logger.warning(
-            "Customer %s changed %s to one another customer has", customer.pk, key
-        )
-        return
-    for name, value in fields.items():
-        setattr(customer, name, value)
+        key, new_value = "user_id", change.new_user_id
+    else:
+        return customer
+    old_value = getattr(customer, key)
+    if old_value == new_value:
+        return customer
+    CustomerIdentityChange.objects.create(
+        customer=customer, kind=change.type, old_value=old_value, new_value=new_value
+    )
+    holder = Customer.objects.filter(**{key: new_value}).first()
+    if holder is not None:
+        customer = merges.merge_customers(first=customer, second=holder)
+        if getattr(customer, key) == new_value:
+            return customer
+    setattr(customer, key, new_value)
+    fields = [key]
+    if key == "wa_id":
+        customer.phone = f"+{new_value}" if E164_DIGITS.match(new_value) else ""
+        fields.append("phone")
     customer.save(update_fields=[*fields, "updated_at"])
+    return customer
 
 
 @transaction.atomic

@@ -14,6 +14,7 @@ from .. import realtime
 from ..delivery import doorbells
 from ..models import (
     Conversation,
+    Customer,
     Message,
     MessageTemplate,
     Reaction,
@@ -362,7 +363,21 @@ def check_template_send(
     """What a template must pass to go to this customer now: approved, of
     the number's account, and the customer's consent for its category."""
     check_template(template, conversation.number)
+    check_template_recipient(conversation.customer, template)
     consent.check_template_consent(conversation.customer, template)
+
+
+def check_template_recipient(customer: Customer, template: MessageTemplate) -> None:
+    """Refuse an authentication template to a customer known only by BSUID:
+    Meta sends one-tap, zero-tap and copy-code templates to phones only."""
+    if template.category == MessageTemplate.Category.AUTHENTICATION and not (
+        customer.wa_id
+    ):
+        raise errors.PhoneRequired(
+            f"{template.name} is an authentication template; Meta sends those "
+            "only to a phone number, and this customer is known by username only.",
+            customer=customer.pk,
+        )
 
 
 def check_template(template: MessageTemplate, number: WhatsAppNumber) -> None:

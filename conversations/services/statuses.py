@@ -18,7 +18,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import client, payloads
-from . import business_callbacks, charges, consent
+from . import business_callbacks, charges, consent, customers
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ def update_message_status(
         )
         return None
     _apply_status(message, status=status.status, at=at, error=error, pricing=pricing)
+    if status.contact is not None and status.recipient_type != "group":
+        # Sent, delivered and read name the customer as Meta knows them now.
+        customers.learn_from_contact(message.conversation.customer_id, status.contact)
     return message
 
 
