@@ -203,7 +203,12 @@ class Customer(models.Model):
     @property
     def display_name(self) -> str:
         return (
-            self.name or self.profile_name or self.phone or self.wa_id or self.user_id
+            self.name
+            or self.profile_name
+            or self.username
+            or self.phone
+            or self.wa_id
+            or self.user_id
         )
 
 

@@ -10,7 +10,14 @@ from rest_framework import serializers
 
 from accounts.models import Team, User
 from conversations import services
-from conversations.models import Conversation, Customer, Label, Message
+from conversations.models import (
+    Conversation,
+    Customer,
+    CustomerIdentityChange,
+    CustomerMerge,
+    Label,
+    Message,
+)
 from conversations.selectors.thread import agents_who_may_see
 
 # Meta's customer service window: free-form replies within 24 h of the
@@ -28,13 +35,40 @@ class CustomerBriefSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Customer
-        fields = ["id", "wa_id", "user_id", "name"]
+        fields = ["id", "wa_id", "user_id", "username", "name"]
+
+
+class CustomerMergeSerializer(serializers.ModelSerializer):
+    """Another customer found to be this one and merged into it."""
+
+    class Meta:
+        model = CustomerMerge
+        fields = [
+            "absorbed_customer_id",
+            "absorbed_wa_id",
+            "absorbed_user_id",
+            "absorbed_name",
+            "conversations_moved",
+            "merged_at",
+        ]
+        read_only_fields = fields
+
+
+class IdentityChangeSerializer(serializers.ModelSerializer):
+    """A phone number or BSUID the customer had before Meta re-keyed them."""
+
+    class Meta:
+        model = CustomerIdentityChange
+        fields = ["kind", "old_value", "new_value", "changed_at"]
+        read_only_fields = fields
 
 
 class CustomerSerializer(serializers.ModelSerializer):
     """A customer. Only ``name`` (the name agents typed) can be changed."""
 
     display_name = serializers.CharField(read_only=True)
+    merges = CustomerMergeSerializer(many=True, read_only=True)
+    identity_changes = IdentityChangeSerializer(many=True, read_only=True)
 
     class Meta:
         model = Customer
@@ -48,6 +82,8 @@ class CustomerSerializer(serializers.ModelSerializer):
             "display_name",
             "username",
             "country_code",
+            "merges",
+            "identity_changes",
             "created_at",
             "updated_at",
         ]
