@@ -448,6 +448,8 @@ class MessageTemplate(models.Model):
     components = models.JSONField(default=list, blank=True)
     # Why Meta rejected, paused or disabled it, as its webhook said.
     status_reason = models.TextField(blank=True)
+    # GREEN, YELLOW, RED or UNKNOWN, from Meta's quality webhooks.
+    quality_score = models.CharField(max_length=20, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -538,6 +540,9 @@ class Message(models.Model):
     context_wamid = models.CharField(max_length=256, blank=True)
     forwarded = models.BooleanField(default=False)
     frequently_forwarded = models.BooleanField(default=False)
+    # The catalog product a "Message business" inquiry is about
+    # (context.referred_product: catalog_id, product_retailer_id).
+    referred_product = models.JSONField(null=True, blank=True)
     # The agent who wrote an outbound message; empty for API and system sends.
     sender = models.ForeignKey(
         settings.AUTH_USER_MODEL,

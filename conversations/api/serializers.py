@@ -308,6 +308,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "context_wamid",
             "forwarded",
             "frequently_forwarded",
+            "referred_product",
             "reactions",
             "media",
             "referral",

@@ -123,14 +123,20 @@ def _message_row(
         context_wamid=context.message_id if context else "",
         forwarded=bool(context and context.forwarded),
         frequently_forwarded=bool(context and context.frequently_forwarded),
+        referred_product=dict(context.referred_product)
+        if context and context.referred_product
+        else None,
         referral=dict(message.referral.raw) if message.referral else None,
     )
     media = message.media
-    if media is not None and media.id:
+    if media is not None and (media.id or message.errors):
         row.media_id = media.id
         row.media_mime_type = media.mime_type
         row.media_filename = media.filename
-        row.media_state = Message.MediaState.PENDING
+        # Media Meta marks failed (message-level errors) has nothing to fetch.
+        row.media_state = (
+            Message.MediaState.FAILED if message.errors else Message.MediaState.PENDING
+        )
     return row
 
 

@@ -268,7 +268,7 @@ def _hand_over(
     elif isinstance(item, payloads.UserPreferenceUpdate):
         consent.record_user_preference(number=number, update=item, received_at=at)
     elif isinstance(item, payloads.TemplateStatusUpdate):
-        templates.record_template_status(update=item)
+        templates.record_template_status(update=item, received_at=at)
     elif isinstance(item, payloads.TemplateCategoryUpdate):
         templates.record_template_category(update=item)
     elif isinstance(item, payloads.TemplateQualityUpdate):

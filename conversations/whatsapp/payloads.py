@@ -428,6 +428,10 @@ class TemplateStatusUpdate:
     other_info_description: str = ""
     rejection_reason: str = ""
     rejection_recommendation: str = ""
+    # Meta's quality-update reference shows quality changes under this field
+    # too, with no event.
+    previous_quality_score: str = ""
+    new_quality_score: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -930,8 +934,22 @@ def _summary_interactive(payload: dict, message: dict) -> str:
         # A Flow or address answer: its body is a generic "Sent"; the answers
         # are in response_json, a JSON string.
         return _str(_dict(payload.get("nfm_reply")).get("body")) or "Form submitted"
+    if kind == "call_permission_reply":
+        return _call_permission_summary(_dict(payload.get(kind)))
     # A fixture shows an interactive message without the object.
     return "Interactive reply"
+
+
+def _call_permission_summary(reply: dict) -> str:
+    """The customer's answer to a request to call them (Calling API)."""
+    if _str(reply.get("response")) != "accept":
+        return "Call permission declined"
+    if _bool(reply.get("is_permanent")):
+        return "Call permission granted (always)"
+    until = parse_timestamp(reply.get("expiration_timestamp"))
+    if until is None:
+        return "Call permission granted"
+    return f"Call permission granted until {until:%Y-%m-%d %H:%M} UTC"
 
 
 def _summary_button(payload: dict, message: dict) -> str:
@@ -1046,13 +1064,19 @@ def _media(kind: str, payload: dict) -> Media | None:
 def _context(raw: Any) -> Context | None:
     if not isinstance(raw, dict):
         return None
-    product = raw.get("referred_product")
+    product = _dict(raw.get("referred_product"))
+    referred = {
+        "catalog_id": _id(product, "catalog_id", META_ID_MAX_LENGTH),
+        "product_retailer_id": _cut(
+            _str(product.get("product_retailer_id")), META_ID_MAX_LENGTH
+        ),
+    }
     return Context(
         message_id=_id(raw, "id", WAMID_MAX_LENGTH, name="context.id"),
         from_=_str(raw.get("from")),
         forwarded=_bool(raw.get("forwarded")),
         frequently_forwarded=_bool(raw.get("frequently_forwarded")),
-        referred_product=product if isinstance(product, dict) else None,
+        referred_product=referred if any(referred.values()) else None,
     )
 
 
@@ -1346,6 +1370,8 @@ def _template_status(value: dict, where: _Where) -> TemplateStatusUpdate:
         other_info_description=_str(other.get("description")),
         rejection_reason=_str(rejection.get("reason")),
         rejection_recommendation=_str(rejection.get("recommendation")),
+        previous_quality_score=_str(value.get("previous_quality_score")),
+        new_quality_score=_str(value.get("new_quality_score")),
         raw=value,
     )
 
@@ -1398,8 +1424,11 @@ def _account_update(value: dict, where: _Where) -> AccountUpdate:
     ban_info = value.get("ban_info")
     violation_info = value.get("violation_info")
     waba_info = value.get("waba_info")
+    # PARTNER_* events come with the partner's id in entry.id and the
+    # customer's WABA in waba_info.waba_id: the WABA is what they are about.
+    waba_id = _id(_dict(waba_info), "waba_id", META_ID_MAX_LENGTH, name="waba_id")
     return AccountUpdate(
-        waba_id=where.waba_id,
+        waba_id=waba_id or where.waba_id,
         time=where.time,
         event=_str(value.get("event")),
         phone_number=_str(value.get("phone_number")),
