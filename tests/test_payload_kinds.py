@@ -21,8 +21,10 @@ def page(agent_client, message) -> str:
     return agent_client.get(url).content.decode()
 
 
-def test_a_quality_update_under_the_status_field_never_blanks_the_status(meta_number):
-    template = MessageTemplate.objects.create(
+@pytest.fixture
+def template(meta_number):
+    """The template of Meta's quality-update examples, approved."""
+    return MessageTemplate.objects.create(
         waba_id=FIXTURE_WABA_ID,
         template_id="806312974732579",
         name="welcome_template",
@@ -31,6 +33,8 @@ def test_a_quality_update_under_the_status_field_never_blanks_the_status(meta_nu
         status="APPROVED",
     )
 
+
+def test_a_quality_update_under_the_status_field_never_blanks_the_status(template):
     event = process("template_quality_under_status_update")
 
     assert event.state == WebhookEvent.State.PROCESSED
@@ -41,16 +45,7 @@ def test_a_quality_update_under_the_status_field_never_blanks_the_status(meta_nu
     assert "quality GREEN → YELLOW" in notice.summary
 
 
-def test_a_quality_update_in_its_own_field_is_kept_on_the_template(meta_number):
-    template = MessageTemplate.objects.create(
-        waba_id=FIXTURE_WABA_ID,
-        template_id="806312974732579",
-        name="welcome_template",
-        language="en-US",
-        category="MARKETING",
-        status="APPROVED",
-    )
-
+def test_a_quality_update_in_its_own_field_is_kept_on_the_template(template):
     process("template_quality_update")
 
     template.refresh_from_db()
