@@ -105,16 +105,52 @@ HEADER_SCHEMA = {
         },
     ]
 }
+BODY_VALUE_SCHEMA = {
+    "oneOf": [
+        {"type": "string"},
+        {
+            "type": "object",
+            "description": "a price the customer's app formats",
+            "properties": {
+                "currency": {
+                    "type": "object",
+                    "required": ["fallback_value", "code", "amount_1000"],
+                    "properties": {
+                        "fallback_value": {"type": "string", "example": "$100.99"},
+                        "code": {"type": "string", "example": "USD"},
+                        "amount_1000": {"type": "integer", "example": 100990},
+                    },
+                }
+            },
+        },
+        {
+            "type": "object",
+            "description": "a date the customer's app formats",
+            "properties": {
+                "date_time": {
+                    "type": "object",
+                    "required": ["fallback_value"],
+                    "properties": {
+                        "fallback_value": {
+                            "type": "string",
+                            "example": "February 25, 1977",
+                        }
+                    },
+                }
+            },
+        },
+    ]
+}
 BODY_SCHEMA = {
     "oneOf": [
         {
             "type": "array",
-            "items": {"type": "string"},
+            "items": BODY_VALUE_SCHEMA,
             "description": "positional parameters {{1}}, {{2}}, ...",
         },
         {
             "type": "object",
-            "additionalProperties": {"type": "string"},
+            "additionalProperties": BODY_VALUE_SCHEMA,
             "description": "named parameters",
         },
     ]
@@ -145,15 +181,29 @@ class BodyField(serializers.JSONField):
         if isinstance(data, list):
             if len(data) > 100:
                 raise ValidationError("At most 100 parameters.")
-            return [_check_text(_scalar(value), "body") for value in data]
+            return [_body_value(value) for value in data]
         if isinstance(data, dict):
             if len(data) > 100:
                 raise ValidationError("At most 100 parameters.")
             return {
-                _check_text(key, "body"): _check_text(_scalar(value), "body")
+                _check_text(key, "body"): _body_value(value)
                 for key, value in data.items()
             }
         raise ValidationError("A list of positional or an object of named parameters.")
+
+
+def _body_value(value):
+    """A text parameter, or a currency or date_time object: its texts are
+    checked here, its shape against the template by the services."""
+    if isinstance(value, dict):
+        if len(value) != 1 or not isinstance(next(iter(value.values())), dict):
+            raise ValidationError({"body": "An object holds currency or date_time."})
+        [(kind, fields)] = value.items()
+        fallback = fields.get("fallback_value")
+        if isinstance(fallback, str):
+            _check_text(fallback, "body")
+        return {kind: dict(fields)}
+    return _check_text(_scalar(value), "body")
 
 
 def _scalar(value) -> str:
@@ -163,10 +213,20 @@ def _scalar(value) -> str:
 
 
 class ButtonSerializer(serializers.Serializer):
+    """A template button's value: a URL's ending (`url`), a quick reply's
+    payload, a coupon code (`coupon_code`), a one-time password (`otp`,
+    `code`), or a flow's token and data (`flow`)."""
+
     index = serializers.IntegerField(min_value=0, max_value=9)
-    type = serializers.ChoiceField(choices=["url", "quick_reply"])
+    type = serializers.ChoiceField(
+        choices=["url", "quick_reply", "coupon_code", "otp", "flow"]
+    )
     text = serializers.CharField(max_length=2000, required=False)
     payload = serializers.CharField(max_length=1000, required=False)
+    coupon_code = serializers.CharField(max_length=15, required=False)
+    code = serializers.CharField(max_length=15, required=False)
+    flow_token = serializers.CharField(max_length=1000, required=False)
+    flow_action_data = serializers.DictField(required=False)
 
 
 class ParametersSerializer(serializers.Serializer):
