@@ -375,6 +375,10 @@ class Conversation(models.Model):
     free_entry_point_expires_at = models.DateTimeField(null=True, blank=True)
     first_response_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # A WhatsApp group's traffic (Groups API group_id), kept apart from the
+    # one-to-one conversations of its members; its customer is whoever wrote
+    # first. Empty for one-to-one conversations.
+    group_id = models.CharField(max_length=256, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -387,9 +391,15 @@ class Conversation(models.Model):
             # concurrent webhooks cannot open two.
             models.UniqueConstraint(
                 fields=["customer", "number"],
-                condition=~Q(status="resolved"),
+                condition=~Q(status="resolved") & Q(group_id=""),
                 name="one_unresolved_conversation_per_customer_and_number",
-            )
+            ),
+            # And a group at most one per number.
+            models.UniqueConstraint(
+                fields=["number", "group_id"],
+                condition=~Q(status="resolved") & ~Q(group_id=""),
+                name="one_unresolved_conversation_per_group_and_number",
+            ),
         ]
         indexes = [
             # The inbox: newest activity first, optionally by number/status.
@@ -540,6 +550,11 @@ class Message(models.Model):
     context_wamid = models.CharField(max_length=256, blank=True)
     forwarded = models.BooleanField(default=False)
     frequently_forwarded = models.BooleanField(default=False)
+    # Who wrote an inbound message of a group conversation (its members
+    # differ; the conversation's customer is only the first of them).
+    group_sender = models.ForeignKey(
+        Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # The catalog product a "Message business" inquiry is about
     # (context.referred_product: catalog_id, product_retailer_id).
     referred_product = models.JSONField(null=True, blank=True)

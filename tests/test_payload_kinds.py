@@ -5,9 +5,17 @@ worker: what is stored, what the agent sees, what the API returns."""
 import pytest
 from django.urls import reverse
 
-from conversations.models import AccountNotice, Message, MessageTemplate, WebhookEvent
+from conversations import services
+from conversations.models import (
+    AccountNotice,
+    Conversation,
+    Message,
+    MessageTemplate,
+    WebhookEvent,
+)
 from tests.fixtures.business import api_client_for
 from tests.fixtures.inbound import FIXTURE_WABA_ID, process
+from tests.fixtures.payloads import load_payload_json
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +114,55 @@ def test_a_call_permission_reply_is_stored_as_one(meta_number, agent):
     assert message.payload["type"] == "call_permission_reply"
     shown = api_client_for(agent).get(f"/api/v1/messages/{message.pk}/").json()
     assert shown["interactive"]["call_permission_reply"]["response"] == "accept"
+
+
+GROUP_ID = "Y2FwaV9ncm91cDoxNzA1NTU1MDEzOToxMjAzNjM0MDQ2OTQyMzM4MjAZD"
+
+
+def test_group_traffic_stays_out_of_the_members_one_to_one_thread(
+    meta_number, agent, agent_client
+):
+    process("text")
+    private = Conversation.objects.get()
+
+    process("text_group")
+
+    group = Conversation.objects.get(group_id=GROUP_ID)
+    assert group != private
+    assert group.customer == private.customer, "started by the member who wrote"
+    message = group.messages.get()
+    assert message.text == "What do you all think about this?"
+    assert message.group_sender == private.customer
+    assert private.messages.count() == 1, "nothing joined the private thread"
+
+    html = page(agent_client, message)
+    assert 'class="group-badge"' in html
+    assert 'class="group-notice"' in html
+    assert 'class="reply-form"' not in html, "no composer for a group"
+    assert 'class="group-sender">Sheena Nelson<' in html
+
+    api = api_client_for(agent)
+    assert api.get(f"/api/v1/conversations/{group.pk}/").json()["group_id"] == GROUP_ID
+    refused = api.post(
+        f"/api/v1/conversations/{group.pk}/messages/",
+        {"type": "text", "text": "Hi all"},
+        format="json",
+    )
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "group_conversation"
+    assert not Message.objects.filter(direction="outbound").exists()
+
+    # The member's next private message still joins the private thread.
+    document = load_payload_json("text")
+    raw = document["entry"][0]["changes"][0]["value"]["messages"][0]
+    raw["id"] = "wamid.private-2"
+    process(document)
+    assert private.messages.count() == 2
+
+
+def test_a_reply_in_a_group_conversation_is_refused_by_the_service(meta_number):
+    process("text_group")
+    group = Conversation.objects.get()
+
+    with pytest.raises(services.GroupConversation):
+        services.send_reply(conversation=group, kind="text", content={"body": "Hi"})

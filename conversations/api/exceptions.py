@@ -15,6 +15,7 @@ HTTP_STATUS = {
     "window_closed": 409,
     "nothing_to_mark": 409,
     "sending_paused": 409,
+    "group_conversation": 409,
     "conversation_already_open": 409,
     "template_not_approved": 422,
     "template_parameters": 422,

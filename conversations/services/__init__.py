@@ -59,6 +59,7 @@ from .customers import (
 )
 from .errors import (
     AssigneeNotAllowed,
+    GroupConversation,
     InvalidRecipient,
     MediaRefused,
     MediaTemporarilyUnavailable,
@@ -76,6 +77,7 @@ from .errors import (
     WindowClosed,
     WorkspaceError,
 )
+from .groups import group_conversation_for
 from .inbound import (
     DuplicateMessage,
     receive_message,
@@ -182,6 +184,7 @@ __all__ = [
     "DuplicateMessage",
     "E164_DIGITS",
     "FREE_FORM_TYPES",
+    "GroupConversation",
     "InvalidRecipient",
     "PhoneRequired",
     "MARKETING_OPTED_OUT_CODE",
@@ -233,6 +236,7 @@ __all__ = [
     "download_media",
     "fail_media",
     "find_or_merge_customer",
+    "group_conversation_for",
     "learn_from_contact",
     "merge_customers",
     "has_consent",

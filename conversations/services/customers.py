@@ -260,7 +260,7 @@ def conversation_for(
         if not new_customer:
             latest = (
                 Conversation.objects.select_for_update()
-                .filter(customer=customer, number=number)
+                .filter(customer=customer, number=number, group_id="")
                 .order_by(*_CONVERSATION_TO_JOIN)
                 .first()
             )

@@ -105,3 +105,7 @@ class PhoneRequired(OutboundError):
     only to a phone number, never to a business-scoped user id alone."""
 
     code = "phone_required"
+
+
+class GroupConversation(OutboundError):
+    code = "group_conversation"

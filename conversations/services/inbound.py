@@ -18,7 +18,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
-from . import consent, customers
+from . import consent, customers, groups
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,18 @@ def _store_inbound(
     # plus the live events that the batch writes together; a new customer
     # costs the same. No savepoints: conflicts are absorbed by the inserts.
     customer, new_customer = customers.customer_for(message)
-    conversation, conversation_event, undo = customers.conversation_for(
-        customer=customer, number=number, at=at, new_customer=new_customer
-    )
+    if message.group_id:
+        # Group traffic stays out of the sender's one-to-one thread.
+        conversation, conversation_event, undo = groups.group_conversation_for(
+            number=number, group_id=message.group_id, sender=customer
+        )
+    else:
+        conversation, conversation_event, undo = customers.conversation_for(
+            customer=customer, number=number, at=at, new_customer=new_customer
+        )
     row = _message_row(message, conversation=conversation, at=at)
+    if message.group_id:
+        row.group_sender = customer
     if not customers.insert_or_ignore(row):
         if not Message.objects.filter(wamid=message.wamid).exists():
             raise IntegrityError(f"Message {message.wamid!r} could not be stored")

@@ -85,15 +85,18 @@ def merge_customers(*, first: Customer, second: Customer) -> Customer:
 
 
 def _move_conversations(survivor: Customer, absorbed: Customer) -> list:
+    # Group conversations are the group's, whoever started them: no clash.
     open_on = set(
-        survivor.conversations.exclude(status=Conversation.Status.RESOLVED).values_list(
-            "number_id", flat=True
-        )
+        survivor.conversations.filter(group_id="")
+        .exclude(status=Conversation.Status.RESOLVED)
+        .values_list("number_id", flat=True)
     )
     now = timezone.now()
-    clashing = absorbed.conversations.exclude(
-        status=Conversation.Status.RESOLVED
-    ).filter(number_id__in=open_on)
+    clashing = (
+        absorbed.conversations.filter(group_id="")
+        .exclude(status=Conversation.Status.RESOLVED)
+        .filter(number_id__in=open_on)
+    )
     clashing.update(
         status=Conversation.Status.RESOLVED, resolved_at=now, updated_at=now
     )

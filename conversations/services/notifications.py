@@ -122,7 +122,7 @@ def _notification_conversation(
     for _ in range(5):
         current = (
             Conversation.objects.select_for_update()
-            .filter(customer=customer, number=number)
+            .filter(customer=customer, number=number, group_id="")
             .unresolved()
             .order_by("-id")
             .first()

@@ -318,6 +318,8 @@ class InboundMessage:
     from_wa_id: str = ""
     # messages[].from_user_id: the customer's BSUID.
     from_user_id: str = ""
+    # messages[].group_id: the message was written in a group (Groups API).
+    group_id: str = ""
     # The matching value.contacts[] entry; None for system messages (which
     # come without contacts).
     contact: Contact | None = None
@@ -1148,6 +1150,7 @@ def _message(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> InboundM
         timestamp=parse_timestamp(raw.get("timestamp")),
         from_wa_id=from_wa_id,
         from_user_id=from_user_id,
+        group_id=_id(raw, "group_id", WAMID_MAX_LENGTH),
         contact=contact,
         text=summarize_message(raw),
         payload=payload,
