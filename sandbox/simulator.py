@@ -435,7 +435,7 @@ class Sandbox:
             timestamp=payloads.now(),
             store_media=store_media,
         )
-        if customer.user_id and message.get("type") != "system":
+        if customer.user_id:
             message["from_user_id"] = customer.user_id
         return message
 
@@ -448,6 +448,7 @@ class Sandbox:
             new_wa_id = message["system"]["wa_id"]
             self.customers.pop(customer.wa_id, None)
             customer.wa_id = new_wa_id
+            customer.user_id = message["system"].get("user_id") or customer.user_id
             self.customers[new_wa_id] = customer
             return
         customer.last_inbound_at[number.phone_number_id] = now

@@ -137,8 +137,8 @@ def test_a_bsuid_change_rekeys_and_keeps_the_old_bsuid(meta_number):
 
     customer = Customer.objects.get()
     assert customer.user_id == "US.20000000000000000001"
-    change = customer.identity_changes.get()
-    assert change.kind == CustomerIdentityChange.Kind.USER_ID
+    assert customer.wa_id == "16505553333", "the new number came with it"
+    change = customer.identity_changes.get(kind=CustomerIdentityChange.Kind.USER_ID)
     assert change.old_value == BSUID
     assert customer.conversations.get().messages.count() == 2
 

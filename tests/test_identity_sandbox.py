@@ -145,3 +145,39 @@ def test_a_notification_and_consent_by_user_id_go_out_by_recipient(
     shown = api.get(f"{NOTIFY_URL}{response.json()['id']}/").json()
     assert (shown["to"], shown["user_id"]) == ("", BSUID)
     assert len(sends(graph_sandbox)) == 1
+
+
+def test_the_sandbox_plays_groups_products_failed_media_and_number_changes(
+    graph_sandbox, sandbox_number, receiver
+):
+    control = graph_sandbox.control
+    start = len(receiver.received)
+    control.customer_message(PHONE, type="text", text="Hi", name="Lena", user_id=BSUID)
+    control.customer_message(
+        PHONE,
+        type="text",
+        text="Is this in stock?",
+        product={"catalog_id": "194836987003835", "product_retailer_id": "di9ozbzfi4"},
+    )
+    control.customer_message(PHONE, type="image", media_failed=True)
+    control.customer_message(PHONE, type="text", text="Hi all", group_id="GROUP.1")
+    control.customer_message(
+        PHONE, type="system", new_wa_id="4915199999999", new_user_id="DE.2"
+    )
+    receiver.wait_for(start + 5)
+    feed_webhooks(receiver, start)
+
+    (customer,) = Customer.objects.all()
+    assert (customer.wa_id, customer.user_id) == ("4915199999999", "DE.2")
+    changes = dict(customer.identity_changes.values_list("kind", "old_value"))
+    assert changes == {"user_changed_user_id": BSUID, "user_changed_number": PHONE}
+    private = customer.conversations.get(group_id="")
+    texts = list(private.messages.order_by("id").values_list("type", "text"))
+    assert texts[:2] == [("text", "Hi"), ("text", "Is this in stock?")]
+    inquiry = private.messages.get(text="Is this in stock?")
+    assert inquiry.referred_product["product_retailer_id"] == "di9ozbzfi4"
+    failed = private.messages.get(type="image")
+    assert failed.media_state == Message.MediaState.FAILED
+    assert failed.error["code"] == 131052
+    group = customer.conversations.get(group_id="GROUP.1")
+    assert list(group.messages.values_list("text", flat=True)) == ["Hi all"]

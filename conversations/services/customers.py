@@ -338,22 +338,30 @@ def touch_conversation(
 def apply_system_change(customer: Customer, change: payloads.SystemChange) -> Customer:
     """Re-key the customer after a number or user-id change; history stays.
 
-    The old value is kept as a CustomerIdentityChange. When another customer
-    holds the new value already (the customer wrote from the new number
-    before the system message arrived), the two are merged. Return the
-    customer as it is now (the survivor of a merge).
+    `user_changed_number` brings the new number; `user_changed_user_id`
+    the new BSUID, and the new number too when it says one. Each old value
+    is kept as a CustomerIdentityChange. When another customer holds a new
+    value already (the customer wrote from the new number before the
+    system message arrived), the two are merged. Return the customer as it
+    is now (the survivor of a merge).
     """
-    if change.type == "user_changed_number" and change.new_wa_id:
-        key, new_value = "wa_id", change.new_wa_id
-    elif change.type == "user_changed_user_id" and change.new_user_id:
-        key, new_value = "user_id", change.new_user_id
-    else:
-        return customer
+    keys = []
+    if change.type == "user_changed_user_id" and change.new_user_id:
+        keys.append(("user_id", change.new_user_id, change.type))
+    if change.type in ("user_changed_number", "user_changed_user_id"):
+        if change.new_wa_id:
+            keys.append(("wa_id", change.new_wa_id, "user_changed_number"))
+    for key, new_value, kind in keys:
+        customer = _rekey(customer, key, new_value, kind)
+    return customer
+
+
+def _rekey(customer: Customer, key: str, new_value: str, kind: str) -> Customer:
     old_value = getattr(customer, key)
     if old_value == new_value:
         return customer
     CustomerIdentityChange.objects.create(
-        customer=customer, kind=change.type, old_value=old_value, new_value=new_value
+        customer=customer, kind=kind, old_value=old_value, new_value=new_value
     )
     holder = Customer.objects.filter(**{key: new_value}).first()
     if holder is not None:
