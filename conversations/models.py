@@ -550,6 +550,9 @@ class Message(models.Model):
     context_wamid = models.CharField(max_length=256, blank=True)
     forwarded = models.BooleanField(default=False)
     frequently_forwarded = models.BooleanField(default=False)
+    # An outbound message the business sent from the WhatsApp Business app
+    # (coexistence: Meta's smb_message_echoes), not from the helpdesk.
+    from_business_app = models.BooleanField(default=False)
     # Who wrote an inbound message of a group conversation (its members
     # differ; the conversation's customer is only the first of them).
     group_sender = models.ForeignKey(

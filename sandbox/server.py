@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import identity, payloads
+from . import business_app, identity, payloads
 from .config import Number, SandboxConfig, StatusDelays
 from .errors import (
     GraphError,
@@ -589,6 +589,19 @@ async def control_customer_message(request: web.Request) -> web.Response:
 
 
 @control_endpoint
+async def control_business_app_message(request: web.Request) -> web.Response:
+    """The business writes to a customer from its WhatsApp Business app."""
+    sandbox = _sandbox(request)
+    body = await _control_json(request)
+    number = _number_or_404(sandbox, body.get("phone_number_id"))
+    customer = sandbox.customer(recipient_wa_id(request.match_info["wa_id"]))
+    wamid, value = business_app.echo_value(number, customer, text=str(body["text"]))
+    payload = payloads.envelope([(number, "smb_message_echoes", value)])
+    status = await sandbox.post_webhook(number, payload, "echo")
+    return _json({"wamid": wamid, "webhook_status": status, "payload": payload}, 201)
+
+
+@control_endpoint
 async def control_batch(request: web.Request) -> web.Response:
     """Post many customer messages in one webhook: entries x changes x messages."""
     sandbox = _sandbox(request)
@@ -783,6 +796,7 @@ def create_app(config: SandboxConfig) -> web.Application:
         ("POST", "/_sandbox/webhooks/batch", control_batch),
         ("*", "/_sandbox/customers", control_customers),
         ("POST", "/_sandbox/customers/{wa_id}/messages", control_customer_message),
+        ("POST", "/_sandbox/customers/{wa_id}/echoes", control_business_app_message),
         ("POST", "/_sandbox/windows", control_windows),
         ("*", "/_sandbox/templates", control_templates),
         ("POST", "/_sandbox/templates/{name}/status", control_template_status),

@@ -147,7 +147,7 @@ def test_a_notification_and_consent_by_user_id_go_out_by_recipient(
     assert len(sends(graph_sandbox)) == 1
 
 
-def test_the_sandbox_plays_groups_products_failed_media_and_number_changes(
+def test_the_sandbox_plays_groups_products_failed_media_echoes_and_number_changes(
     graph_sandbox, sandbox_number, receiver
 ):
     control = graph_sandbox.control
@@ -161,10 +161,11 @@ def test_the_sandbox_plays_groups_products_failed_media_and_number_changes(
     )
     control.customer_message(PHONE, type="image", media_failed=True)
     control.customer_message(PHONE, type="text", text="Hi all", group_id="GROUP.1")
+    control.business_app_message(PHONE, "Answered from my phone")
     control.customer_message(
         PHONE, type="system", new_wa_id="4915199999999", new_user_id="DE.2"
     )
-    receiver.wait_for(start + 5)
+    receiver.wait_for(start + 6)
     feed_webhooks(receiver, start)
 
     (customer,) = Customer.objects.all()
@@ -179,5 +180,7 @@ def test_the_sandbox_plays_groups_products_failed_media_and_number_changes(
     failed = private.messages.get(type="image")
     assert failed.media_state == Message.MediaState.FAILED
     assert failed.error["code"] == 131052
+    echo = private.messages.get(direction="outbound")
+    assert (echo.text, echo.from_business_app) == ("Answered from my phone", True)
     group = customer.conversations.get(group_id="GROUP.1")
     assert list(group.messages.values_list("text", flat=True)) == ["Hi all"]

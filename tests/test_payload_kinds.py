@@ -166,3 +166,24 @@ def test_a_reply_in_a_group_conversation_is_refused_by_the_service(meta_number):
 
     with pytest.raises(services.GroupConversation):
         services.send_reply(conversation=group, kind="text", content={"body": "Hi"})
+
+
+def test_an_echo_from_the_business_app_is_an_outbound_message_of_the_thread(
+    meta_number, agent, agent_client
+):
+    process("text")
+    conversation = Conversation.objects.get()
+
+    event = process("smb_message_echo")
+    process("smb_message_echo")
+
+    assert event.state == WebhookEvent.State.PROCESSED
+    echo = conversation.messages.get(direction="outbound")
+    assert echo.from_business_app
+    assert echo.status == Message.Status.SENT
+    assert echo.text.startswith("Here's the info you requested!")
+    assert conversation.messages.count() == 2, "a redelivery is stored once"
+    html = page(agent_client, echo)
+    assert 'class="from-business-app"' in html and "Sent from the phone app" in html
+    shown = api_client_for(agent).get(f"/api/v1/messages/{echo.pk}/").json()
+    assert shown["from_business_app"] is True

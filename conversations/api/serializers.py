@@ -311,6 +311,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "frequently_forwarded",
             "referred_product",
             "group_sender",
+            "from_business_app",
             "reactions",
             "media",
             "referral",

@@ -57,6 +57,7 @@ from .customers import (
     rename_customer,
     touch_conversation,
 )
+from .echoes import record_echo
 from .errors import (
     AssigneeNotAllowed,
     GroupConversation,
@@ -238,6 +239,7 @@ __all__ = [
     "find_or_merge_customer",
     "group_conversation_for",
     "learn_from_contact",
+    "record_echo",
     "merge_customers",
     "has_consent",
     "insert_or_ignore",

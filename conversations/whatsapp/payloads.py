@@ -365,6 +365,25 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
+class MessageEcho:
+    """field smb_message_echoes: a message the business sent from the
+    WhatsApp Business app (coexistence), to a customer."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    wamid: str
+    type: str
+    timestamp: datetime | None
+    # The customer: their phone, or their BSUID when only that is known.
+    to_wa_id: str = ""
+    to_user_id: str = ""
+    text: str = ""
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
 class StatusUpdate:
     """One report on a message the business sent (value.statuses[])."""
 
@@ -558,6 +577,7 @@ class UnparsableItem:
 
 Item = (
     InboundMessage
+    | MessageEcho
     | StatusUpdate
     | AccountError
     | TemplateStatusUpdate
@@ -587,6 +607,10 @@ class WebhookBatch:
     @property
     def statuses(self) -> tuple[StatusUpdate, ...]:
         return self._of(StatusUpdate)
+
+    @property
+    def message_echoes(self) -> tuple[MessageEcho, ...]:
+        return self._of(MessageEcho)
 
     @property
     def errors(self) -> tuple[AccountError, ...]:
@@ -1164,6 +1188,35 @@ def _message(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> InboundM
     )
 
 
+def _echo(raw: Any, where: _Where) -> MessageEcho:
+    if not isinstance(raw, dict):
+        raise ValueError(f"message echo is not an object (got {type(raw).__name__})")
+    wamid = _id(raw, "id", WAMID_MAX_LENGTH, name="id (wamid)")
+    if not wamid:
+        raise ValueError("message echo has no id (wamid)")
+    to_wa_id = "".join(ch for ch in _str(raw.get("to")) if ch.isdigit())
+    to_user_id = _id(raw, "to_user_id", BSUID_MAX_LENGTH) or _id(
+        raw, "recipient_user_id", BSUID_MAX_LENGTH
+    )
+    if not (to_wa_id or to_user_id):
+        raise ValueError("message echo names no customer (no to or to_user_id)")
+    kind = _code(raw, "type", MESSAGE_TYPE_MAX_LENGTH)
+    payload = raw.get(kind) if kind else None
+    return MessageEcho(
+        waba_id=where.waba_id,
+        phone_number_id=where.phone_number_id,
+        display_phone_number=where.display_phone_number,
+        wamid=wamid,
+        type=kind,
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        to_wa_id=_cut(to_wa_id, WA_ID_MAX_LENGTH),
+        to_user_id=to_user_id,
+        text=summarize_message(raw),
+        payload=payload if isinstance(payload, dict) else {},
+        raw=raw,
+    )
+
+
 def _pricing(raw: Any) -> Pricing | None:
     if not isinstance(raw, dict):
         return None
@@ -1321,6 +1374,7 @@ def _messages_change(value: dict, where: _Where) -> list[Item]:
     for key, kind, read in (
         ("messages", "message", lambda raw: _message(raw, where, known)),
         ("statuses", "status", lambda raw: _status(raw, where, known)),
+        ("message_echoes", "message_echo", lambda raw: _echo(raw, where)),
         ("errors", "error", lambda raw: _account_error(raw, where)),
         (
             "user_preferences",
@@ -1460,7 +1514,7 @@ _SINGLE_VALUE_FIELDS = {
 }
 
 # Fields whose value has messaging_product/metadata and lists of items.
-_MESSAGES_FIELDS = frozenset({"messages", "user_preferences"})
+_MESSAGES_FIELDS = frozenset({"messages", "user_preferences", "smb_message_echoes"})
 
 
 def _change(raw: Any, waba_id: str, time: datetime | None) -> list[Item]:
