@@ -550,6 +550,11 @@ class Message(models.Model):
     context_wamid = models.CharField(max_length=256, blank=True)
     forwarded = models.BooleanField(default=False)
     frequently_forwarded = models.BooleanField(default=False)
+    # A customer's edit or deletion of this message (coexistence numbers):
+    # when, and what it said before ({"text", "payload", "at", "wamid"} each).
+    edited_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    edit_history = models.JSONField(default=list, blank=True)
     # An outbound message the business sent from the WhatsApp Business app
     # (coexistence: Meta's smb_message_echoes), not from the helpdesk.
     from_business_app = models.BooleanField(default=False)

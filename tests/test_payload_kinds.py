@@ -187,3 +187,41 @@ def test_an_echo_from_the_business_app_is_an_outbound_message_of_the_thread(
     assert 'class="from-business-app"' in html and "Sent from the phone app" in html
     shown = api_client_for(agent).get(f"/api/v1/messages/{echo.pk}/").json()
     assert shown["from_business_app"] is True
+
+
+def test_an_edit_changes_the_message_and_keeps_what_it_said(
+    meta_number, agent, agent_client
+):
+    process("text")
+    process("edit")
+    process("edit")
+
+    message = only_message()
+    assert message.text == "Hello, I need help with my order #4712"
+    assert message.edited_at is not None
+    (version,) = message.edit_history
+    assert version["text"] == "Hello, my parcel has not arrived yet."
+    html = page(agent_client, message)
+    assert 'class="edited"' in html
+    assert "Hello, my parcel has not arrived yet." in html
+    shown = api_client_for(agent).get(f"/api/v1/messages/{message.pk}/").json()
+    assert shown["edit_history"][0]["text"] == "Hello, my parcel has not arrived yet."
+
+
+def test_a_revoke_marks_the_message_deleted_and_keeps_its_text(
+    meta_number, agent_client
+):
+    process("text")
+    process("revoke")
+
+    message = only_message()
+    assert message.revoked_at is not None
+    assert message.edit_history[0]["change"] == "revoke"
+    html = page(agent_client, message)
+    assert "Deleted by the customer" in html
+
+
+def test_an_edit_of_an_unknown_message_is_kept_as_a_message(meta_number):
+    process("edit")
+
+    assert only_message().type == "edit"

@@ -18,7 +18,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
-from . import consent, customers, groups
+from . import consent, customers, edits, groups
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ def receive_message(
     at = message.timestamp or received_at or timezone.now()
     if message.type == "reaction" and message.reaction is not None:
         if _receive_reaction(number=number, message=message, at=at):
+            return None
+    if message.type in edits.CHANGE_TYPES:
+        if edits.apply_change(number=number, message=message, at=at):
             return None
     try:
         return _store_inbound(number=number, message=message, at=at)
