@@ -225,3 +225,31 @@ def test_an_edit_of_an_unknown_message_is_kept_as_a_message(meta_number):
     process("edit")
 
     assert only_message().type == "edit"
+
+
+def test_shared_history_becomes_a_resolved_conversation_once(meta_number):
+    event = process("history")
+    process("history")
+
+    assert event.state == WebhookEvent.State.PROCESSED
+    conversation = Conversation.objects.get()
+    assert conversation.status == Conversation.Status.RESOLVED
+    asked, answered = conversation.messages.order_by("timestamp")
+    assert (asked.direction, asked.text) == ("inbound", "Do you ship to Canada?")
+    assert (answered.direction, answered.status) == ("outbound", "read")
+    assert answered.from_business_app
+    conversation.refresh_from_db()
+    assert conversation.last_message == answered
+    assert conversation.unread_count == 0
+
+
+def test_history_joins_the_customers_existing_conversation(meta_number):
+    process("text")
+    conversation = Conversation.objects.get()
+
+    process("history")
+
+    assert Conversation.objects.count() == 1
+    assert conversation.messages.count() == 3
+    conversation.refresh_from_db()
+    assert conversation.status == Conversation.Status.OPEN

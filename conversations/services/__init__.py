@@ -79,6 +79,7 @@ from .errors import (
     WorkspaceError,
 )
 from .groups import group_conversation_for
+from .history import import_history
 from .inbound import (
     DuplicateMessage,
     receive_message,
@@ -238,6 +239,7 @@ __all__ = [
     "fail_media",
     "find_or_merge_customer",
     "group_conversation_for",
+    "import_history",
     "learn_from_contact",
     "record_echo",
     "merge_customers",

@@ -30,7 +30,7 @@ from ..models import (
 )
 from ..rules import backoff
 from ..whatsapp import payloads
-from . import consent, echoes, inbound, statuses, templates
+from . import consent, echoes, history, inbound, statuses, templates
 from . import numbers as numbers_service
 
 logger = logging.getLogger(__name__)
@@ -265,6 +265,8 @@ def _hand_over(
         statuses.update_message_status(number=number, status=item)
     elif isinstance(item, payloads.MessageEcho):
         echoes.record_echo(number=number, echo=item, received_at=at)
+    elif isinstance(item, payloads.HistoryChunk):
+        history.import_history(number=number, chunk=item, received_at=at)
     elif isinstance(item, payloads.AccountError):
         numbers_service.record_account_error(number=number, error=item, received_at=at)
     elif isinstance(item, payloads.UserPreferenceUpdate):

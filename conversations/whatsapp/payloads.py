@@ -384,6 +384,38 @@ class MessageEcho:
 
 
 @dataclass(frozen=True)
+class HistoryMessage:
+    """One past message of a chat history thread."""
+
+    wamid: str
+    # Sent by the business (from its WhatsApp Business app), else by the customer.
+    from_business: bool
+    type: str
+    text: str
+    timestamp: datetime | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    # history_context.status: what Meta knew of a business message (READ...).
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryChunk:
+    """field history: a chunk of the WhatsApp Business app's past chats,
+    shared when a coexistence number was onboarded (or its refusal)."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    phase: int | None
+    chunk_order: int | None
+    progress: int | None
+    # (customer wa_id, messages) per thread.
+    threads: tuple[tuple[str, tuple[HistoryMessage, ...]], ...] = ()
+    errors: tuple[MetaError, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
 class StatusUpdate:
     """One report on a message the business sent (value.statuses[])."""
 
@@ -578,6 +610,7 @@ class UnparsableItem:
 Item = (
     InboundMessage
     | MessageEcho
+    | HistoryChunk
     | StatusUpdate
     | AccountError
     | TemplateStatusUpdate
@@ -1217,6 +1250,55 @@ def _echo(raw: Any, where: _Where) -> MessageEcho:
     )
 
 
+def _history_chunk(raw: Any, where: _Where) -> HistoryChunk:
+    if not isinstance(raw, dict):
+        raise ValueError(f"history is not an object (got {type(raw).__name__})")
+    metadata = _dict(raw.get("metadata"))
+    business = "".join(ch for ch in where.display_phone_number if ch.isdigit())
+    threads = []
+    for thread in _list(raw.get("threads")):
+        thread = _dict(thread)
+        wa_id = _id(thread, "id", WA_ID_MAX_LENGTH, name="threads[].id")
+        messages = tuple(
+            _history_message(message, business)
+            for message in _list(thread.get("messages"))
+            if isinstance(message, dict)
+        )
+        if wa_id:
+            threads.append((wa_id.lstrip("+"), messages))
+    return HistoryChunk(
+        waba_id=where.waba_id,
+        phone_number_id=where.phone_number_id,
+        display_phone_number=where.display_phone_number,
+        phase=_int(metadata.get("phase")),
+        chunk_order=_int(metadata.get("chunk_order")),
+        progress=_int(metadata.get("progress")),
+        threads=tuple(threads),
+        errors=_errors(raw.get("errors")),
+        raw=raw,
+    )
+
+
+def _history_message(raw: dict, business_digits: str) -> HistoryMessage:
+    wamid = _id(raw, "id", WAMID_MAX_LENGTH, name="id (wamid)")
+    if not wamid:
+        raise ValueError("history message has no id (wamid)")
+    sender = "".join(ch for ch in _str(raw.get("from")) if ch.isdigit())
+    # Echoes of the business's app name the customer in `to`.
+    from_business = bool(raw.get("to")) or (bool(sender) and sender == business_digits)
+    kind = _code(raw, "type", MESSAGE_TYPE_MAX_LENGTH)
+    payload = raw.get(kind) if kind else None
+    return HistoryMessage(
+        wamid=wamid,
+        from_business=from_business,
+        type=kind,
+        text=summarize_message(raw),
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        payload=payload if isinstance(payload, dict) else {},
+        status=_str(_dict(raw.get("history_context")).get("status")).lower(),
+    )
+
+
 def _pricing(raw: Any) -> Pricing | None:
     if not isinstance(raw, dict):
         return None
@@ -1375,6 +1457,7 @@ def _messages_change(value: dict, where: _Where) -> list[Item]:
         ("messages", "message", lambda raw: _message(raw, where, known)),
         ("statuses", "status", lambda raw: _status(raw, where, known)),
         ("message_echoes", "message_echo", lambda raw: _echo(raw, where)),
+        ("history", "history_chunk", lambda raw: _history_chunk(raw, where)),
         ("errors", "error", lambda raw: _account_error(raw, where)),
         (
             "user_preferences",
@@ -1514,7 +1597,9 @@ _SINGLE_VALUE_FIELDS = {
 }
 
 # Fields whose value has messaging_product/metadata and lists of items.
-_MESSAGES_FIELDS = frozenset({"messages", "user_preferences", "smb_message_echoes"})
+_MESSAGES_FIELDS = frozenset(
+    {"messages", "user_preferences", "smb_message_echoes", "history"}
+)
 
 
 def _change(raw: Any, waba_id: str, time: datetime | None) -> list[Item]:
