@@ -67,10 +67,12 @@ def process_webhook_event(self, event_id: int) -> None:
         logger.exception("Webhook event %s failed", event_id)
 
 
-# Most event ids one process_webhook_events message carries: enough that
-# Celery's own cost per task (~2-4 ms of CPU here, as much as processing an
-# event) is shared, few enough that a burst spreads over every worker process.
-WEBHOOK_TASK_BATCH = 20
+# Most event ids one process_webhook_events message carries. Each message
+# starts a drain that claims whatever is pending, so the ids only need to
+# wake enough worker processes: Celery's own cost per task (~2-4 ms of CPU
+# here) is paid per message, and a status storm need not pay it every 20
+# events.
+WEBHOOK_TASK_BATCH = 100
 
 
 def event_batches(event_ids: list[int]) -> list[list[int]]:
@@ -89,32 +91,25 @@ def event_batches(event_ids: list[int]) -> list[list[int]]:
     ignore_result=True,
 )
 def process_webhook_events(self, event_ids: list[int]) -> None:
-    """Process stored webhook events in turn, each in its own transaction.
+    """Drain stored webhook events in claimed batches (services.drain_webhook_events).
 
-    What the endpoint's doorbell and the sweeper queue: one message per batch
-    of ids. Each event is handled as process_webhook_event handles one; a
-    transient database error retries the events not yet done, as one batch.
-    Redelivered after a worker died, the events already processed cost one
-    locked read each.
+    What the endpoint's doorbell and the sweeper queue. The ids wake a
+    worker; the drain claims every pending event, customers' messages
+    first, plus the named ones that failed before (the sweeper's retries).
+    A drain that ran out of time with events left queues another, so no
+    worker process is held for long. Redelivered after a worker died, it
+    finds the dead worker's batch pending again and claims it.
     """
-    for index, event_id in enumerate(event_ids):
-        try:
-            services.process_webhook_event(event_id=event_id)
-        except WebhookEvent.DoesNotExist:
-            logger.warning("Webhook event %s does not exist", event_id)
-        except TRANSIENT_DB_ERRORS as exc:
-            remaining = list(event_ids[index:])
-            if self.request.retries >= self.max_retries:
-                # Counted on the rows; the sweeper takes over.
-                logger.error("Webhook events %s still failing: %s", remaining, exc)
-                return
-            raise self.retry(
-                args=[remaining], exc=exc, countdown=_backoff(self.request.retries)
-            ) from exc
-        except Exception:
-            # DatabaseError or a bug: marked failed with attempts counted;
-            # the sweeper retries it with backoff.
-            logger.exception("Webhook event %s failed", event_id)
+    try:
+        more = services.drain_webhook_events(event_ids=event_ids)
+    except TRANSIENT_DB_ERRORS as exc:
+        if self.request.retries >= self.max_retries:
+            # Still stored and pending or failed: the sweeper takes over.
+            logger.error("Webhook events %s still failing: %s", event_ids, exc)
+            return
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    if more:
+        process_webhook_events.delay([])
 
 
 @shared_task(name="conversations.tasks.sweep_webhook_events", ignore_result=True)

@@ -1,7 +1,7 @@
 from django.urls import include, path
 
 from .api import views as api_views
-from .web import views
+from .web import reports, views
 
 app_name = "conversations"
 
@@ -34,8 +34,8 @@ urlpatterns = [
     path("me/availability/", views.set_availability, name="availability"),
     path("me/time-zone/", views.set_time_zone, name="time-zone"),
     # --- Reports (business) ---
-    path("reports/", views.reports_page, name="reports"),
-    path("reports/<slug:name>.csv", views.report_csv, name="report-csv"),
+    path("reports/", reports.reports_page, name="reports"),
+    path("reports/<slug:name>.csv", reports.report_csv, name="report-csv"),
     path("api/v1/", include("conversations.api.urls")),
     # Customer media, only through this authenticated view (session or token).
     path("media/<int:pk>/", api_views.MessageMedia.as_view(), name="message-media"),

@@ -99,7 +99,8 @@ def worker_command(
 ) -> list[str]:
     """A Celery worker consuming `queues`.
 
-    None leaves out -Q, so the worker consumes the default queue only.
+    None leaves out -Q, so the worker consumes every queue settings declare
+    (CELERY_TASK_QUEUES), as `celery -A helpdesk worker` does.
     Without `pool` and `concurrency`, Celery's prefork with one process per
     core.
     """

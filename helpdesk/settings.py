@@ -14,6 +14,7 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime data of the embedded mode (SQLite file, uploaded media, embedded
@@ -354,6 +355,18 @@ CELERY_TASK_ROUTES = {
     "conversations.tasks.download_media": {"queue": "media"},
     **{name: {"queue": "delivery"} for name in DELIVERY_TASKS},
 }
+# Stored webhook events are claimed in batches and applied as sets
+# (conversations/services/webhook_events.py). Off, each event the doorbell
+# names is processed on its own, as before sets: a way back should a set
+# misbehave, and the benchmark's baseline.
+WEBHOOK_SETS = env_bool("WEBHOOK_SETS", True)
+# Every queue declared, so `celery -A helpdesk worker` without -Q consumes
+# all three (each as Celery would create it when missing: a direct exchange
+# of its name); dedicated workers still name theirs with -Q.
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name, type="direct"), routing_key=name)
+    for name in ("default", "media", "delivery")
+)
 CELERY_BEAT_SCHEDULE = {
     # Queues stored webhook events that were never processed (the publish
     # was lost, Redis was down) or failed, with backoff per attempt.

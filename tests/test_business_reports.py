@@ -8,13 +8,14 @@ processing. The reports must say exactly what was counted by hand below.
 
 import csv
 import io
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from conversations import services
 from conversations.models import Conversation, Message, MessageTemplate, RateCard
@@ -54,6 +55,7 @@ def test_ad_and_cost_reports_match_the_hand_count(
     receiver,
     shop_api,
     agent,
+    admin_user,
     admin_client,
 ):
     day = date(2025, 7, 1)
@@ -138,7 +140,11 @@ def test_ad_and_cost_reports_match_the_hand_count(
         assert message.status == "read", (message.pk, message.status)
 
     with CaptureQueriesContext(connection) as queries:
-        tables = reports.build(since=reports.default_since(1))
+        tables = reports.build(
+            admin_user,
+            since=timezone.now() - timedelta(days=1),
+            until=timezone.now() + timedelta(minutes=1),
+        )
     assert len(queries) <= 25, "reports aggregate in the database"
 
     ads = {row["ad"]: row for row in tables["ads"].rows}

@@ -35,3 +35,16 @@ def test_the_operations_guide_shows_exactly_what_the_commands_command_prints(cap
 
     assert launcher.print_commands(args) == 0
     assert capsys.readouterr().out == example.group(2)
+
+
+def test_a_plain_worker_consumes_every_queue_a_task_is_routed_to():
+    """`celery -A helpdesk worker` without -Q: the queues it consumes are the
+    declared ones, and every routed queue is among them."""
+    from helpdesk.celery import app
+
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    routed.add(settings.CELERY_TASK_DEFAULT_QUEUE)
+    consumed = set(app.amqp.queues.consume_from or app.amqp.queues)
+    assert consumed == routed == set(processes.QUEUES)
+    for name in routed:
+        assert app.amqp.queues[name].routing_key == name

@@ -41,6 +41,16 @@ def _first(value):
     return value
 
 
+def _as_lists(errors):
+    """Each field's problems as a list, as serializers give them, also where
+    a view raised a single message for a field (a bad query filter)."""
+    if isinstance(errors, dict):
+        return {key: _as_lists(value) for key, value in errors.items()}
+    if isinstance(errors, str):
+        return [errors]
+    return errors
+
+
 def exception_handler(exc, context):
     """Return DRF's error response with a top-level ``code`` and ``detail``.
 
@@ -73,7 +83,7 @@ def exception_handler(exc, context):
         body = {
             "code": str(code),
             "detail": f"{field}: {message}" if field else message,
-            "errors": data,
+            "errors": _as_lists(data),
         }
     response.data = body
     return response

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import business, consents, views
+from . import business, consents, reports, views
 
 urlpatterns = [
     path("conversations/", views.ConversationList.as_view(), name="api-conversations"),
@@ -35,4 +35,6 @@ urlpatterns = [
         name="api-notification",
     ),
     path("media/", business.MediaUpload.as_view(), name="api-media"),
+    # --- Reports: CSV files for a token with conversations.view_reports ---
+    path("reports/<slug:name>.csv", reports.ReportCSV.as_view(), name="api-report-csv"),
 ]

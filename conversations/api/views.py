@@ -34,7 +34,7 @@ def _int_param(request, name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValidationError(
-            {name: "Must be a whole number."}, code="invalid"
+            {name: ["Must be a whole number."]}, code="invalid"
         ) from None
 
 
@@ -74,7 +74,7 @@ class ConversationList(generics.ListAPIView):
         status_filter = request.query_params.get("status")
         if status_filter:
             if status_filter not in Conversation.Status.values:
-                raise ValidationError({"status": "Unknown status."}, code="invalid")
+                raise ValidationError({"status": ["Unknown status."]}, code="invalid")
             queryset = queryset.filter(status=status_filter)
         if request.query_params.get("assignee") == "none":
             queryset = queryset.filter(assignee__isnull=True)

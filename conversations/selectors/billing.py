@@ -9,6 +9,7 @@ Writes (pricing a message) live in services.record_charge.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 
 from django.db.models import Count, Q, Sum
@@ -35,6 +36,46 @@ def rate_for(wa_id: str, category: str, day: date) -> RateCard | None:
             rate.valid_from,
         ),
     )
+
+
+def rates_for(
+    wanted: Sequence[tuple[str, str, date]],
+) -> list[RateCard | None]:
+    """rate_for for many (wa_id, category, day) at once, in one query."""
+    if not wanted:
+        return []
+    prefixes = {wa_id[:length] for wa_id, _, _ in wanted for length in range(1, 5)} | {
+        "*"
+    }
+    rates = list(
+        RateCard.objects.filter(
+            market__in=prefixes,
+            category__in={category for _, category, _ in wanted},
+            valid_from__lte=max(day for _, _, day in wanted),
+        )
+    )
+    found: list[RateCard | None] = []
+    for wa_id, category, day in wanted:
+        markets = {wa_id[:length] for length in range(1, 5) if len(wa_id) >= length}
+        fitting = [
+            rate
+            for rate in rates
+            if rate.category == category
+            and rate.valid_from <= day
+            and (rate.market == "*" or rate.market in markets)
+        ]
+        found.append(
+            max(
+                fitting,
+                key=lambda rate: (
+                    0 if rate.market == "*" else len(rate.market),
+                    rate.valid_from,
+                ),
+            )
+            if fitting
+            else None
+        )
+    return found
 
 
 def estimate(

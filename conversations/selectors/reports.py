@@ -3,14 +3,16 @@
 Each table is one grouped query (percentiles included: PERCENTILE_CONT on
 PostgreSQL, the same aggregate registered on SQLite connections), so a page
 costs a fixed number of queries however many rows the tables hold. Times are
-seconds; money is summed per currency, never mixed.
+seconds; money is summed per currency, never mixed. Every figure counts only
+the conversations of the numbers the viewer may see (their teams'), and days
+and hours are the viewer's own (their time zone).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, tzinfo
 
 from django.db import connection
 from django.db.models import (
@@ -28,7 +30,13 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import ExtractHour, TruncDate
 from django.utils import timezone
 
-from ..models import Conversation, Message, MessageCharge
+from ..models import (
+    Conversation,
+    Message,
+    MessageCharge,
+    WhatsAppNumber,
+    sees_every_number,
+)
 
 PERCENTILE_FUNCTION = "HELPDESK_PERCENTILE"
 
@@ -119,20 +127,227 @@ def _prepare_connection() -> None:
         )
 
 
+@dataclass(frozen=True)
+class Column:
+    """A column of a report: its CSV name, its heading, and what it holds
+    (text, count, duration in seconds, money, date, hour or currency)."""
+
+    key: str
+    label: str
+    kind: str = "count"
+
+    @property
+    def csv_name(self) -> str:
+        return f"{self.key}_seconds" if self.kind == "duration" else self.key
+
+
 @dataclass
 class Table:
     """One report table: its name (also the CSV's), columns and rows."""
 
     name: str
     title: str
-    columns: list[str]
+    columns: list[Column]
     rows: list[dict] = field(default_factory=list)
 
     def as_lists(self) -> list[list]:
-        return [[row.get(column) for column in self.columns] for row in self.rows]
+        """The rows as CSV cells: seconds to a tenth, days as ISO dates."""
+        return [
+            [_csv_value(row.get(column.key), column.kind) for column in self.columns]
+            for row in self.rows
+        ]
+
+    def cells(self) -> list[list[tuple]]:
+        """The rows as (value, kind) pairs, for the page to format."""
+        return [
+            [(row.get(column.key), column.kind) for column in self.columns]
+            for row in self.rows
+        ]
 
 
-def _timings(queryset, group: str | None) -> list[dict]:
+def _csv_value(value, kind: str):
+    if value is None:
+        return None
+    if kind == "duration":
+        return round(float(value), 1)
+    if kind == "date":
+        return value.isoformat()
+    return value
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a report counts: the viewer's numbers, in a period of their zone."""
+
+    since: datetime
+    until: datetime
+    zone: tzinfo
+    numbers: object = None  # a subquery of number ids; None: every number
+
+    @classmethod
+    def of(cls, user, *, since: datetime, until: datetime) -> Scope:
+        numbers = None
+        if not sees_every_number(user):
+            numbers = WhatsAppNumber.objects.visible_to(user).values("pk")
+        return cls(since=since, until=until, zone=user.zone, numbers=numbers)
+
+    def conversations(self):
+        """Every conversation the viewer may see, whatever its age."""
+        if self.numbers is None:
+            return Conversation.objects.all()
+        return Conversation.objects.filter(number__in=self.numbers)
+
+    def messages(self):
+        messages = Message.objects.filter(
+            timestamp__gte=self.since, timestamp__lt=self.until
+        )
+        if self.numbers is None:
+            return messages
+        return messages.filter(conversation__number__in=self.numbers)
+
+    def charges(self):
+        charges = MessageCharge.objects.filter(
+            billable=True, billed_at__gte=self.since, billed_at__lt=self.until
+        )
+        if self.numbers is None:
+            return charges
+        return charges.filter(conversation__number__in=self.numbers)
+
+
+TABLE_NAMES = (
+    "volume_by_hour",
+    "volume_by_day",
+    "response_times",
+    "response_times_by_agent",
+    "response_times_by_team",
+    "template_funnel",
+    "cost_by_day",
+    "cost_by_number",
+    "cost_by_team",
+    "cost_by_template",
+    "cost_by_ad",
+    "ads",
+)
+
+
+def build(
+    user, *, since: datetime, until: datetime, only: str | None = None
+) -> dict[str, Table]:
+    """Every report table (or the one named `only`, and the few built by the
+    same queries) for what `user` may see between since and until."""
+    _prepare_connection()
+    scope = Scope.of(user, since=since, until=until)
+    messages = scope.messages()
+    conversations = scope.conversations().filter(
+        created_at__gte=since, created_at__lt=until
+    )
+    charges = scope.charges()
+    builders = (
+        (TABLE_NAMES[:2], lambda: _volume(messages, scope)),
+        (TABLE_NAMES[2:5], lambda: _response_times(conversations)),
+        (TABLE_NAMES[5:6], lambda: [_template_funnel(messages)]),
+        (TABLE_NAMES[6:11], lambda: _costs(charges, scope)),
+        (TABLE_NAMES[11:], lambda: [_ads(conversations, charges)]),
+    )
+    tables = [
+        table
+        for names, make in builders
+        if only is None or only in names
+        for table in make()
+    ]
+    return {table.name: table for table in tables}
+
+
+@dataclass
+class Headline:
+    """The figures a supervisor reads first."""
+
+    open: int
+    unassigned: int
+    waiting: Conversation | None  # the open conversation waiting longest
+    conversations: int
+    resolved: int
+    first_response_p50: float | None
+    resolution_p50: float | None
+    cost: list[dict]  # [{"currency", "total", "messages"}], priced charges
+    unpriced: int  # billed messages the rate card has no price for
+
+    def waiting_seconds(self, now: datetime) -> float | None:
+        if self.waiting is None:
+            return None
+        return max((now - self.waiting.last_inbound_at).total_seconds(), 0)
+
+
+def headline(user, tables: dict[str, Table]) -> Headline:
+    """Open and unassigned now, who waits longest, and the period's medians
+    and cost (read from the tables already built: two queries more)."""
+    now = timezone.now()
+    conversations = Scope.of(user, since=now, until=now).conversations()
+    unresolved = conversations.exclude(status=Conversation.Status.RESOLVED)
+    counts = unresolved.aggregate(
+        open=Count("id"), unassigned=Count("id", filter=Q(assignee__isnull=True))
+    )
+    waiting = (
+        conversations.filter(
+            status=Conversation.Status.OPEN,
+            last_message__direction=Message.Direction.INBOUND,
+            last_inbound_at__isnull=False,
+        )
+        .select_related("customer")
+        .order_by("last_inbound_at", "id")
+        .first()
+    )
+    overall = (tables["response_times"].rows or [{}])[0]
+    cost: dict[str, dict] = {}
+    unpriced = 0
+    for row in tables["cost_by_day"].rows:
+        if row["cost"] is None:
+            unpriced += row["messages"]
+            continue
+        entry = cost.setdefault(
+            row["currency"],
+            {"currency": row["currency"], "total": 0, "messages": 0},
+        )
+        entry["total"] += row["cost"]
+        entry["messages"] += row["messages"]
+    return Headline(
+        open=counts["open"],
+        unassigned=counts["unassigned"],
+        waiting=waiting,
+        conversations=overall.get("conversations", 0),
+        resolved=overall.get("resolved", 0),
+        first_response_p50=overall.get("first_response_p50"),
+        resolution_p50=overall.get("resolution_p50"),
+        cost=sorted(cost.values(), key=lambda entry: entry["currency"]),
+        unpriced=unpriced,
+    )
+
+
+def earlier(user, *, since: datetime, until: datetime) -> dict:
+    """The period of the same length just before: its conversations, medians
+    and cost per currency, for the headline to compare with (two queries)."""
+    _prepare_connection()
+    scope = Scope.of(user, since=since - (until - since), until=since)
+    started = scope.conversations().filter(
+        created_at__gte=scope.since, created_at__lt=scope.until
+    )
+    timings = (_timings(started) or [{"conversations": 0}])[0]
+    cost = (
+        scope.charges()
+        .exclude(price=None)
+        .values("currency")
+        .annotate(total=Sum("price"))
+        .order_by("currency")
+    )
+    return {
+        "conversations": timings["conversations"],
+        "first_response_p50": timings.get("first_response_p50"),
+        "resolution_p50": timings.get("resolution_p50"),
+        "cost": {row["currency"]: row["total"] for row in cost},
+    }
+
+
+def _timings(queryset, *group: str) -> list[dict]:
     wait = Seconds(F("first_response_at"), F("created_at"))
     resolve = Seconds(F("resolved_at"), F("created_at"))
     annotations = {
@@ -147,113 +362,133 @@ def _timings(queryset, group: str | None) -> list[dict]:
         "resolution_p50": Percentile(resolve, 0.5, filter=Q(resolved_at__isnull=False)),
         "resolution_p90": Percentile(resolve, 0.9, filter=Q(resolved_at__isnull=False)),
     }
-    if group is None:
+    if not group:
         row = queryset.aggregate(**annotations)
         return [{"group": "all", **row}] if row["conversations"] else []
     return list(
-        queryset.values(group)
+        queryset.values(*group)
         .annotate(**annotations)
-        .order_by(group)
-        .values(group, *annotations)
+        .order_by(*group)
+        .values(*group, *annotations)
     )
 
 
 TIMING_COLUMNS = [
-    "conversations",
-    "resolved",
-    "first_response_p50",
-    "first_response_p90",
-    "resolution_p50",
-    "resolution_p90",
+    Column("conversations", "Conversations"),
+    Column("resolved", "Resolved"),
+    Column("first_response_p50", "First response, median", "duration"),
+    Column("first_response_p90", "First response, 90th percentile", "duration"),
+    Column("resolution_p50", "Resolution, median", "duration"),
+    Column("resolution_p90", "Resolution, 90th percentile", "duration"),
 ]
 
 
-def _money(queryset, group: str, label: str) -> Table:
+def _money(queryset, group: str, label: Column) -> Table:
     rows = list(
         queryset.values(group, "currency")
         .annotate(messages=Count("id"), cost=Sum("price"))
         .order_by(group, "currency")
     )
     for row in rows:
-        row[label] = row.pop(group)
+        row[label.key] = row.pop(group)
     return Table(
-        f"cost_by_{label}",
-        f"Cost by {label}",
-        [label, "currency", "messages", "cost"],
+        f"cost_by_{label.key}",
+        f"Cost by {label.label.lower()}",
+        [
+            label,
+            Column("currency", "Currency", "currency"),
+            Column("messages", "Billed messages"),
+            Column("cost", "Cost", "money"),
+        ],
         rows,
     )
 
 
-def build(*, since: datetime, until: datetime | None = None) -> dict[str, Table]:
-    """Every report table for conversations and messages from `since`."""
-    _prepare_connection()
-    until = until or timezone.now()
-    messages = Message.objects.filter(timestamp__gte=since, timestamp__lt=until)
-    conversations = Conversation.objects.filter(
-        created_at__gte=since, created_at__lt=until
-    )
-    charges = MessageCharge.objects.filter(
-        billable=True, billed_at__gte=since, billed_at__lt=until
-    )
-    tables = [
-        *_volume(messages),
-        *_response_times(conversations),
-        _template_funnel(messages),
-        *_costs(charges),
-        _ads(conversations, charges),
-    ]
-    return {table.name: table for table in tables}
-
-
-def _volume(messages) -> list[Table]:
+def _volume(messages, scope: Scope) -> list[Table]:
     inbound = messages.filter(direction=Message.Direction.INBOUND)
+    hours = {
+        row["hour"]: row["messages"]
+        for row in inbound.annotate(hour=ExtractHour("timestamp", tzinfo=scope.zone))
+        .values("hour")
+        .annotate(messages=Count("id"))
+        .order_by("hour")
+    }
     by_hour = Table(
         "volume_by_hour",
         "Customer messages by hour of day",
-        ["hour", "messages"],
-        list(
-            inbound.annotate(hour=ExtractHour("timestamp"))
-            .values("hour")
-            .annotate(messages=Count("id"))
-            .order_by("hour")
-        ),
+        [Column("hour", "Hour", "hour"), Column("messages", "Customer messages")],
+        [{"hour": hour, "messages": hours.get(hour, 0)} for hour in range(24)]
+        if hours
+        else [],
     )
+    days = {
+        row["day"]: row
+        for row in messages.annotate(day=TruncDate("timestamp", tzinfo=scope.zone))
+        .values("day")
+        .annotate(
+            inbound=Count("id", filter=Q(direction="inbound")),
+            outbound=Count("id", filter=Q(direction="outbound")),
+        )
+        .order_by("day")
+    }
     by_day = Table(
         "volume_by_day",
         "Messages by day",
-        ["day", "inbound", "outbound"],
-        list(
-            messages.annotate(day=TruncDate("timestamp"))
-            .values("day")
-            .annotate(
-                inbound=Count("id", filter=Q(direction="inbound")),
-                outbound=Count("id", filter=Q(direction="outbound")),
-            )
-            .order_by("day")
-        ),
+        [
+            Column("day", "Day", "date"),
+            Column("inbound", "From customers"),
+            Column("outbound", "To customers"),
+        ],
+        [
+            days.get(day, {"day": day, "inbound": 0, "outbound": 0})
+            for day in _days_of(scope)
+        ]
+        if days
+        else [],
     )
     return [by_hour, by_day]
+
+
+def _days_of(scope: Scope) -> list:
+    """Every day of the period in the viewer's zone."""
+    first = timezone.localtime(scope.since, scope.zone).date()
+    last = timezone.localtime(scope.until, scope.zone).date()
+    if timezone.localtime(scope.until, scope.zone).time() == datetime.min.time():
+        last = last.fromordinal(last.toordinal() - 1)
+    return [
+        first.fromordinal(ordinal)
+        for ordinal in range(first.toordinal(), last.toordinal() + 1)
+    ]
 
 
 def _response_times(conversations) -> list[Table]:
     overall = Table(
         "response_times",
-        "First response and resolution (seconds)",
-        ["group", *TIMING_COLUMNS],
-        _timings(conversations, None),
+        "First response and resolution",
+        [Column("group", "Group", "text"), *TIMING_COLUMNS],
+        _timings(conversations),
     )
-    by_agent = _timings(conversations, "assignee__username")
+    by_agent = _timings(conversations, "assignee__username", "assignee__display_name")
     for row in by_agent:
-        row["agent"] = row.pop("assignee__username") or "(unassigned)"
+        username = row.pop("assignee__username")
+        row["agent"] = row.pop("assignee__display_name") or username or "(unassigned)"
     by_team = _timings(conversations, "team__name")
     for row in by_team:
         row["team"] = row.pop("team__name") or "(no team)"
     return [
         overall,
         Table(
-            "response_times_by_agent", "By agent", ["agent", *TIMING_COLUMNS], by_agent
+            "response_times_by_agent",
+            "Response times by agent",
+            [Column("agent", "Agent", "text"), *TIMING_COLUMNS],
+            by_agent,
         ),
-        Table("response_times_by_team", "By team", ["team", *TIMING_COLUMNS], by_team),
+        Table(
+            "response_times_by_team",
+            "Response times by team",
+            [Column("team", "Team", "text"), *TIMING_COLUMNS],
+            by_team,
+        ),
     ]
 
 
@@ -283,26 +518,47 @@ def _template_funnel(messages) -> Table:
     return Table(
         "template_funnel",
         "Template funnel",
-        ["template", "queued", "sent", "delivered", "read", "replied", "failed"],
+        [
+            Column("template", "Template", "text"),
+            Column("queued", "Queued"),
+            Column("sent", "Sent"),
+            Column("delivered", "Delivered"),
+            Column("read", "Read"),
+            Column("replied", "Replied"),
+            Column("failed", "Failed"),
+        ],
         funnel,
     )
 
 
-def _costs(charges) -> list[Table]:
+def _costs(charges, scope: Scope) -> list[Table]:
     by_day = _money(
-        charges.annotate(billed_day=TruncDate("billed_at")), "billed_day", "day"
+        charges.annotate(billed_day=TruncDate("billed_at", tzinfo=scope.zone)),
+        "billed_day",
+        Column("day", "Day", "date"),
     )
-    by_number = _money(charges, "conversation__number__name", "number")
-    by_team = _money(charges, "conversation__team__name", "team")
-    by_template = _money(charges, "message__template__name", "template")
-    by_ad = _money(charges, "conversation__referral_source_id", "ad")
+    by_number = _money(
+        charges, "conversation__number__name", Column("number", "Number", "text")
+    )
+    by_team = _money(
+        charges, "conversation__team__name", Column("team", "Team", "text")
+    )
+    for row in by_team.rows:
+        row["team"] = row["team"] or "(no team)"
+    by_template = _money(
+        charges, "message__template__name", Column("template", "Template", "text")
+    )
+    by_ad = _money(
+        charges, "conversation__referral_source_id", Column("ad", "Ad", "text")
+    )
     # Conversations that did not start from an ad have no source id.
     by_ad.rows = [row for row in by_ad.rows if row["ad"]]
     return [by_day, by_number, by_team, by_template, by_ad]
 
 
 def _ads(conversations, charges) -> Table:
-    """Per ad: conversations, first response, resolved, free-window replies, billed."""
+    """Per ad: conversations, first response, resolved, free-window replies
+    and billed messages."""
     ads = conversations.exclude(referral_source_id="")
     wait = Seconds(F("first_response_at"), F("created_at"))
     rows = {
@@ -335,16 +591,15 @@ def _ads(conversations, charges) -> Table:
         .annotate(count=Count("id"))
         .values_list("conversation__referral_source_id", "count")
     )
-    billed = {
-        source: (count, cost)
-        for source, count, cost in charges.filter(conversation__in=ads)
+    # What the messages cost is in cost_by_ad, per currency.
+    billed = dict(
+        charges.filter(conversation__in=ads)
         .values("conversation__referral_source_id")
-        .annotate(count=Count("id"), cost=Sum("price"))
-        .values_list("conversation__referral_source_id", "count", "cost")
-    }
+        .annotate(count=Count("id"))
+        .values_list("conversation__referral_source_id", "count")
+    )
     result = []
     for source_id, row in sorted(rows.items()):
-        count, cost = billed.get(source_id, (0, None))
         result.append(
             {
                 "ad": source_id,
@@ -353,49 +608,20 @@ def _ads(conversations, charges) -> Table:
                 "first_response_p50": row["first_response_p50"],
                 "resolved": row["resolved"],
                 "replies_in_free_window": free_replies.get(source_id, 0),
-                "messages_billed": count,
-                "cost": cost,
+                "messages_billed": billed.get(source_id, 0),
             }
         )
     return Table(
         "ads",
         "Click-to-WhatsApp ads",
         [
-            "ad",
-            "headline",
-            "conversations",
-            "first_response_p50",
-            "resolved",
-            "replies_in_free_window",
-            "messages_billed",
-            "cost",
+            Column("ad", "Ad", "text"),
+            Column("headline", "Headline", "text"),
+            Column("conversations", "Conversations"),
+            Column("first_response_p50", "First response, median", "duration"),
+            Column("resolved", "Resolved"),
+            Column("replies_in_free_window", "Replies in the free window"),
+            Column("messages_billed", "Billed messages"),
         ],
         result,
     )
-
-
-def bars(rows: list[dict], label: str, value: str, *, width=640, height=160) -> dict:
-    """Geometry of an SVG bar chart for a small aggregated table."""
-    values = [float(row.get(value) or 0) for row in rows]
-    top = max(values, default=0) or 1
-    count = max(len(rows), 1)
-    step = width / count
-    return {
-        "width": width,
-        "height": height,
-        "bars": [
-            {
-                "x": round(index * step + 1, 1),
-                "width": round(max(step - 2, 1), 1),
-                "height": round(height * v / top, 1),
-                "y": round(height - height * v / top, 1),
-                "label": str(row.get(label)),
-                "value": row.get(value),
-            }
-            for index, (row, v) in enumerate(zip(rows, values, strict=True))
-        ],
-    }
-
-
-def default_since(days: int) -> datetime:
-    return timezone.now() - timedelta(days=days)

@@ -5,6 +5,7 @@ status, posted after commit by their own task, retried with backoff.
 import hmac
 import json
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from django.conf import settings
@@ -36,29 +37,43 @@ def notify_business(message: Message, status: str) -> int:
     their own task after commit, so a slow endpoint never holds up webhook
     processing. A redelivered status owes nothing new (unique per event).
     """
-    if status not in CALLBACK_EVENTS:
+    return notify_business_many([(message, status)])
+
+
+def notify_business_many(changes: Sequence[tuple[Message, str]]) -> int:
+    """notify_business for many (message, status) pairs in three statements
+    at most: the endpoints, the notifications, one INSERT of the rows. The
+    payload shows each notification as its message stands now."""
+    changes = [
+        (message, status) for message, status in changes if status in CALLBACK_EVENTS
+    ]
+    if not changes:
         return 0
     endpoints = list(
         CallbackEndpoint.objects.filter(active=True).values_list("pk", flat=True)
     )
     if not endpoints:
         return 0
-    notification = (
-        Notification.objects.filter(message_id=message.pk)
-        .select_related("message")
-        .first()
-    )
-    if notification is None:
-        return 0
-    notification.message = message
-    payload = {
-        "type": "notification.status",
-        "status": notifications.NOTIFICATION_STATUS.get(status, status),
-        "occurred_at": timezone.now().isoformat(),
-        "notification": notifications.notification_payload(notification),
+    notifications_by_message = {
+        notification.message_id: notification
+        for notification in Notification.objects.filter(
+            message_id__in={message.pk for message, _ in changes}
+        )
     }
-    created = CallbackDelivery.objects.bulk_create(
-        [
+    occurred_at = timezone.now().isoformat()
+    rows = []
+    for message, status in changes:
+        notification = notifications_by_message.get(message.pk)
+        if notification is None:
+            continue
+        notification.message = message
+        payload = {
+            "type": "notification.status",
+            "status": notifications.NOTIFICATION_STATUS.get(status, status),
+            "occurred_at": occurred_at,
+            "notification": notifications.notification_payload(notification),
+        }
+        rows += [
             CallbackDelivery(
                 endpoint_id=endpoint_id,
                 notification=notification,
@@ -66,9 +81,10 @@ def notify_business(message: Message, status: str) -> int:
                 payload=payload,
             )
             for endpoint_id in endpoints
-        ],
-        ignore_conflicts=True,
-    )
+        ]
+    if not rows:
+        return 0
+    created = CallbackDelivery.objects.bulk_create(rows, ignore_conflicts=True)
     doorbells.ring_after_commit(doorbells.DELIVER_CALLBACKS)
     return len(created)
 

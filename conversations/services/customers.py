@@ -5,6 +5,8 @@ by agents.
 
 import logging
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -116,25 +118,40 @@ def learn_from_contact(customer_id: int, contact: payloads.Contact) -> None:
     """What a status webhook's contacts block says about the customer a
     message went to: a BSUID or phone not known yet, a new username or
     profile name. A phone or BSUID another customer holds merges the two."""
-    customer = Customer.objects.filter(pk=customer_id).first()
-    if customer is None:
+    learn_from_contacts([(customer_id, contact)])
+
+
+def learn_from_contacts(learnt: Sequence[tuple[int, payloads.Contact]]) -> None:
+    """learn_from_contact for many (customer id, contact) pairs: one read of
+    the customers, and writes only for those a contact tells something new
+    (so a storm of statuses about known customers costs one statement)."""
+    if not learnt:
         return
-    wa_id = contact.wa_id if contact.wa_id and not customer.wa_id else ""
-    user_id = contact.user_id if contact.user_id and not customer.user_id else ""
-    fresh = {
-        "profile_name": contact.name,
-        "username": contact.username,
-        "country_code": contact.country_code,
-    }
-    if not (wa_id or user_id) and all(
-        not value or getattr(customer, name) == value for name, value in fresh.items()
-    ):
-        return
-    find_or_merge_customer(
-        wa_id=wa_id or customer.wa_id,
-        user_id=user_id or customer.user_id,
-        **fresh,
-    )
+    by_pk = Customer.objects.in_bulk({customer_id for customer_id, _ in learnt})
+    for customer_id, contact in learnt:
+        customer = by_pk.get(customer_id)
+        if customer is None:
+            continue
+        wa_id = contact.wa_id if contact.wa_id and not customer.wa_id else ""
+        user_id = contact.user_id if contact.user_id and not customer.user_id else ""
+        fresh = {
+            "profile_name": contact.name,
+            "username": contact.username,
+            "country_code": contact.country_code,
+        }
+        if not (wa_id or user_id) and all(
+            not value or getattr(customer, name) == value
+            for name, value in fresh.items()
+        ):
+            continue
+        settled = find_or_merge_customer(
+            wa_id=wa_id or customer.wa_id,
+            user_id=user_id or customer.user_id,
+            **fresh,
+        )
+        # A later contact for the same customer compares with what is now
+        # stored (a merge's survivor answers for both).
+        by_pk[customer_id] = by_pk[settled.pk] = settled
 
 
 def _upsert_customer(
@@ -147,38 +164,14 @@ def _upsert_customer(
     customer make one row), and the profile fields are refreshed the same
     way: non-empty values win, ``updated_at`` moves only when one changed.
     """
-    now = timezone.now()
-    table = Customer._meta.db_table
-    columns = [field.column for field in Customer._meta.concrete_fields]
-    refreshed = ("profile_name", "username", "country_code")
-    changed = " OR ".join(
-        f"(excluded.{name} <> '' AND excluded.{name} <> {table}.{name})"
-        for name in refreshed
+    sender = Sender(
+        wa_id=wa_id,
+        profile_name=profile_name,
+        username=username,
+        country_code=country_code,
     )
-    sets = [
-        f"{name} = CASE WHEN excluded.{name} <> '' THEN excluded.{name}"
-        f" ELSE {table}.{name} END"
-        for name in refreshed
-    ]
-    sets.append(
-        f"updated_at = CASE WHEN {changed} THEN excluded.updated_at"
-        f" ELSE {table}.updated_at END"
-    )
-    ops = connection.ops
-    stamp = ops.adapt_datetimefield_value(now)
-    sql = (
-        f"INSERT INTO {table} (wa_id, user_id, phone, profile_name, name,"  # noqa: S608
-        " username, country_code, created_at, updated_at)"
-        " VALUES (%s, '', %s, %s, '', %s, %s, %s, %s)"
-        " ON CONFLICT (wa_id) WHERE NOT (wa_id = '') DO UPDATE SET "
-        + ", ".join(sets)
-        + " RETURNING "
-        + ", ".join(columns)
-    )
-    phone = f"+{wa_id}" if E164_DIGITS.match(wa_id) else ""
-    params = [wa_id, phone, profile_name, username, country_code, stamp, stamp]
-    customer = next(iter(Customer.objects.raw(sql, params)))
-    return customer, customer.created_at == now
+    customer = _upsert_customers([sender])[wa_id]
+    return customer, customer.created
 
 
 def customer_for(message: payloads.InboundMessage) -> tuple[Customer, bool]:
@@ -335,6 +328,50 @@ def touch_conversation(
         cursor.execute(sql, params)
 
 
+def touch_conversations(messages: Sequence[Message]) -> None:
+    """touch_conversation(inbound=True) for many stored customer messages: one
+    UPDATE … FROM (VALUES …), one row per conversation with its newest
+    message and how many arrived."""
+    if not messages:
+        return
+    newest: dict[int, Message] = {}
+    counts: dict[int, int] = {}
+    for message in messages:
+        current = newest.get(message.conversation_id)
+        if current is None or (message.timestamp, message.pk) > (
+            current.timestamp,
+            current.pk,
+        ):
+            newest[message.conversation_id] = message
+        counts[message.conversation_id] = counts.get(message.conversation_id, 0) + 1
+    adapt = connection.ops.adapt_datetimefield_value
+    rows, params = [], []
+    for conversation_id in sorted(newest):
+        message = newest[conversation_id]
+        rows.append("(%s::bigint, %s::bigint, %s::timestamptz, %s::integer)")
+        params += [
+            conversation_id,
+            message.pk,
+            adapt(message.timestamp),
+            counts[conversation_id],
+        ]
+    newer = "(c.last_message_at IS NULL OR c.last_message_at <= v.at)"
+    sql = (
+        f"UPDATE {Conversation._meta.db_table} AS c SET"  # noqa: S608
+        f" last_message_id = CASE WHEN {newer} THEN v.message_id"
+        " ELSE c.last_message_id END,"
+        f" last_message_at = CASE WHEN {newer} THEN v.at ELSE c.last_message_at END,"
+        f" updated_at = CASE WHEN {newer} THEN %s ELSE c.updated_at END,"
+        " last_inbound_at = CASE WHEN c.last_inbound_at IS NULL"
+        " OR c.last_inbound_at < v.at THEN v.at ELSE c.last_inbound_at END,"
+        " unread_count = c.unread_count + v.count"
+        f" FROM (VALUES {', '.join(rows)}) AS v(id, message_id, at, count)"
+        " WHERE c.id = v.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [adapt(timezone.now()), *params])
+
+
 def apply_system_change(customer: Customer, change: payloads.SystemChange) -> Customer:
     """Re-key the customer after a number or user-id change; history stays.
 
@@ -393,3 +430,251 @@ def rename_customer(*, customer: Customer, name: str, by: User) -> Customer:
             data={"change": "customer", "customer": customer.pk, "by": by.pk},
         )
     return customer
+
+
+# --- Sets: the customers of a batch of messages at once --------------------------
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who wrote a message, as a webhook names them."""
+
+    wa_id: str
+    user_id: str = ""
+    profile_name: str = ""
+    username: str = ""
+    country_code: str = ""
+
+
+def sender_of(message: payloads.InboundMessage) -> Sender:
+    contact = message.contact
+    return Sender(
+        wa_id=message.wa_id,
+        user_id=message.user_id,
+        profile_name=message.profile_name,
+        username=contact.username if contact else "",
+        country_code=contact.country_code if contact else "",
+    )
+
+
+def customers_for_senders(senders: Sequence[Sender]) -> dict[str, Customer] | None:
+    """The customers of many senders by wa_id, found or created in one upsert
+    (plus one read when some name a user id); None when a set cannot settle
+    them, and the caller takes the one-by-one path (find_or_merge_customer).
+
+    Every sender needs a wa_id. What find_or_merge_customer does for one
+    sender the upsert does for all: the wa_id's unique index decides, a
+    missing user id is filled in, non-empty profile fields are refreshed and
+    ``updated_at`` moves only when one changed. A user id that a customer of
+    another (or no) wa_id holds is a question of identity, not of a set:
+    None. Each returned customer carries ``created`` (made by this call).
+    """
+    merged: dict[str, Sender] = {}
+    for sender in senders:
+        if not sender.wa_id:
+            raise ValueError("customers_for_senders needs a wa_id for every sender")
+        known = merged.get(sender.wa_id)
+        if known is not None:
+            # Later messages' non-empty values win, as they would one by one.
+            sender = Sender(
+                **{
+                    name: getattr(sender, name) or getattr(known, name)
+                    for name in Sender.__dataclass_fields__
+                }
+            )
+        merged[sender.wa_id] = sender
+    user_ids = {
+        sender.user_id: wa_id for wa_id, sender in merged.items() if sender.user_id
+    }
+    if user_ids:
+        holders = Customer.objects.filter(user_id__in=user_ids).values_list(
+            "user_id", "wa_id"
+        )
+        if any(user_ids[user_id] != wa_id for user_id, wa_id in holders):
+            return None
+    return _upsert_customers(sorted(merged.values(), key=lambda sender: sender.wa_id))
+
+
+def _upsert_customers(senders: list[Sender]) -> dict[str, Customer]:
+    """One INSERT … ON CONFLICT (wa_id) DO UPDATE … RETURNING for all senders
+    (in wa_id order, so concurrent batches lock rows in the same order)."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    table = Customer._meta.db_table
+    columns = [field.column for field in Customer._meta.concrete_fields]
+    refreshed = ("profile_name", "username", "country_code")
+    changed = " OR ".join(
+        [
+            f"(excluded.{name} <> '' AND excluded.{name} <> {table}.{name})"
+            for name in refreshed
+        ]
+        + [f"(excluded.user_id <> '' AND {table}.user_id = '')"]
+    )
+    sets = [
+        f"{name} = CASE WHEN excluded.{name} <> '' THEN excluded.{name}"
+        f" ELSE {table}.{name} END"
+        for name in refreshed
+    ]
+    # A user id is filled in, never replaced (find_or_merge_customer).
+    sets.append(
+        f"user_id = CASE WHEN {table}.user_id = '' THEN excluded.user_id"
+        f" ELSE {table}.user_id END"
+    )
+    sets.append(
+        f"updated_at = CASE WHEN {changed} THEN excluded.updated_at"
+        f" ELSE {table}.updated_at END"
+    )
+    rows, params = [], []
+    for sender in senders:
+        rows.append("(%s, %s, %s, %s, '', %s, %s, %s, %s)")
+        params += [
+            sender.wa_id,
+            sender.user_id,
+            f"+{sender.wa_id}" if E164_DIGITS.match(sender.wa_id) else "",
+            sender.profile_name,
+            sender.username,
+            sender.country_code,
+            now,
+            now,
+        ]
+    sql = (
+        f"INSERT INTO {table} (wa_id, user_id, phone, profile_name, name,"  # noqa: S608
+        " username, country_code, created_at, updated_at) VALUES "
+        + ", ".join(rows)
+        + " ON CONFLICT (wa_id) WHERE NOT (wa_id = '') DO UPDATE SET "
+        + ", ".join(sets)
+        + " RETURNING "
+        + ", ".join(columns)
+        # xmax is 0 on a row this statement inserted (PostgreSQL).
+        + ", (xmax = 0) AS created"
+    )
+    return {customer.wa_id: customer for customer in Customer.objects.raw(sql, params)}
+
+
+def conversations_for(
+    joining: dict[tuple[int, int], datetime], *, new_customers: set[int]
+) -> tuple[dict[tuple[int, int], Conversation], dict[int, str]]:
+    """conversation_for for many (customer id, number id) pairs at once.
+
+    ``joining`` maps each pair to the time of its earliest message. Each pair
+    gets its unresolved conversation; else the latest resolved one, reopened
+    when resolved within CONVERSATION_REOPEN_HOURS of that time; else a new
+    one. One locked read (skipped for customers created just now), one
+    UPDATE for the reopened, one INSERT … ON CONFLICT DO NOTHING for the
+    new (a pair a concurrent message opened meanwhile is read again).
+    Return the conversations by pair, and the live event owed per
+    conversation id (created or updated).
+    """
+    window = timedelta(hours=settings.CONVERSATION_REOPEN_HOURS)
+    found: dict[tuple[int, int], Conversation] = {}
+    events: dict[int, str] = {}
+    reopened: list[Conversation] = []
+    known = [pair for pair in joining if pair[0] not in new_customers]
+    since = min(joining.values(), default=None)
+    for pair, conversation in _latest_conversations(known, window, since=since).items():
+        if conversation.status != Conversation.Status.RESOLVED:
+            found[pair] = conversation
+        elif conversation.resolved_at + window >= joining[pair]:
+            conversation.status = Conversation.Status.OPEN
+            conversation.resolved_at = None
+            reopened.append(conversation)
+            found[pair] = conversation
+            events[conversation.pk] = realtime.CONVERSATION_UPDATED
+    if reopened:
+        Conversation.objects.filter(pk__in=[c.pk for c in reopened]).update(
+            status=Conversation.Status.OPEN, resolved_at=None, updated_at=timezone.now()
+        )
+    missing = sorted(pair for pair in joining if pair not in found)
+    if missing:
+        inserted = insert_or_ignore_many(
+            [
+                Conversation(customer_id=customer_id, number_id=number_id)
+                for customer_id, number_id in missing
+            ],
+            keys=["customer_id", "number_id"],
+        )
+        for conversation in inserted:
+            found[(conversation.customer_id, conversation.number_id)] = conversation
+            events[conversation.pk] = realtime.CONVERSATION_CREATED
+        raced = [pair for pair in missing if pair not in found]
+        if raced:
+            # A concurrent message opened these first (we waited for its commit).
+            found.update(_latest_conversations(raced, window, since=None))
+    return found, events
+
+
+def _latest_conversations(
+    pairs: list[tuple[int, int]], window: timedelta, *, since: datetime | None = None
+) -> dict[tuple[int, int], Conversation]:
+    """Per pair, the one-to-one conversation (never a group's) a message joins
+    first (_CONVERSATION_TO_JOIN), among the unresolved and those resolved
+    since ``since`` minus the window; locked, in id order."""
+    if not pairs:
+        return {}
+    table = Conversation._meta.db_table
+    sql = (
+        f"SELECT * FROM {table} WHERE (customer_id, number_id) IN"  # noqa: S608
+        " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
+        " AND group_id = '' AND (status <> %s OR resolved_at >= %s)"
+        " ORDER BY id FOR UPDATE"
+    )
+    oldest = (since or timezone.now()) - window
+    params = [
+        [customer_id for customer_id, _ in pairs],
+        [number_id for _, number_id in pairs],
+        Conversation.Status.RESOLVED,
+        connection.ops.adapt_datetimefield_value(oldest),
+    ]
+    best: dict[tuple[int, int], Conversation] = {}
+    for conversation in Conversation.objects.raw(sql, params):
+        pair = (conversation.customer_id, conversation.number_id)
+        current = best.get(pair)
+        if current is None or _joins_before(conversation, current):
+            best[pair] = conversation
+    return best
+
+
+def _joins_before(one: Conversation, other: Conversation) -> bool:
+    """Whether a message joins ``one`` rather than ``other`` (_CONVERSATION_TO_JOIN)."""
+    resolved = Conversation.Status.RESOLVED
+
+    def rank(conversation: Conversation):
+        at = conversation.resolved_at
+        return (
+            conversation.status != resolved,
+            at is not None,
+            at.timestamp() if at else 0.0,
+            conversation.pk,
+        )
+
+    return rank(one) > rank(other)
+
+
+def insert_or_ignore_many(objs: list, *, keys: list[str]) -> list:
+    """insert_or_ignore for many new instances of one model in one statement;
+    return those inserted (pk set), found by the ``keys`` columns that
+    RETURNING gives back (those a unique constraint refused are not)."""
+    if not objs:
+        return []
+    model = type(objs[0])
+    opts = model._meta
+    fields = [
+        field
+        for field in opts.local_concrete_fields
+        if not field.generated and field is not opts.auto_field
+    ]
+    query = InsertQuery(model, on_conflict=OnConflict.IGNORE)
+    query.insert_values(fields, objs)
+    compiler = query.get_compiler(using="default")
+    compiler.returning_fields = [opts.pk, *(opts.get_field(key) for key in keys)]
+    [(sql, params)] = compiler.as_sql()
+    by_key = {tuple(getattr(obj, key) for key in keys): obj for obj in objs}
+    inserted = []
+    with compiler.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for pk, *values in cursor.fetchall():
+            obj = by_key[tuple(values)]
+            obj.pk = pk
+            obj._state.adding = False
+            obj._state.db = compiler.using
+            inserted.append(obj)
+    return inserted

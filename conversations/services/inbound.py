@@ -3,6 +3,8 @@ conversation's denormalised fields and the live events, in one transaction.
 """
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError
@@ -119,6 +121,17 @@ def _message_row(
             .only("pk")
             .first()
         )
+    return _new_row(message, conversation=conversation, at=at, reply_to=reply_to)
+
+
+def _new_row(
+    message: payloads.InboundMessage,
+    *,
+    conversation: Conversation,
+    at: datetime,
+    reply_to: Message | None,
+) -> Message:
+    context = message.context
     row = Message(
         conversation=conversation,
         direction=Message.Direction.INBOUND,
@@ -206,3 +219,144 @@ def _receive_reaction(
         data={"reaction": reaction.emoji},
     )
     return True
+
+
+# --- Sets: the ordinary messages of a batch of webhook events at once ------------
+
+
+def takes_in_bulk(message: payloads.InboundMessage) -> bool:
+    """Whether receive_messages stores this message, or it goes one by one.
+
+    Only a customer's ordinary one-to-one message, named by wa_id:
+    reactions, system messages (re-keying), ad referrals, anything naming no
+    wa_id (a username customer is found by BSUID), group messages (a
+    conversation of their own), edits and revokes (they change another
+    message), media Meta marks failed and call permission replies take the
+    one-by-one path (receive_message), where identity questions are settled.
+    A product inquiry's referred_product is stored by both paths alike. A
+    new kind of message belongs there until a set handles it.
+    """
+    return (
+        bool(message.wa_id)
+        and message.type not in {"reaction", "system", *edits.CHANGE_TYPES}
+        and message.reaction is None
+        and message.system is None
+        and message.referral is None
+        and not message.group_id
+        and not message.errors
+        and message.payload.get("type") != "call_permission_reply"
+    )
+
+
+@dataclass
+class StoredMessages:
+    """What receive_messages stored: the rows, and the conversations it
+    created (for whatever must follow a new conversation after commit)."""
+
+    messages: list[Message] = field(default_factory=list)
+    created_conversations: list[Conversation] = field(default_factory=list)
+
+
+def receive_messages(
+    *, received: Sequence[tuple[WhatsAppNumber, payloads.InboundMessage, datetime]]
+) -> StoredMessages | None:
+    """receive_message for many ordinary messages (takes_in_bulk) with a
+    number of statements that does not grow with them; None, having written
+    nothing, when the set cannot settle the senders (customers_for_senders)
+    and every message must go one by one.
+
+    Wamids already stored are dropped first (a redelivery changes nothing);
+    customers and conversations are upserted (one unresolved per customer and
+    number); messages are inserted or ignored on the wamid; each touched
+    conversation's last-message fields move once; live events are published
+    (one INSERT under realtime.batched(), one announcement per inbox).
+    """
+    stored = set(
+        Message.objects.filter(
+            wamid__in={message.wamid for _, message, _ in received}
+        ).values_list("wamid", flat=True)
+    )
+    fresh: dict[str, tuple[WhatsAppNumber, payloads.InboundMessage, datetime]] = {}
+    for number, message, received_at in received:
+        if message.wamid not in stored and message.wamid not in fresh:
+            at = message.timestamp or received_at or timezone.now()
+            fresh[message.wamid] = (number, message, at)
+    if not fresh:
+        return StoredMessages()
+    by_wa_id = customers.customers_for_senders(
+        [customers.sender_of(message) for _, message, _ in fresh.values()]
+    )
+    if by_wa_id is None:
+        return None
+    joining: dict[tuple[int, int], datetime] = {}
+    for number, message, at in fresh.values():
+        pair = (by_wa_id[message.wa_id].pk, number.pk)
+        joining[pair] = min(at, joining.get(pair, at))
+    conversations, events = customers.conversations_for(
+        joining,
+        new_customers={c.pk for c in by_wa_id.values() if c.created},
+    )
+    rows = _insert_rows(fresh.values(), by_wa_id, conversations)
+    joined = {row.conversation_id for row in rows}
+    created = [
+        conversation
+        for conversation in conversations.values()
+        if events.get(conversation.pk) == realtime.CONVERSATION_CREATED
+    ]
+    empty = [c.pk for c in created if c.pk not in joined]
+    if empty:
+        # Their messages were stored by a concurrent batch meanwhile: leave
+        # no conversation without a message behind (as receive_message).
+        Conversation.objects.filter(pk__in=empty).delete()
+    _settle_touched(rows, conversations.values(), events, by_wa_id)
+    return StoredMessages(
+        messages=rows, created_conversations=[c for c in created if c.pk in joined]
+    )
+
+
+def _insert_rows(fresh, by_wa_id, conversations) -> list[Message]:
+    """The messages' rows in one INSERT … ON CONFLICT DO NOTHING (a wamid a
+    concurrent batch stored meanwhile is skipped), replies linked by one read."""
+    quoted = {
+        message.context.message_id
+        for _, message, _ in fresh
+        if message.context and message.context.message_id
+    }
+    replied = {}
+    if quoted:
+        replied = {
+            (wamid, number_id): pk
+            for pk, wamid, number_id in Message.objects.filter(
+                wamid__in=quoted
+            ).values_list("pk", "wamid", "conversation__number_id")
+        }
+    rows = []
+    for number, message, at in fresh:
+        conversation = conversations[(by_wa_id[message.wa_id].pk, number.pk)]
+        quoted_wamid = message.context.message_id if message.context else ""
+        reply_to_id = replied.get((quoted_wamid, number.pk))
+        row = _new_row(message, conversation=conversation, at=at, reply_to=None)
+        row.reply_to_id = reply_to_id
+        rows.append(row)
+    return customers.insert_or_ignore_many(rows, keys=["wamid"])
+
+
+def _settle_touched(rows, conversations, events, by_wa_id) -> None:
+    """One UPDATE of every touched conversation, consent, live events, media."""
+    touched = {c.pk: c for c in conversations}
+    customer_of = {c.pk: c for c in by_wa_id.values()}
+    customers.touch_conversations(rows)
+    joined = {row.conversation_id for row in rows}
+    for conversation_id, event in events.items():
+        if conversation_id in joined:
+            realtime.publish(event, conversation=touched[conversation_id])
+    for row in rows:
+        conversation = touched[row.conversation_id]
+        # STOP and the marketing opt-out button (consent.py): a query only
+        # for a message that says so.
+        consent.opt_out_by_message(customer_of[conversation.customer_id], row)
+        realtime.publish(
+            realtime.MESSAGE_CREATED, conversation=conversation, message=row
+        )
+        if row.media_state == Message.MediaState.PENDING:
+            doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)

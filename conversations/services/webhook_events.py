@@ -7,6 +7,12 @@ secret passes the endpoint, and the holder of one app's secret (an agency's,
 a second brand's, a leaked test app's) must not write messages, statuses,
 consent or account changes for another app's numbers.
 
+Workers claim stored events in batches (process_webhook_batch: FOR UPDATE
+SKIP LOCKED, customers' messages first) and apply each batch as a set, in a
+number of statements that does not grow with it; what a set cannot take,
+and every event of a set that fails, is processed one by one
+(process_webhook_event), as the sweeper's and an admin's replays are.
+
 Meta redelivers, batches and reorders, so everything called from here is
 idempotent: messages are inserted against the unique wamid (never checked
 first), customers and conversations lean on their unique constraints,
@@ -16,9 +22,13 @@ process it once.
 """
 
 import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import DataError, transaction
+from django.conf import settings
+from django.db import DataError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -210,45 +220,58 @@ def _process_batch(
 ) -> list[str]:
     """Hand every item to its service; return what could not be handled."""
     by_id, by_waba = _numbers_named(batch, signer_id)
+    problems: list[str] = []
+    for item in batch.items:
+        target = _route(item, by_id, by_waba, signer_id, problems)
+        if target is None:
+            continue
+        number, numbers = target
+        if not _hand_over(item, number=number, numbers=numbers, at=received_at):
+            # A new item class in payloads.py: keep it visible.
+            problems.append(f"No handler for {type(item).__name__}")
+    return problems
+
+
+def _route(
+    item: payloads.Item,
+    by_id: dict[str, WhatsAppNumber],
+    by_waba: dict[str, list[WhatsAppNumber]],
+    signer_id: int | None,
+    problems: list[str],
+) -> tuple[WhatsAppNumber | None, list[WhatsAppNumber]] | None:
+    """The number (or the WABA's numbers) an item acts on, if the signing app
+    may act there; otherwise None, with the reason added to ``problems``."""
     not_signer = (
         "not one of the signing app's" if signer_id else "the signing app is gone"
     )
-    problems: list[str] = []
-    for item in batch.items:
-        kind = type(item).__name__
-        if isinstance(item, payloads.UnparsableItem):
-            problems.append(_problem(f"Unreadable {item.kind}: {item.error}"))
-            continue
-        if isinstance(item, payloads.UnhandledChange):
-            problems.append(_problem(f"Unhandled change field {item.field!r}"))
-            continue
-        phone_number_id = getattr(item, "phone_number_id", None)
-        number, numbers = None, []
-        if phone_number_id is not None:
-            number = by_id.get(phone_number_id)
-            if number is None:
-                problems.append(f"Unknown phone_number_id {phone_number_id!r} ({kind})")
-                continue
-            if not number.signed:
-                problems.append(
-                    f"Number {phone_number_id!r} not routed, {not_signer} ({kind})"
-                )
-                continue
-        else:
-            named = by_waba.get(item.waba_id, [])
-            numbers = [candidate for candidate in named if candidate.signed]
-            if not named:
-                problems.append(f"Unknown WABA {item.waba_id!r} ({kind})")
-                continue
-            if not numbers:
-                problems.append(
-                    f"WABA {item.waba_id!r} not routed, {not_signer} ({kind})"
-                )
-                continue
-        if not _hand_over(item, number=number, numbers=numbers, at=received_at):
-            # A new item class in payloads.py: keep it visible.
-            problems.append(f"No handler for {kind}")
-    return problems
+    kind = type(item).__name__
+    if isinstance(item, payloads.UnparsableItem):
+        problems.append(_problem(f"Unreadable {item.kind}: {item.error}"))
+        return None
+    if isinstance(item, payloads.UnhandledChange):
+        problems.append(_problem(f"Unhandled change field {item.field!r}"))
+        return None
+    phone_number_id = getattr(item, "phone_number_id", None)
+    if phone_number_id is not None:
+        number = by_id.get(phone_number_id)
+        if number is None:
+            problems.append(f"Unknown phone_number_id {phone_number_id!r} ({kind})")
+            return None
+        if not number.signed:
+            problems.append(
+                f"Number {phone_number_id!r} not routed, {not_signer} ({kind})"
+            )
+            return None
+        return number, []
+    named = by_waba.get(item.waba_id, [])
+    numbers = [candidate for candidate in named if candidate.signed]
+    if not named:
+        problems.append(f"Unknown WABA {item.waba_id!r} ({kind})")
+        return None
+    if not numbers:
+        problems.append(f"WABA {item.waba_id!r} not routed, {not_signer} ({kind})")
+        return None
+    return None, numbers
 
 
 def _hand_over(
@@ -288,3 +311,243 @@ def _hand_over(
     else:
         return False
     return True
+
+
+# --- Sets: claimed batches of stored events -------------------------------------
+
+# Events one claim takes. The statements a batch costs do not grow with it,
+# so bigger batches spread them thinner; a batch is one transaction holding
+# row locks on its messages, so a few hundred keeps it well under a second.
+WEBHOOK_CLAIM_BATCH = 200
+# How long one drain keeps claiming before it hands over (the task queues
+# another): long enough to amortise a task, short enough that a worker
+# process is free for other queues' tasks every few seconds.
+WEBHOOK_DRAIN_SECONDS = 5.0
+
+
+def drain_webhook_events(
+    *,
+    event_ids: Sequence[int] = (),
+    limit: int = WEBHOOK_CLAIM_BATCH,
+    seconds: float = WEBHOOK_DRAIN_SECONDS,
+) -> bool:
+    """Claim and process batches of pending events until a claim finds none
+    or ``seconds`` have passed; return whether some may be left.
+
+    ``event_ids`` names events to take even when failed (the sweeper's
+    retries); pending events need no naming: any drain claims them, lowest
+    lane first (customers' messages before statuses), oldest first.
+    """
+    if not settings.WEBHOOK_SETS:
+        # The operator's switch back to the one-by-one path: the named
+        # events only, each in its own transaction, as before sets.
+        _process_one_by_one(event_ids)
+        return False
+    deadline = time.monotonic() + seconds
+    named = list(event_ids)
+    while True:
+        claimed = process_webhook_batch(event_ids=named, limit=limit)
+        named = []
+        if not claimed:
+            return False
+        if time.monotonic() >= deadline:
+            return True
+
+
+def process_webhook_batch(
+    *, event_ids: Sequence[int] = (), limit: int = WEBHOOK_CLAIM_BATCH
+) -> list[int]:
+    """Claim up to ``limit`` events (FOR UPDATE SKIP LOCKED) and apply them as
+    a set, in one transaction; return the ids claimed.
+
+    The set's statements do not grow with the batch (statuses.apply_statuses,
+    inbound.receive_messages). Events the set does not take (a message for
+    the one-by-one path) are processed one by one after it commits. When
+    anything in the set fails, it is rolled back and every claimed event is
+    processed one by one (process_webhook_event), which marks the poisonous
+    one failed or unroutable and keeps the others: one bad event never fails
+    its batch. A worker killed mid-batch loses only its transaction; the
+    events are pending again for the next claim.
+    """
+    if connection.vendor != "postgresql":
+        # The embedded SQLite mode has no SKIP LOCKED: one by one, named only.
+        _process_one_by_one(event_ids)
+        return list(event_ids)
+    claimed: list[int] = []
+    apart: list[int] = []
+    try:
+        with transaction.atomic():
+            events = _claim(event_ids, limit)
+            claimed = [event.pk for event in events]
+            if events:
+                with realtime.batched():
+                    apart = _apply_set(events)
+    except Exception:
+        if not claimed:
+            # Nothing was claimed (the database is away): the caller retries.
+            raise
+        logger.exception(
+            "A batch of %d webhook events failed as a set; processing them one by one",
+            len(claimed),
+        )
+        apart = claimed
+    _process_one_by_one(apart)
+    return claimed
+
+
+def _process_one_by_one(event_ids: Sequence[int]) -> None:
+    """process_webhook_event for each, each in its own transaction."""
+    for event_id in event_ids:
+        try:
+            process_webhook_event(event_id=event_id)
+        except WebhookEvent.DoesNotExist:
+            logger.warning("Webhook event %s does not exist", event_id)
+        except Exception:
+            # Recorded on the row (failed, attempts counted): the sweeper
+            # retries it with backoff.
+            logger.exception("Webhook event %s failed", event_id)
+
+
+def _claim(event_ids: Sequence[int], limit: int) -> list[WebhookEvent]:
+    """Lock the named failed events, then pending customers' messages, or
+    else pending events by lane and age.
+
+    Pending events are never taken by name: a doorbell naming a storm's
+    statuses must not jump the customers' messages stored after them.
+    """
+    claim = WebhookEvent.objects.select_for_update(skip_locked=True).only(
+        "pk", "body", "app_id", "received_at", "state"
+    )
+    events = []
+    if event_ids:
+        events = list(
+            claim.filter(
+                pk__in=list(event_ids)[:limit], state=WebhookEvent.State.FAILED
+            ).order_by("pk")
+        )
+    if len(events) < limit:
+        pending = claim.filter(state=WebhookEvent.State.PENDING).exclude(
+            pk__in=[event.pk for event in events]
+        )
+        # Customers' messages make a batch of their own: it commits in
+        # milliseconds instead of waiting for a couple of hundred statuses.
+        messages = list(
+            pending.filter(lane=WebhookEvent.Lane.MESSAGES).order_by("pk")[
+                : limit - len(events)
+            ]
+        )
+        events += messages or list(
+            pending.order_by("lane", "pk")[: limit - len(events)]
+        )
+    return events
+
+
+@dataclass
+class _Parsed:
+    event: WebhookEvent
+    batch: payloads.WebhookBatch
+    problems: list[str] = field(default_factory=list)
+
+
+def _apply_set(events: list[WebhookEvent]) -> list[int]:
+    """Apply claimed events as a set; return those left for one by one."""
+    finished: dict[int, tuple[str, str]] = {}
+    parsed: list[_Parsed] = []
+    apart: list[int] = []
+    for event in events:
+        try:
+            batch = payloads.parse(bytes(event.body))
+        except payloads.MalformedPayload as exc:
+            finished[event.pk] = (WebhookEvent.State.MALFORMED, str(exc))
+            continue
+        if not _takes_in_set(batch):
+            apart.append(event.pk)
+        else:
+            parsed.append(_Parsed(event, batch))
+    routed = _route_all(parsed)
+    received = [
+        (number, item, entry.event.received_at)
+        for entry, item, number, _ in routed
+        if isinstance(item, payloads.InboundMessage)
+    ]
+    if received and inbound.receive_messages(received=received) is None:
+        # The senders need the one-by-one path: every event with a message.
+        with_messages = {entry.event.pk for entry in parsed if entry.batch.messages}
+        apart += sorted(with_messages)
+        parsed = [entry for entry in parsed if entry.event.pk not in with_messages]
+        routed = [route for route in routed if route[0].event.pk not in with_messages]
+    statuses.apply_statuses(
+        reports=[
+            (number, item)
+            for _, item, number, _ in routed
+            if isinstance(item, payloads.StatusUpdate)
+        ]
+    )
+    for entry, item, number, numbers in routed:
+        if isinstance(item, payloads.InboundMessage | payloads.StatusUpdate):
+            continue
+        if not _hand_over(
+            item, number=number, numbers=numbers, at=entry.event.received_at
+        ):
+            entry.problems.append(f"No handler for {type(item).__name__}")
+    for entry in parsed:
+        state = (
+            WebhookEvent.State.UNROUTABLE
+            if entry.problems
+            else WebhookEvent.State.PROCESSED
+        )
+        finished[entry.event.pk] = (state, "\n".join(entry.problems))
+    _finish_events(finished)
+    return apart
+
+
+def _takes_in_set(batch: payloads.WebhookBatch) -> bool:
+    """Whether a set applies this event: every message is one receive_messages
+    takes (inbound.takes_in_bulk), and nothing writes messages the set's
+    statuses could be for (the business app's echoes and history go one by
+    one, in their event's order)."""
+    return all(
+        inbound.takes_in_bulk(message) for message in batch.messages
+    ) and not any(
+        isinstance(item, payloads.MessageEcho | payloads.HistoryChunk)
+        for item in batch.items
+    )
+
+
+def _route_all(parsed: list[_Parsed]) -> list[tuple]:
+    """(entry, item, number, numbers) for every item the signing apps may act
+    on; the others become the entry's problems (as _process_batch)."""
+    routed = []
+    by_signer: dict[int | None, list[_Parsed]] = {}
+    for entry in parsed:
+        by_signer.setdefault(entry.event.app_id, []).append(entry)
+    for signer_id, entries in by_signer.items():
+        every_item = payloads.WebhookBatch(
+            items=tuple(item for entry in entries for item in entry.batch.items)
+        )
+        by_id, by_waba = _numbers_named(every_item, signer_id)
+        for entry in entries:
+            for item in entry.batch.items:
+                target = _route(item, by_id, by_waba, signer_id, entry.problems)
+                if target is not None:
+                    routed.append((entry, item, *target))
+    return routed
+
+
+def _finish_events(finished: dict[int, tuple[str, str]]) -> None:
+    """_finish_event for many events: one UPDATE … FROM (VALUES …)."""
+    if not finished:
+        return
+    rows, params = [], []
+    for event_id, (state, error) in finished.items():
+        rows.append("(%s::bigint, %s::text, %s::text)")
+        params += [event_id, state, error]
+    table = WebhookEvent._meta.db_table
+    sql = (
+        f"UPDATE {table} AS e SET state = v.state, last_error = v.error,"  # noqa: S608
+        " processed_at = %s, next_attempt_at = NULL"
+        f" FROM (VALUES {', '.join(rows)}) AS v(id, state, error) WHERE e.id = v.id"
+    )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, *params])

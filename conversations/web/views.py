@@ -6,13 +6,11 @@ changed (htmx), or redirect back (no script). Every lookup goes through
 visible_to(), so a foreign or unknown id is a 404 either way.
 """
 
-import csv
 import mimetypes
 from datetime import datetime
-from numbers import Number
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -28,7 +26,6 @@ from ..live.rendering import (
     render_row,
 )
 from ..models import ConsentRecord, Conversation, Label, Message, MessageTemplate
-from ..selectors import reports
 from ..selectors.composer import canned_responses
 from ..selectors.inbox import InboxCursor, InboxFilter
 from ..selectors.thread import (
@@ -481,87 +478,3 @@ def canned_text(request: HttpRequest, pk: int, canned_pk: int) -> HttpResponse:
         raise Http404("No such canned response")
     text = fill_canned(response.text, conversation=conversation, agent=request.user)
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
-
-
-# --- Reports (business): supervisors only ----------------------------------------
-
-REPORT_CHARTS = [
-    ("volume_by_hour", "hour", "messages"),
-    ("volume_by_day", "day", "inbound"),
-    ("response_times_by_agent", "agent", "first_response_p50"),
-    ("template_funnel", "template", "read"),
-    ("cost_by_day", "day", "cost"),
-    ("cost_by_number", "number", "cost"),
-    ("cost_by_team", "team", "cost"),
-    ("cost_by_template", "template", "cost"),
-    ("cost_by_ad", "ad", "cost"),
-]
-
-
-def _may_see_reports(user) -> bool:
-    return user.has_perm("conversations.view_reports")
-
-
-def _report_tables(request: HttpRequest) -> tuple[dict, int]:
-    try:
-        days = max(1, min(int(request.GET.get("days", 30)), 366))
-    except ValueError:
-        days = 30
-    return reports.build(since=reports.default_since(days)), days
-
-
-@login_required
-@require_GET
-def reports_page(request: HttpRequest) -> HttpResponse:
-    """Volume, response times, template funnel, cost and ads, as tables and SVG."""
-    if not _may_see_reports(request.user):
-        raise PermissionDenied
-    tables, days = _report_tables(request)
-    charts = {
-        name: reports.bars(tables[name].rows, label, value)
-        for name, label, value in REPORT_CHARTS
-        if tables[name].rows
-    }
-    return render(
-        request,
-        "conversations/reports.html",
-        {
-            "tables": [
-                {"table": table, "chart": charts.get(name)}
-                for name, table in tables.items()
-            ],
-            "days": days,
-        },
-    )
-
-
-@login_required
-@require_GET
-def report_csv(request: HttpRequest, name: str) -> HttpResponse:
-    """One report table as CSV (same filters as the page)."""
-    if not _may_see_reports(request.user):
-        raise PermissionDenied
-    tables, _ = _report_tables(request)
-    table = tables.get(name)
-    if table is None:
-        raise Http404("No such report")
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
-    writer = csv.writer(response)
-    for row in [table.columns, *table.as_lists()]:
-        writer.writerow([spreadsheet_cell(value) for value in row])
-    return response
-
-
-# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection").
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_cell(value):
-    """A CSV cell that no spreadsheet runs: text that would start a formula
-    gets a leading apostrophe (which spreadsheets do not show); numbers,
-    negative ones included, stay numbers."""
-    if value is None or isinstance(value, Number):
-        return value
-    text = str(value)
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text

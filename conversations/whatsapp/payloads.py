@@ -1723,3 +1723,28 @@ def verify_signature(
         if hmac.compare_digest(digest, expected) and found is None:
             found = secret
     return found
+
+
+# What a body holds, by a look at its bytes rather than a parse: the webhook
+# endpoint answers Meta in milliseconds and parses nothing. A customer's
+# message is a "messages" array in a messages change; a status webhook holds
+# a "statuses" array instead. A body that fools the look (keys written with
+# escapes) is only claimed in another order: processing parses it in full.
+BODY_HOLDS_MESSAGES = "messages"
+BODY_HOLDS_STATUSES = "statuses"
+BODY_HOLDS_OTHER = "other"
+
+
+# A key, not the value "messages" of every change's "field" (a quote inside a
+# JSON string is always escaped, so text cannot fake either).
+_MESSAGES_KEY = re.compile(rb'"messages"\s*:')
+_STATUSES_KEY = re.compile(rb'"statuses"\s*:')
+
+
+def body_holds(body: bytes) -> str:
+    """BODY_HOLDS_MESSAGES, _STATUSES or _OTHER for a raw webhook body."""
+    if _MESSAGES_KEY.search(body):
+        return BODY_HOLDS_MESSAGES
+    if _STATUSES_KEY.search(body):
+        return BODY_HOLDS_STATUSES
+    return BODY_HOLDS_OTHER

@@ -42,7 +42,12 @@ from django.db import connections
 
 from conversations.models import MetaApp, WebhookEvent
 from conversations.tasks import event_batches
-from conversations.whatsapp.payloads import verify_signature
+from conversations.whatsapp.payloads import (
+    BODY_HOLDS_MESSAGES,
+    BODY_HOLDS_STATUSES,
+    body_holds,
+    verify_signature,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +83,16 @@ DATABASE_TIMEOUT = 2.0
 REDIS_TIMEOUT = 0.5
 DOORBELL_BACKLOG = 10_000
 DOORBELL_BATCH = 500
+# The claim lane of an event by what its body holds (WebhookEvent.Lane).
+LANES = {
+    BODY_HOLDS_MESSAGES: WebhookEvent.Lane.MESSAGES.value,
+    BODY_HOLDS_STATUSES: WebhookEvent.Lane.STATUSES.value,
+}
+
+
+def lane_of(body: bytes) -> int:
+    """The claim lane of a body (WebhookEvent.Lane), from a look at its bytes."""
+    return LANES.get(body_holds(body), WebhookEvent.Lane.OTHER.value)
 
 
 class DatabaseUnavailable(Exception):
@@ -137,9 +152,9 @@ class PostgresStore:
         # is SET_NULL anyway) instead of failing the foreign key.
         self._insert = (
             f"INSERT INTO {table} (body, headers, app_id, signature_valid, state,"  # noqa: S608
-            " received_at, attempts, last_error)"
+            " received_at, attempts, last_error, lane)"
             f" VALUES (%s, %s, (SELECT id FROM {app_table} WHERE id = %s), true,"
-            " %s, %s, 0, '') RETURNING id"
+            " %s, %s, 0, '', %s) RETURNING id"
         )
         self._select_apps = f"SELECT id, app_secret, verify_token FROM {app_table}"  # noqa: S608
 
@@ -157,7 +172,9 @@ class PostgresStore:
         except self._errors as error:
             raise DatabaseUnavailable(str(error)) from error
 
-    async def insert(self, body: bytes, headers: dict, app_id: int, received_at) -> int:
+    async def insert(
+        self, body: bytes, headers: dict, app_id: int, received_at, lane: int
+    ) -> int:
         try:
             async with await self._connection() as conn:
                 cursor = await conn.execute(
@@ -168,6 +185,7 @@ class PostgresStore:
                         app_id,
                         WebhookEvent.State.PENDING.value,
                         received_at,
+                        lane,
                     ),
                 )
                 return (await cursor.fetchone())[0]
@@ -191,8 +209,9 @@ class SqliteStore:
         app_table = MetaApp._meta.db_table
         self._insert = (
             f"INSERT INTO {table} (body, headers, app_id, signature_valid, state,"  # noqa: S608
-            " received_at, attempts, last_error)"
-            f" VALUES (?, ?, (SELECT id FROM {app_table} WHERE id = ?), 1, ?, ?, 0, '')"
+            " received_at, attempts, last_error, lane)"
+            f" VALUES (?, ?, (SELECT id FROM {app_table} WHERE id = ?),"
+            " 1, ?, ?, 0, '', ?)"
         )
         self._select_apps = f"SELECT id, app_secret, verify_token FROM {app_table}"  # noqa: S608
         self._ops = connections["default"].ops
@@ -230,7 +249,9 @@ class SqliteStore:
 
         return await self._run(select)
 
-    async def insert(self, body: bytes, headers: dict, app_id: int, received_at) -> int:
+    async def insert(
+        self, body: bytes, headers: dict, app_id: int, received_at, lane: int
+    ) -> int:
         values = (
             body,
             json.dumps(headers),
@@ -238,6 +259,7 @@ class SqliteStore:
             WebhookEvent.State.PENDING.value,
             # Django's own text form of a datetime on SQLite (UTC, naive).
             self._ops.adapt_datetimefield_value(received_at),
+            lane,
         )
 
         def insert():
@@ -592,7 +614,7 @@ class WebhookEndpoint:
             if app is None:
                 return 403, b"Invalid signature\n", None
         received_at = datetime.datetime.now(datetime.UTC)
-        event_id = await store.insert(body, headers, app.id, received_at)
+        event_id = await store.insert(body, headers, app.id, received_at, lane_of(body))
         return 200, b"OK\n", event_id
 
     @staticmethod

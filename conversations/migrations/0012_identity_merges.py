@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0010_consent_occurred_at"),
+        ("conversations", "0011_engine_claims"),
     ]
 
     operations = [

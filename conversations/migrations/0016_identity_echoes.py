@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0014_identity_groups"),
+        ("conversations", "0015_identity_groups"),
     ]
 
     operations = [

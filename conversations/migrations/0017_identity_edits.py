@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0015_identity_echoes"),
+        ("conversations", "0016_identity_echoes"),
     ]
 
     operations = [

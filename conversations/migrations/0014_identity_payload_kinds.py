@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0012_identity_username_search"),
+        ("conversations", "0013_identity_username_search"),
     ]
 
     operations = [

@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("conversations", "0011_identity_merges"),
+        ("conversations", "0012_identity_merges"),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("accounts", "0004_closed_tabs"),
-        ("conversations", "0013_identity_payload_kinds"),
+        ("conversations", "0014_identity_payload_kinds"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
