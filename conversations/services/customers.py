@@ -122,36 +122,100 @@ def learn_from_contact(customer_id: int, contact: payloads.Contact) -> None:
 
 
 def learn_from_contacts(learnt: Sequence[tuple[int, payloads.Contact]]) -> None:
-    """learn_from_contact for many (customer id, contact) pairs: one read of
-    the customers, and writes only for those a contact tells something new
-    (so a storm of statuses about known customers costs one statement)."""
+    """learn_from_contact for many (customer id, contact) pairs in a number of
+    statements that does not grow with them: one read of the customers, one
+    of whoever holds an id a contact brings, one UPDATE … FROM (VALUES …).
+
+    A phone or BSUID another customer holds (or two contacts bring for two
+    customers) is a merge: that customer is settled one by one
+    (find_or_merge_customer), as Meta rarely sends one.
+    """
     if not learnt:
         return
     by_pk = Customer.objects.in_bulk({customer_id for customer_id, _ in learnt})
+    news: dict[int, dict[str, str]] = {}
     for customer_id, contact in learnt:
         customer = by_pk.get(customer_id)
-        if customer is None:
-            continue
-        wa_id = contact.wa_id if contact.wa_id and not customer.wa_id else ""
-        user_id = contact.user_id if contact.user_id and not customer.user_id else ""
-        fresh = {
-            "profile_name": contact.name,
-            "username": contact.username,
-            "country_code": contact.country_code,
-        }
-        if not (wa_id or user_id) and all(
-            not value or getattr(customer, name) == value
-            for name, value in fresh.items()
-        ):
-            continue
-        settled = find_or_merge_customer(
-            wa_id=wa_id or customer.wa_id,
-            user_id=user_id or customer.user_id,
-            **fresh,
+        if customer is not None:
+            _note_news(news.setdefault(customer_id, {}), customer, contact)
+    news = {pk: fields for pk, fields in news.items() if fields}
+    if not news:
+        return
+    claims: dict[tuple[str, str], set[int]] = {}
+    for pk, fields in news.items():
+        for key in ("wa_id", "user_id"):
+            if fields.get(key):
+                claims.setdefault((key, fields[key]), set()).add(pk)
+    contested = {pk for pks in claims.values() if len(pks) > 1 for pk in pks}
+    if claims:
+        held = Customer.objects.filter(
+            Q(wa_id__in={value for key, value in claims if key == "wa_id"})
+            | Q(user_id__in={value for key, value in claims if key == "user_id"})
+        ).values_list("pk", "wa_id", "user_id")
+        for holder, wa_id, user_id in held:
+            for key, value in (("wa_id", wa_id), ("user_id", user_id)):
+                contested |= claims.get((key, value), set()) - {holder}
+    _update_customers(
+        {pk: fields for pk, fields in news.items() if pk not in contested}
+    )
+    for pk in sorted(contested):
+        customer, fields = by_pk[pk], news[pk]
+        find_or_merge_customer(
+            wa_id=fields.pop("wa_id", "") or customer.wa_id,
+            user_id=fields.pop("user_id", "") or customer.user_id,
+            **{name: value for name, value in fields.items() if name != "phone"},
         )
-        # A later contact for the same customer compares with what is now
-        # stored (a merge's survivor answers for both).
-        by_pk[customer_id] = by_pk[settled.pk] = settled
+
+
+def _note_news(fields: dict[str, str], customer: Customer, contact) -> None:
+    """Add to ``fields`` what a contact tells that the customer row lacks: an
+    id it has none of, non-empty profile values that differ."""
+    if contact.wa_id and not customer.wa_id:
+        fields["wa_id"] = contact.wa_id
+        if not customer.phone and E164_DIGITS.match(contact.wa_id):
+            fields["phone"] = f"+{contact.wa_id}"
+    if contact.user_id and not customer.user_id:
+        fields["user_id"] = contact.user_id
+    for name, value in (
+        ("profile_name", contact.name),
+        ("username", contact.username),
+        ("country_code", contact.country_code),
+    ):
+        if value and getattr(customer, name) != value:
+            fields[name] = value
+
+
+_LEARNT_FIELDS = (
+    "wa_id",
+    "phone",
+    "user_id",
+    "profile_name",
+    "username",
+    "country_code",
+)
+
+
+def _update_customers(news: dict[int, dict[str, str]]) -> None:
+    """One UPDATE … FROM (VALUES …) writing each customer's learnt fields;
+    an empty value keeps what is stored."""
+    if not news:
+        return
+    rows, params = [], []
+    for pk in sorted(news):
+        rows.append("(%s::bigint" + ", %s::text" * len(_LEARNT_FIELDS) + ")")
+        params += [pk, *(news[pk].get(name, "") for name in _LEARNT_FIELDS)]
+    names = ", ".join(_LEARNT_FIELDS)
+    sets = ", ".join(
+        f"{name} = CASE WHEN v.{name} <> '' THEN v.{name} ELSE c.{name} END"
+        for name in _LEARNT_FIELDS
+    )
+    sql = (
+        f"UPDATE {Customer._meta.db_table} AS c SET {sets}, updated_at = %s"  # noqa: S608
+        f" FROM (VALUES {', '.join(rows)}) AS v(id, {names}) WHERE c.id = v.id"
+    )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, *params])
 
 
 def _upsert_customer(
