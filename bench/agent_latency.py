@@ -562,23 +562,23 @@ FROM generate_series(1, %(conversations)s) g;
 
 INSERT INTO conversations_conversation
   (customer_id, number_id, status, unread_count, referral_source_id,
-   referral_ctwa_clid, created_at, updated_at)
+   referral_ctwa_clid, group_id, created_at, updated_at)
 SELECT c.id, %(number)s,
        (ARRAY['open','open','pending','resolved'])[1 + c.id %% 4],
-       c.id %% 3, '', '', now(), now()
+       c.id %% 3, '', '', '', now(), now()
 FROM conversations_customer c;
 
 INSERT INTO conversations_message
   (conversation_id, direction, type, text, payload, wamid, status, timestamp,
    context_wamid, forwarded, frequently_forwarded, media_id, media_mime_type,
-   media_filename, media_sha256, media_file, media_state, attempts, created_at,
-   updated_at)
+   media_filename, media_sha256, media_file, media_state, attempts,
+   from_business_app, edit_history, created_at, updated_at)
 SELECT cv.first + (g %% %(conversations)s),
        CASE WHEN g %% 3 = 0 THEN 'outbound' ELSE 'inbound' END, 'text',
        'Message number ' || g || ' about an order', '{}', 'wamid.gen' || g,
        CASE WHEN g %% 3 = 0 THEN 'read' ELSE 'received' END,
        now() - make_interval(secs => (%(messages)s - g) * 7),
-       '', false, false, '', '', '', '', '', '', 0, now(), now()
+       '', false, false, '', '', '', '', '', '', 0, false, '[]', now(), now()
 FROM generate_series(1, %(messages)s) g,
      (SELECT min(id) AS first FROM conversations_conversation) cv;
 

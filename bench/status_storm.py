@@ -266,9 +266,10 @@ def add_replies(
                 " text, payload, wamid, status, timestamp, forwarded,"
                 " frequently_forwarded, context_wamid, media_id, media_mime_type,"
                 " media_filename, media_sha256, media_file, media_state, attempts,"
-                " created_at, updated_at) VALUES (%s, 'outbound', 'text', 'On its way',"
+                " from_business_app, edit_history, created_at, updated_at)"
+                " VALUES (%s, 'outbound', 'text', 'On its way',"
                 " '{}', %s, 'sent', now(), false, false, '', '', '', '', '', '', '',"
-                " 1, now(), now())",
+                " 1, false, '[]', now(), now())",
                 [(conversation_id, wamid) for conversation_id, wamid, _ in rows],
             )
     return [(wamid, wa_id) for _, wamid, wa_id in rows]

@@ -208,7 +208,12 @@ class Customer(models.Model):
     @property
     def display_name(self) -> str:
         return (
-            self.name or self.profile_name or self.phone or self.wa_id or self.user_id
+            self.name
+            or self.profile_name
+            or self.username
+            or self.phone
+            or self.wa_id
+            or self.user_id
         )
 
 
@@ -384,6 +389,10 @@ class Conversation(models.Model):
     free_entry_point_expires_at = models.DateTimeField(null=True, blank=True)
     first_response_at = models.DateTimeField(null=True, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # A WhatsApp group's traffic (Groups API group_id), kept apart from the
+    # one-to-one conversations of its members; its customer is whoever wrote
+    # first. Empty for one-to-one conversations.
+    group_id = models.CharField(max_length=256, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -396,9 +405,15 @@ class Conversation(models.Model):
             # concurrent webhooks cannot open two.
             models.UniqueConstraint(
                 fields=["customer", "number"],
-                condition=~Q(status="resolved"),
+                condition=~Q(status="resolved") & Q(group_id=""),
                 name="one_unresolved_conversation_per_customer_and_number",
-            )
+            ),
+            # And a group at most one per number.
+            models.UniqueConstraint(
+                fields=["number", "group_id"],
+                condition=~Q(status="resolved") & ~Q(group_id=""),
+                name="one_unresolved_conversation_per_group_and_number",
+            ),
         ]
         indexes = [
             # The inbox: newest activity first, optionally by number/status.
@@ -457,6 +472,8 @@ class MessageTemplate(models.Model):
     components = models.JSONField(default=list, blank=True)
     # Why Meta rejected, paused or disabled it, as its webhook said.
     status_reason = models.TextField(blank=True)
+    # GREEN, YELLOW, RED or UNKNOWN, from Meta's quality webhooks.
+    quality_score = models.CharField(max_length=20, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -549,6 +566,22 @@ class Message(models.Model):
     context_wamid = models.CharField(max_length=256, blank=True)
     forwarded = models.BooleanField(default=False)
     frequently_forwarded = models.BooleanField(default=False)
+    # A customer's edit or deletion of this message (coexistence numbers):
+    # when, and what it said before ({"text", "payload", "at", "wamid"} each).
+    edited_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    edit_history = models.JSONField(default=list, blank=True)
+    # An outbound message the business sent from the WhatsApp Business app
+    # (coexistence: Meta's smb_message_echoes), not from the helpdesk.
+    from_business_app = models.BooleanField(default=False)
+    # Who wrote an inbound message of a group conversation (its members
+    # differ; the conversation's customer is only the first of them).
+    group_sender = models.ForeignKey(
+        Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The catalog product a "Message business" inquiry is about
+    # (context.referred_product: catalog_id, product_retailer_id).
+    referred_product = models.JSONField(null=True, blank=True)
     # The agent who wrote an outbound message; empty for API and system sends.
     sender = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -970,8 +1003,11 @@ class Notification(models.Model):
         QUEUED = "queued", "Accepted (its message carries the status)"
         REFUSED = "refused", "Refused before sending"
 
-    # The number as the business gave it (kept even when it was invalid).
-    to = models.CharField(max_length=64)
+    # The number as the business gave it (kept even when it was invalid);
+    # empty when the business named the customer by user_id instead.
+    to = models.CharField(max_length=64, blank=True)
+    # The business-scoped user id the business gave in place of `to`.
+    user_id = models.CharField(max_length=256, blank=True)
     customer = models.ForeignKey(
         Customer,
         on_delete=models.CASCADE,
@@ -1675,3 +1711,49 @@ class Macro(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class CustomerMerge(models.Model):
+    """Two customers found to be one person, kept as one: a webhook named a
+    wa_id held by one and a BSUID held by the other. The absorbed customer's
+    conversations, consent records and notifications now belong to the
+    survivor; this row remembers who it was."""
+
+    survivor = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="merges"
+    )
+    absorbed_customer_id = models.BigIntegerField()
+    absorbed_wa_id = models.CharField(max_length=32, blank=True)
+    absorbed_user_id = models.CharField(max_length=256, blank=True)
+    absorbed_name = models.CharField(max_length=256, blank=True)
+    conversations_moved = models.PositiveIntegerField(default=0)
+    merged_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-merged_at", "-id"]
+
+    def __str__(self):
+        return f"customer {self.absorbed_customer_id} into {self.survivor_id}"
+
+
+class CustomerIdentityChange(models.Model):
+    """A phone number or BSUID a customer had before Meta's system message
+    (`user_changed_number`, `user_changed_user_id`) re-keyed them."""
+
+    class Kind(models.TextChoices):
+        NUMBER = "user_changed_number", "Changed phone number"
+        USER_ID = "user_changed_user_id", "Changed business-scoped user id"
+
+    customer = models.ForeignKey(
+        Customer, on_delete=models.CASCADE, related_name="identity_changes"
+    )
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    old_value = models.CharField(max_length=256, blank=True)
+    new_value = models.CharField(max_length=256)
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self):
+        return f"{self.customer_id} {self.kind}: {self.old_value} -> {self.new_value}"

@@ -89,10 +89,40 @@ def build_message(
             if referral is True
             else {**SAMPLE_REFERRAL, **referral}
         )
-    if kind == "system":
-        del message["from"]
+    _add_extras(description, message)
     message.update(description.get("message") or {})
     return message
+
+
+# Meta's error on an inbound media message it could not take from the phone.
+MEDIA_FAILED_ERROR = {
+    "code": 131052,
+    "title": "Media download error",
+    "message": "Media download error",
+    "error_data": {"details": "Unable to download the media sent by the user."},
+}
+
+
+def _add_extras(description: dict, message: dict) -> None:
+    """What a description adds to any message: written in a group
+    (`group_id`), asking about a catalog product (`product`: catalog_id,
+    product_retailer_id), media Meta failed to take (`media_failed`)."""
+    if description.get("group_id"):
+        message["group_id"] = str(description["group_id"])
+    product = description.get("product")
+    if product:
+        message["context"] = {
+            "from": description.get("business_display_digits", ""),
+            "id": "wamid.sandbox-catalog-message",
+            "referred_product": {
+                "catalog_id": str(product.get("catalog_id", "")),
+                "product_retailer_id": str(product.get("product_retailer_id", "")),
+            },
+        }
+    kind = message.get("type")
+    if description.get("media_failed") and kind in MEDIA_TYPES:
+        message[kind] = {"mime_type": message[kind]["mime_type"]}
+        message["errors"] = [MEDIA_FAILED_ERROR]
 
 
 def _context(description: dict) -> dict:
@@ -251,6 +281,15 @@ def _system(description):
         f"User {description['customer_name']} changed from "
         f"{description['old_wa_id']} to {new_wa_id}"
     )
+    if description.get("new_user_id"):
+        # A new number gives a new business-scoped user id too.
+        system = {
+            "body": body,
+            "wa_id": new_wa_id,
+            "user_id": str(description["new_user_id"]),
+            "type": "user_changed_user_id",
+        }
+        return {"type": "system", "system": system}
     return {
         "type": "system",
         "system": {"body": body, "wa_id": new_wa_id, "type": "user_changed_number"},

@@ -101,6 +101,7 @@ def status(
     status_name: str,
     recipient_id: str,
     timestamp: int,
+    recipient_user_id: str = "",
     pricing_info: dict | None = None,
     conversation: dict | None = None,
     callback_data: str = "",
@@ -112,6 +113,8 @@ def status(
         "timestamp": str(timestamp),
         "recipient_id": recipient_id,
     }
+    if recipient_user_id:
+        item["recipient_user_id"] = recipient_user_id
     if conversation:
         item["conversation"] = conversation
     if pricing_info:

@@ -1,5 +1,6 @@
 """Checks of POST /{phone-number-id}/messages bodies, as Meta makes them."""
 
+from . import identity
 from .errors import GraphError, invalid_parameter, missing_parameter
 
 TEXT_LIMIT = 4096
@@ -33,15 +34,7 @@ def check_send(body) -> str:
         )
     if "status" in body:
         return _check_status_update(body)
-    to = body.get("to")
-    if not to or not isinstance(to, str):
-        raise GraphError(
-            100,
-            "The parameter to is required.",
-            message="(#100) The parameter to is required.",
-        )
-    if not recipient_wa_id(to):
-        raise invalid_parameter(f"Param to ({to}) is not a valid phone number.")
+    identity.check_addressee(body)
     kind = body.get("type", "text")
     if kind not in SEND_TYPES:
         raise invalid_parameter(

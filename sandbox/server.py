@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import payloads
+from . import business_app, identity, payloads
 from .config import Number, SandboxConfig, StatusDelays
 from .errors import (
     GraphError,
@@ -124,8 +124,9 @@ async def send_message(request: web.Request) -> web.StreamResponse:
         stored_template = None
         if body.get("type") == "template":
             stored_template = sandbox.check_template(number, body["template"])
-        wa_id = recipient_wa_id(body["to"])
-        customer = sandbox.customer(wa_id)
+        identity.check_recipient_template(body, stored_template)
+        customer = identity.addressed_customer(sandbox, body)
+        wa_id = customer.wa_id
         if (
             body.get("type", "text") != "template"
             and sandbox.config.window_error_mode == "sync"
@@ -157,7 +158,7 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     message = sandbox.accept_send(number, body, wa_id, stored_template)
     result = {
         "messaging_product": "whatsapp",
-        "contacts": [{"input": body["to"], "wa_id": wa_id}],
+        "contacts": [identity.answer_contact(body, wa_id, customer.user_id)],
         "messages": [{"id": message.wamid}],
     }
     if stored_template:
@@ -568,8 +569,9 @@ async def control_customer_message(request: web.Request) -> web.Response:
         wa_id, description.pop("name", ""), description.pop("user_id", "")
     )
     try:
+        identity.apply_description(customer, description)
         message = sandbox.build_customer_message(number, customer, description)
-    except DescriptionError as error:
+    except (DescriptionError, ValueError) as error:
         raise ControlError(str(error)) from None
     sandbox.receive_customer_message(number, customer, message)
     value = sandbox.customer_value(number, customer, [message])
@@ -585,6 +587,19 @@ async def control_customer_message(request: web.Request) -> web.Response:
     return _json(
         {"wamid": message["id"], "webhook_status": status, "payload": payload}, 201
     )
+
+
+@control_endpoint
+async def control_business_app_message(request: web.Request) -> web.Response:
+    """The business writes to a customer from its WhatsApp Business app."""
+    sandbox = _sandbox(request)
+    body = await _control_json(request)
+    number = _number_or_404(sandbox, body.get("phone_number_id"))
+    customer = sandbox.customer(recipient_wa_id(request.match_info["wa_id"]))
+    wamid, value = business_app.echo_value(number, customer, text=str(body["text"]))
+    payload = payloads.envelope([(number, "smb_message_echoes", value)])
+    status = await sandbox.post_webhook(number, payload, "echo")
+    return _json({"wamid": wamid, "webhook_status": status, "payload": payload}, 201)
 
 
 @control_endpoint
@@ -613,9 +628,7 @@ async def control_batch(request: web.Request) -> web.Response:
             customers[customer.wa_id] = customer
             messages.append(message)
             wamids.append(message["id"])
-        contacts = [
-            payloads.contact(c.wa_id, c.name, c.user_id) for c in customers.values()
-        ]
+        contacts = [identity.webhook_contact(c) for c in customers.values()]
         changes.append(
             (number, "messages", payloads.inbound_value(number, contacts, messages))
         )
@@ -795,6 +808,7 @@ def create_app(config: SandboxConfig) -> web.Application:
         ("POST", "/_sandbox/webhooks/batch", control_batch),
         ("*", "/_sandbox/customers", control_customers),
         ("POST", "/_sandbox/customers/{wa_id}/messages", control_customer_message),
+        ("POST", "/_sandbox/customers/{wa_id}/echoes", control_business_app_message),
         ("POST", "/_sandbox/windows", control_windows),
         ("*", "/_sandbox/templates", control_templates),
         ("POST", "/_sandbox/templates/{name}/status", control_template_status),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from . import inbound, payloads
+from . import identity, inbound, payloads
 from .config import Number, SandboxConfig
 from .errors import GraphError
 from .faults import Faults
@@ -34,6 +34,9 @@ class Customer:
     wa_id: str
     name: str
     user_id: str = ""
+    username: str = ""
+    # A username customer whose phone Meta does not show the business.
+    phone_hidden: bool = False
     # Per phone_number_id: when the customer last wrote (opens the window).
     last_inbound_at: dict[str, float] = field(default_factory=dict)
     # Per phone_number_id: when the customer arrived from an ad, and when the
@@ -50,6 +53,8 @@ class Customer:
             "wa_id": self.wa_id,
             "name": self.name,
             "user_id": self.user_id,
+            "username": self.username,
+            "phone_hidden": self.phone_hidden,
             "last_inbound_at": self.last_inbound_at,
             "referral_at": self.referral_at,
             "free_entry_point_at": self.free_entry_point_at,
@@ -226,6 +231,12 @@ class Sandbox:
             customer.user_id = user_id
         return customer
 
+    def customer_by_user_id(self, user_id: str) -> Customer | None:
+        for customer in self.customers.values():
+            if customer.user_id == user_id:
+                return customer
+        return None
+
     # --- events for the customer phone page -------------------------------------
 
     def publish(self, kind: str, **data):
@@ -281,7 +292,7 @@ class Sandbox:
         message = OutboundMessage(
             wamid=payloads.new_wamid(wa_id),
             number=number,
-            to=body["to"],
+            to=body.get("to") or body.get("recipient", ""),
             wa_id=wa_id,
             type=kind,
             body=body,
@@ -374,7 +385,10 @@ class Sandbox:
         item = payloads.status(
             wamid=message.wamid,
             status_name=name,
-            recipient_id=message.wa_id,
+            recipient_id=identity.webhook_wa_id(customer)
+            if customer
+            else message.wa_id,
+            recipient_user_id=customer.user_id if customer else "",
             timestamp=payloads.now(),
             pricing_info=message.pricing if with_pricing and name != "failed" else None,
             conversation=conversation,
@@ -383,9 +397,7 @@ class Sandbox:
         )
         contacts = []
         if customer and customer.user_id and name != "failed":
-            contacts = [
-                payloads.contact(customer.wa_id, customer.name, customer.user_id)
-            ]
+            contacts = [identity.webhook_contact(customer)]
         message.statuses.append(name)
         self.publish(
             "status",
@@ -441,10 +453,12 @@ class Sandbox:
         message = inbound.build_message(
             description,
             wamid=wamid,
-            from_wa_id=customer.wa_id,
+            from_wa_id=identity.webhook_wa_id(customer),
             timestamp=payloads.now(),
             store_media=store_media,
         )
+        if customer.user_id:
+            message["from_user_id"] = customer.user_id
         return message
 
     def receive_customer_message(
@@ -456,6 +470,7 @@ class Sandbox:
             new_wa_id = message["system"]["wa_id"]
             self.customers.pop(customer.wa_id, None)
             customer.wa_id = new_wa_id
+            customer.user_id = message["system"].get("user_id") or customer.user_id
             self.customers[new_wa_id] = customer
             return
         customer.last_inbound_at[number.phone_number_id] = now
@@ -466,11 +481,7 @@ class Sandbox:
 
     def customer_value(self, number: Number, customer: Customer, messages: list[dict]):
         system_only = all(message.get("type") == "system" for message in messages)
-        contacts = (
-            []
-            if system_only
-            else [payloads.contact(customer.wa_id, customer.name, customer.user_id)]
-        )
+        contacts = [] if system_only else [identity.webhook_contact(customer)]
         return payloads.inbound_value(number, contacts, messages)
 
     # --- webhook delivery ---------------------------------------------------

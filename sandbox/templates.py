@@ -121,6 +121,45 @@ def _seed_templates() -> list[dict]:
             "parameter_format": "POSITIONAL",
             "components": [{"type": "BODY", "text": "We miss you, {{1}}!"}],
         },
+        {
+            "name": "spring_coupon",
+            "language": "en",
+            "status": "APPROVED",
+            "category": "MARKETING",
+            "parameter_format": "POSITIONAL",
+            "components": [
+                {
+                    "type": "BODY",
+                    "text": "Hi {{1}}, take {{2}} off your next order with this code.",
+                    "example": {"body_text": [["Anna", "$10.00"]]},
+                },
+                {
+                    "type": "BUTTONS",
+                    "buttons": [{"type": "COPY_CODE", "example": "SPRING25"}],
+                },
+            ],
+        },
+        {
+            "name": "login_code",
+            "language": "en",
+            "status": "APPROVED",
+            "category": "AUTHENTICATION",
+            "parameter_format": "POSITIONAL",
+            "components": [
+                {
+                    "type": "BODY",
+                    "text": "*{{1}}* is your verification code.",
+                    "add_security_recommendation": True,
+                },
+                {"type": "FOOTER", "text": "This code expires in 10 minutes."},
+                {
+                    "type": "BUTTONS",
+                    "buttons": [
+                        {"type": "OTP", "otp_type": "COPY_CODE", "text": "Copy code"}
+                    ],
+                },
+            ],
+        },
     ]
 
 
@@ -227,7 +266,41 @@ def check_template_send(store: TemplateStore, waba_id: str, template: dict) -> d
         raise GraphError(100, "Param template['components'] must be an array.")
     _check_header(stored, _sent_component(sent, "header"))
     _check_body(stored, _sent_component(sent, "body"))
+    _check_buttons(stored, sent)
     return stored
+
+
+# What Meta wants for each kind of template button: the sub_type and the
+# parameter type of the button component a send must carry.
+BUTTON_PARAMETERS = {"COPY_CODE": ("copy_code", "coupon_code"), "OTP": ("url", "text")}
+CODE_LIMIT = 15
+
+
+def _check_buttons(stored: dict, sent: list):
+    buttons = (_component(stored, "BUTTONS") or {}).get("buttons") or []
+    sent_buttons = {
+        str(component.get("index")): component
+        for component in sent
+        if isinstance(component, dict) and component.get("type") == "button"
+    }
+    for index, button in enumerate(buttons):
+        wanted = BUTTON_PARAMETERS.get(button["type"])
+        if wanted is None:
+            continue
+        sub_type, kind = wanted
+        component = sent_buttons.get(str(index))
+        parameters = (component or {}).get("parameters") or [{}]
+        value = parameters[0].get(kind)
+        if (component or {}).get("sub_type") != sub_type or not value:
+            raise GraphError(
+                131008,
+                f"button {index}: a {button['type']} button needs a {sub_type} "
+                f"button component with a {kind} parameter.",
+            )
+        if len(str(value)) > CODE_LIMIT:
+            raise GraphError(
+                131009, f"button {index}: {kind} has at most {CODE_LIMIT} characters."
+            )
 
 
 def _check_header(stored: dict, sent: dict | None):
@@ -276,6 +349,18 @@ def _check_body(stored: dict, sent: dict | None):
             raise GraphError(
                 132012, f"body: parameter type {parameter.get('type')!r} is not text"
             )
+        currency = parameter.get("currency")
+        if parameter.get("type") == "currency" and not (
+            isinstance(currency, dict)
+            and currency.get("fallback_value")
+            and currency.get("code")
+            and isinstance(currency.get("amount_1000"), int)
+        ):
+            raise GraphError(
+                131008,
+                "body: a currency parameter needs fallback_value, code and "
+                "amount_1000.",
+            )
     if stored.get("parameter_format") == "NAMED":
         given = {parameter.get("parameter_name") for parameter in parameters}
         missing = sorted(set(names) - given)
@@ -311,8 +396,8 @@ def render_template(stored: dict, template: dict) -> dict:
     buttons = [
         {
             "type": button["type"],
-            "text": button["text"],
-            "payload": payloads.get(index, button["text"]),
+            "text": button.get("text", ""),
+            "payload": payloads.get(index, button.get("text", "")),
         }
         for index, button in enumerate(buttons_component["buttons"])
     ]

@@ -86,6 +86,12 @@ class SandboxClient:
     def customer_message(self, wa_id: str, **description) -> dict:
         return self._call("POST", f"customers/{wa_id}/messages", json=description)
 
+    def business_app_message(self, wa_id: str, text: str, **extra) -> dict:
+        """The business writes from its WhatsApp Business app (an echo)."""
+        return self._call(
+            "POST", f"customers/{wa_id}/echoes", json={"text": text, **extra}
+        )
+
     def batch(self, changes: list[dict]) -> dict:
         return self._call("POST", "webhooks/batch", json={"changes": changes})
 

@@ -482,20 +482,6 @@ def test_bsuid_only_message_joins_the_customer_with_that_bsuid(meta_number):
     assert only_message().conversation.customer == customer
 
 
-def test_wa_id_and_bsuid_matching_different_customers_prefers_the_wa_id(meta_number):
-    by_wa = CustomerFactory(wa_id=CUSTOMER_WA_ID)
-    CustomerFactory(wa_id="", phone="", user_id="US.1")
-    document = load_payload_json("text")
-    value = document["entry"][0]["changes"][0]["value"]
-    value["contacts"][0]["user_id"] = "US.1"
-
-    process(document)
-
-    assert only_message().conversation.customer == by_wa
-    by_wa.refresh_from_db()
-    assert by_wa.user_id == ""
-
-
 def test_missing_bsuid_is_filled_in(meta_number):
     customer = CustomerFactory(wa_id=CUSTOMER_WA_ID)
     document = load_payload_json("text")

@@ -197,7 +197,7 @@ def test_a_user_id_held_by_another_customer_goes_one_by_one(meta_number, one_by_
     drain()
 
     assert [message.wamid for message in one_by_one] == [Message.objects.get().wamid]
-    # As find_or_create_customer settles it: the user id's customer gets the wa_id.
+    # As find_or_merge_customer settles it: the user id's customer gets the wa_id.
     assert Customer.objects.get().wa_id == "16505550000"
 
 
@@ -398,8 +398,9 @@ def test_the_endpoint_classifies_bodies_by_a_cheap_look():
 # claim (customers' messages first, then the rest), the numbers, the
 # messages by wamid and by callback data, the parked INSERT, the UPDATE,
 # the charges (customers, rate cards, upsert), the callback endpoints, the
-# events' UPDATE, the live events' INSERT.
-STATUS_BATCH_STATEMENTS = 15
+# events' UPDATE, the live events' INSERT; and what the contacts blocks
+# teach: the customers, who holds their new ids, the customers' UPDATE.
+STATUS_BATCH_STATEMENTS = 18
 # Messages: the claim, the numbers, the wamids stored already, the customers'
 # upsert, the conversations' INSERT, the messages' INSERT, the
 # conversations' UPDATE, which opened conversations' numbers routing works,
@@ -411,9 +412,16 @@ MESSAGE_BATCH_STATEMENTS = 12
 def test_a_batch_of_statuses_costs_the_same_statements(
     meta_number, size, django_assert_max_num_queries
 ):
-    wamids = [outbound(meta_number).wamid for _ in range(size // 2)]
-    for wamid in wamids:
-        store_event(status_body("delivered", wamid))
+    sent = [outbound(meta_number) for _ in range(size // 2)]
+    wamids = [message.wamid for message in sent]
+    for index, message in enumerate(sent):
+        # Each status names its own customer, with a BSUID not known yet.
+        document = status_body("delivered", message.wamid)
+        value = value_of(document)
+        wa_id, user_id = message.conversation.customer.wa_id, f"US.{index}"
+        value["contacts"][0].update(wa_id=wa_id, user_id=user_id)
+        value["statuses"][0].update(recipient_id=wa_id, recipient_user_id=user_id)
+        store_event(document)
     for index in range(size - len(wamids)):
         store_event(status_body("read", f"wamid.UNKNOWN{index}", pricing=False))
 
@@ -424,6 +432,11 @@ def test_a_batch_of_statuses_costs_the_same_statements(
     assert Message.objects.filter(status="delivered").count() == len(wamids)
     assert ParkedStatus.objects.count() == size - len(wamids)
     assert MessageCharge.objects.count() == len(wamids)
+    learnt = Customer.objects.filter(conversations__messages__wamid__in=wamids)
+    assert sorted(learnt.values_list("user_id", flat=True)) == sorted(
+        f"US.{index}" for index in range(len(wamids))
+    )
+    assert set(learnt.values_list("profile_name", flat=True)) == {"Sheena Nelson"}
 
 
 @pytest.mark.parametrize("size", [10, 200])

@@ -105,16 +105,52 @@ HEADER_SCHEMA = {
         },
     ]
 }
+BODY_VALUE_SCHEMA = {
+    "oneOf": [
+        {"type": "string"},
+        {
+            "type": "object",
+            "description": "a price the customer's app formats",
+            "properties": {
+                "currency": {
+                    "type": "object",
+                    "required": ["fallback_value", "code", "amount_1000"],
+                    "properties": {
+                        "fallback_value": {"type": "string", "example": "$100.99"},
+                        "code": {"type": "string", "example": "USD"},
+                        "amount_1000": {"type": "integer", "example": 100990},
+                    },
+                }
+            },
+        },
+        {
+            "type": "object",
+            "description": "a date the customer's app formats",
+            "properties": {
+                "date_time": {
+                    "type": "object",
+                    "required": ["fallback_value"],
+                    "properties": {
+                        "fallback_value": {
+                            "type": "string",
+                            "example": "February 25, 1977",
+                        }
+                    },
+                }
+            },
+        },
+    ]
+}
 BODY_SCHEMA = {
     "oneOf": [
         {
             "type": "array",
-            "items": {"type": "string"},
+            "items": BODY_VALUE_SCHEMA,
             "description": "positional parameters {{1}}, {{2}}, ...",
         },
         {
             "type": "object",
-            "additionalProperties": {"type": "string"},
+            "additionalProperties": BODY_VALUE_SCHEMA,
             "description": "named parameters",
         },
     ]
@@ -145,15 +181,29 @@ class BodyField(serializers.JSONField):
         if isinstance(data, list):
             if len(data) > 100:
                 raise ValidationError("At most 100 parameters.")
-            return [_check_text(_scalar(value), "body") for value in data]
+            return [_body_value(value) for value in data]
         if isinstance(data, dict):
             if len(data) > 100:
                 raise ValidationError("At most 100 parameters.")
             return {
-                _check_text(key, "body"): _check_text(_scalar(value), "body")
+                _check_text(key, "body"): _body_value(value)
                 for key, value in data.items()
             }
         raise ValidationError("A list of positional or an object of named parameters.")
+
+
+def _body_value(value):
+    """A text parameter, or a currency or date_time object: its texts are
+    checked here, its shape against the template by the services."""
+    if isinstance(value, dict):
+        if len(value) != 1 or not isinstance(next(iter(value.values())), dict):
+            raise ValidationError({"body": "An object holds currency or date_time."})
+        [(kind, fields)] = value.items()
+        fallback = fields.get("fallback_value")
+        if isinstance(fallback, str):
+            _check_text(fallback, "body")
+        return {kind: dict(fields)}
+    return _check_text(_scalar(value), "body")
 
 
 def _scalar(value) -> str:
@@ -163,10 +213,20 @@ def _scalar(value) -> str:
 
 
 class ButtonSerializer(serializers.Serializer):
+    """A template button's value: a URL's ending (`url`), a quick reply's
+    payload, a coupon code (`coupon_code`), a one-time password (`otp`,
+    `code`), or a flow's token and data (`flow`)."""
+
     index = serializers.IntegerField(min_value=0, max_value=9)
-    type = serializers.ChoiceField(choices=["url", "quick_reply"])
+    type = serializers.ChoiceField(
+        choices=["url", "quick_reply", "coupon_code", "otp", "flow"]
+    )
     text = serializers.CharField(max_length=2000, required=False)
     payload = serializers.CharField(max_length=1000, required=False)
+    coupon_code = serializers.CharField(max_length=15, required=False)
+    code = serializers.CharField(max_length=15, required=False)
+    flow_token = serializers.CharField(max_length=1000, required=False)
+    flow_action_data = serializers.DictField(required=False)
 
 
 class ParametersSerializer(serializers.Serializer):
@@ -242,7 +302,18 @@ class RecipientsField(serializers.JSONField):
 
 
 class NotificationInputSerializer(serializers.Serializer):
-    to = RecipientsField()
+    to = RecipientsField(required=False)
+    user_id = serializers.RegexField(
+        services.BSUID,
+        max_length=256,
+        required=False,
+        help_text="the customer's business-scoped user id (BSUID), in place of "
+        "`to`, for a customer known by username only",
+        error_messages={
+            "invalid": "Give the business-scoped user id as Meta sent it, "
+            "e.g. US.13491208655302741918."
+        },
+    )
     purpose = serializers.ChoiceField(choices=ConsentRecord.Purpose.choices)
     template = TemplateRefSerializer()
     parameters = ParametersSerializer(required=False)
@@ -262,6 +333,11 @@ class NotificationInputSerializer(serializers.Serializer):
         "by default",
     )
 
+    def validate(self, attrs):
+        if ("to" in attrs) == ("user_id" in attrs):
+            raise ValidationError({"to": "Give exactly one of to and user_id."})
+        return attrs
+
 
 class NotificationSerializer(serializers.Serializer):
     """A notification and its status (mirrored from its message)."""
@@ -271,6 +347,7 @@ class NotificationSerializer(serializers.Serializer):
         choices=["queued", "sent", "delivered", "read", "failed", "unknown", "refused"]
     )
     to = serializers.CharField()
+    user_id = serializers.CharField()
     purpose = serializers.CharField()
     template = TemplateRefSerializer()
     reference = serializers.CharField()
@@ -327,6 +404,7 @@ def _result(notification: Notification) -> dict:
     result = {
         "id": notification.pk,
         "to": notification.to,
+        "user_id": notification.user_id,
         "status": "refused"
         if notification.state == Notification.State.REFUSED
         else "queued",
@@ -402,7 +480,9 @@ class NotificationCreate(APIView):
             422: OpenApiResponse(
                 ErrorSerializer,
                 description="no_consent, template_not_approved, "
-                "template_category_mismatch or template_parameters",
+                "template_category_mismatch, template_parameters, or "
+                "phone_required (an authentication template to a customer "
+                "known by user_id only)",
             ),
         },
         examples=[
@@ -421,7 +501,17 @@ class NotificationCreate(APIView):
                     "team": "Travel desk",
                 },
                 request_only=True,
-            )
+            ),
+            OpenApiExample(
+                "To a customer known by username (BSUID)",
+                value={
+                    "user_id": "US.13491208655302741918",
+                    "purpose": "utility",
+                    "template": {"name": "order_update", "language": "en"},
+                    "parameters": {"body": ["Anna", "4711"]},
+                },
+                request_only=True,
+            ),
         ],
     )
     def post(self, request):
@@ -484,6 +574,11 @@ class NotificationCreate(APIView):
             idempotency_key=key,
             request_hash=digest,
         )
+        if "user_id" in data:
+            notification = services.send_notification(
+                order=order, user_id=data["user_id"]
+            )
+            return _single_answer(notification)
         if isinstance(data["to"], str):
             notification = services.send_notification(order=order, to=data["to"])
             return _single_answer(notification)

@@ -75,8 +75,19 @@ class ConsentInputSerializer(serializers.Serializer):
     phone = serializers.RegexField(
         E164,
         max_length=16,
+        required=False,
         error_messages={
             "invalid": "Give the number in E.164 form, e.g. +4917012345678."
+        },
+    )
+    user_id = serializers.RegexField(
+        services.BSUID,
+        max_length=256,
+        required=False,
+        help_text="the business-scoped user id (BSUID), in place of `phone`",
+        error_messages={
+            "invalid": "Give the business-scoped user id as Meta sent it, "
+            "e.g. US.13491208655302741918."
         },
     )
     purpose = serializers.ChoiceField(choices=ConsentRecord.Purpose.choices)
@@ -86,27 +97,37 @@ class ConsentInputSerializer(serializers.Serializer):
         max_length=2000, required=False, allow_blank=True, default=""
     )
 
+    def validate(self, attrs):
+        if ("phone" in attrs) == ("user_id" in attrs):
+            raise serializers.ValidationError(
+                {"phone": "Give exactly one of phone and user_id."}, "invalid"
+            )
+        return attrs
 
-def consent_customer(user, wa_id: str) -> Customer:
-    """The customer a consent given outside WhatsApp is for.
 
-    Found among the customers the user may see; created for a new number
-    only by a user who sees every number. Anyone else gets the same 404 for
-    a number that is not a customer and for another team's customer, so the
-    API neither changes nor reveals what belongs to other teams.
+def consent_customer(user, *, wa_id: str = "", user_id: str = "") -> Customer:
+    """The customer a consent given outside WhatsApp is for, by phone or BSUID.
+
+    Found among the customers the user may see; created for a new number or
+    BSUID only by a user who sees every number. Anyone else gets the same
+    404 for one that is not a customer and for another team's customer, so
+    the API neither changes nor reveals what belongs to other teams.
     """
     if sees_every_number(user):
-        return services.find_or_create_customer(wa_id=wa_id, user_id="")
-    customer = Customer.objects.visible_to(user).filter(wa_id=wa_id).first()
+        return services.find_or_merge_customer(wa_id=wa_id, user_id=user_id)
+    key = {"wa_id": wa_id} if wa_id else {"user_id": user_id}
+    customer = Customer.objects.visible_to(user).filter(**key).first()
     if customer is None:
-        raise NotFound("No customer with this number among those you may see.")
+        raise NotFound("No such customer among those you may see.")
     return customer
 
 
 @extend_schema(
     request=ConsentInputSerializer,
     description=(
-        "Record a consent given outside WhatsApp (a checkout box, a web form). "
+        "Record a consent given outside WhatsApp (a checkout box, a web form), "
+        "for a customer named by `phone` or by `user_id` (the business-scoped "
+        "user id Meta sent for a customer with a username): exactly one. "
         "Needs the permission `conversations.record_consent`. The customer is "
         "looked up among those the user may see (their teams' customers); a "
         "number that is not a customer yet is created only for a user who sees "
@@ -138,7 +159,18 @@ def consent_customer(user, wa_id: str) -> Customer:
                 "wording": "Send me order updates on WhatsApp",
             },
             request_only=True,
-        )
+        ),
+        OpenApiExample(
+            "Marketing for a customer known by username",
+            value={
+                "user_id": "US.13491208655302741918",
+                "purpose": "marketing",
+                "status": "opt_in",
+                "source": "web_form",
+                "wording": "Send me offers on WhatsApp",
+            },
+            request_only=True,
+        ),
     ],
 )
 class ConsentCreate(APIView):
@@ -152,7 +184,11 @@ class ConsentCreate(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         with transaction.atomic():
-            customer = consent_customer(request.user, data["phone"][1:])
+            customer = consent_customer(
+                request.user,
+                wa_id=data["phone"][1:] if "phone" in data else "",
+                user_id=data.get("user_id", ""),
+            )
             record = services.record_consent(
                 customer=customer,
                 purpose=data["purpose"],

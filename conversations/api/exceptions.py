@@ -15,12 +15,14 @@ HTTP_STATUS = {
     "window_closed": 409,
     "nothing_to_mark": 409,
     "sending_paused": 409,
+    "group_conversation": 409,
     "conversation_already_open": 409,
     "template_not_approved": 422,
     "template_parameters": 422,
     "template_category_mismatch": 422,
     "media_refused": 422,
     "no_consent": 422,
+    "phone_required": 422,
     "upload_failed": 502,
 }
 

@@ -11,7 +11,14 @@ from rest_framework import serializers
 
 from accounts.models import Team, User
 from conversations import services
-from conversations.models import Conversation, Customer, Label, Message
+from conversations.models import (
+    Conversation,
+    Customer,
+    CustomerIdentityChange,
+    CustomerMerge,
+    Label,
+    Message,
+)
 from conversations.selectors.thread import agents_who_may_see
 
 # Meta's customer service window: free-form replies within 24 h of the
@@ -29,13 +36,40 @@ class CustomerBriefSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Customer
-        fields = ["id", "wa_id", "user_id", "name"]
+        fields = ["id", "wa_id", "user_id", "username", "name"]
+
+
+class CustomerMergeSerializer(serializers.ModelSerializer):
+    """Another customer found to be this one and merged into it."""
+
+    class Meta:
+        model = CustomerMerge
+        fields = [
+            "absorbed_customer_id",
+            "absorbed_wa_id",
+            "absorbed_user_id",
+            "absorbed_name",
+            "conversations_moved",
+            "merged_at",
+        ]
+        read_only_fields = fields
+
+
+class IdentityChangeSerializer(serializers.ModelSerializer):
+    """A phone number or BSUID the customer had before Meta re-keyed them."""
+
+    class Meta:
+        model = CustomerIdentityChange
+        fields = ["kind", "old_value", "new_value", "changed_at"]
+        read_only_fields = fields
 
 
 class CustomerSerializer(serializers.ModelSerializer):
     """A customer. Only ``name`` (the name agents typed) can be changed."""
 
     display_name = serializers.CharField(read_only=True)
+    merges = CustomerMergeSerializer(many=True, read_only=True)
+    identity_changes = IdentityChangeSerializer(many=True, read_only=True)
 
     class Meta:
         model = Customer
@@ -49,6 +83,8 @@ class CustomerSerializer(serializers.ModelSerializer):
             "display_name",
             "username",
             "country_code",
+            "merges",
+            "identity_changes",
             "created_at",
             "updated_at",
         ]
@@ -121,6 +157,7 @@ class ConversationSerializer(serializers.ModelSerializer):
             "last_message",
             "referral",
             "referral_source_id",
+            "group_id",
             "referral_ctwa_clid",
             "free_entry_point_expires_at",
             "first_response_at",
@@ -273,6 +310,12 @@ class MessageSerializer(serializers.ModelSerializer):
             "context_wamid",
             "forwarded",
             "frequently_forwarded",
+            "referred_product",
+            "group_sender",
+            "from_business_app",
+            "edited_at",
+            "revoked_at",
+            "edit_history",
             "reactions",
             "media",
             "referral",

@@ -7,7 +7,7 @@ conversation, message, customer or media is a 404, even by guessing ids.
 import hashlib
 
 from django.db import transaction
-from django.db.models import F, Prefetch
+from django.db.models import F, Prefetch, Q
 from django.http import FileResponse, Http404, HttpResponseNotModified
 from django.shortcuts import get_object_or_404
 from django.utils.http import parse_etags
@@ -172,10 +172,17 @@ class MessageDetail(generics.RetrieveAPIView):
         return visible_messages(self.request.user)
 
 
+# Who a customer was before: merges and re-keyings, shown with the customer.
+CUSTOMER_HISTORY = ("merges", "identity_changes")
+
+
 @extend_schema(
     parameters=[
         OpenApiParameter("wa_id", str, description="digits as Meta sends them"),
         OpenApiParameter("user_id", str, description="business-scoped user id"),
+        OpenApiParameter(
+            "username", str, description="WhatsApp username, with or without '@'"
+        ),
         OpenApiParameter("page_size", int, description="up to 200"),
     ]
 )
@@ -183,13 +190,22 @@ class CustomerList(generics.ListAPIView):
     serializer_class = CustomerSerializer
 
     def get_queryset(self):
-        queryset = Customer.objects.visible_to(self.request.user).order_by("-id")
+        queryset = (
+            Customer.objects.visible_to(self.request.user)
+            .prefetch_related(*CUSTOMER_HISTORY)
+            .order_by("-id")
+        )
         wa_id = self.request.query_params.get("wa_id")
         if wa_id:
             queryset = queryset.filter(wa_id=wa_id.lstrip("+"))
         user_id = self.request.query_params.get("user_id")
         if user_id:
             queryset = queryset.filter(user_id=user_id)
+        username = self.request.query_params.get("username", "").lstrip("@")
+        if username:
+            queryset = queryset.filter(
+                Q(username__iexact=username) | Q(username__iexact=f"@{username}")
+            )
         return queryset
 
 
@@ -200,7 +216,9 @@ class CustomerDetail(generics.RetrieveUpdateAPIView):
     http_method_names = ["get", "patch", "head", "options"]
 
     def get_queryset(self):
-        return Customer.objects.visible_to(self.request.user)
+        return Customer.objects.visible_to(self.request.user).prefetch_related(
+            *CUSTOMER_HISTORY
+        )
 
     def perform_update(self, serializer):
         if "name" in serializer.validated_data:

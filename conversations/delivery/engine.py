@@ -160,7 +160,8 @@ def _job(row, claim_token: str, lease) -> Job:
         conversation_id=row.conversation_id,
         recipient=row.wa_id or row.user_id,
         body=client.build_message(
-            to=f"+{row.wa_id}" if row.wa_id else row.user_id,
+            wa_id=row.wa_id,
+            user_id=row.user_id,
             type=row.type,
             content=row.payload,
             context_message_id=row.context_wamid,

@@ -195,6 +195,7 @@ class InboxFilter:
                 | Q(profile_name__icontains=self.q)
                 | Q(phone__icontains=self.q)
                 | Q(wa_id__icontains=self.q)
+                | Q(username__icontains=self.q)
             )
             .order_by()
             .values_list("pk", flat=True)
@@ -271,6 +272,7 @@ def search_in_memory(conversation: Conversation, q: str) -> bool:
         customer.profile_name,
         customer.phone,
         customer.wa_id,
+        customer.username,
         conversation.last_message.text if conversation.last_message else "",
     ]
     return any(needle in (value or "").casefold() for value in haystack)

@@ -58,6 +58,8 @@ def messages_queryset() -> QuerySet:
         "sender",
         "template",
         "notification",
+        # group_sender: who wrote a group conversation's message.
+        "group_sender",
     ).prefetch_related(
         Prefetch(
             "reactions",

@@ -59,6 +59,7 @@ from .consent import (
     record_user_preference,
 )
 from .customers import (
+    BSUID,
     E164_DIGITS,
     Sender,
     apply_system_change,
@@ -66,22 +67,27 @@ from .customers import (
     conversations_for,
     customer_for,
     customers_for_senders,
-    find_or_create_customer,
+    find_or_merge_customer,
     insert_or_ignore,
     insert_or_ignore_many,
+    learn_from_contact,
+    learn_from_contacts,
     rename_customer,
     sender_of,
     touch_conversation,
     touch_conversations,
 )
+from .echoes import record_echo
 from .errors import (
     AssigneeNotAllowed,
+    GroupConversation,
     InvalidRecipient,
     MediaRefused,
     MediaTemporarilyUnavailable,
     NoConsent,
     NothingToMark,
     OutboundError,
+    PhoneRequired,
     SendingPaused,
     ServiceError,
     TeamNotAllowed,
@@ -92,6 +98,8 @@ from .errors import (
     WindowClosed,
     WorkspaceError,
 )
+from .groups import group_conversation_for
+from .history import import_history
 from .inbound import (
     DuplicateMessage,
     StoredMessages,
@@ -112,6 +120,7 @@ from .media import (
     keep_media,
     upload_media,
 )
+from .merges import merge_customers
 from .notifications import (
     NOTIFICATION_STATUS,
     NotificationOrder,
@@ -264,6 +273,7 @@ __all__ = [
     "give_back_conversations",
     "record_manual_assignment",
     "route_conversations",
+    "BSUID",
     "AssigneeNotAllowed",
     "Attachment",
     "BULK_CHUNK",
@@ -272,7 +282,9 @@ __all__ = [
     "DuplicateMessage",
     "E164_DIGITS",
     "FREE_FORM_TYPES",
+    "GroupConversation",
     "InvalidRecipient",
+    "PhoneRequired",
     "MARKETING_OPTED_OUT_CODE",
     "MEDIA_FIELDS",
     "MEDIA_MAX_BYTES",
@@ -329,7 +341,13 @@ __all__ = [
     "download_media",
     "drain_webhook_events",
     "fail_media",
-    "find_or_create_customer",
+    "find_or_merge_customer",
+    "group_conversation_for",
+    "import_history",
+    "learn_from_contact",
+    "learn_from_contacts",
+    "record_echo",
+    "merge_customers",
     "has_consent",
     "insert_or_ignore",
     "insert_or_ignore_many",

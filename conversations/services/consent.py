@@ -56,7 +56,7 @@ def record_user_preference(
     key = f"user_preferences:{update.category[:64]}:{update.value}:" + (
         occurred_at.isoformat()
     )
-    customer = customers.find_or_create_customer(
+    customer = customers.find_or_merge_customer(
         wa_id=update.wa_id, user_id=update.user_id
     )
     if ConsentRecord.objects.filter(customer=customer, event_key=key).exists():

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.db.models.constants import OnConflict
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
@@ -22,18 +22,23 @@ from .. import realtime
 from ..models import (
     Conversation,
     Customer,
+    CustomerIdentityChange,
     Message,
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
+from . import merges
 
 logger = logging.getLogger(__name__)
 
 
 E164_DIGITS = re.compile(r"^[1-9]\d{6,14}$")
+# A business-scoped user id: a country code, "ENT." for a parent BSUID, and
+# Meta's alphanumeric id (US.13491208655302741918), 256 characters at most.
+BSUID = re.compile(r"^[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,250}$")
 
 
-def find_or_create_customer(
+def find_or_merge_customer(
     *,
     wa_id: str,
     user_id: str,
@@ -41,52 +46,36 @@ def find_or_create_customer(
     username: str = "",
     country_code: str = "",
 ) -> Customer:
-    """Return the customer with this wa_id or BSUID, creating one if neither matches.
+    """Return the one customer with this wa_id and/or BSUID, creating one if
+    neither matches.
 
-    Either id may be empty. When both match different customers the wa_id's
-    wins. Missing ids are filled in, and the profile name is refreshed; the
-    agent-set ``name`` is never touched. Safe under concurrency: the unique
-    constraints decide, and a lost race reads the winner's row.
+    Either id may be empty. When the wa_id and the BSUID are held by two
+    customers they are one person: the two are merged (merges.py) and the
+    survivor returned. Missing ids are filled in, and the profile name and
+    username are refreshed; the agent-set ``name`` is never touched. Safe
+    under concurrency: the unique constraints decide, and a lost race reads
+    the winner's row.
     """
     if not (wa_id or user_id):
         raise ValueError("A customer needs a wa_id or a user id.")
     for _ in range(5):
         by_wa = Customer.objects.filter(wa_id=wa_id).first() if wa_id else None
         by_user = Customer.objects.filter(user_id=user_id).first() if user_id else None
-        customer = by_wa or by_user
+        if by_wa is not None and by_user is not None and by_wa.pk != by_user.pk:
+            merges.merge_customers(first=by_wa, second=by_user)
+            continue
         try:
             with transaction.atomic():
-                if customer is None:
-                    return Customer.objects.create(
-                        wa_id=wa_id,
-                        user_id=user_id,
-                        phone=f"+{wa_id}" if E164_DIGITS.match(wa_id) else "",
-                        profile_name=profile_name,
-                        username=username,
-                        country_code=country_code,
-                    )
-                changed = []
-                if wa_id and not customer.wa_id:
-                    customer.wa_id = wa_id
-                    changed.append("wa_id")
-                    if not customer.phone and E164_DIGITS.match(wa_id):
-                        customer.phone = f"+{wa_id}"
-                        changed.append("phone")
-                # The BSUID may belong to another row (both matched): leave it.
-                if user_id and not customer.user_id and by_user is None:
-                    customer.user_id = user_id
-                    changed.append("user_id")
-                for field_name, value in (
-                    ("profile_name", profile_name),
-                    ("username", username),
-                    ("country_code", country_code),
-                ):
-                    if value and getattr(customer, field_name) != value:
-                        setattr(customer, field_name, value)
-                        changed.append(field_name)
-                if changed:
-                    customer.save(update_fields=[*changed, "updated_at"])
-                return customer
+                return _settle_customer(
+                    by_wa or by_user,
+                    wa_id=wa_id,
+                    user_id=user_id,
+                    refreshed={
+                        "profile_name": profile_name,
+                        "username": username,
+                        "country_code": country_code,
+                    },
+                )
         except IntegrityError:
             # Another worker created or re-keyed the row first: read it.
             continue
@@ -95,10 +84,144 @@ def find_or_create_customer(
     )
 
 
+def _settle_customer(
+    customer: Customer | None, *, wa_id: str, user_id: str, refreshed: dict
+) -> Customer:
+    """Create the customer, or fill in its missing ids and refresh its profile."""
+    if customer is None:
+        return Customer.objects.create(
+            wa_id=wa_id,
+            user_id=user_id,
+            phone=f"+{wa_id}" if E164_DIGITS.match(wa_id) else "",
+            **refreshed,
+        )
+    changed = []
+    if wa_id and not customer.wa_id:
+        customer.wa_id = wa_id
+        changed.append("wa_id")
+        if not customer.phone and E164_DIGITS.match(wa_id):
+            customer.phone = f"+{wa_id}"
+            changed.append("phone")
+    if user_id and not customer.user_id:
+        customer.user_id = user_id
+        changed.append("user_id")
+    for field_name, value in refreshed.items():
+        if value and getattr(customer, field_name) != value:
+            setattr(customer, field_name, value)
+            changed.append(field_name)
+    if changed:
+        customer.save(update_fields=[*changed, "updated_at"])
+    return customer
+
+
+def learn_from_contact(customer_id: int, contact: payloads.Contact) -> None:
+    """What a status webhook's contacts block says about the customer a
+    message went to: a BSUID or phone not known yet, a new username or
+    profile name. A phone or BSUID another customer holds merges the two."""
+    learn_from_contacts([(customer_id, contact)])
+
+
+def learn_from_contacts(learnt: Sequence[tuple[int, payloads.Contact]]) -> None:
+    """learn_from_contact for many (customer id, contact) pairs in a number of
+    statements that does not grow with them: one read of the customers, one
+    of whoever holds an id a contact brings, one UPDATE … FROM (VALUES …).
+
+    A phone or BSUID another customer holds (or two contacts bring for two
+    customers) is a merge: that customer is settled one by one
+    (find_or_merge_customer), as Meta rarely sends one.
+    """
+    if not learnt:
+        return
+    by_pk = Customer.objects.in_bulk({customer_id for customer_id, _ in learnt})
+    news: dict[int, dict[str, str]] = {}
+    for customer_id, contact in learnt:
+        customer = by_pk.get(customer_id)
+        if customer is not None:
+            _note_news(news.setdefault(customer_id, {}), customer, contact)
+    news = {pk: fields for pk, fields in news.items() if fields}
+    if not news:
+        return
+    claims: dict[tuple[str, str], set[int]] = {}
+    for pk, fields in news.items():
+        for key in ("wa_id", "user_id"):
+            if fields.get(key):
+                claims.setdefault((key, fields[key]), set()).add(pk)
+    contested = {pk for pks in claims.values() if len(pks) > 1 for pk in pks}
+    if claims:
+        held = Customer.objects.filter(
+            Q(wa_id__in={value for key, value in claims if key == "wa_id"})
+            | Q(user_id__in={value for key, value in claims if key == "user_id"})
+        ).values_list("pk", "wa_id", "user_id")
+        for holder, wa_id, user_id in held:
+            for key, value in (("wa_id", wa_id), ("user_id", user_id)):
+                contested |= claims.get((key, value), set()) - {holder}
+    _update_customers(
+        {pk: fields for pk, fields in news.items() if pk not in contested}
+    )
+    for pk in sorted(contested):
+        customer, fields = by_pk[pk], news[pk]
+        find_or_merge_customer(
+            wa_id=fields.pop("wa_id", "") or customer.wa_id,
+            user_id=fields.pop("user_id", "") or customer.user_id,
+            **{name: value for name, value in fields.items() if name != "phone"},
+        )
+
+
+def _note_news(fields: dict[str, str], customer: Customer, contact) -> None:
+    """Add to ``fields`` what a contact tells that the customer row lacks: an
+    id it has none of, non-empty profile values that differ."""
+    if contact.wa_id and not customer.wa_id:
+        fields["wa_id"] = contact.wa_id
+        if not customer.phone and E164_DIGITS.match(contact.wa_id):
+            fields["phone"] = f"+{contact.wa_id}"
+    if contact.user_id and not customer.user_id:
+        fields["user_id"] = contact.user_id
+    for name, value in (
+        ("profile_name", contact.name),
+        ("username", contact.username),
+        ("country_code", contact.country_code),
+    ):
+        if value and getattr(customer, name) != value:
+            fields[name] = value
+
+
+_LEARNT_FIELDS = (
+    "wa_id",
+    "phone",
+    "user_id",
+    "profile_name",
+    "username",
+    "country_code",
+)
+
+
+def _update_customers(news: dict[int, dict[str, str]]) -> None:
+    """One UPDATE … FROM (VALUES …) writing each customer's learnt fields;
+    an empty value keeps what is stored."""
+    if not news:
+        return
+    rows, params = [], []
+    for pk in sorted(news):
+        rows.append("(%s::bigint" + ", %s::text" * len(_LEARNT_FIELDS) + ")")
+        params += [pk, *(news[pk].get(name, "") for name in _LEARNT_FIELDS)]
+    names = ", ".join(_LEARNT_FIELDS)
+    sets = ", ".join(
+        f"{name} = CASE WHEN v.{name} <> '' THEN v.{name} ELSE c.{name} END"
+        for name in _LEARNT_FIELDS
+    )
+    sql = (
+        f"UPDATE {Customer._meta.db_table} AS c SET {sets}, updated_at = %s"  # noqa: S608
+        f" FROM (VALUES {', '.join(rows)}) AS v(id, {names}) WHERE c.id = v.id"
+    )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, *params])
+
+
 def _upsert_customer(
     *, wa_id: str, profile_name: str, username: str, country_code: str
 ) -> tuple[Customer, bool]:
-    """find_or_create_customer for a message that names a wa_id and no BSUID,
+    """find_or_merge_customer for a message that names a wa_id and no BSUID,
     in one statement; return the customer and whether it was created.
 
     The wa_id's unique index decides (so concurrent messages from a new
@@ -128,7 +251,7 @@ def customer_for(message: payloads.InboundMessage) -> tuple[Customer, bool]:
             country_code=country_code,
         )
     # Two ids that may match two rows: the general, multi-statement path.
-    customer = find_or_create_customer(
+    customer = find_or_merge_customer(
         wa_id=message.wa_id,
         user_id=message.user_id,
         profile_name=message.profile_name,
@@ -194,7 +317,7 @@ def conversation_for(
         if not new_customer:
             latest = (
                 Conversation.objects.select_for_update()
-                .filter(customer=customer, number=number)
+                .filter(customer=customer, number=number, group_id="")
                 .order_by(*_CONVERSATION_TO_JOIN)
                 .first()
             )
@@ -332,30 +455,46 @@ def touch_conversations(messages: Sequence[Message]) -> None:
         cursor.execute(sql, [adapt(timezone.now()), *params])
 
 
-def apply_system_change(customer: Customer, change: payloads.SystemChange) -> None:
-    """Re-key the customer after a number or user-id change; history stays."""
-    if change.type == "user_changed_number" and change.new_wa_id:
-        fields = {"wa_id": change.new_wa_id}
-        if E164_DIGITS.match(change.new_wa_id):
-            fields["phone"] = f"+{change.new_wa_id}"
-        _rekey(customer, "wa_id", fields)
-    elif change.type == "user_changed_user_id" and change.new_user_id:
-        _rekey(customer, "user_id", {"user_id": change.new_user_id})
+def apply_system_change(customer: Customer, change: payloads.SystemChange) -> Customer:
+    """Re-key the customer after a number or user-id change; history stays.
+
+    `user_changed_number` brings the new number; `user_changed_user_id`
+    the new BSUID, and the new number too when it says one. Each old value
+    is kept as a CustomerIdentityChange. When another customer holds a new
+    value already (the customer wrote from the new number before the
+    system message arrived), the two are merged. Return the customer as it
+    is now (the survivor of a merge).
+    """
+    keys = []
+    if change.type == "user_changed_user_id" and change.new_user_id:
+        keys.append(("user_id", change.new_user_id, change.type))
+    if change.type in ("user_changed_number", "user_changed_user_id"):
+        if change.new_wa_id:
+            keys.append(("wa_id", change.new_wa_id, "user_changed_number"))
+    for key, new_value, kind in keys:
+        customer = _rekey(customer, key, new_value, kind)
+    return customer
 
 
-def _rekey(customer: Customer, key: str, fields: dict[str, str]) -> None:
-    """Give the customer a new wa_id or user id (with what follows from it),
-    unless it has it already or another customer holds it."""
-    if getattr(customer, key) == fields[key]:
-        return
-    if Customer.objects.filter(**{key: fields[key]}).exists():
-        logger.warning(
-            "Customer %s changed %s to one another customer has", customer.pk, key
-        )
-        return
-    for name, value in fields.items():
-        setattr(customer, name, value)
+def _rekey(customer: Customer, key: str, new_value: str, kind: str) -> Customer:
+    old_value = getattr(customer, key)
+    if old_value == new_value:
+        return customer
+    CustomerIdentityChange.objects.create(
+        customer=customer, kind=kind, old_value=old_value, new_value=new_value
+    )
+    holder = Customer.objects.filter(**{key: new_value}).first()
+    if holder is not None:
+        customer = merges.merge_customers(first=customer, second=holder)
+        if getattr(customer, key) == new_value:
+            return customer
+    setattr(customer, key, new_value)
+    fields = [key]
+    if key == "wa_id":
+        customer.phone = f"+{new_value}" if E164_DIGITS.match(new_value) else ""
+        fields.append("phone")
     customer.save(update_fields=[*fields, "updated_at"])
+    return customer
 
 
 @transaction.atomic
@@ -404,9 +543,9 @@ def sender_of(message: payloads.InboundMessage) -> Sender:
 def customers_for_senders(senders: Sequence[Sender]) -> dict[str, Customer] | None:
     """The customers of many senders by wa_id, found or created in one upsert
     (plus one read when some name a user id); None when a set cannot settle
-    them, and the caller takes the one-by-one path (find_or_create_customer).
+    them, and the caller takes the one-by-one path (find_or_merge_customer).
 
-    Every sender needs a wa_id. What find_or_create_customer does for one
+    Every sender needs a wa_id. What find_or_merge_customer does for one
     sender the upsert does for all: the wa_id's unique index decides, a
     missing user id is filled in, non-empty profile fields are refreshed and
     ``updated_at`` moves only when one changed. A user id that a customer of
@@ -458,7 +597,7 @@ def _upsert_customers(senders: list[Sender]) -> dict[str, Customer]:
         f" ELSE {table}.{name} END"
         for name in refreshed
     ]
-    # A user id is filled in, never replaced (find_or_create_customer).
+    # A user id is filled in, never replaced (find_or_merge_customer).
     sets.append(
         f"user_id = CASE WHEN {table}.user_id = '' THEN excluded.user_id"
         f" ELSE {table}.user_id END"
@@ -549,16 +688,17 @@ def conversations_for(
 def _latest_conversations(
     pairs: list[tuple[int, int]], window: timedelta, *, since: datetime | None = None
 ) -> dict[tuple[int, int], Conversation]:
-    """Per pair, the conversation a message joins first (_CONVERSATION_TO_JOIN),
-    among the unresolved and those resolved since ``since`` minus the window;
-    locked, in id order."""
+    """Per pair, the one-to-one conversation (never a group's) a message joins
+    first (_CONVERSATION_TO_JOIN), among the unresolved and those resolved
+    since ``since`` minus the window; locked, in id order."""
     if not pairs:
         return {}
     table = Conversation._meta.db_table
     sql = (
         f"SELECT * FROM {table} WHERE (customer_id, number_id) IN"  # noqa: S608
         " (SELECT * FROM unnest(%s::bigint[], %s::bigint[]))"
-        " AND (status <> %s OR resolved_at >= %s) ORDER BY id FOR UPDATE"
+        " AND group_id = '' AND (status <> %s OR resolved_at >= %s)"
+        " ORDER BY id FOR UPDATE"
     )
     oldest = (since or timezone.now()) - window
     params = [

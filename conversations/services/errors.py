@@ -98,3 +98,14 @@ class TemplateCategoryMismatch(OutboundError):
 
 class InvalidRecipient(OutboundError):
     code = "invalid_phone"
+
+
+class PhoneRequired(OutboundError):
+    """Meta sends one-tap, zero-tap and copy-code authentication templates
+    only to a phone number, never to a business-scoped user id alone."""
+
+    code = "phone_required"
+
+
+class GroupConversation(OutboundError):
+    code = "group_conversation"

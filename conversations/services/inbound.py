@@ -20,7 +20,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
-from . import consent, customers, routing, satisfaction
+from . import consent, customers, edits, groups, routing, satisfaction
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ def receive_message(
     if message.type == "reaction" and message.reaction is not None:
         if _receive_reaction(number=number, message=message, at=at):
             return None
+    if message.type in edits.CHANGE_TYPES:
+        if edits.apply_change(number=number, message=message, at=at):
+            return None
     try:
         return _store_inbound(number=number, message=message, at=at)
     except DuplicateMessage:
@@ -62,11 +65,19 @@ def _store_inbound(
     # plus the live events that the batch writes together; a new customer
     # costs the same. No savepoints: conflicts are absorbed by the inserts.
     customer, new_customer = customers.customer_for(message)
-    conversation, conversation_event, undo = customers.conversation_for(
-        customer=customer, number=number, at=at, new_customer=new_customer
-    )
+    if message.group_id:
+        # Group traffic stays out of the sender's one-to-one thread.
+        conversation, conversation_event, undo = groups.group_conversation_for(
+            number=number, group_id=message.group_id, sender=customer
+        )
+    else:
+        conversation, conversation_event, undo = customers.conversation_for(
+            customer=customer, number=number, at=at, new_customer=new_customer
+        )
     reopened = conversation_event == realtime.CONVERSATION_UPDATED
     row = _message_row(message, conversation=conversation, at=at)
+    if message.group_id:
+        row.group_sender = customer
     if not customers.insert_or_ignore(row):
         if not Message.objects.filter(wamid=message.wamid).exists():
             raise IntegrityError(f"Message {message.wamid!r} could not be stored")
@@ -146,14 +157,20 @@ def _new_row(
         context_wamid=context.message_id if context else "",
         forwarded=bool(context and context.forwarded),
         frequently_forwarded=bool(context and context.frequently_forwarded),
+        referred_product=dict(context.referred_product)
+        if context and context.referred_product
+        else None,
         referral=dict(message.referral.raw) if message.referral else None,
     )
     media = message.media
-    if media is not None and media.id:
+    if media is not None and (media.id or message.errors):
         row.media_id = media.id
         row.media_mime_type = media.mime_type
         row.media_filename = media.filename
-        row.media_state = Message.MediaState.PENDING
+        # Media Meta marks failed (message-level errors) has nothing to fetch.
+        row.media_state = (
+            Message.MediaState.FAILED if message.errors else Message.MediaState.PENDING
+        )
     return row
 
 
@@ -220,19 +237,27 @@ def _receive_reaction(
 def takes_in_bulk(message: payloads.InboundMessage) -> bool:
     """Whether receive_messages stores this message, or it goes one by one.
 
-    Only a customer's ordinary message, named by wa_id: reactions, system
-    messages (re-keying), ad referrals and anything naming no wa_id take the
+    Only a customer's ordinary one-to-one message, named by wa_id:
+    reactions, system messages (re-keying), ad referrals, anything naming no
+    wa_id (a username customer is found by BSUID), group messages (a
+    conversation of their own), edits and revokes (they change another
+    message), media Meta marks failed and call permission replies take the
     one-by-one path (receive_message), where identity questions are settled.
     So do interactive replies: a survey answer may keep the conversation it
     reopened resolved (satisfaction.answer_received), which the set does not
-    undo. A new kind of message belongs there until a set handles it.
+    undo. A product inquiry's referred_product is stored by both paths alike.
+    A new kind of message belongs there until a set handles it.
     """
     return (
         bool(message.wa_id)
-        and message.type not in {"reaction", "system", "interactive"}
+        and message.type
+        not in {"reaction", "system", "interactive", *edits.CHANGE_TYPES}
         and message.reaction is None
         and message.system is None
         and message.referral is None
+        and not message.group_id
+        and not message.errors
+        and message.payload.get("type") != "call_permission_reply"
     )
 
 

@@ -78,7 +78,12 @@ def notification_template(
         raise errors.TemplateNotApproved(
             f"Template {name} ({language}) is {template.status}, not approved."
         )
-    if template.category.lower() != purpose:
+    # A one-time password is a message the customer asked for: authentication
+    # templates go out as utility notifications.
+    category = template.category.lower()
+    if category == MessageTemplate.Category.AUTHENTICATION.lower():
+        category = ConsentRecord.Purpose.UTILITY
+    if category != purpose:
         raise errors.TemplateCategoryMismatch(
             f"Template {name} is a {template.category} template; a {purpose} "
             f"notification needs a {purpose.upper()} one."
@@ -117,7 +122,7 @@ def _notification_conversation(
     for _ in range(5):
         current = (
             Conversation.objects.select_for_update()
-            .filter(customer=customer, number=number)
+            .filter(customer=customer, number=number, group_id="")
             .unresolved()
             .order_by("-id")
             .first()
@@ -168,6 +173,7 @@ def notification_row(
     order: NotificationOrder,
     *,
     to: str,
+    user_id: str = "",
     position: int = 0,
     batch: NotificationBatch | None = None,
     parameters: dict | None = None,
@@ -178,6 +184,7 @@ def notification_row(
     the recipient has their own parameters or reference."""
     return Notification(
         to=to[:64],
+        user_id=user_id[:256],
         number=order.number,
         purpose=order.purpose,
         template=order.template,
@@ -210,6 +217,14 @@ def invalid_recipient_refusal() -> dict:
     )
 
 
+def invalid_user_id_refusal() -> dict:
+    return refusal(
+        errors.InvalidRecipient.code,
+        "Give the business-scoped user id as Meta sent it, such as "
+        "US.13491208655302741918.",
+    )
+
+
 def no_consent_refusal(to: str, purpose: str) -> dict:
     return refusal(
         errors.NoConsent.code,
@@ -220,7 +235,8 @@ def no_consent_refusal(to: str, purpose: str) -> dict:
 def send_notification(
     *,
     order: NotificationOrder,
-    to: str,
+    to: str = "",
+    user_id: str = "",
     position: int = 0,
     batch: NotificationBatch | None = None,
     consents: dict | None = None,
@@ -230,8 +246,9 @@ def send_notification(
 ) -> Notification:
     """Queue one template notification, or record why it was refused.
 
-    `refused` ({"code", "detail"}) records a recipient the caller already
-    refused (a CSV row with bad parameters).
+    The customer is named by phone (`to`, E.164) or by business-scoped user
+    id (`user_id`), exactly one. `refused` ({"code", "detail"}) records a
+    recipient the caller already refused (a CSV row with bad parameters).
 
     Refusals for this recipient (a number that is not E.164, no opt-in for
     the purpose) become a refused Notification row; the template and its
@@ -244,6 +261,7 @@ def send_notification(
         notification_row,
         order,
         to=to,
+        user_id=user_id,
         position=position,
         batch=batch,
         parameters=parameters,
@@ -251,11 +269,17 @@ def send_notification(
     )
     if refused is not None:
         return _saved(row(**refusal(refused["code"], refused["detail"])))
-    digits = recipient_digits(to)
-    if digits is None:
-        return _saved(row(**invalid_recipient_refusal()))
+    if user_id:
+        if to or not customers.BSUID.match(user_id):
+            return _saved(row(**invalid_user_id_refusal()))
+        ids = {"wa_id": "", "user_id": user_id}
+    else:
+        digits = recipient_digits(to)
+        if digits is None:
+            return _saved(row(**invalid_recipient_refusal()))
+        ids = {"wa_id": digits, "user_id": ""}
     with transaction.atomic():
-        customer = customers.find_or_create_customer(wa_id=digits, user_id="")
+        customer = customers.find_or_merge_customer(**ids)
         if consents is not None and customer.pk in consents.get("_known", ()):
             status = consents.get((customer.pk, order.purpose))
             consented = status == ConsentRecord.Status.OPT_IN
@@ -263,9 +287,14 @@ def send_notification(
             consented = consent.has_consent(customer, order.purpose)
         if not consented:
             refused_row = row(
-                customer=customer, **no_consent_refusal(to, order.purpose)
+                customer=customer,
+                **no_consent_refusal(to or user_id, order.purpose),
             )
             return _saved(refused_row)
+        try:
+            outbound.check_template_recipient(customer, order.template)
+        except errors.PhoneRequired as error:
+            return _saved(row(customer=customer, **refusal(error.code, error.detail)))
         conversation, created = _notification_conversation(
             customer=customer, number=order.number, team=order.team, by=order.created_by
         )
@@ -299,6 +328,7 @@ def notification_payload(notification: Notification) -> dict:
         "id": notification.pk,
         "status": notification_status(notification),
         "to": notification.to,
+        "user_id": notification.user_id,
         "purpose": notification.purpose,
         "template": {
             "name": notification.template_name,

@@ -179,7 +179,7 @@ def _conversations(
     current = {
         conversation.customer_id: conversation
         for conversation in Conversation.objects.filter(
-            number=order.number, customer_id__in=set(ready.values())
+            number=order.number, customer_id__in=set(ready.values()), group_id=""
         ).unresolved()
     }
     conversations: dict[int, Conversation] = {}

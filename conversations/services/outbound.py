@@ -14,6 +14,7 @@ from .. import realtime
 from ..delivery import doorbells
 from ..models import (
     Conversation,
+    Customer,
     Message,
     MessageTemplate,
     Reaction,
@@ -22,7 +23,7 @@ from ..models import (
 from ..rules import windows
 from ..whatsapp import client, payloads
 from ..whatsapp import templates as meta_templates
-from . import consent, customers, errors, media, service_levels, templates
+from . import consent, customers, errors, groups, media, service_levels, templates
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def check_can_send(*, conversation: Conversation, free_form: bool = False) -> No
     is not left with a message that sits `queued`. `free_form`: also check
     the customer service window (before an upload, say).
     """
+    groups.check_not_group(conversation)
     number = conversation.number
     if number.sending_paused:
         raise errors.SendingPaused(
@@ -78,6 +80,8 @@ MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
 
 
 def _check_window(conversation: Conversation, at: datetime) -> None:
+    # A group's conversation refuses every send, whatever its window says.
+    groups.check_not_group(conversation)
     if not windows.service_window_open(conversation, at):
         raise errors.WindowClosed(
             "More than 24 hours have passed since the customer's last message: "
@@ -222,6 +226,7 @@ def _queue_message(
     attachment: media.Attachment | None = None,
     media_of: Message | None = None,
 ) -> Message:
+    groups.check_not_group(conversation)
     now = timezone.now()
     opens_free_entry_point = windows.opens_free_entry_point(conversation, now)
     message = Message(
@@ -401,8 +406,23 @@ def check_template_send(
 ) -> None:
     """What a template must pass to go to this customer now: approved, of
     the number's account, and the customer's consent for its category."""
+    groups.check_not_group(conversation)
     check_template(template, conversation.number)
+    check_template_recipient(conversation.customer, template)
     consent.check_template_consent(conversation.customer, template)
+
+
+def check_template_recipient(customer: Customer, template: MessageTemplate) -> None:
+    """Refuse an authentication template to a customer known only by BSUID:
+    Meta sends one-tap, zero-tap and copy-code templates to phones only."""
+    if template.category == MessageTemplate.Category.AUTHENTICATION and not (
+        customer.wa_id
+    ):
+        raise errors.PhoneRequired(
+            f"{template.name} is an authentication template; Meta sends those "
+            "only to a phone number, and this customer is known by username only.",
+            customer=customer.pk,
+        )
 
 
 def check_template(template: MessageTemplate, number: WhatsAppNumber) -> None:

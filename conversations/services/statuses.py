@@ -20,7 +20,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import client, payloads
-from . import business_callbacks, charges, consent
+from . import business_callbacks, charges, consent, customers
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,9 @@ def update_message_status(
         )
         return None
     _apply_status(message, status=status.status, at=at, error=error, pricing=pricing)
+    if status.contact is not None and status.recipient_type != "group":
+        # Sent, delivered and read name the customer as Meta knows them now.
+        customers.learn_from_contact(message.conversation.customer_id, status.contact)
     return message
 
 
@@ -327,6 +330,17 @@ def apply_statuses(
             steps.append((message, status.status, changed))
     if parked:
         ParkedStatus.objects.bulk_create(parked, ignore_conflicts=True)
+    # Sent, delivered and read name the customer as Meta knows them now (as
+    # update_message_status): one read, and writes only for what is new.
+    customers.learn_from_contacts(
+        [
+            (messages[status.wamid].conversation.customer_id, status.contact)
+            for _, status in known
+            if status.wamid in messages
+            and status.contact is not None
+            and status.recipient_type != "group"
+        ]
+    )
     changed_messages = {message.pk: message for message, _, _ in steps}
     # A wamid learnt from the callback data is kept even if its status
     # changed nothing (as update_message_status saves it at once).

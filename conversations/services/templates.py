@@ -18,8 +18,14 @@ from . import errors
 
 
 @transaction.atomic
-def record_template_status(*, update: payloads.TemplateStatusUpdate) -> MessageTemplate:
-    """Mirror Meta's template review result; create the template if unknown."""
+def record_template_status(
+    *, update: payloads.TemplateStatusUpdate, received_at: datetime | None = None
+) -> MessageTemplate:
+    """Mirror Meta's template review result; create the template if unknown.
+
+    An update without an event never blanks the status: Meta also sends
+    quality changes under this field, which are recorded as quality.
+    """
     reason = " ".join(
         part
         for part in (
@@ -32,6 +38,10 @@ def record_template_status(*, update: payloads.TemplateStatusUpdate) -> MessageT
         if part
     )
     template = _template_for(update)
+    if update.new_quality_score:
+        _record_quality(template, update, received_at)
+    if not update.event:
+        return template
     template.status = update.event[:20]
     template.status_reason = reason
     if update.message_template_category and not template.category:
@@ -74,10 +84,17 @@ def record_template_category(
     return template
 
 
+@transaction.atomic
 def record_template_quality(
     *, update: payloads.TemplateQualityUpdate, received_at: datetime
 ) -> AccountNotice:
-    """Record a template's quality score change for admins."""
+    """Record a template's quality score change, on it and for admins."""
+    return _record_quality(_template_for(update), update, received_at)
+
+
+def _record_quality(template: MessageTemplate, update, received_at) -> AccountNotice:
+    template.quality_score = update.new_quality_score[:20]
+    template.save(update_fields=["quality_score", "updated_at"])
     return AccountNotice.objects.create(
         kind="message_template_quality_update",
         event=update.new_quality_score[:60],
@@ -88,7 +105,7 @@ def record_template_quality(
             f"{update.previous_quality_score or '?'} → {update.new_quality_score}"
         ),
         raw=dict(update.raw),
-        occurred_at=update.time or received_at,
+        occurred_at=update.time or received_at or timezone.now(),
     )
 
 

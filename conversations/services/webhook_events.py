@@ -40,7 +40,7 @@ from ..models import (
 )
 from ..rules import backoff
 from ..whatsapp import payloads
-from . import consent, inbound, statuses, templates
+from . import consent, echoes, history, inbound, statuses, templates
 from . import numbers as numbers_service
 
 logger = logging.getLogger(__name__)
@@ -286,12 +286,16 @@ def _hand_over(
         inbound.receive_message(number=number, message=item, received_at=at)
     elif isinstance(item, payloads.StatusUpdate):
         statuses.update_message_status(number=number, status=item)
+    elif isinstance(item, payloads.MessageEcho):
+        echoes.record_echo(number=number, echo=item, received_at=at)
+    elif isinstance(item, payloads.HistoryChunk):
+        history.import_history(number=number, chunk=item, received_at=at)
     elif isinstance(item, payloads.AccountError):
         numbers_service.record_account_error(number=number, error=item, received_at=at)
     elif isinstance(item, payloads.UserPreferenceUpdate):
         consent.record_user_preference(number=number, update=item, received_at=at)
     elif isinstance(item, payloads.TemplateStatusUpdate):
-        templates.record_template_status(update=item)
+        templates.record_template_status(update=item, received_at=at)
     elif isinstance(item, payloads.TemplateCategoryUpdate):
         templates.record_template_category(update=item)
     elif isinstance(item, payloads.TemplateQualityUpdate):
@@ -456,8 +460,7 @@ def _apply_set(events: list[WebhookEvent]) -> list[int]:
         except payloads.MalformedPayload as exc:
             finished[event.pk] = (WebhookEvent.State.MALFORMED, str(exc))
             continue
-        messages = batch.messages
-        if any(not inbound.takes_in_bulk(message) for message in messages):
+        if not _takes_in_set(batch):
             apart.append(event.pk)
         else:
             parsed.append(_Parsed(event, batch))
@@ -496,6 +499,19 @@ def _apply_set(events: list[WebhookEvent]) -> list[int]:
         finished[entry.event.pk] = (state, "\n".join(entry.problems))
     _finish_events(finished)
     return apart
+
+
+def _takes_in_set(batch: payloads.WebhookBatch) -> bool:
+    """Whether a set applies this event: every message is one receive_messages
+    takes (inbound.takes_in_bulk), and nothing writes messages the set's
+    statuses could be for (the business app's echoes and history go one by
+    one, in their event's order)."""
+    return all(
+        inbound.takes_in_bulk(message) for message in batch.messages
+    ) and not any(
+        isinstance(item, payloads.MessageEcho | payloads.HistoryChunk)
+        for item in batch.items
+    )
 
 
 def _route_all(parsed: list[_Parsed]) -> list[tuple]:

@@ -237,15 +237,14 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
     body = {name: request.POST.get(f"body_{name}", "") for name in fields["body"]}
     # The shapes services.template_components takes: named or positional.
     parameters: dict = {"body": body if fields["named"] else list(body.values())}
-    if fields["buttons"]:
-        parameters["buttons"] = [
-            {
-                "index": button["index"],
-                "type": "url",
-                "text": request.POST.get(f"button_{button['index']}", ""),
-            }
-            for button in fields["buttons"]
-        ]
+    buttons = [
+        meta_templates.button_value(
+            button, request.POST.get(f"button_{button['index']}", "").strip()
+        )
+        for button in fields["buttons"]
+    ]
+    if any(buttons):
+        parameters["buttons"] = [button for button in buttons if button]
     if fields["header"] in {"image", "video", "document"}:
         parameters["header"] = {
             fields["header"]: {"link": request.POST.get("header_link", "")}

@@ -447,9 +447,22 @@ def messages_url(number: Number) -> str:
     return f"{_base()}/{path_id(number.phone_number_id, 'phone number id')}/messages"
 
 
+def addressee(*, wa_id: str = "", user_id: str = "") -> dict[str, str]:
+    """Who a send goes to, as Meta asks since usernames: ``to`` with the
+    phone when it is known (Meta keeps the phone in webhooks only while it is
+    messaged), else ``recipient`` with the business-scoped user id. A BSUID
+    never goes in ``to``."""
+    if wa_id:
+        return {"to": f"+{wa_id}"}
+    if user_id:
+        return {"recipient": user_id}
+    raise ValueError("A send needs the customer's wa_id or business-scoped user id.")
+
+
 def build_message(
     *,
-    to: str,
+    wa_id: str = "",
+    user_id: str = "",
     type: str,  # noqa: A002 - Meta's field name
     content: Any,
     context_message_id: str = "",
@@ -459,7 +472,7 @@ def build_message(
     body: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": to,
+        **addressee(wa_id=wa_id, user_id=user_id),
         "type": type,
         type: content,
     }
@@ -507,8 +520,12 @@ def send_message(number: Number, body: dict) -> SendResult:
 
 
 def _send(number: Number, to: str, kind: str, content, **options) -> SendResult:
+    # `to` here is a phone ("+4917...") or a BSUID ("US.1349..."): each goes
+    # in its own field.
+    digits = to.removeprefix("+")
+    ids = {"wa_id": digits} if digits.isdigit() else {"user_id": to}
     return send_message(
-        number, build_message(to=to, type=kind, content=content, **options)
+        number, build_message(**ids, type=kind, content=content, **options)
     )
 
 
@@ -760,4 +777,4 @@ def list_templates(number: Number, limit: int = 100) -> Iterator[dict]:
 
 def describe(body: dict) -> str:
     """A log-safe one-line description of a request body (no secrets in it)."""
-    return json.dumps({k: body.get(k) for k in ("to", "type")})
+    return json.dumps({k: body.get(k) for k in ("to", "recipient", "type")})

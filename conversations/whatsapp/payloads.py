@@ -318,6 +318,8 @@ class InboundMessage:
     from_wa_id: str = ""
     # messages[].from_user_id: the customer's BSUID.
     from_user_id: str = ""
+    # messages[].group_id: the message was written in a group (Groups API).
+    group_id: str = ""
     # The matching value.contacts[] entry; None for system messages (which
     # come without contacts).
     contact: Contact | None = None
@@ -360,6 +362,57 @@ class InboundMessage:
     def is_supported(self) -> bool:
         """Return whether the helpdesk knows this type (else show a placeholder)."""
         return self.type in _SUMMARIES and self.type != "unsupported"
+
+
+@dataclass(frozen=True)
+class MessageEcho:
+    """field smb_message_echoes: a message the business sent from the
+    WhatsApp Business app (coexistence), to a customer."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    wamid: str
+    type: str
+    timestamp: datetime | None
+    # The customer: their phone, or their BSUID when only that is known.
+    to_wa_id: str = ""
+    to_user_id: str = ""
+    text: str = ""
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class HistoryMessage:
+    """One past message of a chat history thread."""
+
+    wamid: str
+    # Sent by the business (from its WhatsApp Business app), else by the customer.
+    from_business: bool
+    type: str
+    text: str
+    timestamp: datetime | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    # history_context.status: what Meta knew of a business message (READ...).
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryChunk:
+    """field history: a chunk of the WhatsApp Business app's past chats,
+    shared when a coexistence number was onboarded (or its refusal)."""
+
+    waba_id: str
+    phone_number_id: str
+    display_phone_number: str
+    phase: int | None
+    chunk_order: int | None
+    progress: int | None
+    # (customer wa_id, messages) per thread.
+    threads: tuple[tuple[str, tuple[HistoryMessage, ...]], ...] = ()
+    errors: tuple[MetaError, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -428,6 +481,10 @@ class TemplateStatusUpdate:
     other_info_description: str = ""
     rejection_reason: str = ""
     rejection_recommendation: str = ""
+    # Meta's quality-update reference shows quality changes under this field
+    # too, with no event.
+    previous_quality_score: str = ""
+    new_quality_score: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -552,6 +609,8 @@ class UnparsableItem:
 
 Item = (
     InboundMessage
+    | MessageEcho
+    | HistoryChunk
     | StatusUpdate
     | AccountError
     | TemplateStatusUpdate
@@ -581,6 +640,10 @@ class WebhookBatch:
     @property
     def statuses(self) -> tuple[StatusUpdate, ...]:
         return self._of(StatusUpdate)
+
+    @property
+    def message_echoes(self) -> tuple[MessageEcho, ...]:
+        return self._of(MessageEcho)
 
     @property
     def errors(self) -> tuple[AccountError, ...]:
@@ -930,6 +993,8 @@ def _summary_interactive(payload: dict, message: dict) -> str:
         # A Flow or address answer: its body is a generic "Sent"; the answers
         # are in response_json, a JSON string.
         return _str(_dict(payload.get("nfm_reply")).get("body")) or "Form submitted"
+    if kind == "call_permission_reply":
+        return _call_permission_summary(_dict(payload.get(kind)))
     # A fixture shows an interactive message without the object.
     return "Interactive reply"
 
@@ -965,6 +1030,18 @@ def flow_answers(payload: Any) -> list[tuple[str, str]] | None:
         for key, value in answers.items()
         if key != "flow_token"
     ]
+
+
+def _call_permission_summary(reply: dict) -> str:
+    """The customer's answer to a request to call them (Calling API)."""
+    if _str(reply.get("response")) != "accept":
+        return "Call permission declined"
+    if _bool(reply.get("is_permanent")):
+        return "Call permission granted (always)"
+    until = parse_timestamp(reply.get("expiration_timestamp"))
+    if until is None:
+        return "Call permission granted"
+    return f"Call permission granted until {until:%Y-%m-%d %H:%M} UTC"
 
 
 def _summary_button(payload: dict, message: dict) -> str:
@@ -1079,13 +1156,19 @@ def _media(kind: str, payload: dict) -> Media | None:
 def _context(raw: Any) -> Context | None:
     if not isinstance(raw, dict):
         return None
-    product = raw.get("referred_product")
+    product = _dict(raw.get("referred_product"))
+    referred = {
+        "catalog_id": _id(product, "catalog_id", META_ID_MAX_LENGTH),
+        "product_retailer_id": _cut(
+            _str(product.get("product_retailer_id")), META_ID_MAX_LENGTH
+        ),
+    }
     return Context(
         message_id=_id(raw, "id", WAMID_MAX_LENGTH, name="context.id"),
         from_=_str(raw.get("from")),
         forwarded=_bool(raw.get("forwarded")),
         frequently_forwarded=_bool(raw.get("frequently_forwarded")),
-        referred_product=product if isinstance(product, dict) else None,
+        referred_product=referred if any(referred.values()) else None,
     )
 
 
@@ -1157,6 +1240,7 @@ def _message(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> InboundM
         timestamp=parse_timestamp(raw.get("timestamp")),
         from_wa_id=from_wa_id,
         from_user_id=from_user_id,
+        group_id=_id(raw, "group_id", WAMID_MAX_LENGTH),
         contact=contact,
         text=summarize_message(raw),
         payload=payload,
@@ -1167,6 +1251,84 @@ def _message(raw: Any, where: _Where, contacts: tuple[Contact, ...]) -> InboundM
         system=system,
         errors=_errors(raw.get("errors")),
         raw=raw,
+    )
+
+
+def _echo(raw: Any, where: _Where) -> MessageEcho:
+    if not isinstance(raw, dict):
+        raise ValueError(f"message echo is not an object (got {type(raw).__name__})")
+    wamid = _id(raw, "id", WAMID_MAX_LENGTH, name="id (wamid)")
+    if not wamid:
+        raise ValueError("message echo has no id (wamid)")
+    to_wa_id = "".join(ch for ch in _str(raw.get("to")) if ch.isdigit())
+    to_user_id = _id(raw, "to_user_id", BSUID_MAX_LENGTH) or _id(
+        raw, "recipient_user_id", BSUID_MAX_LENGTH
+    )
+    if not (to_wa_id or to_user_id):
+        raise ValueError("message echo names no customer (no to or to_user_id)")
+    kind = _code(raw, "type", MESSAGE_TYPE_MAX_LENGTH)
+    payload = raw.get(kind) if kind else None
+    return MessageEcho(
+        waba_id=where.waba_id,
+        phone_number_id=where.phone_number_id,
+        display_phone_number=where.display_phone_number,
+        wamid=wamid,
+        type=kind,
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        to_wa_id=_cut(to_wa_id, WA_ID_MAX_LENGTH),
+        to_user_id=to_user_id,
+        text=summarize_message(raw),
+        payload=payload if isinstance(payload, dict) else {},
+        raw=raw,
+    )
+
+
+def _history_chunk(raw: Any, where: _Where) -> HistoryChunk:
+    if not isinstance(raw, dict):
+        raise ValueError(f"history is not an object (got {type(raw).__name__})")
+    metadata = _dict(raw.get("metadata"))
+    business = "".join(ch for ch in where.display_phone_number if ch.isdigit())
+    threads = []
+    for thread in _list(raw.get("threads")):
+        thread = _dict(thread)
+        wa_id = _id(thread, "id", WA_ID_MAX_LENGTH, name="threads[].id")
+        messages = tuple(
+            _history_message(message, business)
+            for message in _list(thread.get("messages"))
+            if isinstance(message, dict)
+        )
+        if wa_id:
+            threads.append((wa_id.lstrip("+"), messages))
+    return HistoryChunk(
+        waba_id=where.waba_id,
+        phone_number_id=where.phone_number_id,
+        display_phone_number=where.display_phone_number,
+        phase=_int(metadata.get("phase")),
+        chunk_order=_int(metadata.get("chunk_order")),
+        progress=_int(metadata.get("progress")),
+        threads=tuple(threads),
+        errors=_errors(raw.get("errors")),
+        raw=raw,
+    )
+
+
+def _history_message(raw: dict, business_digits: str) -> HistoryMessage:
+    wamid = _id(raw, "id", WAMID_MAX_LENGTH, name="id (wamid)")
+    if not wamid:
+        raise ValueError("history message has no id (wamid)")
+    sender = "".join(ch for ch in _str(raw.get("from")) if ch.isdigit())
+    # Echoes of the business's app name the customer in `to`.
+    from_business = bool(raw.get("to")) or (bool(sender) and sender == business_digits)
+    kind = _code(raw, "type", MESSAGE_TYPE_MAX_LENGTH)
+    payload = raw.get(kind) if kind else None
+    return HistoryMessage(
+        wamid=wamid,
+        from_business=from_business,
+        type=kind,
+        text=summarize_message(raw),
+        timestamp=parse_timestamp(raw.get("timestamp")),
+        payload=payload if isinstance(payload, dict) else {},
+        status=_str(_dict(raw.get("history_context")).get("status")).lower(),
     )
 
 
@@ -1327,6 +1489,8 @@ def _messages_change(value: dict, where: _Where) -> list[Item]:
     for key, kind, read in (
         ("messages", "message", lambda raw: _message(raw, where, known)),
         ("statuses", "status", lambda raw: _status(raw, where, known)),
+        ("message_echoes", "message_echo", lambda raw: _echo(raw, where)),
+        ("history", "history_chunk", lambda raw: _history_chunk(raw, where)),
         ("errors", "error", lambda raw: _account_error(raw, where)),
         (
             "user_preferences",
@@ -1379,6 +1543,8 @@ def _template_status(value: dict, where: _Where) -> TemplateStatusUpdate:
         other_info_description=_str(other.get("description")),
         rejection_reason=_str(rejection.get("reason")),
         rejection_recommendation=_str(rejection.get("recommendation")),
+        previous_quality_score=_str(value.get("previous_quality_score")),
+        new_quality_score=_str(value.get("new_quality_score")),
         raw=value,
     )
 
@@ -1431,8 +1597,11 @@ def _account_update(value: dict, where: _Where) -> AccountUpdate:
     ban_info = value.get("ban_info")
     violation_info = value.get("violation_info")
     waba_info = value.get("waba_info")
+    # PARTNER_* events come with the partner's id in entry.id and the
+    # customer's WABA in waba_info.waba_id: the WABA is what they are about.
+    waba_id = _id(_dict(waba_info), "waba_id", META_ID_MAX_LENGTH, name="waba_id")
     return AccountUpdate(
-        waba_id=where.waba_id,
+        waba_id=waba_id or where.waba_id,
         time=where.time,
         event=_str(value.get("event")),
         phone_number=_str(value.get("phone_number")),
@@ -1461,7 +1630,9 @@ _SINGLE_VALUE_FIELDS = {
 }
 
 # Fields whose value has messaging_product/metadata and lists of items.
-_MESSAGES_FIELDS = frozenset({"messages", "user_preferences"})
+_MESSAGES_FIELDS = frozenset(
+    {"messages", "user_preferences", "smb_message_echoes", "history"}
+)
 
 
 def _change(raw: Any, waba_id: str, time: datetime | None) -> list[Item]:

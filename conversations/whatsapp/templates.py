@@ -67,19 +67,44 @@ def fields(template) -> dict:
     buttons = [
         {
             "index": index,
+            "kind": kind,
             "text": str(button.get("text", "")),
             "url": str(button.get("url", "")),
         }
         for index, button in enumerate(_buttons(stored))
-        if str(button.get("type", "")).upper() == "URL"
-        and placeholders(str(button.get("url", "")))
+        if (kind := _button_kind(button))
     ]
+    body = placeholders(body_text(template))
+    if any(button["kind"] == "otp" for button in buttons):
+        # An authentication template's body shows the code its button copies.
+        body = []
     return {
         "header": header,
-        "body": placeholders(body_text(template)),
+        "body": body,
         "named": parameter_format(template) == "NAMED",
         "buttons": buttons,
     }
+
+
+def button_value(button: dict, value: str) -> dict | None:
+    """The parameter of a fields() button from one typed value (the
+    composer's input), or None for an optional one left empty."""
+    key = {"url": "text", "coupon_code": "coupon_code", "otp": "code"}.get(
+        button["kind"], "flow_token"
+    )
+    if button["kind"] == "flow" and not value:
+        return None
+    return {"index": button["index"], "type": button["kind"], key: value}
+
+
+def _button_kind(button: dict) -> str:
+    """What a template button asks of a send: "url" (a URL's variable
+    ending), "coupon_code", "otp" (the one-time code), "flow" (an optional
+    flow token and data), or "" for nothing."""
+    kind = str(button.get("type", "")).upper()
+    if kind == "URL":
+        return "url" if placeholders(str(button.get("url", ""))) else ""
+    return {"COPY_CODE": "coupon_code", "OTP": "otp", "FLOW": "flow"}.get(kind, "")
 
 
 def message_payload(template, components: list[dict]) -> dict:
@@ -101,12 +126,35 @@ def components(template, parameters: dict) -> list[dict]:
     Raise ParametersRefused saying what does not fit.
     """
     stored = components_by_type(template)
+    body = parameters.get("body")
+    code = _otp_code(stored, parameters.get("buttons"))
+    if code and not body:
+        # Meta wants the one-time code in the body as well as on the button.
+        names = placeholders(body_text(template))
+        named = template.components and parameter_format(template) == "NAMED"
+        body = {name: code for name in names} if named else [code] * len(names)
     built = [
         *_header_component(template, stored.get("HEADER"), parameters.get("header")),
-        *_body_component(template, parameters.get("body")),
+        *_body_component(template, body),
         *_button_components(stored, parameters.get("buttons")),
     ]
     return built
+
+
+def _otp_code(stored: dict[str, dict], given_list) -> str:
+    buttons = _buttons(stored)
+    for given in given_list or []:
+        index = _index(given)
+        if 0 <= index < len(buttons) and _button_kind(buttons[index]) == "otp":
+            return str(given.get("code") or given.get("text") or "")
+    return ""
+
+
+def _index(given) -> int:
+    try:
+        return int(given.get("index", -1)) if isinstance(given, dict) else -1
+    except (TypeError, ValueError):
+        return -1
 
 
 def _header_component(template, header: dict | None, given) -> list[dict]:
@@ -182,19 +230,69 @@ def _body_component(template, given) -> list[dict]:
         {
             "type": "body",
             "parameters": [
-                _text_parameter(template, name, str(value)) for name, value in values
+                _body_parameter(template, name, value) for name, value in values
             ],
         }
     ]
+
+
+CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+
+
+def _body_parameter(template, name: str, value) -> dict:
+    """A body value: text, or Meta's currency or date_time object (which the
+    customer's app formats, the fallback_value where it cannot)."""
+    if not isinstance(value, dict):
+        return _text_parameter(template, name, str(value))
+    if set(value) == {"currency"} and isinstance(value["currency"], dict):
+        currency = value["currency"]
+        amount = currency.get("amount_1000")
+        if not CURRENCY_CODE.match(str(currency.get("code", ""))):
+            raise ParametersRefused(f"body: {name}: currency code like USD needed")
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ParametersRefused(
+                f"body: {name}: amount_1000 is the amount times 1000, an integer"
+            )
+        parameter = {
+            "type": "currency",
+            "currency": {
+                "fallback_value": _fallback(name, currency),
+                "code": currency["code"],
+                "amount_1000": amount,
+            },
+        }
+    elif set(value) == {"date_time"} and isinstance(value["date_time"], dict):
+        parameter = {
+            "type": "date_time",
+            "date_time": {"fallback_value": _fallback(name, value["date_time"])},
+        }
+    else:
+        raise ParametersRefused(
+            f"body: {name}: text, or an object with currency or date_time"
+        )
+    if parameter_format(template) == "NAMED":
+        parameter["parameter_name"] = name
+    return parameter
+
+
+def _fallback(name: str, value: dict) -> str:
+    fallback = value.get("fallback_value")
+    if not isinstance(fallback, str) or not fallback.strip():
+        raise ParametersRefused(f"body: {name}: fallback_value (text) needed")
+    return fallback
 
 
 def _buttons(stored: dict[str, dict]) -> list[dict]:
     return (stored.get("BUTTONS") or {}).get("buttons") or []
 
 
+# Meta's limit on a coupon code and on a one-time password.
+CODE_MAX_LENGTH = 15
+
+
 def _button_components(stored: dict[str, dict], given_list) -> list[dict]:
     buttons = _buttons(stored)
-    given_buttons = {int(b.get("index", -1)): b for b in given_list or []}
+    given_buttons = {_index(b): b for b in given_list or []}
     for index in given_buttons:
         if not 0 <= index < len(buttons):
             raise ParametersRefused(f"buttons: there is no button {index}")
@@ -202,17 +300,97 @@ def _button_components(stored: dict[str, dict], given_list) -> list[dict]:
     for index, button in enumerate(buttons):
         kind = str(button.get("type", "")).upper()
         given = given_buttons.get(index)
-        if kind == "URL" and placeholders(button.get("url", "")):
-            if not given or not given.get("text"):
-                raise ParametersRefused(f"buttons: button {index} needs its URL suffix")
-            parameter = {"type": "text", "text": str(given["text"])}
-            built.append(_button(index, "url", parameter))
+        wanted = _button_kind(button)
+        if wanted and wanted != "flow" and not given:
+            raise ParametersRefused(f"buttons: button {index} needs {_NEEDS[wanted]}")
+        if given and given.get("type") not in {None, *_GIVEN_TYPES.get(kind, ())}:
+            raise ParametersRefused(
+                f"buttons: button {index} is a {kind} button"
+                + (f"; give {_NEEDS[wanted]}" if wanted else " and takes no value")
+            )
+        if wanted:
+            component = _BUTTON_BUILDERS[wanted](index, given or {})
+            if component is not None:
+                built.append(component)
         elif kind == "QUICK_REPLY" and given and given.get("payload"):
             parameter = {"type": "payload", "payload": str(given["payload"])}
             built.append(_button(index, "quick_reply", parameter))
-        elif given and kind not in {"URL", "QUICK_REPLY"}:
+        elif given and kind != "QUICK_REPLY":
             raise ParametersRefused(f"buttons: button {index} takes no value")
     return built
+
+
+# The `type`s a caller may give for each kind of template button (Meta's own
+# components send a one-time code as a "url" button's text).
+_GIVEN_TYPES = {
+    "URL": ("url",),
+    "QUICK_REPLY": ("quick_reply",),
+    "COPY_CODE": ("coupon_code", "copy_code"),
+    "OTP": ("otp", "url"),
+    "FLOW": ("flow",),
+}
+_NEEDS = {
+    "url": "its URL suffix (text)",
+    "coupon_code": "the coupon_code",
+    "otp": "the one-time code (code)",
+    "flow": "a flow_token",
+}
+
+
+def _code(index: int, given: dict, key: str) -> str:
+    value = given.get(key)
+    if not isinstance(value, str | int) or isinstance(value, bool) or value == "":
+        raise ParametersRefused(f"buttons: button {index} needs {key}")
+    value = str(value)
+    if len(value) > CODE_MAX_LENGTH:
+        raise ParametersRefused(
+            f"buttons: button {index}: {key} has at most {CODE_MAX_LENGTH} characters"
+        )
+    return value
+
+
+def _url_button(index: int, given: dict) -> dict:
+    if not given.get("text"):
+        raise ParametersRefused(f"buttons: button {index} needs its URL suffix")
+    return _button(index, "url", {"type": "text", "text": str(given["text"])})
+
+
+def _coupon_button(index: int, given: dict) -> dict:
+    code = _code(index, given, "coupon_code")
+    return _button(index, "copy_code", {"type": "coupon_code", "coupon_code": code})
+
+
+def _otp_button(index: int, given: dict) -> dict:
+    # Copy-code, one-tap and zero-tap buttons all take the code as a URL
+    # button's text parameter.
+    key = "text" if "code" not in given and "text" in given else "code"
+    return _button(index, "url", {"type": "text", "text": _code(index, given, key)})
+
+
+def _flow_button(index: int, given: dict) -> dict | None:
+    token, data = given.get("flow_token"), given.get("flow_action_data")
+    if token is None and data is None:
+        return None
+    action = {}
+    if token is not None:
+        if not isinstance(token, str) or not token:
+            raise ParametersRefused(f"buttons: button {index}: flow_token is text")
+        action["flow_token"] = token
+    if data is not None:
+        if not isinstance(data, dict):
+            raise ParametersRefused(
+                f"buttons: button {index}: flow_action_data is an object"
+            )
+        action["flow_action_data"] = data
+    return _button(index, "flow", {"type": "action", "action": action})
+
+
+_BUTTON_BUILDERS = {
+    "url": _url_button,
+    "coupon_code": _coupon_button,
+    "otp": _otp_button,
+    "flow": _flow_button,
+}
 
 
 def _button(index: int, sub_type: str, parameter: dict) -> dict:
@@ -235,7 +413,10 @@ def render_text(template, components: list[dict]) -> str:
     """The body as the customer reads it, with the send's values filled in."""
     text = body_text(template)
     given = [
-        parameter.get("text", "")
+        parameter.get("text")
+        or (parameter.get("currency") or parameter.get("date_time") or {}).get(
+            "fallback_value", ""
+        )
         for component in components
         if component["type"] == "body"
         for parameter in component.get("parameters", [])
@@ -265,17 +446,28 @@ def parameters_from_components(sent: list[dict]) -> dict:
             button = {"index": component.get("index"), "type": sub_type}
             if sub_type == "url":
                 button["text"] = first.get("text")
+            elif sub_type == "copy_code":
+                button = {**button, "type": "coupon_code"}
+                button["coupon_code"] = first.get("coupon_code")
+            elif sub_type == "flow":
+                button.update(_dict(first.get("action")))
             else:
                 button["payload"] = first.get("payload")
             parameters.setdefault("buttons", []).append(button)
     return parameters
 
 
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _body_parameters(given: list) -> list | dict:
     values = [p if isinstance(p, dict) else {} for p in given]
     texts = [
-        p.get("text")
-        or (p.get("currency") or p.get("date_time") or {}).get("fallback_value")
+        {kind: p[kind]}
+        if (kind := str(p.get("type", ""))) in {"currency", "date_time"}
+        and isinstance(p.get(kind), dict)
+        else p.get("text")
         for p in values
     ]
     if any(p.get("parameter_name") for p in values):

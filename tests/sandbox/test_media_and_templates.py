@@ -125,6 +125,8 @@ def test_templates_are_listed_with_metas_paging(sandbox, graph):
         "spring_sale",
         "flash_deal",
         "win_back",
+        "spring_coupon",
+        "login_code",
     ]
     statuses = {t["name"]: t["status"] for t in first["data"] + second["data"]}
     assert statuses["flash_deal"] == "REJECTED"

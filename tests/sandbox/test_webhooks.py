@@ -341,7 +341,8 @@ def test_system_number_change_has_no_contacts_and_rekeys_the_customer(
     value = only_value(receiver.wait_for(1)[0].json())
     assert "contacts" not in value
     [message] = value["messages"]
-    assert "from" not in message
+    # Meta's system reference: the old number in `from`, the new in system.wa_id.
+    assert message["from"] == CUSTOMER
     assert message["system"]["type"] == "user_changed_number"
     assert message["system"]["wa_id"] == "4917099999999"
     wa_ids = [

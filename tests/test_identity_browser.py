@@ -1,0 +1,72 @@
+"""A customer known by username only, in a real browser: the agent sees the
+username and the hidden phone, answers, and the sandbox receives Meta's
+`recipient`. Screenshots go to var/screenshots/identity-*.png (ignored by git)."""
+
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from sandbox.testing import wait_until
+from tests.fixtures.browser import log_in
+from tests.test_workspace_browser import PASSWORD
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"
+    ),
+    pytest.mark.timeout(180),
+]
+
+SCREENSHOTS = Path(settings.VAR_DIR) / "screenshots"
+PHONE = "4917055500077"
+BSUID = "DE.16180339887498948482"
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"identity-{name}.png", full_page=True)
+
+
+def test_an_agent_answers_a_username_customer_by_recipient(stack):  # noqa: F811
+    sandbox, url = stack["sandbox"], stack["url"]
+    page = stack["browser"].new_context().new_page()
+    log_in(page, url, "anna-browser", PASSWORD)
+    expect(page.get_by_role("status")).to_have_text("Live")
+
+    sandbox.control.customer_message(
+        PHONE,
+        type="text",
+        text="Is my order on its way?",
+        name="",
+        user_id=BSUID,
+        username="@lena.k",
+        hide_phone=True,
+    )
+    row = page.get_by_role("link", name=re.compile("Is my order on its way"))
+    row.click()
+    panel = page.get_by_role("complementary", name="Customer")
+    expect(panel).to_contain_text("@lena.k")
+    expect(panel).to_contain_text("hidden (username only)")
+    expect(panel).to_contain_text(BSUID)
+
+    box = page.get_by_role("textbox", name="Message")
+    box.fill("Yes, it arrives tomorrow")
+    box.press("Enter")
+    wait_until(
+        lambda: any(
+            m["body"].get("recipient") == BSUID and "to" not in m["body"]
+            for m in sandbox.control.messages()
+        ),
+        timeout=15,
+    )
+    bubble = page.locator("article.bubble.outbound").filter(
+        has_text="Yes, it arrives tomorrow"
+    )
+    expect(bubble.get_by_role("img", name="Read")).to_be_visible()
+    screenshot(page, "username-customer")
