@@ -1,9 +1,11 @@
 """Benchmark: a campaign's status storm, and customers' messages during it.
 
     .venv/bin/python bench/status_storm.py [--no-baseline] [--worker-concurrency 4]
+        [--server daphne|uvicorn]
 
 The shape of the processing-engine issue, run by the production processes
-(one daphne process, one plain `celery -A helpdesk worker` at nice 19 as
+(one daphne process, or with `--server uvicorn` production's web command,
+one uvicorn process per core; one plain `celery -A helpdesk worker` at nice 19 as
 docs/operations.md advises when web and workers share cores, DEBUG off):
 
 1. 1,000 new customers each write a first message (signed webhooks over 50
@@ -65,7 +67,12 @@ from bench.webhook_ack import (  # noqa: E402
     prepare,
 )
 from helpdesk.launcher import free_port, wait_for_port  # noqa: E402
-from helpdesk.processes import daphne_command, in_this_python, worker_command  # noqa: E402
+from helpdesk.processes import (  # noqa: E402
+    daphne_command,
+    in_this_python,
+    web_command,
+    worker_command,
+)
 
 PATH = "/webhooks/whatsapp/"
 
@@ -288,6 +295,16 @@ def storm_bodies(replies: list[tuple[str, str]]) -> list:
     return bodies
 
 
+def web_server_command(server: str, port: int) -> list[str]:
+    """daphne, one process (the contract's command), or production's web
+    command: uvicorn with one process per core (helpdesk/processes.py)."""
+    if server == "daphne":
+        return daphne_command(host="127.0.0.1", port=port, verbosity=0)
+    return web_command(
+        host="127.0.0.1", port=port, workers=os.cpu_count(), log_level="warning"
+    )
+
+
 def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
     db_url = env["DATABASE_URL"]
     recreate_database(db_url)
@@ -298,9 +315,9 @@ def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
     try:
         port = free_port()
         group.start(
-            in_this_python(daphne_command(host="127.0.0.1", port=port, verbosity=0)),
+            in_this_python(web_server_command(args.server, port)),
             {**env, "HELPDESK_PROCESS": "asgi"},
-            workdir / f"{mode}-daphne.log",
+            workdir / f"{mode}-{args.server}.log",
         )
         worker = group.start(
             [
@@ -605,6 +622,13 @@ def main() -> int:
         action="store_true",
         help="skip the one-by-one run (WEBHOOK_SETS=0)",
     )
+    parser.add_argument(
+        "--server",
+        choices=["daphne", "uvicorn"],
+        default="daphne",
+        help="daphne, one process (default), or production's web command "
+        "(uvicorn, one process per core)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     env = {
@@ -625,6 +649,7 @@ def main() -> int:
         print(f"  {key}: {value}")
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout
     print(f"  uptime: {uptime.strip()}")
+    print(f"  web server: {args.server}")
     modes = ["sets"] if args.no_baseline else ["sets", "one-by-one"]
     results = []
     with tempfile.TemporaryDirectory(prefix="status-storm-") as tmp:
