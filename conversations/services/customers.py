@@ -627,10 +627,23 @@ def _upsert_customers(senders: list[Sender]) -> dict[str, Customer]:
         + ", ".join(sets)
         + " RETURNING "
         + ", ".join(columns)
-        # xmax is 0 on a row this statement inserted (PostgreSQL).
-        + ", (xmax = 0) AS created"
+        + ", "
+        + _inserted_here(table)
+        + " AS created"
     )
+    if connection.vendor != "postgresql":
+        params.append(now)
     return {customer.wa_id: customer for customer in Customer.objects.raw(sql, params)}
+
+
+def _inserted_here(table: str) -> str:
+    """SQL that is true on a row the upsert inserted rather than updated.
+    PostgreSQL: xmax is 0 on a row this statement inserted. SQLite (the
+    embedded run command, one event at a time) has no xmax: the upsert never
+    touches created_at, so a row created at this statement's `now` is new."""
+    if connection.vendor == "postgresql":
+        return "(xmax = 0)"
+    return f"({table}.created_at = %s)"
 
 
 def conversations_for(
