@@ -19,6 +19,7 @@ from django.utils import dateformat, timezone
 from accounts.models import LiveTab, User
 from conversations import realtime, services
 from conversations.delivery import doorbells
+from conversations.live import hub
 from conversations.live.cache import EventCache
 from conversations.models import Conversation, LiveEvent
 from helpdesk.asgi import application
@@ -414,6 +415,27 @@ async def test_a_tab_asks_for_the_gap_before_an_event_and_gets_exactly_it():
         {"type": "missing", "stream": data["number_b"].pk, "after": 0, "upto": 5}
     )
     assert await ws.receive_nothing(0.5)
+    await ws.disconnect()
+
+
+async def test_tabs_hear_where_their_streams_stand_so_a_lost_last_event_shows(
+    monkeypatch,
+):
+    monkeypatch.setattr(hub, "HUB_HEADS_SECONDS", 0.2)
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws)
+    await ws.receive_json_from()  # synced
+    # The inbox's last event: no later one will show the tab the gap.
+    await sync_to_async(lost_doorbell)(data["number_a"], "lost", conversation)
+    while True:
+        frame = await ws.receive_json_from()
+        if frame["type"] == "heads" and frame["streams"] == {
+            str(data["number_a"].pk): 2
+        }:
+            break
     await ws.disconnect()
 
 

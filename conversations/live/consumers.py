@@ -19,8 +19,10 @@ Protocol (JSON text frames):
 - server → tab: {"type": "event", "id": n, "stream": number id, "seq": s,
   "html": "...", "notify": {...}?}; {"type": "synced", "last": n,
   "streams": {"<number id>": s}?}; {"type": "filled", "stream": number id,
-  "upto": t}; {"type": "fragment", "html": "..."};
-  {"type": "access", "numbers": [...]}; {"type": "reload"};
+  "upto": t}; {"type": "heads", "streams": {"<number id>": s}} (every few
+  seconds: where the streams stand, so a lost last event is a gap too);
+  {"type": "fragment", "html": "..."}; {"type": "access", "numbers": [...]};
+  {"type": "reload"};
   {"type": "error", "code": "rate_limited", "retry_after": seconds}.
 
 A hello runs the catch-up and the tab's search (a missing, a catch-up of
@@ -55,7 +57,7 @@ from ..selectors.inbox import InboxFilter, stream_positions
 from ..selectors.thread import WindowState
 from . import cache
 from .frames import NotRendered, frame_for
-from .hub import inbox_hub
+from .hub import HEADS_MESSAGE_TYPE, inbox_hub
 from .limits import TokenBucket
 from .rendering import RenderedEvent, render_fragment
 
@@ -113,6 +115,16 @@ class WorkspaceConsumer(WebsocketConsumer):
         Messages of one tab are dispatched one at a time, in order, so the
         two paths never reorder its frames.
         """
+        if message.get("type") == HEADS_MESSAGE_TYPE:
+            streams = {
+                key: head
+                for key, head in message["streams"].items()
+                if int(key) in getattr(self, "number_ids", ())
+            }
+            if streams:
+                text = json.dumps({"type": "heads", "streams": streams})
+                await self.asgi_send({"type": "websocket.send", "text": text})
+            return
         if message.get("type") == realtime.CHANNEL_MESSAGE_TYPE:
             frame = await self._fast_frame(message["id"])
             if frame is not None:

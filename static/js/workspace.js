@@ -38,6 +38,9 @@
   // missing. Reconnects ask from `contiguous`, never from the highest.
   var contiguous = JSON.parse(root.dataset.streams || "{}");
   var ahead = {};
+  // Per stream: the newest sequence the server said exists ("heads"): a
+  // lost last event leaves no later event to show the gap.
+  var heads = {};
   var GAP_WAIT = 2000;
   var gapTimer = null;
 
@@ -224,11 +227,24 @@
     if (!gapTimer) gapTimer = setTimeout(askForGaps, GAP_WAIT);
   }
 
+  function noteHead(stream, head) {
+    if (!(stream in contiguous)) {
+      contiguous[stream] = head;
+    } else if (head > contiguous[stream]) {
+      heads[stream] = Math.max(heads[stream] || 0, head);
+      if (!gapTimer) gapTimer = setTimeout(askForGaps, GAP_WAIT);
+    }
+  }
+
   function askForGaps() {
     gapTimer = null;
-    Object.keys(ahead).forEach(function (stream) {
-      if (!ahead[stream].size) return;
-      var upto = Math.min.apply(null, Array.from(ahead[stream])) - 1;
+    var streams = new Set(Object.keys(ahead).concat(Object.keys(heads)));
+    streams.forEach(function (stream) {
+      var held = ahead[stream] || new Set();
+      var upto = held.size
+        ? Math.min.apply(null, Array.from(held)) - 1
+        : heads[stream] || 0;
+      if (upto <= contiguous[stream]) return;
       send({
         type: "missing",
         stream: parseInt(stream, 10),
@@ -318,6 +334,10 @@
       setStatus("Live", "live");
     } else if (message.type === "filled") {
       advance(String(message.stream), message.upto);
+    } else if (message.type === "heads") {
+      Object.keys(message.streams).forEach(function (stream) {
+        noteHead(stream, message.streams[stream]);
+      });
     } else if (message.type === "fragment") {
       applyFragments(message.html);
       // One timer, restarted by each keystroke note: a colleague who keeps
