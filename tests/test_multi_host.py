@@ -508,6 +508,9 @@ def _caught_up(postgres: Postgres, tabs: list[Tab]) -> dict:
                 "streams": tab.streams,
                 "ahead": sum(len(held) for held in tab._ahead.values()),
                 "connected": tab.socket is not None,
+                "disconnects": tab.disconnects,
+                "reloads": tab.reloads,
+                "gap_requests": tab.gap_requests,
             }
             for tab in tabs
         ],
@@ -560,6 +563,9 @@ def _check(figures: dict) -> None:
     # Killed mid-send: what was in flight is `unknown`, never resent.
     assert unknown > 0, outbound
     assert outbound["accepted_at_meta"] >= REPLIES - unknown, outbound
+    # Every send Meta accepted is counted `sent` once, whether its worker
+    # wrote it back or died first and Meta's status webhook told.
+    assert outbound["sent_total_sent"] == outbound["accepted_at_meta"], outbound
 
     metrics = figures["metrics"]
     # The pending gauge rose under load and fell back to zero; the processed

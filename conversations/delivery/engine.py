@@ -358,9 +358,11 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     sent = {o.job.message_id: o for o in by_kind[SENT]}
     # (message id, status) of every row this write moved, to announce.
     changed: list[tuple[int, str]] = []
+    moved_to_sent: set[int] = set()
     with transaction.atomic():
         if sent:
-            changed += [(pk, Message.Status.SENT) for pk in _mark_sent(sent, now)]
+            moved_to_sent = set(_mark_sent(sent, now))
+            changed += [(pk, Message.Status.SENT) for pk in moved_to_sent]
         for outcome in by_kind[UNKNOWN]:
             changed += _settle(outcome, now)
         changed += _requeue_untried(by_kind[DEFER] + by_kind[STOP], now)
@@ -374,7 +376,10 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             changes=[(conversation_of[pk], pk, status) for pk, status in changed],
         )
     _forget_attempts(number, outcomes)
-    metrics.count_sends(outcomes)
+    # A send a status webhook moved on first was counted there.
+    metrics.count_sends(
+        [o for o in outcomes if o.kind != SENT or o.job.message_id in moved_to_sent]
+    )
     for outcome in by_kind[FAILED]:
         services.record_send_failure(
             message_id=outcome.job.message_id, code=outcome.code
