@@ -398,12 +398,13 @@ def test_the_endpoint_classifies_bodies_by_a_cheap_look():
 # claim (customers' messages first, then the rest), the numbers, the
 # messages by wamid and by callback data, the parked INSERT, the UPDATE,
 # the charges (customers, rate cards, upsert), the callback endpoints, the
-# events' UPDATE, the live events' INSERT.
-STATUS_BATCH_STATEMENTS = 15
+# events' UPDATE, the live events' sequences (one per inbox) and INSERT.
+STATUS_BATCH_STATEMENTS = 16
 # Messages: the claim, the numbers, the wamids stored already, the customers'
 # upsert, the conversations' INSERT, the messages' INSERT, the
-# conversations' UPDATE, the events' UPDATE, the live events' INSERT.
-MESSAGE_BATCH_STATEMENTS = 11
+# conversations' UPDATE, the events' UPDATE, the live events' sequences (one
+# per inbox) and INSERT.
+MESSAGE_BATCH_STATEMENTS = 12
 
 
 @pytest.mark.parametrize("size", [10, 200])

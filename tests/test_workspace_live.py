@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import Group, Permission
 from django.contrib.sessions.backends.db import SessionStore
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from django.utils import dateformat, timezone
 
 from accounts.models import LiveTab, User
@@ -436,6 +436,38 @@ async def test_tabs_hear_where_their_streams_stand_so_a_lost_last_event_shows(
             str(data["number_a"].pk): 2
         }:
             break
+    await ws.disconnect()
+
+
+async def test_a_database_failure_skips_a_message_not_the_socket(monkeypatch):
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws)
+    await ws.receive_json_from()  # synced
+
+    def restarting(*args, **kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    async def restarting_async(*args, **kwargs):
+        restarting()
+
+    monkeypatch.setattr(EventCache, "aget", restarting_async)
+    monkeypatch.setattr(EventCache, "stream_range", restarting)
+    await sync_to_async(customer_writes)(data["number_a"], "during", conversation)
+    stream = data["number_a"].pk
+    await ws.send_json_to({"type": "missing", "stream": stream, "after": 1, "upto": 2})
+    assert await ws.receive_json_from() == {
+        "type": "error",
+        "code": "unavailable",
+        "retry_after": 2,
+    }
+    # PostgreSQL is back: the same socket asks again and gets it.
+    monkeypatch.undo()
+    await ws.send_json_to({"type": "missing", "stream": stream, "after": 1, "upto": 2})
+    frame = await receive_event(ws)
+    assert (frame["stream"], frame["seq"]) == (stream, 2)
     await ws.disconnect()
 
 

@@ -23,7 +23,8 @@ Protocol (JSON text frames):
   seconds: where the streams stand, so a lost last event is a gap too);
   {"type": "fragment", "html": "..."}; {"type": "access", "numbers": [...]};
   {"type": "reload"};
-  {"type": "error", "code": "rate_limited", "retry_after": seconds}.
+  {"type": "error", "code": "rate_limited" | "unavailable" (the database),
+  "retry_after": seconds}.
 
 A hello runs the catch-up and the tab's search (a missing, a catch-up of
 one stream), so each socket may send LIVE_HELLO_BURST of them at once and then one every
@@ -47,6 +48,7 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.db import DatabaseError
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
@@ -107,6 +109,30 @@ class WorkspaceConsumer(WebsocketConsumer):
             await self.hub.forget(self)
 
     async def dispatch(self, message):
+        """_dispatch(), a database failure skipping the message, not the socket.
+
+        Uncaught, the error (PostgreSQL restarting) ended the consumer and
+        left the tab a socket that never sent again. A live event skipped is
+        a gap the tab asks for; a hello or a gap request the tab repeats.
+        """
+        try:
+            await self._dispatch(message)
+        except DatabaseError:
+            if message.get("type") == "websocket.connect":
+                raise
+            logger.warning(
+                "Workspace socket: database unavailable, %s skipped",
+                message.get("type"),
+                exc_info=True,
+            )
+            if message.get("type") == "websocket.receive":
+                # The tab says hello again then (which also covers a gap).
+                text = json.dumps(
+                    {"type": "error", "code": "unavailable", "retry_after": 2}
+                )
+                await self.asgi_send({"type": "websocket.send", "text": text})
+
+    async def _dispatch(self, message):
         """Live events take a fast path on the event loop; the rest (and any
         live event it cannot settle) runs the sync handlers in a thread.
 

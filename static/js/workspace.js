@@ -353,7 +353,8 @@
       });
     } else if (message.type === "reload") {
       location.reload();
-    } else if (message.type === "error" && message.code === "rate_limited") {
+    } else if (message.type === "error") {
+      // rate_limited, or unavailable (the server's database): hello again.
       clearTimeout(helloTimer);
       helloTimer = setTimeout(function () {
         if (socket && socket.readyState === WebSocket.OPEN) hello();
