@@ -88,6 +88,12 @@ def count_sends(outcomes: Iterable) -> None:
     count(LIMITER_WAITS, Counter(pair=pair_waits))
 
 
+def count_sent_by_status() -> None:
+    """A send Meta accepted whose outcome its worker never wrote: a status
+    webhook moved the message on from `sending` or `unknown`."""
+    count(SENDS, Counter({f"sent{SEPARATOR}": 1}))
+
+
 def count_interrupted_sends(count_: int) -> None:
     """Sends the sweeper made `unknown`: their worker died mid-request."""
     count(SENDS, Counter({f"unknown{SEPARATOR}": count_}))

@@ -785,10 +785,20 @@ class LiveEvent(models.Model):
     # Ids and small facts only; consumers load and render what they show.
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The event's place in its inbox's stream: 1, 2, 3... without gaps, in
+    # commit order (LiveStream), so a tab that got n+2 but not n+1 knows
+    # exactly what it lacks. The id alone cannot say: ids are shared by all
+    # inboxes, skip on rollback and become visible out of order.
+    sequence = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["number", "id"], name="live_event_stream")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["number", "sequence"], name="live_event_sequence"
+            )
+        ]
 
     def __str__(self):
         return f"{self.type} #{self.pk}"
@@ -1757,3 +1767,23 @@ class CustomerIdentityChange(models.Model):
 
     def __str__(self):
         return f"{self.customer_id} {self.kind}: {self.old_value} -> {self.new_value}"
+
+
+class LiveStream(models.Model):
+    """An inbox's live-event counter: the last sequence number it gave out.
+
+    Taking numbers locks the row until the transaction ends, so numbers of
+    one inbox are given out in commit order and a rolled-back one is given
+    again: whoever sees n committed may rely on 1..n-1 being committed too.
+    """
+
+    number = models.OneToOneField(
+        WhatsAppNumber,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="live_stream",
+    )
+    last_sequence = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.number_id} at {self.last_sequence}"

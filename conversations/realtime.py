@@ -18,7 +18,7 @@ import os
 import threading
 
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 
 from .models import Conversation, LiveEvent, Message
 
@@ -257,8 +257,41 @@ def batched():
     finally:
         _buffer.events = None
     if events:
+        number_events(events)
         LiveEvent.objects.bulk_create(events)
         transaction.on_commit(lambda: announce_many(events))
+
+
+# On LiveStream's table (written out: the statement has no parameters
+# but the values).
+_TAKE_SEQUENCES = """
+INSERT INTO conversations_livestream (number_id, last_sequence) VALUES (%s, %s)
+ON CONFLICT (number_id) DO UPDATE
+SET last_sequence = conversations_livestream.last_sequence + EXCLUDED.last_sequence
+RETURNING last_sequence
+"""
+
+
+def number_events(events: list[LiveEvent]) -> None:
+    """Give unsaved events the next sequence numbers of their inboxes, in
+    list order.
+
+    The counter row stays locked until the transaction ends: a concurrent
+    one waits here, so an inbox's numbers are committed in order and without
+    gaps (a rollback gives its numbers back). Inboxes are taken in id order,
+    so two transactions of several inboxes never wait on each other.
+    """
+    counts: dict[int, int] = {}
+    for event in events:
+        counts[event.number_id] = counts.get(event.number_id, 0) + 1
+    following: dict[int, int] = {}
+    with connection.cursor() as cursor:
+        for number_id in sorted(counts):
+            cursor.execute(_TAKE_SEQUENCES, [number_id, counts[number_id]])
+            following[number_id] = cursor.fetchone()[0] - counts[number_id] + 1
+    for event in events:
+        event.sequence = following[event.number_id]
+        following[event.number_id] += 1
 
 
 def publish(
@@ -284,6 +317,7 @@ def publish(
     if pending is not None:
         pending.append(event)
         return event
+    number_events([event])
     event.save()
     transaction.on_commit(lambda: announce(event))
     return event
@@ -352,22 +386,22 @@ def _publish_changes(
         raise ValueError(f"Unknown live event type {event_type!r}")
     if not changes:
         return []
-    events = LiveEvent.objects.bulk_create(
-        [
-            LiveEvent(
-                number_id=number_id,
-                conversation_id=conversation_id,
-                type=event_type,
-                data={
-                    "conversation": conversation_id,
-                    "message": message_id,
-                    "status": status,
-                    **(data or {}),
-                },
-            )
-            for number_id, conversation_id, message_id, status in changes
-        ]
-    )
+    events = [
+        LiveEvent(
+            number_id=number_id,
+            conversation_id=conversation_id,
+            type=event_type,
+            data={
+                "conversation": conversation_id,
+                "message": message_id,
+                "status": status,
+                **(data or {}),
+            },
+        )
+        for number_id, conversation_id, message_id, status in changes
+    ]
+    number_events(events)
+    LiveEvent.objects.bulk_create(events)
     transaction.on_commit(lambda: announce_many(events))
     return events
 
@@ -400,9 +434,11 @@ def publish_agent(event_type: str, *, number_ids, data: dict) -> list[LiveEvent]
     if event_type not in EVENT_TYPES:
         raise ValueError(f"Unknown live event type {event_type!r}")
     events = [
-        LiveEvent.objects.create(number_id=number_id, type=event_type, data=data)
+        LiveEvent(number_id=number_id, type=event_type, data=data)
         for number_id in sorted(set(number_ids))
     ]
+    number_events(events)
+    LiveEvent.objects.bulk_create(events)
     for event in events:
         transaction.on_commit(lambda event=event: announce(event))
     return events

@@ -3,13 +3,18 @@
 import itertools
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from conversations import realtime, services
+from conversations import metrics, realtime, services
+from conversations.delivery import engine
+from conversations.delivery.threads import SENT, Job, Outcome
 from conversations.models import LiveEvent, Message, ParkedStatus, WebhookEvent
 from conversations.tasks import sweep_webhook_events
+from conversations.whatsapp.client import SendResult
 from tests.factories import ConversationFactory, MessageFactory
 from tests.fixtures.inbound import process
 from tests.fixtures.payloads import load_payload_json
@@ -249,3 +254,46 @@ def test_any_order_of_statuses_ends_in_the_highest(meta_number, sequence):
         assert message.delivered_at <= message.read_at
     if "sent" in sequence:
         assert message.sent_at == BASE
+
+
+def _sent_count() -> int:
+    return int(metrics._redis().hget(metrics.SENDS, f"sent{metrics.SEPARATOR}") or 0)
+
+
+def _written_back(message: Message, wamid: str) -> None:
+    """What a delivery run writes when Meta accepted the send."""
+    job = Job(
+        message_id=message.pk,
+        conversation_id=message.conversation_id,
+        recipient=message.conversation.customer.wa_id,
+        body={},
+        attempts=1,
+        claim="claim",
+        lease=timezone.now(),
+    )
+    engine.record(
+        message.conversation.number, [Outcome(job, SENT, result=SendResult(wamid))]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_send_meta_accepted_is_counted_sent_once_whoever_learns_it_first(
+    meta_number,
+):
+    before = _sent_count()
+    # Its worker died after Meta accepted: only the status webhook tells.
+    orphan = outbound(meta_number)
+    process(status_body("delivered", at=BASE))
+    assert _sent_count() == before + 1
+    # A run that was only slow writes back afterwards: not counted again.
+    _written_back(orphan, WAMID)
+    assert _sent_count() == before + 1
+
+    # Written back first, then Meta's statuses: counted by the run alone.
+    other = "wamid.OTHER"
+    written = outbound(meta_number, wamid=None)
+    _written_back(written, other)
+    process(status_body("read", wamid=other, at=BASE))
+    written.refresh_from_db()
+    assert written.status == Message.Status.READ
+    assert _sent_count() == before + 2

@@ -54,11 +54,14 @@ def test_purged_processed_events_still_count_as_finished():
 
 @override_settings(LIVE_EVENT_RETENTION_DAYS=7, RETENTION_BATCH=3)
 def test_live_events_go_after_their_own_age(number):
-    old = [LiveEvent.objects.create(number=number, type="x") for _ in range(4)]
+    old = [
+        LiveEvent.objects.create(number=number, type="x", sequence=seq)
+        for seq in range(1, 5)
+    ]
     LiveEvent.objects.filter(pk__in=[e.pk for e in old]).update(
         created_at=timezone.now() - timedelta(days=8)
     )
-    new = LiveEvent.objects.create(number=number, type="x")
+    new = LiveEvent.objects.create(number=number, type="x", sequence=5)
     assert services.purge_expired().live_events == 4
     assert list(LiveEvent.objects.values_list("pk", flat=True)) == [new.pk]
 

@@ -398,14 +398,15 @@ def test_the_endpoint_classifies_bodies_by_a_cheap_look():
 # claim (customers' messages first, then the rest), the numbers, the
 # messages by wamid and by callback data, the parked INSERT, the UPDATE,
 # the charges (customers, rate cards, upsert), the callback endpoints, the
-# events' UPDATE, the live events' INSERT; and what the contacts blocks
-# teach: the customers, who holds their new ids, the customers' UPDATE.
-STATUS_BATCH_STATEMENTS = 18
+# events' UPDATE, the live events' sequences (one per inbox) and INSERT; and
+# what the contacts blocks teach: the customers, who holds their new ids, the
+# customers' UPDATE.
+STATUS_BATCH_STATEMENTS = 19
 # Messages: the claim, the numbers, the wamids stored already, the customers'
 # upsert, the conversations' INSERT, the messages' INSERT, the
 # conversations' UPDATE, which opened conversations' numbers routing works,
-# the events' UPDATE, the live events' INSERT.
-MESSAGE_BATCH_STATEMENTS = 12
+# the events' UPDATE, the live events' sequences (one per inbox) and INSERT.
+MESSAGE_BATCH_STATEMENTS = 13
 
 
 @pytest.mark.parametrize("size", [10, 200])

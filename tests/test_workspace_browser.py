@@ -196,6 +196,35 @@ def test_a_tab_offline_for_100_events_catches_up_once_and_in_order(stack):
     ).to_contain_text("missed 099")
 
 
+def test_a_connected_tab_fetches_an_event_whose_announcement_was_lost(
+    stack, monkeypatch
+):
+    number = stack["number"]
+    customer = CustomerFactory(wa_id=CUSTOMER, phone=f"+{CUSTOMER}")
+    conversation = ConversationFactory(customer=customer, number=number)
+    now = timezone.now()
+    customer_writes(conversation, at=now, text="first")
+    page = stack["browser"].new_context().new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
+    expect(page.get_by_role("status")).to_have_text("Live")
+
+    # Committed, but its channel message never leaves (as when the process
+    # that made it dies right after the commit)...
+    with monkeypatch.context() as lost:
+        lost.setattr(realtime, "announce", lambda event: None)
+        customer_writes(conversation, at=now + timedelta(seconds=1), text="lost")
+    # ...and the tab learns of the gap from the next event, still connected.
+    customer_writes(conversation, at=now + timedelta(seconds=2), text="after it")
+    bubbles = page.locator("article.bubble .text")
+    expect(bubbles).to_have_text(["first", "lost", "after it"])
+    stream = str(number.pk)
+    last = number.live_events.order_by("-sequence").first().sequence
+    wait_until(lambda: page.evaluate("window.helpdeskLive.streams()")[stream] == last)
+    applied = page.evaluate("window.helpdeskLive.applied")
+    assert len(applied) == len(set(applied)), "an event was applied twice"
+
+
 def test_older_messages_load_above_the_thread_in_order(stack):
     number = stack["number"]
     conversation = ConversationFactory(number=number, customer__name="Olga Older")

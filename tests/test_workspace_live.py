@@ -13,12 +13,13 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import Group, Permission
 from django.contrib.sessions.backends.db import SessionStore
-from django.db import connections
+from django.db import OperationalError, connections, transaction
 from django.utils import dateformat, timezone
 
 from accounts.models import LiveTab, User
 from conversations import realtime, services
 from conversations.delivery import doorbells
+from conversations.live import hub
 from conversations.live.cache import EventCache
 from conversations.models import Conversation, LiveEvent
 from helpdesk.asgi import application
@@ -350,6 +351,150 @@ async def test_a_reconnecting_tab_catches_up_exactly_and_in_order():
         got.append(frame["id"])
     assert got == ids[:-2], (got, ids, last)
     assert got == sorted(got)
+    await ws.disconnect()
+
+
+def test_an_inboxs_events_are_numbered_without_gaps_in_commit_order():
+    data = world()
+    first, _ = customer_writes(data["number_a"])
+    customer_writes(data["number_b"])
+    with pytest.raises(RuntimeError), transaction.atomic():
+        customer_writes(data["number_a"], "rolled back", first)
+        raise RuntimeError
+    customer_writes(data["number_a"], "again", first)
+    # An agent's event is numbered in each of the agent's inboxes.
+    services.set_availability(user=data["anna"], availability="away")
+    sequences = {
+        number: list(
+            LiveEvent.objects.filter(number=number)
+            .order_by("pk")
+            .values_list("sequence", flat=True)
+        )
+        for number in (data["number_a"], data["number_b"])
+    }
+    # The rolled-back event's number went to the next one.
+    assert sequences[data["number_a"]] == [1, 2, 3]
+    assert sequences[data["number_b"]] == [1]
+
+
+def lost_doorbell(number, text, conversation):
+    """An event committed whose channel message never left (its process died
+    between the commit and the announcement)."""
+    ring = realtime.announce
+    realtime.announce = lambda event: None
+    try:
+        return customer_writes(number, text, conversation)
+    finally:
+        realtime.announce = ring
+
+
+async def test_a_tab_asks_for_the_gap_before_an_event_and_gets_exactly_it():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws)
+    await ws.receive_json_from()  # synced
+    await sync_to_async(lost_doorbell)(data["number_a"], "lost", conversation)
+    lost = await sync_to_async(lambda: LiveEvent.objects.last().pk)()
+    await sync_to_async(customer_writes)(data["number_a"], "next", conversation)
+    frame = await receive_event(ws)
+    stream = data["number_a"].pk
+    # The frame says where it stands: the tab sees the gap before it.
+    assert (frame["stream"], frame["seq"]) == (stream, 3)
+    await ws.send_json_to({"type": "missing", "stream": stream, "after": 1, "upto": 2})
+    frame = await receive_event(ws)
+    assert (frame["id"], frame["stream"], frame["seq"]) == (lost, stream, 2)
+    assert await ws.receive_json_from() == {
+        "type": "filled",
+        "stream": stream,
+        "upto": 2,
+    }
+    # Another agent's inbox is not theirs to ask for.
+    await ws.send_json_to(
+        {"type": "missing", "stream": data["number_b"].pk, "after": 0, "upto": 5}
+    )
+    assert await ws.receive_nothing(0.5)
+    await ws.disconnect()
+
+
+async def test_tabs_hear_where_their_streams_stand_so_a_lost_last_event_shows(
+    monkeypatch,
+):
+    monkeypatch.setattr(hub, "HUB_HEADS_SECONDS", 0.2)
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws)
+    await ws.receive_json_from()  # synced
+    # The inbox's last event: no later one will show the tab the gap.
+    await sync_to_async(lost_doorbell)(data["number_a"], "lost", conversation)
+    while True:
+        frame = await ws.receive_json_from()
+        if frame["type"] == "heads" and frame["streams"] == {
+            str(data["number_a"].pk): 2
+        }:
+            break
+    await ws.disconnect()
+
+
+async def test_a_database_failure_skips_a_message_not_the_socket(monkeypatch):
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    await fresh_hello(ws)
+    await ws.receive_json_from()  # synced
+
+    def restarting(*args, **kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    async def restarting_async(*args, **kwargs):
+        restarting()
+
+    monkeypatch.setattr(EventCache, "aget", restarting_async)
+    monkeypatch.setattr(EventCache, "stream_range", restarting)
+    await sync_to_async(customer_writes)(data["number_a"], "during", conversation)
+    stream = data["number_a"].pk
+    await ws.send_json_to({"type": "missing", "stream": stream, "after": 1, "upto": 2})
+    assert await ws.receive_json_from() == {
+        "type": "error",
+        "code": "unavailable",
+        "retry_after": 2,
+    }
+    # PostgreSQL is back: the same socket asks again and gets it.
+    monkeypatch.undo()
+    await ws.send_json_to({"type": "missing", "stream": stream, "after": 1, "upto": 2})
+    frame = await receive_event(ws)
+    assert (frame["stream"], frame["seq"]) == (stream, 2)
+    await ws.disconnect()
+
+
+async def test_a_reconnecting_tab_catches_up_from_its_last_contiguous_sequence():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+
+    def burst():
+        for index in range(5):
+            customer_writes(data["number_a"], f"missed {index}", conversation)
+        customer_writes(data["number_b"], "not for anna")
+
+    await sync_to_async(burst)()
+    ws = communicator(data["anna_cookie"])
+    await ws.connect()
+    # The tab had 1 and 2, then 5 (3 and 4 were lost): it asks from 2, and
+    # gets 3 to 6 (5 again: applying an event twice changes nothing).
+    streams = {str(data["number_a"].pk): 2}
+    await ws.send_json_to({"type": "hello", "streams": streams, "filter": ""})
+    got = []
+    while True:
+        frame = await ws.receive_json_from()
+        if frame["type"] == "synced":
+            break
+        got.append((frame["stream"], frame["seq"]))
+    assert got == [(data["number_a"].pk, seq) for seq in (3, 4, 5, 6)]
+    assert frame["streams"] == {str(data["number_a"].pk): 6}
     await ws.disconnect()
 
 

@@ -687,7 +687,10 @@ def test_conversation_queries_do_not_grow_with_messages(
     url = reverse("conversations:detail", args=[conversation.pk])
     for _ in range(3):
         MessageFactory(conversation=conversation)
-    with django_assert_max_num_queries(30) as few:
+    # The page's own reads (thread, customer, composer, inbox, sidebar, the
+    # service level and rating, the inboxes' live-stream positions); the
+    # point is the second request below: no more for forty times the thread.
+    with django_assert_max_num_queries(32) as few:
         agent_client.get(url)
     for index in range(40):
         message = MessageFactory(

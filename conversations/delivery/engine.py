@@ -90,13 +90,22 @@ class RunStats:
 
 RUNS_KEY = "outbound:runs:{}"
 
+# A run holds its place for this long and renews it every RUN_RENEW_SECONDS
+# while it lives: a run whose worker was killed gives its place up within
+# the lease, not at the end of the run it would have made.
+RUN_LEASE_SECONDS = 10.0
+RUN_RENEW_SECONDS = 3.0
+
 # KEYS[1] a sorted set of run tokens scored by when they expire; ARGV token,
-# expiry (ms since the epoch), cap. Returns 1 when the run may go.
+# lease (ms), cap. Returns 1 when the run may go (it holds a place until
+# now + lease): a run renewing its place keeps it, and one whose place
+# expired takes it again only if one is free.
 _RUN_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+  and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -113,7 +122,8 @@ def runs_per_number() -> int:
 
 
 def _enter_run(number_id: int, token: str, seconds: float) -> bool:
-    """Take one of the number's run places for `seconds` (False: all taken)."""
+    """Take or renew one of the number's run places for `seconds` (False:
+    all taken by other runs)."""
     try:
         return bool(
             ratelimit.connection().register_script(_RUN_SCRIPT)(
@@ -349,9 +359,11 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
     sent = {o.job.message_id: o for o in by_kind[SENT]}
     # (message id, status) of every row this write moved, to announce.
     changed: list[tuple[int, str]] = []
+    moved_to_sent: set[int] = set()
     with transaction.atomic():
         if sent:
-            changed += [(pk, Message.Status.SENT) for pk in _mark_sent(sent, now)]
+            moved_to_sent = set(_mark_sent(sent, now))
+            changed += [(pk, Message.Status.SENT) for pk in moved_to_sent]
         for outcome in by_kind[UNKNOWN]:
             changed += _settle(outcome, now)
         changed += _requeue_untried(by_kind[DEFER] + by_kind[STOP], now)
@@ -365,7 +377,10 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             changes=[(conversation_of[pk], pk, status) for pk, status in changed],
         )
     _forget_attempts(number, outcomes)
-    metrics.count_sends(outcomes)
+    # A send a status webhook moved on first was counted there.
+    metrics.count_sends(
+        [o for o in outcomes if o.kind != SENT or o.job.message_id in moved_to_sent]
+    )
     for outcome in by_kind[FAILED]:
         services.record_send_failure(
             message_id=outcome.job.message_id, code=outcome.code
@@ -471,8 +486,11 @@ def run(number_id: int, *, run_seconds: float | None = None) -> RunStats:
         run_seconds = settings.WHATSAPP_DELIVERY_RUN_SECONDS
     shared = runs_per_number() > 1
     token = uuid.uuid4().hex
-    if shared and not _enter_run(number_id, token, run_seconds + IDLE_WAIT + 30):
-        # As many runs as allowed are going; they see this run's work.
+    if shared and not _enter_run(number_id, token, RUN_LEASE_SECONDS):
+        # As many runs as allowed are going; they see this run's work. The
+        # doorbell rings again (the sweeper's next ring queues a run): a
+        # place held by a dead run is free within its lease.
+        doorbells.clear_delivery(number_id)
         return RunStats()
     # A pool of the run's own, so every send the limiter granted starts at
     # once instead of queueing behind another run's requests in this process.
@@ -481,7 +499,13 @@ def run(number_id: int, *, run_seconds: float | None = None) -> RunStats:
         thread_name_prefix="deliver",
     )
     try:
-        return _run(number_id, run_seconds, pool, helper_wanted=shared)
+        return _run(
+            number_id,
+            run_seconds,
+            pool,
+            helper_wanted=shared,
+            place=token if shared else None,
+        )
     finally:
         pool.shutdown(wait=True)
         if shared:
@@ -505,13 +529,22 @@ class _RunLoop:
     outcomes: queue.Queue[Outcome] = field(default_factory=queue.Queue)
     stop: threading.Event = field(default_factory=threading.Event)
     stats: RunStats = field(default_factory=RunStats)
+    # The run's place token (None: runs do not share the number) and when
+    # it was last renewed.
+    place: str | None = None
+    place_renewed: float = 0.0
     in_flight: int = 0
     next_claim: float = 0.0
     backlog: bool = True
 
 
 def _run(
-    number_id: int, run_seconds: float, pool: ThreadPoolExecutor, *, helper_wanted: bool
+    number_id: int,
+    run_seconds: float,
+    pool: ThreadPoolExecutor,
+    *,
+    helper_wanted: bool,
+    place: str | None = None,
 ) -> RunStats:
     concurrency = max(1, settings.WHATSAPP_DELIVERY_CONCURRENCY)
     batch = max(1, min(settings.WHATSAPP_DELIVERY_BATCH, concurrency))
@@ -523,8 +556,11 @@ def _run(
         batch=batch,
         claim_step=max(1, batch // 4),
         helper_wanted=helper_wanted,
+        place=place,
+        place_renewed=time.monotonic(),
     )
     while True:
+        _keep_place(loop)
         _write_back_finished(loop)
         if loop.stop.is_set():
             if loop.in_flight == 0:
@@ -533,6 +569,20 @@ def _run(
         if not _claim_or_wait(loop):
             break
     return loop.stats
+
+
+def _keep_place(loop: _RunLoop) -> None:
+    """Renew the run's place while it lives. A run that lost it (its renewal
+    came after the lease, and other runs filled the places) claims nothing
+    more: it writes back what is in flight and ends, so no more runs send
+    for the number than it allows."""
+    now = time.monotonic()
+    if loop.place is None or now - loop.place_renewed < RUN_RENEW_SECONDS:
+        return
+    loop.place_renewed = now
+    if not _enter_run(loop.number.pk, loop.place, RUN_LEASE_SECONDS):
+        logger.warning("Delivery run of number %s lost its place", loop.number.pk)
+        loop.deadline = now
 
 
 def _write_back_finished(loop: _RunLoop) -> None:

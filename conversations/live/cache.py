@@ -161,6 +161,16 @@ class EventCache:
         )
         return self.put_many(events)
 
+    def stream_range(
+        self, number_id: int, after: int, upto: int | None = None
+    ) -> list[RenderedEvent]:
+        """Events of one inbox whose sequence is above `after` (up to `upto`),
+        in stream order: what a tab lacks from that stream."""
+        events = _live_events().filter(number_id=number_id, sequence__gt=after)
+        if upto is not None:
+            events = events.filter(sequence__lte=upto)
+        return self.put_many(list(events.order_by("sequence")[: CATCH_UP_LIMIT + 1]))
+
 
 def _live_events() -> QuerySet:
     """Live events with what every tab's fragments show of their conversation."""

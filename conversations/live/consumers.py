@@ -9,17 +9,25 @@ from the same partials as the pages (frames.frame_for decides which, for
 both of the ways a frame is built: see dispatch()).
 
 Protocol (JSON text frames):
-- tab → server: {"type": "hello", "after": last applied event id, "seen":
-  [ids applied in the lookback below it], "conversation": id or null,
-  "filter": the inbox query string, "visible": bool}; {"type": "typing"};
+- tab → server: {"type": "hello", "streams": {"<number id>": the last
+  sequence applied without a gap before it}, "conversation": id or null,
+  "filter": the inbox query string, "visible": bool} (older tabs send
+  "after": last applied event id and "seen": [ids applied in the lookback
+  below it] instead of "streams"); {"type": "missing", "stream": number id,
+  "after": s, "upto": t} (a gap: sequences s+1..t); {"type": "typing"};
   {"type": "seen"} (the open conversation was looked at).
-- server → tab: {"type": "event", "id": n, "html": "...", "notify": {...}?};
-  {"type": "synced", "last": n}; {"type": "fragment", "html": "..."};
-  {"type": "access", "numbers": [...]}; {"type": "reload"};
-  {"type": "error", "code": "rate_limited", "retry_after": seconds}.
+- server → tab: {"type": "event", "id": n, "stream": number id, "seq": s,
+  "html": "...", "notify": {...}?}; {"type": "synced", "last": n,
+  "streams": {"<number id>": s}?}; {"type": "filled", "stream": number id,
+  "upto": t}; {"type": "heads", "streams": {"<number id>": s}} (every few
+  seconds: where the streams stand, so a lost last event is a gap too);
+  {"type": "fragment", "html": "..."}; {"type": "access", "numbers": [...]};
+  {"type": "reload"};
+  {"type": "error", "code": "rate_limited" | "unavailable" (the database),
+  "retry_after": seconds}.
 
-A hello runs the catch-up and the tab's search, so each socket may send
-LIVE_HELLO_BURST of them at once and then one every
+A hello runs the catch-up and the tab's search (a missing, a catch-up of
+one stream), so each socket may send LIVE_HELLO_BURST of them at once and then one every
 LIVE_HELLO_INTERVAL_SECONDS; one more is answered with the rate_limited
 error instead (the socket stays open, and the tab says hello again after
 retry_after). Typing is relayed to colleagues TYPING_BURST times at once,
@@ -40,17 +48,18 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
+from django.db import DatabaseError
 from django.utils.crypto import constant_time_compare
 
 from accounts.models import User
 
 from .. import realtime, services
 from ..models import Conversation
-from ..selectors.inbox import InboxFilter
+from ..selectors.inbox import InboxFilter, stream_positions
 from ..selectors.thread import WindowState
 from . import cache
 from .frames import NotRendered, frame_for
-from .hub import inbox_hub
+from .hub import HEADS_MESSAGE_TYPE, inbox_hub
 from .limits import TokenBucket
 from .rendering import RenderedEvent, render_fragment
 
@@ -65,6 +74,15 @@ TYPING_SHOWS_SECONDS = 6
 # Typing notes relayed at once before LIVE_TYPING_INTERVAL_SECONDS applies:
 # a tab sends one every 3 s, and the network may bunch two of them up.
 TYPING_BURST = 3
+
+
+def _positions(streams: dict) -> dict[int, int]:
+    """A hello's {"<number id>": last contiguous sequence}, what is valid of it."""
+    positions = {}
+    for key, value in streams.items():
+        if str(key).isdigit() and isinstance(value, int) and value >= 0:
+            positions[int(key)] = value
+    return positions
 
 
 class WorkspaceConsumer(WebsocketConsumer):
@@ -91,6 +109,30 @@ class WorkspaceConsumer(WebsocketConsumer):
             await self.hub.forget(self)
 
     async def dispatch(self, message):
+        """_dispatch(), a database failure skipping the message, not the socket.
+
+        Uncaught, the error (PostgreSQL restarting) ended the consumer and
+        left the tab a socket that never sent again. A live event skipped is
+        a gap the tab asks for; a hello or a gap request the tab repeats.
+        """
+        try:
+            await self._dispatch(message)
+        except DatabaseError:
+            if message.get("type") == "websocket.connect":
+                raise
+            logger.warning(
+                "Workspace socket: database unavailable, %s skipped",
+                message.get("type"),
+                exc_info=True,
+            )
+            if message.get("type") == "websocket.receive":
+                # The tab says hello again then (which also covers a gap).
+                text = json.dumps(
+                    {"type": "error", "code": "unavailable", "retry_after": 2}
+                )
+                await self.asgi_send({"type": "websocket.send", "text": text})
+
+    async def _dispatch(self, message):
         """Live events take a fast path on the event loop; the rest (and any
         live event it cannot settle) runs the sync handlers in a thread.
 
@@ -99,6 +141,16 @@ class WorkspaceConsumer(WebsocketConsumer):
         Messages of one tab are dispatched one at a time, in order, so the
         two paths never reorder its frames.
         """
+        if message.get("type") == HEADS_MESSAGE_TYPE:
+            streams = {
+                key: head
+                for key, head in message["streams"].items()
+                if int(key) in getattr(self, "number_ids", ())
+            }
+            if streams:
+                text = json.dumps({"type": "heads", "streams": streams})
+                await self.asgi_send({"type": "websocket.send", "text": text})
+            return
         if message.get("type") == realtime.CHANNEL_MESSAGE_TYPE:
             frame = await self._fast_frame(message["id"])
             if frame is not None:
@@ -262,9 +314,12 @@ class WorkspaceConsumer(WebsocketConsumer):
         if not isinstance(message, dict):
             return
         kind = message.get("type")
-        if kind == "hello":
+        if kind in ("hello", "missing"):
             if self.hellos.take():
-                self._hello(message)
+                if kind == "hello":
+                    self._hello(message)
+                else:
+                    self._missing(message)
             else:
                 self._send(
                     {
@@ -299,9 +354,12 @@ class WorkspaceConsumer(WebsocketConsumer):
                 self._presence("join")
                 conversation = Conversation.objects.get(pk=conversation_id)
                 self.window_open = WindowState.of(conversation).is_open
+        streams = message.get("streams")
         after = message.get("after")
         seen = message.get("seen") or []
-        if isinstance(after, int) and after >= 0:
+        if isinstance(streams, dict):
+            self._catch_up_streams(_positions(streams))
+        elif isinstance(after, int) and after >= 0:
             skip = {i for i in seen if isinstance(i, int)}
             self._catch_up(after, skip)
 
@@ -322,6 +380,43 @@ class WorkspaceConsumer(WebsocketConsumer):
             self._deliver(rendered)
             last = max(last, rendered.event.pk)
         self._send({"type": "synced", "last": last})
+
+    def _catch_up_streams(self, positions: dict[int, int]) -> None:
+        """Every event of the agent's inboxes after the tab's position in
+        each, then `synced` with where each stream now stands (a stream the
+        tab had no position in starts where it stands now)."""
+        now = stream_positions(self.number_ids)
+        events = []
+        for number_id in sorted(self.number_ids & positions.keys()):
+            events += cache.event_cache.stream_range(number_id, positions[number_id])
+            if len(events) > cache.CATCH_UP_LIMIT:
+                self._send({"type": "reload"})
+                return
+        for rendered in sorted(events, key=lambda rendered: rendered.event.pk):
+            self._deliver(rendered)
+        last = max((rendered.event.pk for rendered in events), default=0)
+        self._send({"type": "synced", "last": last, "streams": now})
+
+    def _missing(self, message: dict) -> None:
+        """Send the events of one stream the tab found missing: sequences
+        after `after` up to `upto`, then `filled` (the tab holds everything
+        up to `upto` once those are applied: numbers lower than a committed
+        one are committed, or purged)."""
+        self._maybe_recheck_access()
+        number_id, after, upto = (
+            message.get(key) for key in ("stream", "after", "upto")
+        )
+        if not all(isinstance(value, int) for value in (number_id, after, upto)):
+            return
+        if number_id not in self.number_ids or not 0 <= after < upto:
+            return
+        events = cache.event_cache.stream_range(number_id, after, upto)
+        if len(events) > cache.CATCH_UP_LIMIT:
+            self._send({"type": "reload"})
+            return
+        for rendered in events:
+            self._deliver(rendered)
+        self._send({"type": "filled", "stream": number_id, "upto": upto})
 
     # --- From the channel layer --------------------------------------------------
 

@@ -83,7 +83,15 @@ def frame_for(rendered: RenderedEvent, tab: Tab, *, cached_only: bool = False) -
         if is_open:
             shown, window_open, inbound = _in_open_conversation(rendered, tab)
             html += shown
-    payload = {"type": "event", "id": event.pk, "html": "".join(html)}
+    payload = {
+        "type": "event",
+        "id": event.pk,
+        # Every event of a visible inbox reaches the tab, with or without
+        # html: its stream position is how the tab knows what it lacks.
+        "stream": event.number_id,
+        "seq": event.sequence,
+        "html": "".join(html),
+    }
     notify = notification(rendered, tab.user)
     if notify:
         payload["notify"] = notify

@@ -18,6 +18,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from .. import realtime, services
+from ..selectors.inbox import stream_positions
 from . import cache
 
 if TYPE_CHECKING:
@@ -30,6 +31,12 @@ logger = logging.getLogger(__name__)
 HUB_REJOIN_SECONDS = 3600
 # At most this many events are loaded in one batch.
 HUB_BATCH_LIMIT = 200
+# Tabs are told where their inboxes' streams stand this often: a tab learns
+# of a gap before the next event, but the last events of a quiet inbox have
+# no next event (their channel messages lost, nothing would tell).
+HUB_HEADS_SECONDS = 5.0
+# The message a tab's queue gets with them.
+HEADS_MESSAGE_TYPE = "live.heads"
 
 
 class InboxHub:
@@ -69,7 +76,12 @@ class InboxHub:
             self.received = asyncio.Queue()
             self.tasks = [
                 self.loop.create_task(task, context=contextvars.Context())
-                for task in (self._receive(), self._route(), self._rejoin())
+                for task in (
+                    self._receive(),
+                    self._route(),
+                    self._rejoin(),
+                    self._heads(),
+                )
             ]
         tabs = self.tabs.setdefault(group, set())
         if not tabs:
@@ -162,6 +174,29 @@ class InboxHub:
             except Exception:
                 # Tabs not heard of are swept as closed; the next round says them.
                 logger.warning("Inbox hub: keep-alive failed", exc_info=True)
+
+    async def _heads(self) -> None:
+        """Tell each tab the positions of its inboxes' streams (one query for
+        the process)."""
+        while True:
+            await asyncio.sleep(HUB_HEADS_SECONDS)
+            watched = {group: tabs for group, tabs in self.tabs.items() if tabs}
+            if not watched:
+                continue
+            number_ids = {int(group.split(".", 1)[1]) for group in watched}
+            try:
+                heads = await database_sync_to_async(stream_positions)(number_ids)
+            except Exception:
+                logger.warning("Inbox hub: stream heads not read", exc_info=True)
+                continue
+            for group, tabs in watched.items():
+                number_id = int(group.split(".", 1)[1])
+                message = {
+                    "type": HEADS_MESSAGE_TYPE,
+                    "streams": {str(number_id): heads[number_id]},
+                }
+                for tab in list(tabs):
+                    tab.live_queue.put_nowait(message)
 
     async def _rejoin(self) -> None:
         while True:

@@ -23,6 +23,7 @@ from ..models import (
     Conversation,
     Customer,
     LiveEvent,
+    LiveStream,
     Message,
     WhatsAppNumber,
     sees_every_number,
@@ -400,3 +401,15 @@ def latest_event_id() -> int:
     """The newest live event's id: a page reads it before any state, and its
     tab catches up from there."""
     return LiveEvent.objects.aggregate(last=Max("id"))["last"] or 0
+
+
+def stream_positions(number_ids) -> dict[int, int]:
+    """Each inbox's last sequence number given out (0: none yet).
+
+    Read before the events: every number up to a position is committed."""
+    found = dict(
+        LiveStream.objects.filter(number_id__in=list(number_ids)).values_list(
+            "number_id", "last_sequence"
+        )
+    )
+    return {number_id: found.get(number_id, 0) for number_id in number_ids}

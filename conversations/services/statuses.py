@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .. import realtime
+from .. import metrics, realtime
 from ..models import (
     Message,
     MessageTemplate,
@@ -140,6 +140,12 @@ def _apply_status(
     return True
 
 
+# A message in these is not known to be sent; a status to one of the
+# others says it was.
+_NOT_KNOWN_SENT = (Message.Status.SENDING, Message.Status.UNKNOWN)
+_SENT_OR_LATER = (Message.Status.SENT, Message.Status.DELIVERED, Message.Status.READ)
+
+
 def _move_forward(
     message: Message,
     *,
@@ -158,6 +164,10 @@ def _move_forward(
             setattr(message, field_name, at)
             changed.append(field_name)
     if message.can_move_to(status):
+        if message.status in _NOT_KNOWN_SENT and status in _SENT_OR_LATER:
+            # Meta tells of a send its worker never wrote back (it died
+            # after Meta accepted): counted here, as the write-back would.
+            transaction.on_commit(metrics.count_sent_by_status)
         message.status = status
         changed.append("status")
     if status == Message.Status.FAILED and error and message.error != error:

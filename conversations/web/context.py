@@ -7,10 +7,12 @@ the same context with the page, as a form's answer and pushed live.
 
 from __future__ import annotations
 
+import json
 from urllib.parse import urlsplit
 
 from accounts.models import Team, User
 
+from .. import services
 from ..models import (
     ConsentRecord,
     Conversation,
@@ -38,6 +40,7 @@ from ..selectors.inbox import (
     inbox_page,
     latest_event_id,
     row_sort_key,
+    stream_positions,
 )
 from ..selectors.thread import (
     ThreadCursor,
@@ -55,9 +58,11 @@ def page_context(user: User, inbox_filter: InboxFilter) -> dict:
     """Everything the workspace page renders around the open conversation:
     the inbox through this filter, the filters themselves and the sidebar."""
     last_event_id = latest_event_id()  # before reading any state
+    streams = stream_positions(services.visible_number_ids(user))
     sidebar = sidebar_context(user)
     return {
         "last_event_id": last_event_id,
+        "live_streams": json.dumps({str(k): v for k, v in streams.items()}),
         **inbox_context(user, inbox_filter),
         "filter": inbox_filter,
         "views": list(VIEWS.items()),

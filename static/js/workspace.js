@@ -31,6 +31,18 @@
   // A hello the server refused (too many too fast) is sent again once it
   // allows one.
   var helloTimer = null;
+  // Per inbox (stream): the last sequence applied with none missing below
+  // it, and the sequences applied above that. A sequence past the next one
+  // means a gap: events of one inbox can arrive out of order from different
+  // servers, so the tab waits GAP_WAIT ms, then asks for what is still
+  // missing. Reconnects ask from `contiguous`, never from the highest.
+  var contiguous = JSON.parse(root.dataset.streams || "{}");
+  var ahead = {};
+  // Per stream: the newest sequence the server said exists ("heads"): a
+  // lost last event leaves no later event to show the gap.
+  var heads = {};
+  var GAP_WAIT = 2000;
+  var gapTimer = null;
 
   // --- Applying fragments ------------------------------------------------------
 
@@ -197,12 +209,58 @@
     root.dataset.live = state;
   }
 
-  function recentIds() {
-    var ids = [];
-    applied.forEach(function (id) {
-      if (id > lastId - LOOKBACK) ids.push(id);
+  // The tab holds every sequence of this stream up to `upto`.
+  function advance(stream, upto) {
+    var held = ahead[stream] || new Set();
+    var position = Math.max(contiguous[stream] || 0, upto);
+    while (held.has(position + 1)) position += 1;
+    held.forEach(function (seq) {
+      if (seq <= position) held.delete(seq);
     });
-    return ids;
+    contiguous[stream] = position;
+    ahead[stream] = held;
+  }
+
+  function placeInStream(stream, seq) {
+    if (!(stream in contiguous)) {
+      // An inbox the page did not show (access given since): it starts here.
+      contiguous[stream] = seq;
+      return;
+    }
+    if (seq <= contiguous[stream]) return;
+    if (seq === contiguous[stream] + 1) {
+      advance(stream, seq);
+      return;
+    }
+    (ahead[stream] = ahead[stream] || new Set()).add(seq);
+    if (!gapTimer) gapTimer = setTimeout(askForGaps, GAP_WAIT);
+  }
+
+  function noteHead(stream, head) {
+    if (!(stream in contiguous)) {
+      contiguous[stream] = head;
+    } else if (head > contiguous[stream]) {
+      heads[stream] = Math.max(heads[stream] || 0, head);
+      if (!gapTimer) gapTimer = setTimeout(askForGaps, GAP_WAIT);
+    }
+  }
+
+  function askForGaps() {
+    gapTimer = null;
+    var streams = new Set(Object.keys(ahead).concat(Object.keys(heads)));
+    streams.forEach(function (stream) {
+      var held = ahead[stream] || new Set();
+      var upto = held.size
+        ? Math.min.apply(null, Array.from(held)) - 1
+        : heads[stream] || 0;
+      if (upto <= contiguous[stream]) return;
+      send({
+        type: "missing",
+        stream: parseInt(stream, 10),
+        after: contiguous[stream],
+        upto: upto,
+      });
+    });
   }
 
   function hello() {
@@ -210,8 +268,7 @@
     catchingUp = true;
     send({
       type: "hello",
-      after: lastId,
-      seen: recentIds(),
+      streams: contiguous,
       conversation: conversationId,
       filter: root.dataset.filter || "",
       visible: document.visibilityState === "visible",
@@ -262,6 +319,7 @@
 
   function handle(message) {
     if (message.type === "event") {
+      if (message.stream !== undefined) placeInStream(String(message.stream), message.seq);
       if (applied.has(message.id)) return;
       applied.add(message.id);
       appliedLog.push(message.id);
@@ -279,7 +337,16 @@
     } else if (message.type === "synced") {
       catchingUp = false;
       if (message.last > lastId) lastId = message.last;
+      Object.keys(message.streams || {}).forEach(function (stream) {
+        advance(stream, message.streams[stream]);
+      });
       setStatus("Live", "live");
+    } else if (message.type === "filled") {
+      advance(String(message.stream), message.upto);
+    } else if (message.type === "heads") {
+      Object.keys(message.streams).forEach(function (stream) {
+        noteHead(stream, message.streams[stream]);
+      });
     } else if (message.type === "fragment") {
       applyFragments(message.html);
       // One timer, restarted by each keystroke note: a colleague who keeps
@@ -295,7 +362,8 @@
       });
     } else if (message.type === "reload") {
       location.reload();
-    } else if (message.type === "error" && message.code === "rate_limited") {
+    } else if (message.type === "error") {
+      // rate_limited, or unavailable (the server's database): hello again.
       clearTimeout(helloTimer);
       helloTimer = setTimeout(function () {
         if (socket && socket.readyState === WebSocket.OPEN) hello();
@@ -790,6 +858,9 @@
     applied: appliedLog,
     lastId: function () {
       return lastId;
+    },
+    streams: function () {
+      return Object.assign({}, contiguous);
     },
     apply: applyFragments,
   };
