@@ -66,7 +66,7 @@ PHONE_NUMBER_ID = "106540352242922"
 WABA_ID = "102290129340398"
 # Meta retries a webhook that was not answered 2xx, with growing pauses.
 RETRY_FIRST, RETRY_CAP, RETRY_FOR = 0.25, 4.0, 180.0
-BEAT_STOPPED = 20.0
+BEAT_STOPPED = 60.0  # beat stopped for a minute, from 12 s into the load
 AGENTS = 6
 ACCESS_TOKEN = "multi-host-access-token"
 REPLIES = 300
@@ -564,8 +564,14 @@ def _check(figures: dict) -> None:
     assert unknown > 0, outbound
     assert outbound["accepted_at_meta"] >= REPLIES - unknown, outbound
     # Every send Meta accepted is counted `sent` once, whether its worker
-    # wrote it back or died first and Meta's status webhook told.
-    assert outbound["sent_total_sent"] == outbound["accepted_at_meta"], outbound
+    # wrote it back or died first and Meta's status webhook told: never more.
+    # The count follows the commit, so a worker killed between its commit and
+    # its count loses that count: fewer only by sends in flight at the kill.
+    assert outbound["sent_total_sent"] <= outbound["accepted_at_meta"], outbound
+    assert (
+        outbound["sent_total_sent"]
+        >= outbound["accepted_at_meta"] - outbound["requests_when_killed"]
+    ), outbound
 
     metrics = figures["metrics"]
     # The pending gauge rose under load and fell back to zero; the processed
