@@ -2,7 +2,6 @@
 
 import pytest
 from django.core.files.base import ContentFile
-from rest_framework.authtoken.models import Token
 
 from conversations.models import Conversation, Customer, Label, Message, Reaction
 from tests.factories import (
@@ -14,14 +13,6 @@ from tests.factories import (
     WhatsAppNumberFactory,
 )
 from tests.fixtures.inbound import CUSTOMER_WA_ID, process
-
-
-@pytest.fixture
-def api(client, agent):
-    """A client authenticated with the agent's API token."""
-    token = Token.objects.create(user=agent)
-    client.defaults["HTTP_AUTHORIZATION"] = f"Token {token.key}"
-    return client
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ and its answer, built from the row as written, is the message as GET shows it.""
 
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from conversations.models import Message
 from tests.factories import (
@@ -20,13 +19,6 @@ from tests.factories import (
 # and the test transaction's savepoint pair (a request outside a test has
 # BEGIN and COMMIT instead).
 MAX_STATEMENTS_PER_REPLY = 10
-
-
-@pytest.fixture
-def api(client, agent):
-    token = Token.objects.create(user=agent)
-    client.defaults["HTTP_AUTHORIZATION"] = f"Token {token.key}"
-    return client
 
 
 @pytest.fixture

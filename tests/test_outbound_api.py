@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from conversations import services
 from conversations.models import Message, MessageTemplate, Reaction
@@ -24,13 +23,6 @@ from tests.fixtures.outbound import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def api(client, agent):
-    token = Token.objects.create(user=agent)
-    client.defaults["HTTP_AUTHORIZATION"] = f"Token {token.key}"
-    return client
 
 
 def post(api, conversation, body, **extra):

@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from conversations import services
 from conversations.models import Conversation, Message, MessageTemplate
@@ -49,13 +48,6 @@ CASES = {
         "shown": "Bonjour {{prénom}}, commande #4711.",
     },
 }
-
-
-@pytest.fixture
-def api(client, agent):
-    token = Token.objects.create(user=agent)
-    client.defaults["HTTP_AUTHORIZATION"] = f"Token {token.key}"
-    return client
 
 
 def add_template(sandbox, conversation, name: str, case: dict) -> MessageTemplate:
