@@ -93,7 +93,7 @@ def _media_arrived(number: WhatsAppNumber, messages) -> None:
     if not messages:
         return
     by_wamid = {message.wamid: message for message in messages}
-    rows = Message.objects.select_for_update().filter(
+    rows = Message.objects.select_for_update(of=("self",)).filter(
         wamid__in=by_wamid,
         conversation__number=number,
         media_state=Message.MediaState.NONE,
