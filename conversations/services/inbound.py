@@ -11,7 +11,6 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from .. import realtime
-from ..delivery import doorbells
 from ..models import (
     Conversation,
     Customer,
@@ -20,7 +19,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
-from . import consent, customers, edits, groups, routing, satisfaction
+from . import consent, customers, edits, groups, media, routing, satisfaction
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +109,7 @@ def _store_inbound(
         realtime.publish(conversation_event, conversation=conversation)
         routing.conversation_waiting(conversation)
     realtime.publish(realtime.MESSAGE_CREATED, conversation=conversation, message=row)
-    if row.media_state == Message.MediaState.PENDING:
-        doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)
+    media.queue_download(row)
     return row
 
 
@@ -162,15 +160,8 @@ def _new_row(
         else None,
         referral=dict(message.referral.raw) if message.referral else None,
     )
-    media = message.media
-    if media is not None and (media.id or message.errors):
-        row.media_id = media.id
-        row.media_mime_type = media.mime_type
-        row.media_filename = media.filename
-        # Media Meta marks failed (message-level errors) has nothing to fetch.
-        row.media_state = (
-            Message.MediaState.FAILED if message.errors else Message.MediaState.PENDING
-        )
+    # Media Meta marks failed (message-level errors) has nothing to fetch.
+    media.note_media(row, message.media, failed=bool(message.errors))
     return row
 
 
@@ -376,8 +367,7 @@ def _settle_touched(rows, conversations, events, by_wa_id) -> None:
         realtime.publish(
             realtime.MESSAGE_CREATED, conversation=conversation, message=row
         )
-        if row.media_state == Message.MediaState.PENDING:
-            doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)
+        media.queue_download(row)
 
 
 def _comment_on_ratings(rows, touched, events) -> None:
