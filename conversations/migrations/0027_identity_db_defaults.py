@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("conversations", "0025_live_sequences"),
+        ("conversations", "0026_live_sequence_after_commit"),
     ]
 
     operations = [
