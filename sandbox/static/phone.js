@@ -76,9 +76,17 @@ function numberLabel(phoneNumberId) {
   return number ? number.verified_name + " " + number.display_phone_number : phoneNumberId;
 }
 
+// A bubble joins its chat in time order (bubble.at, in seconds): past
+// messages shared from the business app go before newer ones.
 function addBubble(chat, bubble, wamid) {
-  chat.items.push(bubble);
   if (wamid) state.bubbles.set(wamid, bubble);
+  const later = chat.items.findIndex((item) => bubble.at !== undefined && item.at > bubble.at);
+  if (later >= 0) {
+    chat.items.splice(later, 0, bubble);
+    if (chat.key === state.current) $("messages").insertBefore(bubble, chat.items[later + 1]);
+    return;
+  }
+  chat.items.push(bubble);
   if (chat.key === state.current) {
     $("messages").append(bubble);
     $("messages").scrollTop = $("messages").scrollHeight;
@@ -140,6 +148,7 @@ function renderCustomerMessage(event) {
   }
   const chat = ensureChat(event.phone_number_id, event.wa_id, event.name);
   const bubble = el("li", "bubble customer");
+  bubble.at = Number(message.timestamp);
   const quoted = message.context && state.bubbles.get(message.context.id);
   if (quoted) bubble.append(el("span", "quote", quoted.summary || ""));
   bubble.text = el("span", "", summariseCustomerMessage(message));
@@ -169,7 +178,7 @@ function renderChange(message) {
   if (!bubble || !bubble.text) return;
   const actions = bubble.querySelector(".actions");
   if (message.type === "revoke") {
-    bubble.text.textContent = "🚫 You deleted this message";
+    bubble.text.textContent = "You deleted this message";
     bubble.classList.add("deleted");
     if (actions) actions.remove();
   } else {
@@ -195,6 +204,7 @@ function renderHistory(event) {
   for (const message of event.messages) {
     const fromBusiness = Boolean(message.to);
     const bubble = el("li", "bubble " + (fromBusiness ? "business" : "customer"));
+    bubble.at = Number(message.timestamp);
     bubble.text = el("span", "", summariseCustomerMessage(message));
     bubble.summary = bubble.text.textContent;
     bubble.append(bubble.text);
@@ -298,6 +308,7 @@ function renderBusinessMessage(event) {
   const message = event.message;
   const chat = ensureChat(event.phone_number_id, event.wa_id);
   const bubble = el("li", "bubble business");
+  bubble.at = event.time;
   renderBusinessContent(bubble, message, chat);
   bubble.summary = Array.from(bubble.children).map((child) => child.textContent).join(" ").slice(0, 100);
   if (message.type !== "reaction") addReplyActions(bubble, message, chat);
