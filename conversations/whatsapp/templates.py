@@ -299,7 +299,7 @@ def composer_body_value(
     value; left empty, it is the amount and code, or the date as written."""
     kind = kind or "text"
     if kind not in BODY_KINDS:
-        raise ParametersRefused(f"body: {name}: {kind!r} is not a kind of value")
+        raise ParametersRefused(f"body: {name}: {kind[:40]!r} is not a kind of value")
     fallback = fallback.strip()
     if kind == "text":
         return text
