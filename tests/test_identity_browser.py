@@ -34,21 +34,26 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"identity-{name}.png", full_page=True)
 
 
-def test_an_agent_answers_a_username_customer_by_recipient(stack):  # noqa: F811
-    sandbox, url = stack["sandbox"], stack["url"]
+def username_customer_writes(stack, text: str, name: str = ""):
+    """An agent's workspace is live; the username customer (no phone) writes."""
     page = stack["browser"].new_context().new_page()
-    log_in(page, url, "anna-browser", PASSWORD)
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
     expect(page.get_by_role("status")).to_have_text("Live")
-
-    sandbox.control.customer_message(
+    stack["sandbox"].control.customer_message(
         PHONE,
         type="text",
-        text="Is my order on its way?",
-        name="",
+        text=text,
+        name=name,
         user_id=BSUID,
         username="@lena.k",
         hide_phone=True,
     )
+    return page
+
+
+def test_an_agent_answers_a_username_customer_by_recipient(stack):  # noqa: F811
+    sandbox = stack["sandbox"]
+    page = username_customer_writes(stack, "Is my order on its way?")
     row = page.get_by_role("link", name=re.compile("Is my order on its way"))
     row.click()
     panel = page.get_by_role("complementary", name="Customer")
@@ -74,19 +79,8 @@ def test_an_agent_answers_a_username_customer_by_recipient(stack):  # noqa: F811
 
 
 def test_a_merge_appears_live_in_the_open_thread(stack):
-    sandbox, url = stack["sandbox"], stack["url"]
-    page = stack["browser"].new_context().new_page()
-    log_in(page, url, "anna-browser", PASSWORD)
-    expect(page.get_by_role("status")).to_have_text("Live")
-    sandbox.control.customer_message(
-        PHONE,
-        type="text",
-        text="Where is parcel 12?",
-        name="Lena K",
-        user_id=BSUID,
-        username="@lena.k",
-        hide_phone=True,
-    )
+    sandbox = stack["sandbox"]
+    page = username_customer_writes(stack, "Where is parcel 12?", name="Lena K")
     page.get_by_role("link", name=re.compile("Where is parcel 12")).click()
     thread = page.get_by_role("log", name="Messages")
     expect(thread).to_contain_text("Where is parcel 12?")
