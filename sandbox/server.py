@@ -603,6 +603,27 @@ async def control_business_app_message(request: web.Request) -> web.Response:
 
 
 @control_endpoint
+async def control_history(request: web.Request) -> web.Response:
+    """The business shares its app's past chat with a customer (Meta's
+    `history` webhook); `messages` names them, or a sample is shared."""
+    sandbox = _sandbox(request)
+    body = await _control_json(request)
+    number = _number_or_404(sandbox, body.get("phone_number_id"))
+    customer = sandbox.customer(recipient_wa_id(request.match_info["wa_id"]))
+    try:
+        past, value = business_app.history_value(
+            number, customer, list(body.get("messages") or business_app.SAMPLE_HISTORY)
+        )
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ControlError(str(error)) from None
+    sandbox.receive_history(number, customer, past)
+    payload = payloads.envelope([(number, "history", value)])
+    status = await sandbox.post_webhook(number, payload, "history")
+    wamids = [message["id"] for message in past]
+    return _json({"wamids": wamids, "webhook_status": status, "payload": payload}, 201)
+
+
+@control_endpoint
 async def control_batch(request: web.Request) -> web.Response:
     """Post many customer messages in one webhook: entries x changes x messages."""
     sandbox = _sandbox(request)
@@ -809,6 +830,7 @@ def create_app(config: SandboxConfig) -> web.Application:
         ("*", "/_sandbox/customers", control_customers),
         ("POST", "/_sandbox/customers/{wa_id}/messages", control_customer_message),
         ("POST", "/_sandbox/customers/{wa_id}/echoes", control_business_app_message),
+        ("POST", "/_sandbox/customers/{wa_id}/history", control_history),
         ("POST", "/_sandbox/windows", control_windows),
         ("*", "/_sandbox/templates", control_templates),
         ("POST", "/_sandbox/templates/{name}/status", control_template_status),

@@ -92,6 +92,11 @@ class SandboxClient:
             "POST", f"customers/{wa_id}/echoes", json={"text": text, **extra}
         )
 
+    def share_history(self, wa_id: str, messages=None, **extra) -> dict:
+        """The business shares its app's past chat with the customer."""
+        body = {"messages": messages, **extra} if messages else extra
+        return self._call("POST", f"customers/{wa_id}/history", json=body)
+
     def batch(self, changes: list[dict]) -> dict:
         return self._call("POST", "webhooks/batch", json={"changes": changes})
 

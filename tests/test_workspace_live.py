@@ -21,10 +21,11 @@ from conversations import realtime, services
 from conversations.delivery import doorbells
 from conversations.live import hub
 from conversations.live.cache import EventCache
-from conversations.models import Conversation, LiveEvent
+from conversations.models import Conversation, CustomerMerge, LiveEvent
 from helpdesk.asgi import application
 from tests.factories import (
     ConversationFactory,
+    CustomerFactory,
     MessageFactory,
     TeamFactory,
     UserFactory,
@@ -298,6 +299,28 @@ async def test_the_open_conversation_gets_bubbles_ticks_notes_and_presence():
             break
     await first.disconnect()
     await second.disconnect()
+
+
+async def test_a_customer_merge_is_a_live_line_in_the_open_thread():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    other = await sync_to_async(CustomerFactory)(
+        wa_id="", phone="", user_id="DE.31415", profile_name="<b>Lena</b>"
+    )
+    tab = communicator(data["anna_cookie"])
+    assert (await tab.connect())[0]
+    await fresh_hello(tab, conversation=conversation.pk)
+    assert json.loads(await tab.receive_from())["type"] == "synced"
+
+    await sync_to_async(
+        lambda: services.merge_customers(first=conversation.customer, second=other)
+    )()
+    merge = await CustomerMerge.objects.aget()
+    frame = await receive_event(tab)
+    assert f'id="merge-{merge.pk}"' in frame["html"]
+    assert 'data-live-into="#thread"' in frame["html"]
+    assert "Merged with &lt;b&gt;Lena&lt;/b&gt; (DE.31415)" in frame["html"]
+    await tab.disconnect()
 
 
 async def test_an_agents_reaction_shows_on_the_message_it_reacts_to():

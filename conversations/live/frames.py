@@ -126,6 +126,9 @@ def _in_open_conversation(
         html.append(rendered.message_html(zone))
     elif event.type == realtime.NOTE_CREATED:
         html.append(rendered.note_html(zone))
+    elif event.data.get("merge"):
+        # Two customers made one: a line in the thread at the merge's time.
+        html.append(rendered.merge_html(zone))
     window_open = tab.window_open
     if event.type != realtime.NOTE_CREATED:
         html.append(rendered.header_html(zone))

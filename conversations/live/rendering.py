@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts.models import User
 
 from .. import realtime
-from ..models import Conversation, LiveEvent, Message, Note
+from ..models import Conversation, CustomerMerge, LiveEvent, Message, Note
 from ..selectors.inbox import InboxCursor, row_sort_key, search_matches
 from ..selectors.thread import WindowState, messages_queryset
 
@@ -95,6 +95,16 @@ class RenderedEvent:
         )
 
     @cached_property
+    def merge(self) -> CustomerMerge | None:
+        """The customer merge an event's thread line is about (data["merge"])."""
+        merge_id = self.event.data.get("merge")
+        if not merge_id or self.conversation is None:
+            return None
+        return CustomerMerge.objects.filter(
+            pk=merge_id, survivor_id=self.conversation.customer_id
+        ).first()
+
+    @cached_property
     def agent(self) -> User | None:
         agent_id = self.event.data.get("agent")
         return User.objects.filter(pk=agent_id).first() if agent_id else None
@@ -132,6 +142,17 @@ class RenderedEvent:
     def note_html(self, zone: str | None = None) -> str:
         return self._cached_in_zone(
             "note", lambda: render_note(self.note) if self.note else "", zone
+        )
+
+    def merge_html(self, zone: str | None = None) -> str:
+        return self._cached_in_zone(
+            "merge",
+            lambda: (
+                render_fragment("merge_notice", {"merge": self.merge, "live": True})
+                if self.merge
+                else ""
+            ),
+            zone,
         )
 
     def header_html(self, zone: str | None = None) -> str:
