@@ -15,6 +15,7 @@ from conversations.models import (
     AutomaticMessage,
     Conversation,
     Message,
+    ServicePolicy,
 )
 from conversations.rules import business_hours as rules
 from conversations.services import business_clock
@@ -220,3 +221,22 @@ def test_fast_forwarded_to_a_closed_period_a_customer_gets_the_away_reply(
     # Messages keep real time: only the hours moved.
     reply = Message.objects.get(automatic__kind=AutomaticMessage.Kind.AWAY)
     assert abs(reply.timestamp - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+def test_service_levels_count_open_hours_by_the_clock(
+    clock_on, client, number, number_hours, team
+):
+    ServicePolicy.objects.create(
+        name="Office", team=team, first_response_minutes=60, business_hours_only=True
+    )
+    closed = move(client, number, jump="closed").json()
+    conversation = waiting_conversation(number, team=team)
+
+    level = services.refresh_service_level(conversation=conversation)
+
+    # Started at closing time: the hour is counted from the next opening,
+    # shown in real time.
+    shift = timedelta(seconds=closed["shift_seconds"])
+    opening = datetime.fromisoformat(closed["next_opening"]) - shift
+    expected = opening + timedelta(hours=1)
+    assert abs(level.first_response_due_at - expected) < timedelta(seconds=1)
