@@ -450,6 +450,11 @@ WHATSAPP_GRAPH_API_URL = os.environ.get(
     "WHATSAPP_GRAPH_API_URL", "https://graph.facebook.com"
 ).rstrip("/")
 WHATSAPP_GRAPH_API_VERSION = os.environ.get("WHATSAPP_GRAPH_API_VERSION", "v24.0")
+# Development only: the WhatsApp sandbox's phone page may move the clock that
+# business hours are read by, to show out-of-hours behaviour without waiting
+# (docs/sandbox.md). Honoured only with DEBUG on and the Graph API at a
+# loopback address (the sandbox); `make run` turns it on with its sandbox.
+SANDBOX_CLOCK = env_bool("SANDBOX_CLOCK", False)
 WHATSAPP_GRAPH_API_TIMEOUT = env_float("WHATSAPP_GRAPH_API_TIMEOUT", 20.0)
 WHATSAPP_GRAPH_API_CONNECT_TIMEOUT = env_float(
     "WHATSAPP_GRAPH_API_CONNECT_TIMEOUT", 5.0

@@ -113,6 +113,15 @@ class SandboxClient:
     def stats(self) -> dict:
         return self._call("GET", "stats")
 
+    def business_clock(self, phone_number_id: str, **move) -> dict:
+        """The helpdesk's business clock: read, or moved by `at`, `jump`
+        ("closed", "open") or `reset` (sandbox/clock.py)."""
+        return self._call(
+            "POST",
+            "business-clock",
+            json={"phone_number_id": phone_number_id, **move},
+        )
+
     def messages(self, wa_id: str = "") -> list[dict]:
         return self._call("GET", "messages", params={"wa_id": wa_id})["messages"]
 

@@ -234,21 +234,26 @@ def takes_in_bulk(message: payloads.InboundMessage) -> bool:
     conversation of their own), edits and revokes (they change another
     message), media Meta marks failed and call permission replies take the
     one-by-one path (receive_message), where identity questions are settled.
-    So do interactive replies: a survey answer may keep the conversation it
-    reopened resolved (satisfaction.answer_received), which the set does not
-    undo. A product inquiry's referred_product is stored by both paths alike.
-    A new kind of message belongs there until a set handles it.
+
+    Interactive replies (reply buttons, lists, Flows' nfm_reply) go in sets
+    and are stored alike by both paths (the payload, the quoted message, the
+    Flow's answers for its card). A survey answer does not
+    (satisfaction.may_be_answer): its rating must leave the conversation it
+    reopened resolved, an undo of the reopening that only receive_message
+    can make, and the thanks it sends is a send of its own. A product
+    inquiry's referred_product is stored by both paths alike. A new kind of
+    message belongs one by one until a set handles it.
     """
     return (
         bool(message.wa_id)
-        and message.type
-        not in {"reaction", "system", "interactive", *edits.CHANGE_TYPES}
+        and message.type not in {"reaction", "system", *edits.CHANGE_TYPES}
         and message.reaction is None
         and message.system is None
         and message.referral is None
         and not message.group_id
         and not message.errors
         and message.payload.get("type") != "call_permission_reply"
+        and not satisfaction.may_be_answer(message)
     )
 
 

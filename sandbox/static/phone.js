@@ -443,6 +443,59 @@ async function send(event) {
   stopQuoting();
 }
 
+// The helpdesk's business clock (sandbox/clock.py): its hours read as at
+// another moment, so a customer writing "at night" gets the away reply now.
+const WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+function wallTime(iso) {
+  // The helpdesk answers in the hours' zone: show that wall time as written.
+  if (!iso) return "";
+  const [date, time] = [iso.slice(0, 10), iso.slice(11, 16)];
+  const [y, m, d] = date.split("-").map(Number);
+  return WEEKDAYS[new Date(Date.UTC(y, m - 1, d)).getUTCDay()] + " " + date + " " + time;
+}
+
+function showClock(reading) {
+  const line = $("clock-state");
+  const shifted = reading.shift_seconds !== 0;
+  const when = wallTime(reading.now) + " (" + reading.time_zone + (shifted ? ", pretended" : ", real time") + ")";
+  line.classList.toggle("closed", reading.open === false);
+  if (!reading.hours) {
+    line.textContent = "This number follows no business hours (set them in the helpdesk's admin). It is " + when + ".";
+    return;
+  }
+  line.textContent = "“" + reading.hours.name + "”: " + when + ", " +
+    (reading.open ? "open until " + wallTime(reading.next_closing) : "closed; opens " + wallTime(reading.next_opening)) + ".";
+  $("clock-at").value = reading.now.slice(0, 16);
+}
+
+async function clock(move) {
+  const phoneNumberId = $("business").value;
+  if (!phoneNumberId) return;
+  try {
+    showClock(await api("business-clock", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ phone_number_id: phoneNumberId, ...move }),
+    }));
+  } catch (error) {
+    $("clock-state").classList.remove("closed");
+    $("clock-state").textContent = error.message;
+  }
+}
+
+function initClock() {
+  $("clock-closed").addEventListener("click", () => clock({ jump: "closed" }));
+  $("clock-open").addEventListener("click", () => clock({ jump: "open" }));
+  $("clock-reset").addEventListener("click", () => clock({ reset: true }));
+  $("clock-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    clock({ at: $("clock-at").value });
+  });
+  $("business").addEventListener("change", () => clock({}));
+  clock({});
+}
+
 async function init() {
   $("start-form").addEventListener("submit", startChat);
   $("composer").addEventListener("submit", send);
@@ -485,6 +538,7 @@ async function init() {
     option.value = number.phone_number_id;
     $("business").append(option);
   }
+  initClock();
   pollEvents();
 }
 
