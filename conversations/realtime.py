@@ -9,17 +9,25 @@ Consumers load the row and render the same template fragments the pages use;
 a tab that reconnects asks the database for the events after the last id it
 applied, so a lost channel message or a frozen Redis delays an update but
 never loses it.
+
+An event keeps the id of the request that made its change (data
+"request_id": the agent's HTTP request, or the webhook POST a worker
+applied; never sent to browsers), and the inbox hub logs it when it hands
+the event to tabs: one id followed from nginx to the tab.
 """
 
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import logging
 import os
 import threading
 
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
+
+from helpdesk.logs import request_id
 
 from .models import Conversation, LiveEvent, LiveStream, Message
 
@@ -257,7 +265,57 @@ def batched():
         events = _buffer.events
     finally:
         _buffer.events = None
+    _share_origins(events)
     _store(events)
+
+
+# --- Where a change came from: the request id an event keeps --------------------
+
+# While a set of webhook events is applied: the request each message's news
+# came in with, by wamid (webhook_events._apply_set). The set's request id
+# for log lines names them all; an event keeps only its own.
+_origins: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "live_origins", default=None
+)
+
+
+@contextlib.contextmanager
+def origins(by_wamid: dict[str, str]):
+    """Inside the block an event about a message keeps the request id its
+    wamid maps to; an event about no message keeps none (_share_origins)."""
+    token = _origins.set(by_wamid)
+    try:
+        yield
+    finally:
+        _origins.reset(token)
+
+
+def _origin(message: Message | None = None) -> str:
+    by_wamid = _origins.get()
+    if by_wamid is None:
+        return request_id.get()
+    return by_wamid.get(getattr(message, "wamid", None) or "", "")
+
+
+def _with_origin(data: dict, message: Message | None = None) -> dict:
+    origin = _origin(message)
+    return {**data, "request_id": origin} if origin else data
+
+
+def _share_origins(events: list[LiveEvent]) -> None:
+    """A batch's event without a request id of its own (a conversation the
+    set's messages opened or moved) takes that of the first event of its
+    conversation that has one."""
+    by_conversation: dict[int, str] = {}
+    for event in events:
+        origin = event.data.get("request_id")
+        if origin and event.conversation_id:
+            by_conversation.setdefault(event.conversation_id, origin)
+    for event in events:
+        if "request_id" not in event.data and event.conversation_id in (
+            by_conversation
+        ):
+            event.data["request_id"] = by_conversation[event.conversation_id]
 
 
 # --- Sequence numbers: given after commit --------------------------------------
@@ -393,7 +451,7 @@ def publish(
         number_id=conversation.number_id,
         conversation=conversation,
         type=event_type,
-        data=payload,
+        data=_with_origin(payload, message),
     )
     pending = getattr(_buffer, "events", None)
     if pending is not None:
@@ -465,6 +523,7 @@ def _publish_changes(
         raise ValueError(f"Unknown live event type {event_type!r}")
     if not changes:
         return []
+    data = _with_origin(data or {})
     events = [
         LiveEvent(
             number_id=number_id,
@@ -474,7 +533,7 @@ def _publish_changes(
                 "conversation": conversation_id,
                 "message": message_id,
                 "status": status,
-                **(data or {}),
+                **data,
             },
         )
         for number_id, conversation_id, message_id, status in changes
@@ -505,6 +564,7 @@ def publish_agent(event_type: str, *, number_ids, data: dict) -> list[LiveEvent]
     """Store an agent-level event in each inbox given; announce after commit."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"Unknown live event type {event_type!r}")
+    data = _with_origin(data)
     events = [
         LiveEvent(number_id=number_id, type=event_type, data=data)
         for number_id in sorted(set(number_ids))
