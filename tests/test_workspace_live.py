@@ -301,6 +301,50 @@ async def test_the_open_conversation_gets_bubbles_ticks_notes_and_presence():
     await second.disconnect()
 
 
+async def test_a_delivery_tick_renders_the_bubble_only_where_it_is_open():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    reply = await sync_to_async(
+        lambda: services.send_reply(
+            conversation=conversation,
+            kind="text",
+            content={"body": "On its way"},
+            sender=data["anna"],
+        )
+    )()
+    await sync_to_async(realtime.flush_announcements)()
+    colleague = await sync_to_async(UserFactory)(username="carla-live")
+    await sync_to_async(colleague.teams.add)(data["team_a"])
+    await sync_to_async(at_work)(colleague)
+    open_tab = communicator(data["anna_cookie"])
+    inbox_tab = communicator(await sync_to_async(session_cookie)(colleague))
+    assert (await open_tab.connect())[0] and (await inbox_tab.connect())[0]
+    await fresh_hello(open_tab, conversation=conversation.pk)
+    await fresh_hello(inbox_tab)
+
+    def delivered():
+        reply.status = "delivered"
+        reply.save(update_fields=["status"])
+        return realtime.publish(
+            realtime.MESSAGE_UPDATED,
+            conversation=conversation,
+            message=reply,
+            data={"status": "delivered"},
+        )
+
+    event = await sync_to_async(delivered)()
+    await sync_to_async(event.refresh_from_db)()
+    frame = await receive_event(open_tab)
+    assert frame["id"] == event.pk
+    assert f'id="msg-{reply.pk}"' in frame["html"] and "Delivered" in frame["html"]
+    # The row shows no message's status: the inbox tab gets the event's
+    # place in the stream and nothing to render.
+    frame = await receive_event(inbox_tab)
+    assert (frame["id"], frame["seq"], frame["html"]) == (event.pk, event.sequence, "")
+    await open_tab.disconnect()
+    await inbox_tab.disconnect()
+
+
 async def test_a_customer_merge_is_a_live_line_in_the_open_thread():
     data = await sync_to_async(world)()
     conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
