@@ -79,7 +79,7 @@ def frame_for(rendered: RenderedEvent, tab: Tab, *, cached_only: bool = False) -
         is_open = conversation.pk == tab.conversation_id
         if is_open and cached_only:
             raise NotRendered("the conversation is open in this tab")
-        if is_open or not _delivery_status_only(event):
+        if is_open or rendered.changes_row:
             html.append(_row(rendered, tab, fragments))
         if is_open:
             shown, window_open, inbound = _in_open_conversation(rendered, tab)
@@ -101,14 +101,6 @@ def frame_for(rendered: RenderedEvent, tab: Tab, *, cached_only: bool = False) -
         # looked at answers "seen" (resets unread, marks it read).
         payload["inbound"] = True
     return Frame(payload, window_open)
-
-
-def _delivery_status_only(event) -> bool:
-    """A sent/delivered/read/failed tick: it changes the bubble in the open
-    conversation and nothing of the row (which shows no message's status).
-    A campaign's statuses are most of the events a process hands on; not
-    rendering rows for them keeps customers' messages from waiting behind."""
-    return event.type == realtime.MESSAGE_UPDATED and "status" in event.data
 
 
 def _row(rendered: RenderedEvent, tab: Tab, fragments: _Fragments) -> str:

@@ -187,6 +187,17 @@ class RenderedEvent:
             ),
         )
 
+    @property
+    def changes_row(self) -> bool:
+        """False for a delivery tick (sent, delivered, read, failed): it
+        changes the bubble in the open conversation and nothing of the row,
+        which shows no message's status. A campaign's statuses are most of
+        the events a process hands on; rendering no row for them keeps
+        customers' messages from waiting behind them on agents' sockets."""
+        return not (
+            self.event.type == realtime.MESSAGE_UPDATED and "status" in self.event.data
+        )
+
     def prepare(self, zones: Iterable[str] = ()) -> RenderedEvent:
         """Load and render, once, what most tabs need (the event loop cannot):
         the row in the default order, in each of these time zones (those of
@@ -198,7 +209,7 @@ class RenderedEvent:
         """
         if self.event.type == realtime.AGENT_UPDATED:
             self.agent_html()
-        elif self.conversation is not None:
+        elif self.conversation is not None and self.changes_row:
             for zone in zones or [None]:
                 self.row("activity", zone)
             self.removal_html()
