@@ -100,7 +100,8 @@ class Scraper:
 
     def stop(self) -> None:
         self.stopping.set()
-        self.thread.join(10)
+        if self.thread.ident is not None:  # started
+            self.thread.join(10)
 
     def _run(self) -> None:
         while not self.stopping.is_set():

@@ -18,6 +18,10 @@ the CPU each delivered message cost the worker processes and this process
 (the sandbox and the polling): on a shared 2-core machine msgs/s moves with
 the neighbours' load, CPU per message much less.
 
+While the replies go out, a web process (daphne) serves `/metrics` and it is
+scraped every half second (bench/metrics_scrape.py): the report compares
+`helpdesk_messages_sent_total` by outcome with the messages' own statuses.
+
 Status webhooks are not part of this load: the sandbox is told to post none
 (status_delays all None), so the figures are delivery alone. In production
 each send comes back as ~3 status webhooks processed on the default queue;
@@ -39,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
 
+METRICS_TOKEN = "bench-metrics-token"  # noqa: S105
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -49,6 +55,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--scrape-interval", type=float, default=0.5, help="seconds between scrapes"
+    )
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         raise SystemExit("Set DATABASE_URL to a PostgreSQL database for the benchmark")
@@ -60,6 +69,8 @@ def main() -> int:
     os.environ["WHATSAPP_PAIR_BURST"] = str(args.messages)
     os.environ["WHATSAPP_DELIVERY_CONCURRENCY"] = str(args.concurrency)
     os.environ["WHATSAPP_DELIVERY_BATCH"] = str(args.concurrency)
+    os.environ["METRICS_TOKEN"] = METRICS_TOKEN
+    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1")
     from sandbox.config import Number
     from sandbox.testing import running_sandbox
 
@@ -95,11 +106,12 @@ def run(args, sandbox, number_config) -> int:
     from django.db import transaction
     from django.utils import timezone
 
-    from bench import cpu
+    from bench import cpu, metrics_scrape
     from conversations import services
     from conversations.delivery import ratelimit
     from conversations.models import Conversation, Customer, Message
-    from helpdesk.processes import in_this_python, worker_command
+    from helpdesk.launcher import free_port, wait_for_port
+    from helpdesk.processes import daphne_command, in_this_python, worker_command
 
     number, _ = services.add_whatsapp_number(
         phone_number_id=number_config.phone_number_id,
@@ -146,7 +158,17 @@ def run(args, sandbox, number_config) -> int:
         )
         for n in range(args.workers)
     ]
+    port = free_port()
+    web = subprocess.Popen(
+        in_this_python(daphne_command(host="127.0.0.1", port=port, verbosity=0)),
+        cwd=ROOT,
+        env=env,
+    )
+    scraper = metrics_scrape.Scraper(
+        f"http://127.0.0.1:{port}/metrics", METRICS_TOKEN, args.scrape_interval
+    )
     try:
+        wait_for_port(port, 60, web)
         time.sleep(3)  # workers booting; the benchmark's clock starts later
         # Paused while queueing, so the clock measures delivery alone.
         type(number).objects.filter(pk=number.pk).update(sending_paused=True)
@@ -165,6 +187,8 @@ def run(args, sandbox, number_config) -> int:
         committed_at = timezone.now()
         workers_cpu_before = sum(cpu.tree_seconds(worker.pid) for worker in workers)
         own_cpu_before = time.process_time()
+        metrics_before = scraper.scrape()
+        scraper.start()
         services.resume_sending(number=number)
         deadline = started + args.timeout
         pending = Message.objects.filter(direction="outbound").exclude(
@@ -175,7 +199,13 @@ def run(args, sandbox, number_config) -> int:
         finished = time.time()
         workers_cpu = sum(cpu.tree_seconds(w.pid) for w in workers) - workers_cpu_before
         own_cpu = time.process_time() - own_cpu_before
+        # The last outcomes are counted just after their commit.
+        time.sleep(2 * args.scrape_interval)
+        scraper.stop()
+        metrics_after = scraper.scrape()
     finally:
+        scraper.stop()
+        web.terminate()
         for worker in workers:
             worker.terminate()
         for worker in workers:
@@ -202,6 +232,14 @@ def run(args, sandbox, number_config) -> int:
             key = (record["body"] or {}).get("biz_opaque_callback_data")
             accepted[key] = accepted.get(key, 0) + 1
     stats = sandbox.control.stats()["numbers"].get(number.phone_number_id, {})
+    outcomes = {
+        "sent": sent.count(),
+        "failed": rows.filter(status="failed").count(),
+        "unknown": rows.filter(status="unknown").count(),
+    }
+    metrics = metrics_scrape.compare(
+        scraper, metrics_before, metrics_after, acknowledged=0, sent=outcomes
+    )
 
     def pct(p):
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
@@ -228,6 +266,16 @@ def run(args, sandbox, number_config) -> int:
         "sandbox_max_per_second": stats.get("max_per_second"),
         "sandbox_rejected_130429": stats.get("rejected_by_throughput"),
         "wall_s": round(finished - started, 2),
+        "metrics": {
+            "scrapes": metrics["scrapes"],
+            "failed_scrapes": metrics["failed_scrapes"],
+            "sent_by_outcome": metrics["sent_by_outcome"],
+            # Retries and deferrals are attempts, not outcomes a message keeps.
+            "sent_counts_match": all(
+                metrics["sent_by_outcome"]["metrics"].get(outcome, 0) == count
+                for outcome, count in outcomes.items()
+            ),
+        },
         "cpu_ms_per_message": {
             "workers": round(1000 * workers_cpu / args.messages, 3),
             "sandbox_and_bench": round(1000 * own_cpu / args.messages, 3),
