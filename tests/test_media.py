@@ -442,3 +442,63 @@ def test_history_media_is_downloaded_and_shown_in_the_thread(
     assert 'alt="Image: The box arrived like this"' in page
     assert f'href="/media/{document.pk}/" download>return-label.pdf</a>' in page
     assert agent_client.get(f"/media/{image.pk}/").status_code == 200
+
+
+# --- Media sent from the WhatsApp Business app (message echoes) ----------------
+
+
+def echoed_image(**image) -> dict:
+    """Meta's message echo of an image the business sent from the app."""
+    document = load_payload_json("smb_message_echo")
+    echo = document["entry"][0]["changes"][0]["value"]["message_echoes"][0]
+    echo.pop("text")
+    echo["type"] = "image"
+    echo["image"] = {
+        "caption": "Your label",
+        "mime_type": "image/jpeg",
+        "sha256": "SfInY0gHbVNOXsOY8PrDE35q+lkDlSxqzN2Vp2/pBdk=",
+        "id": "1003383421387311",
+        **image,
+    }
+    return document
+
+
+def test_an_image_sent_from_the_app_is_stored_and_downloaded_once(
+    meta_number, monkeypatch, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    queued = process_queuing(echoed_image(), monkeypatch, capture)
+    again = process_queuing(echoed_image(), monkeypatch, capture)
+
+    echo = Message.objects.get()
+    assert (echo.direction, echo.from_business_app, echo.type) == (
+        "outbound",
+        True,
+        "image",
+    )
+    assert (echo.media_id, echo.media_mime_type, echo.media_state) == (
+        "1003383421387311",
+        "image/jpeg",
+        "pending",
+    )
+    assert queued == [(doorbells.DOWNLOAD_MEDIA, echo.pk)]
+    assert again == []
+
+
+@pytest.mark.e2e
+def test_an_image_sent_from_the_app_shows_in_the_thread(
+    sandbox, media_number, agent_client
+):
+    image_id = upload(sandbox, PNG, "image/png")
+    process(echoed_image(id=image_id, sha256=b64(PNG), mime_type="image/png"))
+    echo = Message.objects.get()
+
+    services.download_media(message_id=echo.pk)
+
+    echo.refresh_from_db()
+    assert (echo.media_state, echo.media_size) == ("stored", len(PNG))
+    page = agent_client.get(
+        reverse("conversations:detail", args=[echo.conversation_id])
+    ).content.decode()
+    assert f'src="/media/{echo.pk}/"' in page
+    assert agent_client.get(f"/media/{echo.pk}/").status_code == 200

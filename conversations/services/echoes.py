@@ -12,7 +12,7 @@ from django.utils import timezone
 from .. import realtime
 from ..models import Message, WhatsAppNumber
 from ..whatsapp import payloads
-from . import customers
+from . import customers, media
 
 
 @transaction.atomic
@@ -42,11 +42,13 @@ def record_echo(
         sent_at=at,
         from_business_app=True,
     )
+    media.note_media(row, echo.media)
     if not customers.insert_or_ignore(row):
         # Stored already (a redelivery): leave no conversation opened for it.
         if undo is not None:
             undo()
         return None
+    media.queue_download(row)
     customers.touch_conversation(conversation, row, inbound=False)
     if conversation_event is not None:
         realtime.publish(conversation_event, conversation=conversation)

@@ -380,6 +380,8 @@ class MessageEcho:
     to_user_id: str = ""
     text: str = ""
     payload: Mapping[str, Any] = field(default_factory=dict)
+    # An image, document, ... sent from the app: its media id, to download.
+    media: Media | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -1283,6 +1285,7 @@ def _echo(raw: Any, where: _Where) -> MessageEcho:
         to_user_id=to_user_id,
         text=summarize_message(raw),
         payload=payload if isinstance(payload, dict) else {},
+        media=_media(kind, payload) if isinstance(payload, dict) else None,
         raw=raw,
     )
 
