@@ -1,14 +1,17 @@
 """The hand-written reads of a reply through the API (the token with its user
-and permissions; the conversation a user may see, with its number) answer as
-the ORM's reads they replace: the same rows, the same refusals."""
+and permissions; the conversation a user may see, with its number; the
+conversation's service policy) answer as the ORM's reads they replace: the
+same rows, the same refusals."""
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from accounts.backends import token_and_user
-from conversations.models import Conversation
+from conversations import services
+from conversations.models import Conversation, Label, ServicePolicy
 from conversations.selectors.access import visible_conversation
 from tests.factories import (
     ConversationFactory,
@@ -120,3 +123,51 @@ def test_tokens_are_refused_as_drf_refuses_them(client, agent, number):
     assert inactive.status_code == 401
     assert inactive.json()["detail"] == "User inactive or deleted."
     assert not conversation.messages.exists()
+
+
+def orm_policy(conversation):
+    """policy_for as the ORM wrote it before it was hand-written."""
+    owners = Q(label__conversations=conversation)
+    if conversation.team_id:
+        owners |= Q(team_id=conversation.team_id)
+    return (
+        ServicePolicy.objects.filter(owners)
+        .order_by(F("label__name").asc(nulls_last=True), "name", "id")
+        .first()
+    )
+
+
+@pytest.mark.django_db
+def test_a_conversations_policy_is_the_one_the_orm_finds(number, team):
+    conversation = ConversationFactory(customer=CustomerFactory(), number=number)
+    found = []
+
+    def check():
+        fresh = Conversation.objects.get(pk=conversation.pk)
+        expected = orm_policy(fresh)
+        policy = services.policy_for(fresh)
+        assert policy == expected
+        if expected is not None:
+            assert fields(policy) == fields(expected)
+        found.append(expected and expected.name)
+
+    check()  # no team, no label: none
+    Conversation.objects.filter(pk=conversation.pk).update(team=team)
+    ServicePolicy.objects.create(name="Other's", team=TeamFactory(name="Other"))
+    check()  # a team without a policy
+    ServicePolicy.objects.create(name="Support", team=team)
+    ServicePolicy.objects.create(name="Another", team=team)
+    check()  # the team's first by name
+    # Labels' policies win, the first label by name; the policy of a label
+    # the conversation does not have changes nothing.
+    zebra, alpha, unused = (
+        Label.objects.create(name=n) for n in ("zebra", "alpha", "x")
+    )
+    ServicePolicy.objects.create(name="Z", label=zebra)
+    ServicePolicy.objects.create(name="X", label=unused)
+    conversation.labels.add(zebra)
+    check()
+    ServicePolicy.objects.create(name="A", label=alpha)
+    conversation.labels.add(alpha)
+    check()
+    assert found == [None, None, "Another", "Z", "A"]
