@@ -3,48 +3,16 @@ a thread a fixed, small number of times: the middleware that cannot run
 asynchronously run together in the request's thread, and no MiddlewareMixin
 runs in async mode (each of its hooks would be a hop of its own)."""
 
-import asyncio
-
 import pytest
 from asgiref import sync
 
-from helpdesk.asgi import application
+from tests.test_uploads import asgi_post
 
 # Measured with Django 5.2 for a refused request: the request_started
 # signal, the whole synchronous middleware chain, CSRF's process_view, the
 # view, rendering its answer, logging the refusal, and request_finished
 # (10 when messages and X-Frame-Options ran asynchronously inside the chain).
 MAX_HOPS = 7
-
-
-async def get(path: str, headers: list) -> int:
-    sent, received = [], []
-
-    async def receive():
-        if not received:
-            received.append(True)
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await asyncio.Future()
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "https",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 40000),
-        "server": ("testserver", 443),
-    }
-    await application(scope, receive, send)
-    return sent[0]["status"]
 
 
 def test_an_api_request_hops_threads_a_fixed_number_of_times(monkeypatch, settings):
@@ -59,7 +27,7 @@ def test_an_api_request_hops_threads_a_fixed_number_of_times(monkeypatch, settin
     monkeypatch.setattr(sync.SyncToAsync, "__call__", counted)
     # No credentials: refused by the view, after the whole middleware chain,
     # without the database.
-    status = asyncio.run(get("/api/v1/conversations/", []))
+    status, _, _ = asgi_post("/api/v1/conversations/", [b""], [])
     assert status == 401
     assert 0 < len(hops) <= MAX_HOPS, [getattr(h, "__qualname__", h) for h in hops]
 
