@@ -577,7 +577,7 @@ REST_FRAMEWORK = {
     # Windows stay short because DRF keeps one timestamp per request in it.
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "conversations.api.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_rate("API_RATE_LIMIT", "100/second"),
