@@ -200,3 +200,21 @@ def test_one_published_event_is_numbered_and_stored_as_a_batch_would_be(number):
     assert list(
         LiveEvent.objects.filter(number=number).values_list("sequence", flat=True)
     ) == [1, 2, 3]
+
+
+@pytest.mark.django_db
+def test_a_text_reply_costs_eight_statements(api, number, django_assert_num_queries):
+    """The token with its user and permissions, the conversation with its
+    number, the savepoint pair (BEGIN and COMMIT outside a test), the
+    message, the conversation's last-message UPDATE, its service policy, and
+    the live event with its sequence number."""
+    conversation = ConversationFactory(
+        customer=CustomerFactory(), number=number, last_inbound_at=timezone.now()
+    )
+    with django_assert_num_queries(8):
+        response = api.post(
+            f"/api/v1/conversations/{conversation.pk}/messages/",
+            {"type": "text", "text": "Hi"},
+            content_type="application/json",
+        )
+    assert response.status_code == 201, response.json()
