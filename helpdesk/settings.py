@@ -131,14 +131,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.AgentTimeZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # The innermost synchronous one: under ASGI, Django runs every middleware
-    # outside the last synchronous one in the request's thread, and each
-    # MiddlewareMixin inside it (messages, X-Frame-Options) asynchronously,
-    # with a thread hop per hook; here only axes (async-capable, no hops)
-    # and the view's own hop remain (docs/benchmarks.md, REST replies).
-    "accounts.middleware.AgentTimeZoneMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its answer.
     "axes.middleware.AxesMiddleware",
 ]
