@@ -15,10 +15,13 @@ Prints "ready" once every socket is synced; on SIGTERM writes
 
 import asyncio
 import json
+import os
 import re
 import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import requests
 import websockets
@@ -85,6 +88,46 @@ async def agent(base: str, cookie: str, start: dict, seen: dict, synced) -> None
                 seen.setdefault(match.group(1), now)
             elif '"synced"' in frame:
                 synced()
+
+
+ADD_AGENT = r"""
+import sys
+import django
+django.setup()
+from accounts.models import Team, User
+from conversations.models import WhatsAppNumber
+team = Team.objects.create(name=f"Team of {sys.argv[1]}")
+for number in WhatsAppNumber.objects.all():
+    number.teams.add(team)
+agent = User.objects.create_user(sys.argv[1], password=sys.argv[2])
+agent.teams.add(team)
+"""
+
+
+def add_agent(env: dict, username: str, password: str) -> None:
+    """An agent in a team of their own that works every number, made in a
+    process of its own with `env` (DATABASE_URL and the settings)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    subprocess.run(
+        [sys.executable, "-c", ADD_AGENT, username, password],
+        env={**os.environ, **env, "PYTHONPATH": root},
+        check=True,
+    )
+
+
+def open_agent(base: str, username: str, password: str, out: Path):
+    """This script for one agent, in a process of its own (so that a load
+    generator in the caller never delays its reading of frames), once its
+    socket is synced; SIGTERM it to have `out` written."""
+    process = subprocess.Popen(
+        [sys.executable, __file__, base, password, str(out), username],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if process.stdout.readline().strip() != "ready":
+        process.kill()
+        raise SystemExit(f"{username}'s socket did not open")
+    return process
 
 
 async def main(base: str, password: str, out: str, users: list[str]) -> None:

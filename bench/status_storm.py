@@ -18,11 +18,19 @@ docs/operations.md advises when web and workers share cores, DEBUG off):
    (10/s) arrives on its own connection: status acknowledgements/s and p50 /
    p99, statuses applied/s (first status acknowledgement to the last status
    event processed), the trickle's latency (acknowledgement to its message
-   and live event committed, polled every 10 ms), the worker's CPU per event;
+   and live event committed, polled every 10 ms; and acknowledgement to its
+   frame on an agent's workspace socket, `--agents`, logged in and synced as
+   a browser tab is), the worker's CPU per event;
 4. a standing backlog: sent, delivered and read for 2,000 more replies
    stored at once and rung as the endpoint rings (no load, no endpoint):
    the worker's own statuses applied/s and CPU per event, which step 3
    cannot show once processing keeps pace with the acknowledgements.
+
+While steps 1-3 run, `/metrics` is scraped every half second (with
+METRICS_TOKEN, bench/metrics_scrape.py): the pending-events gauge's course
+is printed, and the counters' growth beside the benchmark's own counts
+(webhook POSTs answered 200, events processed, messages sent by outcome:
+none here, the replies are stored as sent).
 
 Every run checks 0 lost (every event processed), 0 duplicated (one message
 per wamid, one customer per sender) and every reply read. The same shape runs
@@ -42,6 +50,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,8 +65,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import metrics_scrape  # noqa: E402
 from bench.cpu import tree_seconds  # noqa: E402
 from bench.database import recreate_database  # noqa: E402
+from bench.socket_agents import add_agent, open_agent  # noqa: E402
 from bench.webhook_ack import (  # noqa: E402
     APP_SECRET,
     PHONE_NUMBER_ID,
@@ -75,6 +86,11 @@ from helpdesk.processes import (  # noqa: E402
 )
 
 PATH = "/webhooks/whatsapp/"
+METRICS_TOKEN = "bench-metrics-token"  # noqa: S105
+AGENT_PASSWORD = "bench-agent-password"  # noqa: S105
+# After the last trickle message is committed, how long the agent's socket
+# is still listened to for its frame.
+SOCKET_GRACE_SECONDS = 10
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -194,13 +210,18 @@ async def post_all(url: str, bodies: list, connections: int) -> dict:
     }
 
 
-async def trickle(url: str, rate: float, stop: asyncio.Event, acked: dict) -> None:
-    """Customers' messages at `rate`/s on their own connection until stopped."""
+async def trickle(
+    url: str, rate: float, customers: int, stop: asyncio.Event, acked: dict
+) -> None:
+    """Customers' messages at `rate`/s on their own connection until stopped;
+    `acked` keeps when each was answered 200."""
     index = 0
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             wamid = f"wamid.trickle{index}"
-            body, signature = message_body(wa_id_of(index % 1000), wamid, "Any news?")
+            # The text socket_agents.py looks for in a frame.
+            text = f"bench-{index}-x: any news?"
+            body, signature = message_body(wa_id_of(index % customers), wamid, text)
             async with session.post(
                 url,
                 data=body,
@@ -210,7 +231,10 @@ async def trickle(url: str, rate: float, stop: asyncio.Event, acked: dict) -> No
                 },
             ) as response:
                 await response.read()
-            acked[wamid] = time.monotonic()
+                if response.status == 200:
+                    # Monotonic for the commit; the wall clock for the
+                    # agent's socket, timed in a process of its own.
+                    acked[wamid] = (time.monotonic(), time.time() * 1000)
             index += 1
             await asyncio.sleep(1 / rate)
 
@@ -305,13 +329,42 @@ def web_server_command(server: str, port: int) -> list[str]:
     )
 
 
+def trickle_figures(acked: dict, committed: dict, tab) -> dict:
+    """The trickle's latencies from its acknowledgement: to the message and
+    its live event committed, and to its frame on the agent's socket."""
+    figures = {"messages": len(acked), "seen": len(committed)}
+    latencies = [1000 * (committed[w] - acked[w][0]) for w in committed]
+    figures["p50_ms"] = percentile(latencies, 0.5)
+    figures["p99_ms"] = percentile(latencies, 0.99)
+    if tab is None:
+        return figures
+    process, out = tab
+    time.sleep(SOCKET_GRACE_SECONDS)
+    process.send_signal(signal.SIGTERM)
+    process.wait(30)
+    frames = json.loads(out.read_text())["storm-agent"]
+    latencies = [
+        frames[w.removeprefix("wamid.trickle")] - acked[w][1]
+        for w in acked
+        if w.removeprefix("wamid.trickle") in frames
+    ]
+    figures["on_socket"] = len(latencies)
+    figures["socket_p50_ms"] = percentile(latencies, 0.5)
+    figures["socket_p99_ms"] = percentile(latencies, 0.99)
+    figures["socket_max_ms"] = max(latencies, default=None)
+    return figures
+
+
 def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
     db_url = env["DATABASE_URL"]
     recreate_database(db_url)
     redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     prepare(env)
+    if args.agent:
+        add_agent(env, "storm-agent", AGENT_PASSWORD)
     result = {"mode": mode, "load_before": load()}
     group = Group()
+    tab = None
     try:
         port = free_port()
         group.start(
@@ -347,6 +400,14 @@ def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
             conn.execute(
                 "TRUNCATE conversations_customer, conversations_webhookevent CASCADE"
             )
+        scraper = metrics_scrape.Scraper(
+            f"http://127.0.0.1:{port}/metrics", METRICS_TOKEN, args.scrape_interval
+        )
+        # The endpoint moves its counts to Redis once a second: the warm-up's
+        # must be in before the first figures.
+        time.sleep(1.2)
+        metrics_before = scraper.scrape()
+        scraper.start()
 
         first = [
             message_body(wa_id_of(i), f"wamid.first{i}", f"Hello, order {i}?")
@@ -366,6 +427,10 @@ def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
 
         replies = add_replies(db_url, args.replies, args.customers)
         bodies = storm_bodies(replies)
+        if args.agent:
+            out = workdir / f"{mode}-agent.json"
+            base = f"http://127.0.0.1:{port}"
+            tab = open_agent(base, "storm-agent", AGENT_PASSWORD, out), out
         cpu_before = tree_seconds(worker.pid)
         acked: dict[str, float] = {}
         seen: dict[str, float] = {}
@@ -378,7 +443,7 @@ def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
         async def storm():
             stop = asyncio.Event()
             trickling = asyncio.create_task(
-                trickle(url, args.trickle_rate, stop, acked)
+                trickle(url, args.trickle_rate, args.customers, stop, acked)
             )
             posted = await post_all(url, bodies, args.connections)
             with psycopg.connect(db_url, autocommit=True) as conn:
@@ -406,13 +471,7 @@ def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
         )
         done.set()
         watcher.join(40)
-        latencies = [1000 * (seen[w] - acked[w]) for w in seen]
-        result["trickle"] = {
-            "messages": len(acked),
-            "seen": len(seen),
-            "p50_ms": percentile(latencies, 0.5),
-            "p99_ms": percentile(latencies, 0.99),
-        }
+        result["trickle"] = trickle_figures(acked, seen, tab)
         with psycopg.connect(db_url, autocommit=True) as conn:
             began, ended = conn.execute(
                 "SELECT min(received_at), max(processed_at)"
@@ -422,8 +481,24 @@ def run_shape(mode: str, args, env: dict, workdir: Path) -> dict:
                 (ended - began).total_seconds()
             )
             result["checks"] = check(conn, args)
+        time.sleep(1.2)  # the endpoint's last counts reach Redis
+        metrics_after = scraper.scrape()
+        scraper.stop()
+        result["metrics"] = metrics_scrape.compare(
+            scraper,
+            metrics_before,
+            metrics_after,
+            acknowledged=sum(
+                part["requests"] - part["failures"]
+                for part in (result["first"], result["storm"])
+            )
+            + len(acked),
+            sent={},
+        )
         result["standing"] = drain_standing_backlog(env, db_url, worker.pid, args)
     finally:
+        if tab is not None and tab[0].poll() is None:
+            tab[0].kill()
         group.stop()
     result["load_after"] = load()
     return result
@@ -581,8 +656,16 @@ def report(results: list[dict]) -> None:
             "statuses pending when the storm's posting ended",
             lambda r: r["storm"]["backlog_at_end"],
         ),
-        ("trickle p50 ms", lambda r: r["trickle"]["p50_ms"]),
-        ("trickle p99 ms", lambda r: r["trickle"]["p99_ms"]),
+        ("trickle p50 ms (to the commit)", lambda r: r["trickle"]["p50_ms"]),
+        ("trickle p99 ms (to the commit)", lambda r: r["trickle"]["p99_ms"]),
+        (
+            "trickle p50 ms (to the agent's socket)",
+            lambda r: r["trickle"].get("socket_p50_ms"),
+        ),
+        (
+            "trickle p99 ms (to the agent's socket)",
+            lambda r: r["trickle"].get("socket_p99_ms"),
+        ),
         ("worker CPU ms/event", lambda r: r["worker_cpu_ms_per_event"]),
         (
             "standing backlog: statuses applied/s",
@@ -604,9 +687,12 @@ def report(results: list[dict]) -> None:
         print(
             f"{r['mode']}: checks {r['checks']}, standing backlog all read:"
             f" {r['standing']['all_read']}, trickle {r['trickle']['seen']}/"
-            f"{r['trickle']['messages']} seen, load average {r['load_before']} before,"
-            f" {r['load_after']} after"
+            f"{r['trickle']['messages']} seen"
+            f" ({r['trickle'].get('on_socket', '-')} on the agent's socket),"
+            f" load average {r['load_before']} before, {r['load_after']} after"
         )
+        print(f"{r['mode']}: /metrics during steps 1-3")
+        print("\n".join(metrics_scrape.lines(r["metrics"])))
 
 
 def main() -> int:
@@ -629,6 +715,19 @@ def main() -> int:
         help="daphne, one process (default), or production's web command "
         "(uvicorn, one process per core)",
     )
+    parser.add_argument(
+        "--agent",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="an agent's workspace socket open during the storm (the trickle "
+        "measured to its frames); --no-agent: none, as runs before it",
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=0.5,
+        help="seconds between /metrics scrapes",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     env = {
@@ -643,6 +742,9 @@ def main() -> int:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
         "WHATSAPP_GRAPH_API_URL": "http://127.0.0.1:9",
+        "METRICS_TOKEN": METRICS_TOKEN,
+        # Plain HTTP on the loopback: the agent's login and /metrics.
+        "SECURE_SSL_REDIRECT": "0",
     }
     print(f"status_storm benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     for key, value in machine().items():
@@ -653,6 +755,15 @@ def main() -> int:
     modes = ["sets"] if args.no_baseline else ["sets", "one-by-one"]
     results = []
     with tempfile.TemporaryDirectory(prefix="status-storm-") as tmp:
+        if args.agent:
+            # The agent's pages link the hashed names collectstatic writes.
+            env["STATIC_ROOT"] = str(Path(tmp) / "static")
+            subprocess.run(
+                [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+                env=env,
+                cwd=Path(__file__).resolve().parent.parent,
+                check=True,
+            )
         for mode in modes:
             print(f"running {mode}...", flush=True)
             results.append(run_shape(mode, args, env, Path(tmp)))

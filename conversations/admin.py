@@ -583,7 +583,15 @@ class MessageChargeAdmin(admin.ModelAdmin):
 class NotificationInline(admin.TabularInline):
     model = Notification
     extra = 0
-    fields = ("position", "to", "reference", "delivery_status", "error", "message")
+    fields = (
+        "position",
+        "to",
+        "user_id",
+        "reference",
+        "delivery_status",
+        "error",
+        "message",
+    )
     readonly_fields = fields
     can_delete = False
     show_change_link = True
@@ -608,7 +616,8 @@ class CsvUploadForm(forms.Form):
     team = forms.ModelChoiceField(Team.objects.all(), required=False)
     name = forms.CharField(max_length=200, required=False)
     file = forms.FileField(
-        help_text="Columns: phone (E.164), reference, body_1, body_2, ... or "
+        help_text="Columns: phone (E.164) or user_id (a business-scoped user id), "
+        "one per row; reference, body_1, body_2, ... or "
         "body_<name>, header, header_link, document_filename"
     )
 
@@ -760,6 +769,7 @@ class NotificationAdmin(admin.ModelAdmin):
     list_display = (
         "pk",
         "to",
+        "user_id",
         "template_name",
         "reference",
         "delivery_status",
@@ -769,7 +779,7 @@ class NotificationAdmin(admin.ModelAdmin):
     )
     list_filter = ("state", "purpose", "template_name")
     list_select_related = ("message", "team", "batch")
-    search_fields = ("to", "reference", "idempotency_key")
+    search_fields = ("to", "user_id", "reference", "idempotency_key")
     date_hierarchy = "created_at"
     raw_id_fields = ("customer", "message", "conversation", "batch", "template")
 

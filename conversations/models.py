@@ -392,7 +392,7 @@ class Conversation(models.Model):
     # A WhatsApp group's traffic (Groups API group_id), kept apart from the
     # one-to-one conversations of its members; its customer is whoever wrote
     # first. Empty for one-to-one conversations.
-    group_id = models.CharField(max_length=256, blank=True)
+    group_id = models.CharField(max_length=256, blank=True, db_default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -473,7 +473,7 @@ class MessageTemplate(models.Model):
     # Why Meta rejected, paused or disabled it, as its webhook said.
     status_reason = models.TextField(blank=True)
     # GREEN, YELLOW, RED or UNKNOWN, from Meta's quality webhooks.
-    quality_score = models.CharField(max_length=20, blank=True)
+    quality_score = models.CharField(max_length=20, blank=True, db_default="")
     synced_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -570,10 +570,10 @@ class Message(models.Model):
     # when, and what it said before ({"text", "payload", "at", "wamid"} each).
     edited_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    edit_history = models.JSONField(default=list, blank=True)
+    edit_history = models.JSONField(default=list, blank=True, db_default=[])
     # An outbound message the business sent from the WhatsApp Business app
     # (coexistence: Meta's smb_message_echoes), not from the helpdesk.
-    from_business_app = models.BooleanField(default=False)
+    from_business_app = models.BooleanField(default=False, db_default=False)
     # Who wrote an inbound message of a group conversation (its members
     # differ; the conversation's customer is only the first of them).
     group_sender = models.ForeignKey(
@@ -786,14 +786,22 @@ class LiveEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The event's place in its inbox's stream: 1, 2, 3... without gaps, in
-    # commit order (LiveStream), so a tab that got n+2 but not n+1 knows
-    # exactly what it lacks. The id alone cannot say: ids are shared by all
-    # inboxes, skip on rollback and become visible out of order.
-    sequence = models.BigIntegerField(default=0)
+    # the order events are numbered after their commit (LiveStream), so a tab
+    # that got n+2 but not n+1 knows exactly what it lacks. The id alone
+    # cannot say: ids are shared by all inboxes, skip on rollback and become
+    # visible out of order. Null until numbered (realtime.settle_live_events).
+    sequence = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["number", "id"], name="live_event_stream")]
+        indexes = [
+            models.Index(fields=["number", "id"], name="live_event_stream"),
+            models.Index(
+                fields=["number", "id"],
+                condition=models.Q(sequence__isnull=True),
+                name="live_event_unnumbered",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["number", "sequence"], name="live_event_sequence"
@@ -1017,7 +1025,7 @@ class Notification(models.Model):
     # empty when the business named the customer by user_id instead.
     to = models.CharField(max_length=64, blank=True)
     # The business-scoped user id the business gave in place of `to`.
-    user_id = models.CharField(max_length=256, blank=True)
+    user_id = models.CharField(max_length=256, blank=True, db_default="")
     customer = models.ForeignKey(
         Customer,
         on_delete=models.CASCADE,
@@ -1772,9 +1780,9 @@ class CustomerIdentityChange(models.Model):
 class LiveStream(models.Model):
     """An inbox's live-event counter: the last sequence number it gave out.
 
-    Taking numbers locks the row until the transaction ends, so numbers of
-    one inbox are given out in commit order and a rolled-back one is given
-    again: whoever sees n committed may rely on 1..n-1 being committed too.
+    Numbers are given to committed events only, in a short transaction that
+    holds this row (realtime.settle_live_events): whoever sees n committed
+    may rely on 1..n-1 being committed too.
     """
 
     number = models.OneToOneField(

@@ -2,26 +2,34 @@
 
 Only the services (conversations/services/) and the delivery engine call
 publish(). An event is a LiveEvent row written in the transaction of the
-change it announces (so it exists exactly when the change does) and, once
-that transaction commits, its id is sent to the channel group of its inbox.
+change it announces (so it exists exactly when the change does); once that
+transaction commits, it is given its inbox's next sequence number and its id
+is sent to the channel group of its inbox.
 Consumers load the row and render the same template fragments the pages use;
 a tab that reconnects asks the database for the events after the last id it
 applied, so a lost channel message or a frozen Redis delays an update but
 never loses it.
+
+An event keeps the id of the request that made its change (data
+"request_id": the agent's HTTP request, or the webhook POST a worker
+applied; never sent to browsers), and the inbox hub logs it when it hands
+the event to tabs: one id followed from nginx to the tab.
 """
 
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import logging
 import os
 import threading
 
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
-from django.utils import timezone
 
-from .models import Conversation, LiveEvent, Message
+from helpdesk.logs import request_id
+
+from .models import Conversation, LiveEvent, LiveStream, Message
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +70,7 @@ def inbox_group(number_id: int) -> str:
 # Redis connections on every call (~5-10 ms each here), and a frozen Redis
 # would hold the caller (the channel layer's sockets have no timeout). So each
 # process keeps one daemon thread running one event loop that owns the
-# layer's connections; announce() hands it the message and returns at once.
+# layer's connections; announce_ids() hands it the message and returns at once.
 # The loop sends in submission order. Announcements are doorbells, not state:
 # one that is dropped (queue full, Redis down, the process exiting) only
 # delays an update until the tab catches up from the LiveEvent table.
@@ -245,8 +253,8 @@ def batched():
     statement for all of them instead of one each is most of what a batch
     saves. Nested uses join the outermost. Events are written (in publish
     order, so their ids keep that order) before the block's transaction
-    commits, and announced in one hand-over once it has. Inside the block
-    publish() returns the event unsaved: its id is set when the block ends.
+    commits. Inside the block publish() returns the event unsaved: its id is
+    set when the block ends.
     """
     if getattr(_buffer, "events", None) is not None:
         yield
@@ -257,42 +265,173 @@ def batched():
         events = _buffer.events
     finally:
         _buffer.events = None
-    if events:
-        number_events(events)
-        LiveEvent.objects.bulk_create(events)
-        transaction.on_commit(lambda: announce_many(events))
+    _share_origins(events)
+    _store(events)
 
 
-# On LiveStream's table (written out: the statement has no parameters
-# but the values).
-_TAKE_SEQUENCES = """
-INSERT INTO conversations_livestream (number_id, last_sequence) VALUES (%s, %s)
+# --- Where a change came from: the request id an event keeps --------------------
+
+# While a set of webhook events is applied: the request each message's news
+# came in with, by wamid (webhook_events._apply_set). The set's request id
+# for log lines names them all; an event keeps only its own.
+_origins: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "live_origins", default=None
+)
+
+
+@contextlib.contextmanager
+def origins(by_wamid: dict[str, str]):
+    """Inside the block an event about a message keeps the request id its
+    wamid maps to; an event about no message keeps none (_share_origins)."""
+    token = _origins.set(by_wamid)
+    try:
+        yield
+    finally:
+        _origins.reset(token)
+
+
+def _origin(message: Message | None = None) -> str:
+    by_wamid = _origins.get()
+    if by_wamid is None:
+        return request_id.get()
+    return by_wamid.get(getattr(message, "wamid", None) or "", "")
+
+
+def _with_origin(data: dict, message: Message | None = None) -> dict:
+    origin = _origin(message)
+    return {**data, "request_id": origin} if origin else data
+
+
+def _share_origins(events: list[LiveEvent]) -> None:
+    """A batch's event without a request id of its own (a conversation the
+    set's messages opened or moved) takes that of the first event of its
+    conversation that has one."""
+    by_conversation: dict[int, str] = {}
+    for event in events:
+        origin = event.data.get("request_id")
+        if origin and event.conversation_id:
+            by_conversation.setdefault(event.conversation_id, origin)
+    for event in events:
+        if "request_id" not in event.data and event.conversation_id in (
+            by_conversation
+        ):
+            event.data["request_id"] = by_conversation[event.conversation_id]
+
+
+# --- Sequence numbers: given after commit --------------------------------------
+# Each inbox's events are numbered 1, 2, 3... without gaps, in the order they
+# become visible, so a tab that got n+2 but not n+1 knows what it lacks. The
+# numbers are not taken in the transaction that writes an event: holding the
+# inbox's counter from the first event to the commit made every transaction
+# that went on to lock other rows a deadlock candidate. An event is written
+# unnumbered; once its transaction has committed, settle_live_events() numbers
+# every committed, unnumbered event of the inbox in one short transaction of
+# its own (it locks nothing but the counter and those rows) and announces
+# them. A process that dies in between leaves them to the beat's sweep.
+
+# Inboxes whose events this thread wrote and has not settled yet.
+_unsettled = threading.local()
+
+# Events numbered per statement, at most; a backlog takes several rounds.
+SETTLE_BATCH = 1000
+
+# Takes the inbox's counter row (created at 0 when missing) and holds it
+# until the settling transaction ends; returns the last number given out, or
+# nothing when the inbox itself is gone.
+_LOCK_STREAM = """
+INSERT INTO conversations_livestream (number_id, last_sequence)
+SELECT id, 0 FROM conversations_whatsappnumber WHERE id = %s
 ON CONFLICT (number_id) DO UPDATE
-SET last_sequence = conversations_livestream.last_sequence + EXCLUDED.last_sequence
+SET last_sequence = conversations_livestream.last_sequence
 RETURNING last_sequence
 """
 
 
-def number_events(events: list[LiveEvent]) -> None:
-    """Give unsaved events the next sequence numbers of their inboxes, in
-    list order.
+def _store(events: list[LiveEvent]) -> None:
+    """Write unnumbered events; number and announce them after commit."""
+    if not events:
+        return
+    LiveEvent.objects.bulk_create(events)
+    numbers = getattr(_unsettled, "numbers", None)
+    if numbers is None:
+        numbers = _unsettled.numbers = set()
+    if numbers and not _settle_registered():
+        # Left by a transaction that rolled back: nothing of it to number.
+        numbers.clear()
+    register = not numbers
+    numbers.update(event.number_id for event in events)
+    if register:
+        # Outside a transaction this runs at once.
+        transaction.on_commit(_settle_this_thread)
 
-    The counter row stays locked until the transaction ends: a concurrent
-    one waits here, so an inbox's numbers are committed in order and without
-    gaps (a rollback gives its numbers back). Inboxes are taken in id order,
-    so two transactions of several inboxes never wait on each other.
-    """
-    counts: dict[int, int] = {}
-    for event in events:
-        counts[event.number_id] = counts.get(event.number_id, 0) + 1
-    following: dict[int, int] = {}
+
+def _settle_registered() -> bool:
+    return any(entry[1] is _settle_this_thread for entry in connection.run_on_commit)
+
+
+def _settle_this_thread() -> None:
+    numbers = getattr(_unsettled, "numbers", None)
+    if not numbers:
+        return
+    _unsettled.numbers = set()
+    try:
+        settled = settle_live_events(numbers)
+    except Exception:
+        # Committed events are never lost: the beat's sweep numbers them.
+        logger.warning("Live events not numbered yet", exc_info=True)
+        return
+    announce_ids(settled)
+
+
+def settle_live_events(number_ids) -> list[tuple[int, int]]:
+    """Number the committed, unnumbered events of these inboxes; return
+    their (inbox, event id) pairs in stream order, to be announced."""
+    settled: list[tuple[int, int]] = []
+    for number_id in sorted(set(number_ids)):
+        while True:
+            with transaction.atomic():
+                numbered = _settle_round(number_id)
+            settled += [(number_id, event_id) for event_id in numbered]
+            if len(numbered) < SETTLE_BATCH:
+                break
+    return settled
+
+
+def _settle_round(number_id: int) -> list[int]:
     with connection.cursor() as cursor:
-        for number_id in sorted(counts):
-            cursor.execute(_TAKE_SEQUENCES, [number_id, counts[number_id]])
-            following[number_id] = cursor.fetchone()[0] - counts[number_id] + 1
-    for event in events:
-        event.sequence = following[event.number_id]
-        following[event.number_id] += 1
+        cursor.execute(_LOCK_STREAM, [number_id])
+        locked = cursor.fetchone()
+    if locked is None:
+        return []
+    last = locked[0]
+    # Read after the lock is held: whoever numbered before us has
+    # committed, so what is still unnumbered here is ours to number.
+    events = list(
+        LiveEvent.objects.filter(number_id=number_id, sequence__isnull=True)
+        .order_by("id")
+        .only("id")[:SETTLE_BATCH]
+    )
+    if not events:
+        return []
+    for offset, event in enumerate(events, start=1):
+        event.sequence = last + offset
+    LiveEvent.objects.bulk_update(events, ["sequence"])
+    LiveStream.objects.filter(number_id=number_id).update(
+        last_sequence=last + len(events)
+    )
+    return [event.pk for event in events]
+
+
+def settle_stragglers(*, older_than) -> int:
+    """Number and announce events a dead process left unnumbered; how many."""
+    number_ids = set(
+        LiveEvent.objects.filter(sequence__isnull=True, created_at__lt=older_than)
+        .values_list("number_id", flat=True)
+        .distinct()
+    )
+    settled = settle_live_events(number_ids)
+    announce_ids(settled)
+    return len(settled)
 
 
 def publish(
@@ -312,63 +451,25 @@ def publish(
         number_id=conversation.number_id,
         conversation=conversation,
         type=event_type,
-        data=payload,
+        data=_with_origin(payload, message),
     )
     pending = getattr(_buffer, "events", None)
     if pending is not None:
         pending.append(event)
-        return event
-    _save_numbered(event)
-    transaction.on_commit(lambda: announce(event))
+    else:
+        _store([event])
     return event
 
 
-# number_events() and the INSERT of one event, in one statement: the inbox's
-# counter row stays locked from here to the commit, and every change of the
-# inbox waits for it, so the fewer round trips (and the less of the
-# process' Python) between the two, the more changes an inbox takes per
-# second (docs/benchmarks.md, REST replies).
-_TAKE_ONE_AND_INSERT = f"""
-WITH taken AS ({_TAKE_SEQUENCES.strip()})
-INSERT INTO {LiveEvent._meta.db_table}
-  (number_id, conversation_id, type, data, created_at, sequence)
-SELECT %s, %s, %s, %s, %s, last_sequence FROM taken
-RETURNING id, sequence
-"""  # noqa: S608
-
-
-def _save_numbered(event: LiveEvent) -> None:
-    """Number one unsaved event (as number_events) and INSERT it."""
-    event.created_at = timezone.now()
-    data = LiveEvent._meta.get_field("data").get_db_prep_save(event.data, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _TAKE_ONE_AND_INSERT,
-            [
-                event.number_id,
-                1,
-                event.number_id,
-                event.conversation_id,
-                event.type,
-                data,
-                connection.ops.adapt_datetimefield_value(event.created_at),
-            ],
-        )
-        event.pk, event.sequence = cursor.fetchone()
-    event._state.adding = False
-    event._state.db = connection.alias
-
-
-def _doorbell(event: LiveEvent) -> tuple[str, dict]:
-    return inbox_group(event.number_id), {
-        "type": CHANNEL_MESSAGE_TYPE,
-        "ids": [event.pk],
-    }
-
-
-def announce(event: LiveEvent) -> None:
-    """Ring the inbox group's doorbell; a failure only delays the update."""
-    _send_many([_doorbell(event)])
+def announce_ids(events: list[tuple[int, int]]) -> None:
+    """Ring the inbox groups' doorbells for these (inbox, event id) pairs, in
+    one hand-over to the announcer; a failure only delays the update."""
+    _send_many(
+        [
+            (inbox_group(number_id), {"type": CHANNEL_MESSAGE_TYPE, "ids": [event_id]})
+            for number_id, event_id in events
+        ]
+    )
 
 
 def publish_many(
@@ -422,6 +523,7 @@ def _publish_changes(
         raise ValueError(f"Unknown live event type {event_type!r}")
     if not changes:
         return []
+    data = _with_origin(data or {})
     events = [
         LiveEvent(
             number_id=number_id,
@@ -431,20 +533,13 @@ def _publish_changes(
                 "conversation": conversation_id,
                 "message": message_id,
                 "status": status,
-                **(data or {}),
+                **data,
             },
         )
         for number_id, conversation_id, message_id, status in changes
     ]
-    number_events(events)
-    LiveEvent.objects.bulk_create(events)
-    transaction.on_commit(lambda: announce_many(events))
+    _store(events)
     return events
-
-
-def announce_many(events: list[LiveEvent]) -> None:
-    """Ring the doorbells of many events in one hand-over to the announcer."""
-    _send_many([_doorbell(event) for event in events])
 
 
 # --- Agent workspace: agents' own streams, presence and typing ------------------
@@ -469,14 +564,12 @@ def publish_agent(event_type: str, *, number_ids, data: dict) -> list[LiveEvent]
     """Store an agent-level event in each inbox given; announce after commit."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"Unknown live event type {event_type!r}")
+    data = _with_origin(data)
     events = [
         LiveEvent(number_id=number_id, type=event_type, data=data)
         for number_id in sorted(set(number_ids))
     ]
-    number_events(events)
-    LiveEvent.objects.bulk_create(events)
-    for event in events:
-        transaction.on_commit(lambda event=event: announce(event))
+    _store(events)
     return events
 
 

@@ -1,7 +1,7 @@
 from django.urls import include, path
 
 from .api import views as api_views
-from .web import interactive, manage, reports, views
+from .web import business_clock, interactive, manage, reports, views
 
 app_name = "conversations"
 
@@ -45,6 +45,12 @@ urlpatterns = [
     path("reports/", reports.reports_page, name="reports"),
     path("reports/<slug:name>.csv", reports.report_csv, name="report-csv"),
     path("api/v1/", include("conversations.api.urls")),
+    # Development only: the sandbox's business clock (404 unless enabled).
+    path(
+        "dev/business-clock/",
+        business_clock.business_clock_view,
+        name="business-clock",
+    ),
     # Customer media, only through this authenticated view (session or token).
     path("media/<int:pk>/", api_views.MessageMedia.as_view(), name="message-media"),
 ]

@@ -285,6 +285,8 @@ def run() -> int:
             os.environ["WHATSAPP_GRAPH_API_URL"] = start_sandbox(
                 processes, number_config
             )
+            # Its phone page may fast-forward business hours (DEBUG only).
+            os.environ.setdefault("SANDBOX_CLOCK", "1")
             # The sandbox serves media, and its sample ad's picture, from
             # its own origin.
             os.environ.setdefault(

@@ -8,6 +8,7 @@ minute with nothing happening. Those lines are kept for DEBUG; a sweeper
 that fails still logs its error.
 """
 
+import contextlib
 import contextvars
 import datetime
 import json
@@ -63,6 +64,23 @@ def new_request_id(given: str | None = None) -> str:
     return uuid.uuid4().hex
 
 
+@contextlib.contextmanager
+def bound_request_id(value: str):
+    """Log lines (and live events, conversations.realtime) inside the block
+    are about request `value`."""
+    token = request_id.set(value)
+    try:
+        yield
+    finally:
+        request_id.reset(token)
+
+
+def request_id_of(headers) -> str:
+    """The request id a stored webhook event arrived with ("" if none)."""
+    value = headers.get("x-request-id") if isinstance(headers, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 class RequestIdMiddleware:
     """Binds each Django request's id for its log lines and answers it in
     X-Request-ID."""
@@ -71,13 +89,10 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        token = request_id.set(new_request_id(request.headers.get("X-Request-ID")))
-        try:
+        with bound_request_id(new_request_id(request.headers.get("X-Request-ID"))):
             response = self.get_response(request)
             response["X-Request-ID"] = request_id.get()
             return response
-        finally:
-            request_id.reset(token)
 
 
 class JsonFormatter(logging.Formatter):

@@ -420,7 +420,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.close_stale_tabs",
         "schedule": 60.0,
     },
+    # Live events a dead process committed but never numbered reach tabs.
+    "settle-live-events": {
+        "task": "conversations.tasks.settle_live_events",
+        "schedule": env_float("LIVE_SETTLE_SWEEP_SECONDS", 10.0),
+    },
 }
+# A live event still unnumbered this long after it was written was left by a
+# process that died after its commit (conversations/realtime.py).
+LIVE_SETTLE_GRACE_SECONDS = env_float("LIVE_SETTLE_GRACE_SECONDS", 5.0)
 # A server process says which of its tabs are still connected three times in
 # this long; a tab not heard of for this long was left open by a server that
 # died.
@@ -442,6 +450,11 @@ WHATSAPP_GRAPH_API_URL = os.environ.get(
     "WHATSAPP_GRAPH_API_URL", "https://graph.facebook.com"
 ).rstrip("/")
 WHATSAPP_GRAPH_API_VERSION = os.environ.get("WHATSAPP_GRAPH_API_VERSION", "v24.0")
+# Development only: the WhatsApp sandbox's phone page may move the clock that
+# business hours are read by, to show out-of-hours behaviour without waiting
+# (docs/sandbox.md). Honoured only with DEBUG on and the Graph API at a
+# loopback address (the sandbox); `make run` turns it on with its sandbox.
+SANDBOX_CLOCK = env_bool("SANDBOX_CLOCK", False)
 WHATSAPP_GRAPH_API_TIMEOUT = env_float("WHATSAPP_GRAPH_API_TIMEOUT", 20.0)
 WHATSAPP_GRAPH_API_CONNECT_TIMEOUT = env_float(
     "WHATSAPP_GRAPH_API_CONNECT_TIMEOUT", 5.0

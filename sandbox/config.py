@@ -122,6 +122,9 @@ class SandboxConfig:
     # Where the sandbox keeps what Meta would remember across restarts
     # (sandbox/state.py); empty: nothing is kept.
     state_file: str = ""
+    # The helpdesk's origin, for its business clock (sandbox/clock.py);
+    # empty: the webhook URL's origin.
+    helpdesk_url: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> "SandboxConfig":
@@ -131,7 +134,12 @@ class SandboxConfig:
                 config.numbers = [Number.from_dict(item) for item in value]
             elif key == "status_delays":
                 config.status_delays = StatusDelays.from_dict(value)
-            elif key in {"webhook_url", "window_error_mode", "state_file"}:
+            elif key in {
+                "webhook_url",
+                "window_error_mode",
+                "state_file",
+                "helpdesk_url",
+            }:
                 setattr(config, key, str(value))
             elif key in {"media_url_ttl"}:
                 config.media_url_ttl = float(value)

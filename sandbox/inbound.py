@@ -23,7 +23,13 @@ INBOUND_TYPES = MEDIA_TYPES | {
     "order",
     "system",
     "unsupported",
+    "edit",
+    "revoke",
 }
+# A customer's change to a message they sent (numbers shared with the
+# WhatsApp Business app): the change has a wamid of its own and names the
+# original in `original_message_id`.
+CHANGE_TYPES = {"edit", "revoke"}
 
 SAMPLE_REFERRAL = {
     "source_url": "https://fb.me/sandbox-ad",
@@ -312,6 +318,21 @@ def _unsupported(description):
     }
 
 
+def _edit(description):
+    # Meta's edit reference: the new content in edit.message, the original
+    # by its wamid (text only here; Meta also lets a caption be edited).
+    _require(description, "message_id", "text")
+    new = {"type": "text", "text": {"body": str(description["text"])}}
+    edit = {"original_message_id": str(description["message_id"]), "message": new}
+    return {"type": "edit", "edit": edit}
+
+
+def _revoke(description):
+    _require(description, "message_id")
+    revoke = {"original_message_id": str(description["message_id"])}
+    return {"type": "revoke", "revoke": revoke}
+
+
 _BUILDERS = {
     "text": _text,
     "location": _location,
@@ -324,4 +345,6 @@ _BUILDERS = {
     "order": _order,
     "system": _system,
     "unsupported": _unsupported,
+    "edit": _edit,
+    "revoke": _revoke,
 }

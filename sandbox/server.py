@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import business_app, identity, payloads
+from . import business_app, clock, identity, payloads
 from .config import Number, SandboxConfig, StatusDelays
 from .errors import (
     GraphError,
@@ -462,6 +462,7 @@ async def control_config(request: web.Request) -> web.Response:
             "status_delays",
             "media_url_ttl",
             "window_error_mode",
+            "helpdesk_url",
         }
         if unknown:
             raise ControlError(f"unknown settings: {', '.join(sorted(unknown))}")
@@ -471,6 +472,8 @@ async def control_config(request: web.Request) -> web.Response:
             config.window_error_mode = changes["window_error_mode"]
         if "webhook_url" in changes:
             config.webhook_url = str(changes["webhook_url"])
+        if "helpdesk_url" in changes:
+            config.helpdesk_url = str(changes["helpdesk_url"])
         if "media_url_ttl" in changes:
             config.media_url_ttl = float(changes["media_url_ttl"])
         if "status_delays" in changes:
@@ -484,6 +487,7 @@ async def control_config(request: web.Request) -> web.Response:
             "status_delays": vars(config.status_delays),
             "media_url_ttl": config.media_url_ttl,
             "window_error_mode": config.window_error_mode,
+            "helpdesk_url": config.helpdesk_url,
         }
     )
 
@@ -600,6 +604,27 @@ async def control_business_app_message(request: web.Request) -> web.Response:
     payload = payloads.envelope([(number, "smb_message_echoes", value)])
     status = await sandbox.post_webhook(number, payload, "echo")
     return _json({"wamid": wamid, "webhook_status": status, "payload": payload}, 201)
+
+
+@control_endpoint
+async def control_history(request: web.Request) -> web.Response:
+    """The business shares its app's past chat with a customer (Meta's
+    `history` webhook); `messages` names them, or a sample is shared."""
+    sandbox = _sandbox(request)
+    body = await _control_json(request)
+    number = _number_or_404(sandbox, body.get("phone_number_id"))
+    customer = sandbox.customer(recipient_wa_id(request.match_info["wa_id"]))
+    try:
+        past, value = business_app.history_value(
+            number, customer, list(body.get("messages") or business_app.SAMPLE_HISTORY)
+        )
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ControlError(str(error)) from None
+    sandbox.receive_history(number, customer, past)
+    payload = payloads.envelope([(number, "history", value)])
+    status = await sandbox.post_webhook(number, payload, "history")
+    wamids = [message["id"] for message in past]
+    return _json({"wamids": wamids, "webhook_status": status, "payload": payload}, 201)
 
 
 @control_endpoint
@@ -752,6 +777,20 @@ async def control_verify_webhook(request: web.Request) -> web.Response:
         )
 
 
+@control_endpoint
+async def control_business_clock(request: web.Request) -> web.Response:
+    """The helpdesk's business clock for a number: GET reads it, POST moves
+    it (`at`, `jump`, `reset`), forwarded signed (sandbox/clock.py)."""
+    sandbox = _sandbox(request)
+    if request.method == "GET":
+        body = {"phone_number_id": request.query.get("phone_number_id")}
+    else:
+        body = await _control_json(request)
+    number = _number_or_404(sandbox, body.get("phone_number_id"))
+    status, answer = await clock.forward(sandbox, number, body)
+    return _json(answer, status)
+
+
 # --- the customer phone page ------------------------------------------------------
 
 
@@ -809,6 +848,7 @@ def create_app(config: SandboxConfig) -> web.Application:
         ("*", "/_sandbox/customers", control_customers),
         ("POST", "/_sandbox/customers/{wa_id}/messages", control_customer_message),
         ("POST", "/_sandbox/customers/{wa_id}/echoes", control_business_app_message),
+        ("POST", "/_sandbox/customers/{wa_id}/history", control_history),
         ("POST", "/_sandbox/windows", control_windows),
         ("*", "/_sandbox/templates", control_templates),
         ("POST", "/_sandbox/templates/{name}/status", control_template_status),
@@ -816,6 +856,7 @@ def create_app(config: SandboxConfig) -> web.Application:
         ("GET", "/_sandbox/media/{media_id}", control_media_content),
         ("GET", "/_sandbox/events", control_events),
         ("POST", "/_sandbox/verify-webhook", control_verify_webhook),
+        ("*", "/_sandbox/business-clock", control_business_clock),
     ]
     for method, path, handler in control:
         app.router.add_route(method, path, handler)

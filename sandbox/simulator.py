@@ -146,6 +146,8 @@ class Sandbox:
         self.customers: dict[str, Customer] = {}
         self.outbound: dict[str, OutboundMessage] = {}
         self.inbound: dict[str, tuple[str, str]] = {}
+        # Customer messages their sender deleted (a revoke): no longer changeable.
+        self.revoked: set[str] = set()
         self.requests: collections.deque = collections.deque(
             maxlen=self.config.record_limit
         )
@@ -417,6 +419,8 @@ class Sandbox:
         self, number: Number, customer: Customer, description: dict
     ):
         """Meta's message object for a customer's description, and its wamid."""
+        if description.get("type") in inbound.CHANGE_TYPES:
+            self._check_change(number, customer, str(description.get("message_id")))
         wamid = payloads.new_wamid(customer.wa_id)
 
         def store_media(kind, data, mime_type, filename, media_id):
@@ -461,11 +465,26 @@ class Sandbox:
             message["from_user_id"] = customer.user_id
         return message
 
+    def _check_change(self, number: Number, customer: Customer, original: str):
+        """A customer edits or deletes only a message of their own, sent to
+        this number, and not deleted already."""
+        if self.inbound.get(original) != (number.phone_number_id, customer.wa_id):
+            raise inbound.DescriptionError(
+                f"{original} is not a message this customer sent to this number"
+            )
+        if original in self.revoked:
+            raise inbound.DescriptionError(f"{original} was deleted already")
+
     def receive_customer_message(
         self, number: Number, customer: Customer, message: dict
     ):
         """Apply Meta's bookkeeping for an inbound message: window and referral."""
         now = time.time()
+        if message.get("type") in inbound.CHANGE_TYPES:
+            # A change is not a new message: nothing to answer, no window.
+            if message["type"] == "revoke":
+                self.revoked.add(message["revoke"]["original_message_id"])
+            return
         if message.get("type") == "system":
             new_wa_id = message["system"]["wa_id"]
             self.customers.pop(customer.wa_id, None)
@@ -478,6 +497,21 @@ class Sandbox:
             customer.referral_at[number.phone_number_id] = now
             customer.free_entry_point_at.pop(number.phone_number_id, None)
         self.inbound[message["id"]] = (number.phone_number_id, customer.wa_id)
+
+    def receive_history(self, number: Number, customer: Customer, past: list[dict]):
+        """Past messages shared from the business app: the customer's become
+        messages Meta knows (no window opens: they are old); the phone page
+        shows the chat."""
+        for message in past:
+            if "to" not in message:
+                self.inbound[message["id"]] = (number.phone_number_id, customer.wa_id)
+        self.publish(
+            "history",
+            phone_number_id=number.phone_number_id,
+            wa_id=customer.wa_id,
+            name=customer.name,
+            messages=past,
+        )
 
     def customer_value(self, number: Number, customer: Customer, messages: list[dict]):
         system_only = all(message.get("type") == "system" for message in messages)

@@ -8,8 +8,8 @@ would be empty. With a state file (`--state-file`, `state_file` in the JSON
 config; the run command keeps it in var/) the sandbox writes what Meta would
 remember, shortly after each change and when it stops, and reads it back on
 start: customers and their windows, referrals and free entry points, the
-sends and customer messages it knows by wamid, the templates of each WABA,
-and the phone page's events (its chat history).
+sends and customer messages it knows by wamid (and which were deleted), the
+templates of each WABA, and the phone page's events (its chat history).
 
 Media bytes are not kept: a restarted sandbox answers 404 for media stored
 before it, as Meta does once media expire.
@@ -50,6 +50,7 @@ def snapshot(sandbox: Sandbox) -> dict:
             for message in sandbox.outbound.values()
         ],
         "inbound": {wamid: list(where) for wamid, where in sandbox.inbound.items()},
+        "revoked": sorted(sandbox.revoked),
         "templates": sandbox.templates.by_waba(),
         "events": list(sandbox.events),
         "event_seq": sandbox.event_seq,
@@ -90,6 +91,7 @@ def restore(sandbox: Sandbox, data: dict) -> None:
     sandbox.inbound.update(
         {wamid: tuple(where) for wamid, where in data.get("inbound", {}).items()}
     )
+    sandbox.revoked.update(data.get("revoked", []))
     sandbox.templates.load(data.get("templates", {}))
     sandbox.events.extend(data.get("events", []))
     sandbox.event_seq = int(data.get("event_seq", 0))

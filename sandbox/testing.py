@@ -92,6 +92,11 @@ class SandboxClient:
             "POST", f"customers/{wa_id}/echoes", json={"text": text, **extra}
         )
 
+    def share_history(self, wa_id: str, messages=None, **extra) -> dict:
+        """The business shares its app's past chat with the customer."""
+        body = {"messages": messages, **extra} if messages else extra
+        return self._call("POST", f"customers/{wa_id}/history", json=body)
+
     def batch(self, changes: list[dict]) -> dict:
         return self._call("POST", "webhooks/batch", json={"changes": changes})
 
@@ -107,6 +112,15 @@ class SandboxClient:
 
     def stats(self) -> dict:
         return self._call("GET", "stats")
+
+    def business_clock(self, phone_number_id: str, **move) -> dict:
+        """The helpdesk's business clock: read, or moved by `at`, `jump`
+        ("closed", "open") or `reset` (sandbox/clock.py)."""
+        return self._call(
+            "POST",
+            "business-clock",
+            json={"phone_number_id": phone_number_id, **move},
+        )
 
     def messages(self, wa_id: str = "") -> list[dict]:
         return self._call("GET", "messages", params={"wa_id": wa_id})["messages"]

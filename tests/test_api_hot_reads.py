@@ -174,35 +174,6 @@ def test_a_conversations_policy_is_the_one_the_orm_finds(number, team):
 
 
 @pytest.mark.django_db
-def test_one_published_event_is_numbered_and_stored_as_a_batch_would_be(number):
-    from django.db import transaction
-
-    from conversations import realtime
-    from conversations.models import LiveEvent
-
-    conversation = ConversationFactory(customer=CustomerFactory(), number=number)
-    with transaction.atomic():
-        first = realtime.publish(
-            realtime.CONVERSATION_UPDATED, conversation=conversation, data={"a": 1}
-        )
-        [second] = realtime.publish_statuses(
-            realtime.MESSAGE_UPDATED,
-            number_id=number.pk,
-            changes=[(conversation.pk, 7, "sent")],
-        )
-        third = realtime.publish(
-            realtime.CONVERSATION_UPDATED, conversation=conversation
-        )
-    stored = LiveEvent.objects.get(pk=first.pk)
-    assert (first.sequence, second.sequence, third.sequence) == (1, 2, 3)
-    assert fields(stored) == fields(first)
-    assert stored.data == {"conversation": conversation.pk, "a": 1}
-    assert list(
-        LiveEvent.objects.filter(number=number).values_list("sequence", flat=True)
-    ) == [1, 2, 3]
-
-
-@pytest.mark.django_db
 def test_a_text_reply_costs_eight_statements(api, number, django_assert_num_queries):
     """The token with its user and permissions, the conversation with its
     number, the savepoint pair (BEGIN and COMMIT outside a test), the

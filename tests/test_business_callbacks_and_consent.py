@@ -4,7 +4,6 @@ import json
 import time
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
 
@@ -28,6 +27,7 @@ from tests.fixtures.business import (
     api_client_for,
     boarding_pass,
     consent,
+    upload_csv,
 )
 from tests.fixtures.outbound import feed_webhooks, wait_for_status
 
@@ -245,14 +245,8 @@ def test_a_csv_upload_sends_per_row_and_shows_progress(
         "+4917000000000,booking-3,Cy,LH 3,https://example.com/3.pdf,pass-3.pdf\n"
     )
     template = MessageTemplate.objects.get(name="boarding_pass")
-    response = admin_client.post(
-        reverse("admin:conversations_notificationbatch_upload"),
-        {
-            "number": sandbox_number.pk,
-            "template": template.pk,
-            "purpose": "utility",
-            "file": SimpleUploadedFile("passes.csv", csv_text.encode()),
-        },
+    response = upload_csv(
+        admin_client, number=sandbox_number, template=template, text=csv_text
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     batch = NotificationBatch.objects.get()

@@ -10,7 +10,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from conversations import services
-from conversations.models import ConsentRecord, Customer
+from conversations.models import AccountNotice, ConsentRecord, Customer
 from conversations.selectors import consent as consent_selectors
 from tests.fixtures.business import api_client_for
 from tests.fixtures.inbound import CUSTOMER_WA_ID, process, store_event
@@ -96,6 +96,7 @@ def test_only_marketing_preferences_are_recorded(meta_number):
     process(dump_payload(body))
 
     assert not ConsentRecord.objects.exists()
+    assert AccountNotice.objects.get().kind == "user_preferences"
 
 
 def test_the_ledger_api_orders_by_when_it_happened(meta_number, admin_user):
@@ -140,3 +141,63 @@ def test_upgrading_dates_kept_records_when_they_were_recorded():
     migrated = ConsentRecord.objects.get(pk=record.pk)
     assert migrated.occurred_at == migrated.recorded_at
     assert migrated.event_key == ""
+
+
+# A signup for marketing messages: no example of Meta's, modelled on the
+# documented fields (tests/payloads/SOURCES.md).
+SIGNUP_TIME = datetime.fromtimestamp(1739321024, tz=UTC)
+
+
+def test_a_signup_in_whatsapp_is_a_marketing_opt_in_in_its_own_words(
+    meta_number, admin_user, agent_client
+):
+    process("user_preferences")  # stopped in 2024
+    first = process("user_preferences_signup")
+    services.process_webhook_event(event_id=first.pk, force=True)
+
+    signup = customer().consents.get(occurred_at=SIGNUP_TIME)
+    assert (signup.purpose, signup.status, signup.source) == (
+        "marketing",
+        "opt_in",
+        "whatsapp",
+    )
+    assert signup.wording == "User signed up for marketing messages"
+    assert customer().consents.count() == 2
+    assert marketing() == "opt_in"
+    assert services.has_consent(customer(), "marketing")
+    ledger = (
+        api_client_for(admin_user)
+        .get(f"/api/v1/customers/{customer().pk}/consents/")
+        .json()["results"]
+    )
+    assert (ledger[0]["status"], ledger[0]["wording"]) == (
+        "opt_in",
+        "User signed up for marketing messages",
+    )
+    process("text")  # a conversation to open
+    conversation = customer().conversations.get()
+    page = agent_client.get(f"/conversations/{conversation.pk}/").content.decode()
+    assert "Marketing: Opted in" in page
+    assert "User signed up for marketing messages" in page
+
+
+def test_an_unknown_preference_is_shown_to_admins_and_never_guessed_as_consent(
+    meta_number,
+):
+    body = load_payload_json("user_preferences")
+    change = body["entry"][0]["changes"][0]["value"]["user_preferences"][0]
+    change.update(value="snooze", detail="User snoozed marketing messages")
+
+    event = process(dump_payload(body))
+    services.process_webhook_event(event_id=event.pk, force=True)
+
+    assert not ConsentRecord.objects.exists()
+    notice = AccountNotice.objects.get()
+    assert (notice.kind, notice.event, notice.number) == (
+        "user_preferences",
+        "snooze",
+        meta_number,
+    )
+    assert "'snooze'" in notice.summary
+    assert "User snoozed marketing messages" in notice.summary
+    assert notice.occurred_at == FIXTURE_TIME

@@ -37,20 +37,6 @@ def first_message(fixture: str) -> payloads.InboundMessage:
     return payloads.parse(load_payload(fixture)).messages[0]
 
 
-@pytest.fixture
-def one_by_one(monkeypatch) -> list:
-    """The messages handed to the one-by-one path (receive_message)."""
-    handed = []
-    original = inbound.receive_message
-
-    def counted(**kwargs):
-        handed.append(kwargs["message"])
-        return original(**kwargs)
-
-    monkeypatch.setattr(inbound, "receive_message", counted)
-    return handed
-
-
 @pytest.mark.parametrize(
     "fixture",
     [

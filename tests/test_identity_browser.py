@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 
 from sandbox.testing import wait_until
+from tests.factories import CustomerFactory
 from tests.fixtures.browser import log_in
 from tests.test_workspace_browser import PASSWORD
 
@@ -33,21 +34,26 @@ def screenshot(page, name: str) -> None:
     page.screenshot(path=SCREENSHOTS / f"identity-{name}.png", full_page=True)
 
 
-def test_an_agent_answers_a_username_customer_by_recipient(stack):  # noqa: F811
-    sandbox, url = stack["sandbox"], stack["url"]
+def username_customer_writes(stack, text: str, name: str = ""):
+    """An agent's workspace is live; the username customer (no phone) writes."""
     page = stack["browser"].new_context().new_page()
-    log_in(page, url, "anna-browser", PASSWORD)
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
     expect(page.get_by_role("status")).to_have_text("Live")
-
-    sandbox.control.customer_message(
+    stack["sandbox"].control.customer_message(
         PHONE,
         type="text",
-        text="Is my order on its way?",
-        name="",
+        text=text,
+        name=name,
         user_id=BSUID,
         username="@lena.k",
         hide_phone=True,
     )
+    return page
+
+
+def test_an_agent_answers_a_username_customer_by_recipient(stack):  # noqa: F811
+    sandbox = stack["sandbox"]
+    page = username_customer_writes(stack, "Is my order on its way?")
     row = page.get_by_role("link", name=re.compile("Is my order on its way"))
     row.click()
     panel = page.get_by_role("complementary", name="Customer")
@@ -70,3 +76,28 @@ def test_an_agent_answers_a_username_customer_by_recipient(stack):  # noqa: F811
     )
     expect(bubble.get_by_role("img", name="Read")).to_be_visible()
     screenshot(page, "username-customer")
+
+
+def test_a_merge_appears_live_in_the_open_thread(stack):
+    sandbox = stack["sandbox"]
+    page = username_customer_writes(stack, "Where is parcel 12?", name="Lena K")
+    page.get_by_role("link", name=re.compile("Where is parcel 12")).click()
+    thread = page.get_by_role("log", name="Messages")
+    expect(thread).to_contain_text("Where is parcel 12?")
+    # The same person wrote from the phone before, as another customer.
+    CustomerFactory(wa_id=PHONE, phone=f"+{PHONE}", name="<i>Lena by phone</i>")
+
+    sandbox.control.customer_message(
+        PHONE, type="text", text="It is parcel 12 of order 7", hide_phone=False
+    )
+    line = thread.locator(".thread-merge")
+    expect(line).to_contain_text("Merged with <i>Lena by phone</i> (+" + PHONE + ")")
+    # At the merge's time: after the messages before it, the one that
+    # revealed it included (Meta stamps it a moment earlier).
+    expect(thread).to_contain_text("It is parcel 12 of order 7")
+    expect(thread.locator("> *").last).to_have_class("thread-merge")
+    screenshot(page, "merge-in-thread")
+    page.reload()
+    expect(
+        page.get_by_role("log", name="Messages").locator(".thread-merge")
+    ).to_have_count(1)

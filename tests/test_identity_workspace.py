@@ -3,10 +3,12 @@ and BSUID in the customer panel, a merge and an earlier number noted there,
 and the inbox search finding a customer by username."""
 
 import re
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from conversations import services
 from conversations.models import CustomerIdentityChange
@@ -65,6 +67,44 @@ def test_a_merge_and_an_earlier_number_are_noted_in_the_customer_panel(
     assert f"({BSUID})" in notice
     assert "1 conversation joined" in notice
     assert "Earlier number" in html and "4917000000001" in html
+
+
+def test_a_merge_is_a_line_of_the_threads_it_happened_in(agent_client, number):
+    phone_customer = CustomerFactory(wa_id="4917012345678", name="Sheena")
+    conversation = ConversationFactory(customer=phone_customer, number=number)
+    before = timezone.now() - timedelta(minutes=5)
+    MessageFactory(conversation=conversation, text="Before merge", timestamp=before)
+    closed = ConversationFactory(
+        customer=phone_customer,
+        number=number,
+        status="resolved",
+        resolved_at=before,
+        created_at=before - timedelta(days=2),
+    )
+    MessageFactory(conversation=closed, text="Long ago", timestamp=before)
+    username_customer = CustomerFactory(
+        wa_id="", phone="", user_id=BSUID, profile_name="<b>Sheena</b>"
+    )
+    theirs = ConversationFactory(customer=username_customer, number=number)
+    MessageFactory(conversation=theirs, text="From the username", timestamp=before)
+    services.merge_customers(first=phone_customer, second=username_customer)
+    MessageFactory(conversation=conversation, text="After merge")
+
+    thread = re.search(r'id="thread".*', detail(agent_client, conversation), re.S)
+    thread = thread.group(0)
+    line = re.search(r'<p id="merge-\d+" class="thread-merge"[^>]*>(.*?)</p>', thread)
+    assert f"Merged with &lt;b&gt;Sheena&lt;/b&gt; ({BSUID})" in line.group(1)
+    assert (
+        thread.index("Before merge")
+        < thread.index('class="thread-merge"')
+        < thread.index("After merge")
+    )
+    # The conversation the merge moved (resolved by it: one open per number).
+    moved = re.search(r'id="thread".*', detail(agent_client, theirs), re.S).group(0)
+    assert 'class="thread-merge"' in moved
+    # A conversation closed before the merge does not show it.
+    old = re.search(r'id="thread".*', detail(agent_client, closed), re.S).group(0)
+    assert "Long ago" in old and 'class="thread-merge"' not in old
 
 
 def test_the_inbox_search_finds_a_customer_by_username(agent_client, number):

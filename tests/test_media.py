@@ -6,8 +6,10 @@ import hashlib
 import pytest
 import requests
 from django.core.files.base import ContentFile
+from django.urls import reverse
 
 from conversations import services, tasks
+from conversations.delivery import doorbells
 from conversations.models import Message
 from conversations.whatsapp import client
 from sandbox.config import Number
@@ -323,3 +325,120 @@ def test_media_not_stored_is_a_404(agent_client, meta_number):
     assert agent_client.get(f"/media/{message.pk}/").status_code == 404
     other = stored(WhatsAppNumberFactory(), PNG, "image/png")
     assert agent_client.get(f"/media/{other.pk}/").status_code == 404
+
+
+# --- Media in the WhatsApp Business app's shared history ----------------------
+
+HISTORY_IMAGE = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTRCRDcwNzgyRTJGMjdEQ0HM1"
+HISTORY_DOCUMENT = "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTRCRDcwNzgyRTJGMjdEQ0HM2"
+
+
+def history_media(**media_by_type) -> dict:
+    """Meta's history chunk of an image and a document; each media object
+    updated from media_by_type (None drops its id, as Meta's first history
+    webhooks do)."""
+    document = load_payload_json("history_media")
+    thread = document["entry"][0]["changes"][0]["value"]["history"][0]["threads"][0]
+    for raw in thread["messages"]:
+        fields = media_by_type.get(raw["type"], {})
+        if fields is None:
+            raw[raw["type"]].pop("id")
+        else:
+            raw[raw["type"]].update(fields)
+    return document
+
+
+def process_queuing(document, monkeypatch, capture) -> list:
+    """Process a body; return the tasks it queued once committed."""
+    queued = []
+    monkeypatch.setattr(
+        doorbells, "ring", lambda task, *args, **options: queued.append((task, *args))
+    )
+    with capture(execute=True):
+        process(document)
+    return queued
+
+
+def test_history_media_is_stored_and_its_download_queued_like_live_media(
+    meta_number, monkeypatch, django_capture_on_commit_callbacks
+):
+    queued = process_queuing(
+        history_media(), monkeypatch, django_capture_on_commit_callbacks
+    )
+
+    image = Message.objects.get(wamid=HISTORY_IMAGE)
+    document = Message.objects.get(wamid=HISTORY_DOCUMENT)
+    assert (image.direction, image.media_id, image.media_mime_type) == (
+        "inbound",
+        "1003383421387256",
+        "image/jpeg",
+    )
+    assert (document.direction, document.from_business_app) == ("outbound", True)
+    assert (document.media_id, document.media_filename) == (
+        "1003383421387299",
+        "return-label.pdf",
+    )
+    assert {image.media_state, document.media_state} == {"pending"}
+    assert sorted(queued) == sorted(
+        [(doorbells.DOWNLOAD_MEDIA, image.pk), (doorbells.DOWNLOAD_MEDIA, document.pk)]
+    )
+
+
+def test_media_ids_sent_after_the_history_are_noted_and_downloaded_once(
+    meta_number, monkeypatch, django_capture_on_commit_callbacks
+):
+    capture = django_capture_on_commit_callbacks
+    first = process_queuing(
+        history_media(image=None, document=None), monkeypatch, capture
+    )
+    image = Message.objects.get(wamid=HISTORY_IMAGE)
+    assert (first, image.media_state, image.media_id) == ([], "", "")
+    assert image.text == "The box arrived like this"
+
+    later = process_queuing(history_media(), monkeypatch, capture)
+    again = process_queuing(history_media(), monkeypatch, capture)
+
+    image.refresh_from_db()
+    document = Message.objects.get(wamid=HISTORY_DOCUMENT)
+    assert (image.media_state, image.media_id) == ("pending", "1003383421387256")
+    assert image.payload["sha256"] == "SfInY0gHbVNOXsOY8PrDE35q+lkDlSxqzN2Vp2/pBdk="
+    assert (document.media_state, document.media_filename) == (
+        "pending",
+        "return-label.pdf",
+    )
+    assert sorted(later) == sorted(
+        [(doorbells.DOWNLOAD_MEDIA, image.pk), (doorbells.DOWNLOAD_MEDIA, document.pk)]
+    )
+    assert again == []
+    assert Message.objects.count() == 2
+
+
+@pytest.mark.e2e
+def test_history_media_is_downloaded_and_shown_in_the_thread(
+    sandbox, media_number, agent_client
+):
+    image_id = upload(sandbox, PNG, "image/png")
+    document_id = upload(sandbox, PDF, "application/pdf")
+    process(
+        history_media(
+            image={"id": image_id, "sha256": b64(PNG), "mime_type": "image/png"},
+            document={"id": document_id, "sha256": b64(PDF)},
+        )
+    )
+    image = Message.objects.get(wamid=HISTORY_IMAGE)
+    document = Message.objects.get(wamid=HISTORY_DOCUMENT)
+
+    services.download_media(message_id=image.pk)
+    services.download_media(message_id=document.pk)
+
+    image.refresh_from_db()
+    document.refresh_from_db()
+    assert (image.media_state, image.media_size) == ("stored", len(PNG))
+    assert (document.media_state, document.media_size) == ("stored", len(PDF))
+    page = agent_client.get(
+        reverse("conversations:detail", args=[image.conversation_id])
+    ).content.decode()
+    assert f'src="/media/{image.pk}/"' in page
+    assert 'alt="Image: The box arrived like this"' in page
+    assert f'href="/media/{document.pk}/" download>return-label.pdf</a>' in page
+    assert agent_client.get(f"/media/{image.pk}/").status_code == 200

@@ -343,7 +343,7 @@ def report_ready(number, team, policy, agent):
 def test_reports_show_attainment_by_team_agent_and_day(
     admin_client, number, team, policy, agent
 ):
-    report_ready(number, team, policy, agent)
+    on_time, late = report_ready(number, team, policy, agent)
     now = timezone.now()
     tables = attainment.build(agent, since=now - timedelta(days=1), until=now)
     (by_agent,) = tables["sla_by_agent"].rows
@@ -352,7 +352,14 @@ def test_reports_show_attainment_by_team_agent_and_day(
     assert (by_agent["first_response_met"], by_agent["first_response_missed"]) == (1, 1)
     assert by_agent["first_response_attainment"] == 50.0
     assert tables["sla_by_team"].rows[0]["team"] == team.name
-    assert tables["sla_by_day"].rows[0]["conversations"] == 2
+    # One row per day the conversations started on (two just after midnight).
+    days = {
+        timezone.localtime(conversation.created_at).date()
+        for conversation in (on_time, late)
+    }
+    by_day = tables["sla_by_day"].rows
+    assert len(by_day) == len(days)
+    assert sum(row["conversations"] for row in by_day) == 2
 
     page = admin_client.get("/reports/")
     assert page.status_code == 200

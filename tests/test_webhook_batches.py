@@ -24,7 +24,6 @@ from conversations.models import (
     ParkedStatus,
     WebhookEvent,
 )
-from conversations.services import inbound
 from conversations.whatsapp import payloads
 from tests.factories import ConversationFactory, MessageFactory
 from tests.fixtures import browser
@@ -172,20 +171,6 @@ def test_the_user_id_and_username_are_stored_as_one_by_one(meta_number):
         "16505550000",
     )
     assert customer.username == "@ann"
-
-
-@pytest.fixture
-def one_by_one(monkeypatch) -> list:
-    """The messages handed to the one-by-one path (receive_message)."""
-    handed = []
-    original = inbound.receive_message
-
-    def counted(**kwargs):
-        handed.append(kwargs["message"])
-        return original(**kwargs)
-
-    monkeypatch.setattr(inbound, "receive_message", counted)
-    return handed
 
 
 def test_a_user_id_held_by_another_customer_goes_one_by_one(meta_number, one_by_one):

@@ -54,3 +54,17 @@ def test_named_parameters_are_checked_by_name_and_sent_once_each():
     ]
     assert templates.render_text(named, components) == "Hi A! A, 1"
     assert templates.fields(named)["body"] == ["first", "order"]
+
+
+def test_the_composers_amount_and_date_default_their_fallback_text():
+    composer_body_value = templates.composer_body_value
+    assert composer_body_value("1", "", text="Anna") == "Anna"
+    assert composer_body_value("1", "currency", amount="0.125", code=" usd") == {
+        "currency": {"fallback_value": "0.125 USD", "code": "USD", "amount_1000": 125}
+    }
+    assert composer_body_value("2", "date_time", when="2027-01-05T09:05") == {
+        "date_time": {"fallback_value": "January 5, 2027, 09:05"}
+    }
+    assert composer_body_value(
+        "2", "date_time", when="2027-01-05T09:05", fallback=" next Tuesday "
+    ) == {"date_time": {"fallback_value": "next Tuesday"}}

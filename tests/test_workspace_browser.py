@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from conversations import realtime
@@ -38,6 +39,7 @@ pytestmark = [
 PASSWORD = "agent-password"  # noqa: S105 (the factory's)
 CUSTOMER = "4917055500011"
 expect.set_options(timeout=15_000)
+SCREENSHOTS = Path(settings.VAR_DIR) / "screenshots"
 
 
 def customer_writes(conversation, *, at=None, publish=True, **fields):
@@ -114,6 +116,25 @@ def test_an_agent_answers_a_customer_live_and_a_colleague_sees_it(stack):
     ).to_contain_text("Anna Agent")
 
 
+def send_template(page, sandbox, name: str) -> list[dict]:
+    """Click "Send template", see its bubble, and return the template sends
+    the sandbox received once there is one."""
+    page.get_by_role("button", name="Send template").click()
+    expect(
+        page.locator("article.bubble.outbound").filter(has_text=name)
+    ).to_be_visible()
+
+    def sent():
+        return [
+            m
+            for m in sandbox.control.messages(CUSTOMER)
+            if m["body"].get("type") == "template"
+        ]
+
+    wait_until(sent, timeout=15)
+    return sent()
+
+
 def test_the_composer_becomes_a_template_picker_when_the_window_closes(stack):
     number = stack["number"]
     stack["sandbox"].control.add_template(
@@ -145,16 +166,65 @@ def test_the_composer_becomes_a_template_picker_when_the_window_closes(stack):
     expect(page.get_by_role("textbox", name="Message")).to_have_count(0)
     page.get_by_role("combobox", name="Template").select_option(str(template.pk))
     page.get_by_label("Parameter 1").fill("Carla")
-    page.get_by_role("button", name="Send template").click()
-    expect(
-        page.locator("article.bubble.outbound").filter(has_text="parcel_update")
-    ).to_be_visible()
-    wait_until(
-        lambda: any(
-            m["body"].get("type") == "template"
-            for m in stack["sandbox"].control.messages(CUSTOMER)
-        ),
-        timeout=15,
+    send_template(page, stack["sandbox"], "parcel_update")
+
+
+def test_the_template_picker_takes_an_amount_and_a_date(stack):
+    number = stack["number"]
+    components = [{"type": "BODY", "text": "Total {{1}}, delivery on {{2}}."}]
+    stack["sandbox"].control.add_template(
+        name="order_total",
+        language="en",
+        category="UTILITY",
+        status="APPROVED",
+        components=components,
+    )
+    template = MessageTemplate.objects.create(
+        waba_id=number.waba_id,
+        name="order_total",
+        language="en",
+        category="UTILITY",
+        status="APPROVED",
+        components=components,
+    )
+    customer = CustomerFactory(wa_id=CUSTOMER, phone=f"+{CUSTOMER}")
+    conversation = ConversationFactory(customer=customer, number=number)
+    customer_writes(
+        conversation, at=timezone.now() - timedelta(days=2), publish=False, text="Hi"
+    )
+    page = stack["browser"].new_context().new_page()
+    log_in(page, stack["url"], "anna-browser", PASSWORD)
+    page.goto(f"{stack['url']}/conversations/{conversation.pk}/")
+    page.get_by_role("combobox", name="Template").select_option(str(template.pk))
+    # Text by default; the amount's inputs appear when chosen.
+    expect(page.get_by_label("Amount for 1")).to_be_hidden()
+    page.get_by_label("Send 1 as").select_option("currency")
+    expect(page.get_by_label("Parameter 1")).to_be_hidden()
+    page.get_by_label("Amount for 1").fill("49.90")
+    page.get_by_label("Currency for 1").fill("EUR")
+    page.get_by_label("Fallback text for amount 1").fill("€49.90")
+    page.get_by_label("Send 2 as").select_option("date_time")
+    page.get_by_label("Date and time for 2").fill("2026-12-24T15:30")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "template-amount-and-date.png", full_page=True)
+    (sent,) = send_template(page, stack["sandbox"], "order_total")
+    parameters = sent["body"]["template"]["components"][0]["parameters"]
+    assert parameters == [
+        {
+            "type": "currency",
+            "currency": {
+                "fallback_value": "€49.90",
+                "code": "EUR",
+                "amount_1000": 49900,
+            },
+        },
+        {
+            "type": "date_time",
+            "date_time": {"fallback_value": "December 24, 2026, 15:30"},
+        },
+    ]
+    page.screenshot(
+        path=SCREENSHOTS / "template-amount-and-date-sent.png", full_page=True
     )
 
 
@@ -212,7 +282,7 @@ def test_a_connected_tab_fetches_an_event_whose_announcement_was_lost(
     # Committed, but its channel message never leaves (as when the process
     # that made it dies right after the commit)...
     with monkeypatch.context() as lost:
-        lost.setattr(realtime, "announce", lambda event: None)
+        lost.setattr(realtime, "announce_ids", lambda events: None)
         customer_writes(conversation, at=now + timedelta(seconds=1), text="lost")
     # ...and the tab learns of the gap from the next event, still connected.
     customer_writes(conversation, at=now + timedelta(seconds=2), text="after it")

@@ -222,3 +222,78 @@ def test_the_template_picker_sends_named_parameters_and_url_button_endings(
             "parameters": [{"type": "text", "text": "4711"}],
         },
     ]
+
+
+def test_the_template_picker_sends_an_amount_and_a_date_in_metas_shape(
+    agent_client, graph_sandbox, conversation, delivery_worker
+):
+    body = "Your order of {{1}} is delivered on {{2}}."
+    graph_sandbox.control.add_template(
+        name="order_total",
+        language="en",
+        category="UTILITY",
+        status="APPROVED",
+        components=[{"type": "BODY", "text": body}],
+    )
+    services.sync_templates(number=conversation.number)
+    template = MessageTemplate.objects.get(name="order_total")
+    close_window(conversation)
+    url = reverse("conversations:send-template", args=[conversation.pk])
+
+    page = agent_client.get(
+        reverse("conversations:detail", args=[conversation.pk])
+    ).content.decode()
+    assert 'name="body_1__kind"' in page and 'name="body_2__when"' in page
+    assert '<option value="currency">Amount in a currency</option>' in page
+
+    amount = {
+        "template": template.pk,
+        "body_1__kind": "currency",
+        "body_1__amount": "12.5",
+        "body_1__code": "eur",
+        "body_2__kind": "date_time",
+        "body_2__when": "2026-12-24T15:30",
+    }
+    # Refused with the API's check and code, before any request to Meta.
+    for change, reason in [
+        ({"body_1__amount": "12.3456"}, "at most three decimal places"),
+        ({"body_1__amount": "twelve"}, "an amount like 12.50 needed"),
+        ({"body_1__code": "EURO"}, "currency code like USD needed"),
+        ({"body_2__when": "Christmas"}, "a date and time like"),
+        ({"body_2__when": ""}, "fallback_value (text) needed"),
+        ({"body_2__kind": "weather"}, "not a kind of value"),
+    ]:
+        refused = agent_client.post(url, {**amount, **change}, HTTP_HX_REQUEST="true")
+        assert refused.status_code == 422, change
+        assert reason in refused.content.decode(), change
+    assert not conversation.messages.filter(direction="outbound").exists()
+
+    response = agent_client.post(
+        url, {**amount, "body_1__fallback": "€12.50"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 201, response.content
+    message = conversation.messages.get(direction="outbound")
+    assert message.text == (
+        "Your order of €12.50 is delivered on December 24, 2026, 15:30."
+    )
+    wait_for_status(message, Message.Status.SENT)
+    (record,) = sends_for(graph_sandbox, message)
+    assert record["body"]["template"]["components"] == [
+        {
+            "type": "body",
+            "parameters": [
+                {
+                    "type": "currency",
+                    "currency": {
+                        "fallback_value": "€12.50",
+                        "code": "EUR",
+                        "amount_1000": 12500,
+                    },
+                },
+                {
+                    "type": "date_time",
+                    "date_time": {"fallback_value": "December 24, 2026, 15:30"},
+                },
+            ],
+        }
+    ]

@@ -141,18 +141,19 @@ def test_a_snoozed_conversation_past_its_time_reopens_and_is_published(
 ):
     due = ConversationFactory(number=number)
     later = ConversationFactory(number=number)
-    for conversation, minutes in ((due, 1), (later, 90)):
-        services.change_status(
-            conversation=conversation,
-            status="snoozed",
-            snoozed_until=timezone.now() + timedelta(minutes=minutes),
-            by=agent,
-        )
+    with django_capture_on_commit_callbacks(execute=True):
+        for conversation, minutes in ((due, 1), (later, 90)):
+            services.change_status(
+                conversation=conversation,
+                status="snoozed",
+                snoozed_until=timezone.now() + timedelta(minutes=minutes),
+                by=agent,
+            )
     Conversation.objects.filter(pk=due.pk).update(
         snoozed_until=timezone.now() - timedelta(seconds=1)
     )
     announced = []
-    monkeypatch.setattr(realtime, "announce", announced.append)
+    monkeypatch.setattr(realtime, "announce_ids", announced.extend)
     before = LiveEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -166,7 +167,8 @@ def test_a_snoozed_conversation_past_its_time_reopens_and_is_published(
     assert event.conversation_id == due.pk
     assert event.type == realtime.CONVERSATION_UPDATED
     assert event.data["status"] == "open" and event.data["by"] is None
-    assert announced == [event]
+    assert announced == [(number.pk, event.pk)]
+    assert event.sequence is not None
 
 
 # --- Live rows in a searched inbox ---------------------------------------------------

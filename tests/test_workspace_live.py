@@ -21,10 +21,11 @@ from conversations import realtime, services
 from conversations.delivery import doorbells
 from conversations.live import hub
 from conversations.live.cache import EventCache
-from conversations.models import Conversation, LiveEvent
+from conversations.models import Conversation, CustomerMerge, LiveEvent
 from helpdesk.asgi import application
 from tests.factories import (
     ConversationFactory,
+    CustomerFactory,
     MessageFactory,
     TeamFactory,
     UserFactory,
@@ -300,6 +301,72 @@ async def test_the_open_conversation_gets_bubbles_ticks_notes_and_presence():
     await second.disconnect()
 
 
+async def test_a_delivery_tick_renders_the_bubble_only_where_it_is_open():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    reply = await sync_to_async(
+        lambda: services.send_reply(
+            conversation=conversation,
+            kind="text",
+            content={"body": "On its way"},
+            sender=data["anna"],
+        )
+    )()
+    await sync_to_async(realtime.flush_announcements)()
+    colleague = await sync_to_async(UserFactory)(username="carla-live")
+    await sync_to_async(colleague.teams.add)(data["team_a"])
+    await sync_to_async(at_work)(colleague)
+    open_tab = communicator(data["anna_cookie"])
+    inbox_tab = communicator(await sync_to_async(session_cookie)(colleague))
+    assert (await open_tab.connect())[0] and (await inbox_tab.connect())[0]
+    await fresh_hello(open_tab, conversation=conversation.pk)
+    await fresh_hello(inbox_tab)
+
+    def delivered():
+        reply.status = "delivered"
+        reply.save(update_fields=["status"])
+        return realtime.publish(
+            realtime.MESSAGE_UPDATED,
+            conversation=conversation,
+            message=reply,
+            data={"status": "delivered"},
+        )
+
+    event = await sync_to_async(delivered)()
+    await sync_to_async(event.refresh_from_db)()
+    frame = await receive_event(open_tab)
+    assert frame["id"] == event.pk
+    assert f'id="msg-{reply.pk}"' in frame["html"] and "Delivered" in frame["html"]
+    # The row shows no message's status: the inbox tab gets the event's
+    # place in the stream and nothing to render.
+    frame = await receive_event(inbox_tab)
+    assert (frame["id"], frame["seq"], frame["html"]) == (event.pk, event.sequence, "")
+    await open_tab.disconnect()
+    await inbox_tab.disconnect()
+
+
+async def test_a_customer_merge_is_a_live_line_in_the_open_thread():
+    data = await sync_to_async(world)()
+    conversation, _ = await sync_to_async(customer_writes)(data["number_a"])
+    other = await sync_to_async(CustomerFactory)(
+        wa_id="", phone="", user_id="DE.31415", profile_name="<b>Lena</b>"
+    )
+    tab = communicator(data["anna_cookie"])
+    assert (await tab.connect())[0]
+    await fresh_hello(tab, conversation=conversation.pk)
+    assert json.loads(await tab.receive_from())["type"] == "synced"
+
+    await sync_to_async(
+        lambda: services.merge_customers(first=conversation.customer, second=other)
+    )()
+    merge = await CustomerMerge.objects.aget()
+    frame = await receive_event(tab)
+    assert f'id="merge-{merge.pk}"' in frame["html"]
+    assert 'data-live-into="#thread"' in frame["html"]
+    assert "Merged with &lt;b&gt;Lena&lt;/b&gt; (DE.31415)" in frame["html"]
+    await tab.disconnect()
+
+
 async def test_an_agents_reaction_shows_on_the_message_it_reacts_to():
     data = await sync_to_async(world)()
     conversation, message = await sync_to_async(customer_writes)(data["number_a"])
@@ -380,12 +447,12 @@ def test_an_inboxs_events_are_numbered_without_gaps_in_commit_order():
 def lost_doorbell(number, text, conversation):
     """An event committed whose channel message never left (its process died
     between the commit and the announcement)."""
-    ring = realtime.announce
-    realtime.announce = lambda event: None
+    ring = realtime.announce_ids
+    realtime.announce_ids = lambda events: None
     try:
         return customer_writes(number, text, conversation)
     finally:
-        realtime.announce = ring
+        realtime.announce_ids = ring
 
 
 async def test_a_tab_asks_for_the_gap_before_an_event_and_gets_exactly_it():

@@ -241,9 +241,19 @@ class TemplateRefSerializer(serializers.Serializer):
 
 
 class RecipientSerializer(serializers.Serializer):
-    to = serializers.CharField(max_length=64)
+    """One recipient of a bulk send: a phone (`to`) or a business-scoped user
+    id (`user_id`), exactly one. A value that names no customer is refused
+    for that recipient alone (invalid_phone), as one send refuses it."""
+
+    to = serializers.CharField(max_length=64, required=False)
+    user_id = serializers.CharField(max_length=256, required=False)
     parameters = ParametersSerializer(required=False)
     reference = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        if ("to" in attrs) == ("user_id" in attrs):
+            raise ValidationError({"to": "Give exactly one of to and user_id."})
+        return attrs
 
 
 @extend_schema_field(
@@ -253,15 +263,24 @@ class RecipientSerializer(serializers.Serializer):
             {
                 "type": "array",
                 "description": "a bulk send: numbers, or objects with their own "
-                "parameters and reference",
+                "parameters and reference naming the customer by phone (`to`) "
+                "or by business-scoped user id (`user_id`), exactly one",
                 "items": {
                     "oneOf": [
                         {"type": "string"},
                         {
                             "type": "object",
-                            "required": ["to"],
+                            "oneOf": [{"required": ["to"]}, {"required": ["user_id"]}],
                             "properties": {
-                                "to": {"type": "string"},
+                                "to": {
+                                    "type": "string",
+                                    "example": "+4917012345678",
+                                },
+                                "user_id": {
+                                    "type": "string",
+                                    "maxLength": 256,
+                                    "example": "US.13491208655302741918",
+                                },
                                 "parameters": {"type": "object"},
                                 "reference": {"type": "string"},
                             },
@@ -380,6 +399,7 @@ BulkSerializer = inline_serializer(
             {
                 "id": serializers.IntegerField(),
                 "to": serializers.CharField(),
+                "user_id": serializers.CharField(),
                 "status": serializers.CharField(),
                 "message": serializers.IntegerField(allow_null=True),
                 "conversation": serializers.IntegerField(allow_null=True),
@@ -506,6 +526,24 @@ class NotificationCreate(APIView):
                 "To a customer known by username (BSUID)",
                 value={
                     "user_id": "US.13491208655302741918",
+                    "purpose": "utility",
+                    "template": {"name": "order_update", "language": "en"},
+                    "parameters": {"body": ["Anna", "4711"]},
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A bulk send by phone and by BSUID",
+                value={
+                    "to": [
+                        "+4917012345678",
+                        {"to": "+4917099887766", "reference": "order-4712"},
+                        {
+                            "user_id": "US.13491208655302741918",
+                            "parameters": {"body": ["Lena", "4713"]},
+                            "reference": "order-4713",
+                        },
+                    ],
                     "purpose": "utility",
                     "template": {"name": "order_update", "language": "en"},
                     "parameters": {"body": ["Anna", "4711"]},

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -18,6 +19,7 @@ from conversations.models import (
     CustomerMerge,
     Label,
     Message,
+    ServiceLevel,
 )
 from conversations.selectors.thread import agents_who_may_see
 
@@ -112,6 +114,126 @@ class AllowedIdField(serializers.PrimaryKeyRelatedField):
             ) from None
 
 
+def _overdue(due_at, met, now) -> bool:
+    """A step is breached when it was missed, or is still owed past its due
+    time."""
+    return met is False or (met is None and due_at is not None and due_at <= now)
+
+
+DUE_SCHEMA = {"type": "string", "format": "date-time", "nullable": True}
+# A promised step: its due time, whether it was met (null: pending or no
+# promise) and whether it is breached (missed, or owed past its due time).
+STEP_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "due_at": DUE_SCHEMA,
+        "met": {"type": "boolean", "nullable": True},
+        "breached": {"type": "boolean"},
+    },
+}
+
+
+class ServiceLevelStateSerializer(serializers.Serializer):
+    """Where a conversation stands against its service policy (read-only;
+    the same row as /conversations/{id}/service-level/, with breaches
+    worked out)."""
+
+    policy = serializers.SerializerMethodField()
+    due_at = serializers.DateTimeField(
+        help_text="the earliest due time still owed; null: nothing owed"
+    )
+    attention_at = serializers.DateTimeField(
+        help_text="the real deadline: the window's close when escalated, else due_at"
+    )
+    window_closes_at = serializers.DateTimeField()
+    escalated = serializers.BooleanField(
+        help_text="a reply is owed and the customer service window closes "
+        "before it is due (after the window only a paid template reaches "
+        "the customer)"
+    )
+    overdue = serializers.SerializerMethodField(
+        help_text="something is owed and its due time has passed"
+    )
+    first_response = serializers.SerializerMethodField()
+    next_response = serializers.SerializerMethodField()
+    resolution = serializers.SerializerMethodField()
+    updated_at = serializers.DateTimeField()
+
+    @property
+    def now(self):
+        return self.context.setdefault("now", timezone.now())
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+        }
+    )
+    def get_policy(self, level: ServiceLevel):
+        policy = level.policy
+        return None if policy is None else {"id": policy.pk, "name": policy.name}
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_overdue(self, level: ServiceLevel) -> bool:
+        return level.due_at is not None and level.due_at <= self.now
+
+    def _step(self, due_at, met) -> dict:
+        return {
+            "due_at": serializers.DateTimeField().to_representation(due_at)
+            if due_at
+            else None,
+            "met": met,
+            "breached": _overdue(due_at, met, self.now),
+        }
+
+    @extend_schema_field(STEP_SCHEMA)
+    def get_first_response(self, level: ServiceLevel) -> dict:
+        return self._step(level.first_response_due_at, level.first_response_met)
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "description": "the pending next response (due_at, breached when "
+            "past it) and the counts of next responses met and missed",
+            "properties": {
+                "due_at": DUE_SCHEMA,
+                "breached": {"type": "boolean"},
+                "met_count": {"type": "integer"},
+                "missed_count": {"type": "integer"},
+            },
+        }
+    )
+    def get_next_response(self, level: ServiceLevel) -> dict:
+        step = self._step(level.next_response_due_at, None)
+        del step["met"]
+        return step | {
+            "met_count": level.next_responses_met,
+            "missed_count": level.next_responses_missed,
+        }
+
+    @extend_schema_field(STEP_SCHEMA)
+    def get_resolution(self, level: ServiceLevel) -> dict:
+        return self._step(level.resolution_due_at, level.resolution_met)
+
+
+class RatingStateSerializer(serializers.Serializer):
+    """The conversation's latest satisfaction survey and the customer's
+    answer (read-only; every survey: /conversations/{id}/satisfaction/)."""
+
+    score = serializers.IntegerField(
+        allow_null=True, help_text="1 to 5; null: not rated (yet)"
+    )
+    comment = serializers.CharField()
+    rated_at = serializers.DateTimeField(source="answered_at", allow_null=True)
+    commented_at = serializers.DateTimeField(allow_null=True)
+    surveyed_at = serializers.DateTimeField(source="sent_at")
+
+
+def newest_ratings(queryset):
+    return queryset.order_by("-sent_at", "-id")
+
+
 class ConversationSerializer(serializers.ModelSerializer):
     customer = CustomerBriefSerializer(read_only=True)
     # Resolved among those allowed for the conversation (see __init__).
@@ -138,6 +260,8 @@ class ConversationSerializer(serializers.ModelSerializer):
     last_message = serializers.SerializerMethodField()
     # The business's notifications sent into this conversation (business).
     notifications = serializers.SerializerMethodField()
+    service_level = serializers.SerializerMethodField()
+    satisfaction = serializers.SerializerMethodField()
 
     class Meta:
         model = Conversation
@@ -164,6 +288,8 @@ class ConversationSerializer(serializers.ModelSerializer):
             "resolved_at",
             "created_at",
             "notifications",
+            "service_level",
+            "satisfaction",
         ]
         read_only_fields = [
             f
@@ -216,6 +342,25 @@ class ConversationSerializer(serializers.ModelSerializer):
             }
             for n in sorted(conversation.notifications.all(), key=lambda n: n.pk)
         ]
+
+    @extend_schema_field(ServiceLevelStateSerializer(allow_null=True))
+    def get_service_level(self, conversation):
+        """Null when no service policy covers the conversation. Read with the
+        conversation (the views' for_inbox joins the row and its policy)."""
+        try:
+            level = conversation.service_level
+        except ObjectDoesNotExist:
+            return None
+        return ServiceLevelStateSerializer(level, context=self.context).data
+
+    @extend_schema_field(RatingStateSerializer(allow_null=True))
+    def get_satisfaction(self, conversation):
+        """Null when no survey was sent. The views prefetch the ratings
+        newest first (RATINGS_NEWEST_FIRST); one read otherwise."""
+        ratings = getattr(conversation, "ratings_newest_first", None)
+        if ratings is None:
+            ratings = newest_ratings(conversation.satisfaction_ratings.all())[:1]
+        return RatingStateSerializer(ratings[0]).data if ratings else None
 
     @extend_schema_field(OpenApiTypes.DATETIME)
     def get_window_expires_at(self, conversation):

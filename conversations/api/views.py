@@ -18,12 +18,23 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.views import APIView
 
 from conversations import services
-from conversations.models import Conversation, Customer, Message, Reaction
+from conversations.models import (
+    Conversation,
+    Customer,
+    Message,
+    Reaction,
+    SatisfactionRating,
+)
 from conversations.selectors.access import visible_conversation
 
 from . import replies
 from .pagination import MessageCursorPagination
-from .serializers import ConversationSerializer, CustomerSerializer, MessageSerializer
+from .serializers import (
+    ConversationSerializer,
+    CustomerSerializer,
+    MessageSerializer,
+    newest_ratings,
+)
 from .uploads import AcceptsUpload
 
 
@@ -37,6 +48,26 @@ def _int_param(request, name: str) -> int | None:
         raise ValidationError(
             {name: ["Must be a whole number."]}, code="invalid"
         ) from None
+
+
+def visible_conversations(user):
+    """Conversations a user may see, ready to serialise: the inbox's joins
+    (the service level among them) plus its policy, and one read each for
+    the page's labels, notifications and ratings."""
+    return (
+        Conversation.objects.visible_to(user)
+        .for_inbox()
+        .select_related("service_level__policy")
+        .prefetch_related(
+            "labels",
+            "notifications",
+            Prefetch(
+                "satisfaction_ratings",
+                queryset=newest_ratings(SatisfactionRating.objects.all()),
+                to_attr="ratings_newest_first",
+            ),
+        )
+    )
 
 
 def visible_messages(user):
@@ -66,11 +97,8 @@ class ConversationList(generics.ListAPIView):
 
     def get_queryset(self):
         request = self.request
-        queryset = (
-            Conversation.objects.visible_to(request.user)
-            .for_inbox()
-            .prefetch_related("labels", "notifications")
-            .order_by(F("last_message_at").desc(nulls_last=True), "-id")
+        queryset = visible_conversations(request.user).order_by(
+            F("last_message_at").desc(nulls_last=True), "-id"
         )
         status_filter = request.query_params.get("status")
         if status_filter:
@@ -95,11 +123,7 @@ class ConversationDetail(generics.RetrieveUpdateAPIView):
     http_method_names = ["get", "patch", "head", "options"]
 
     def get_queryset(self):
-        return (
-            Conversation.objects.visible_to(self.request.user)
-            .for_inbox()
-            .prefetch_related("labels", "notifications")
-        )
+        return visible_conversations(self.request.user)
 
     def perform_update(self, serializer):
         """Apply each change through the workspace's services, all or nothing."""

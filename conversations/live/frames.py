@@ -79,7 +79,8 @@ def frame_for(rendered: RenderedEvent, tab: Tab, *, cached_only: bool = False) -
         is_open = conversation.pk == tab.conversation_id
         if is_open and cached_only:
             raise NotRendered("the conversation is open in this tab")
-        html.append(_row(rendered, tab, fragments))
+        if is_open or rendered.changes_row:
+            html.append(_row(rendered, tab, fragments))
         if is_open:
             shown, window_open, inbound = _in_open_conversation(rendered, tab)
             html += shown
@@ -126,6 +127,9 @@ def _in_open_conversation(
         html.append(rendered.message_html(zone))
     elif event.type == realtime.NOTE_CREATED:
         html.append(rendered.note_html(zone))
+    elif event.data.get("merge"):
+        # Two customers made one: a line in the thread at the merge's time.
+        html.append(rendered.merge_html(zone))
     window_open = tab.window_open
     if event.type != realtime.NOTE_CREATED:
         html.append(rendered.header_html(zone))

@@ -158,8 +158,10 @@ class InboxHub:
                 if rendered is None:
                     continue
                 group = realtime.inbox_group(rendered.event.number_id)
-                for tab in list(self.tabs.get(group, ())):
+                tabs = list(self.tabs.get(group, ()))
+                for tab in tabs:
                     tab.live_queue.put_nowait(message)
+                _log_handed(rendered.event, len(tabs))
 
     async def _keep_alive(self) -> None:
         while True:
@@ -206,6 +208,24 @@ class InboxHub:
                     await self.layer.group_add(group, self.channel_name)
                 except Exception:
                     logger.warning("Inbox hub: rejoin failed", exc_info=True)
+
+
+def _log_handed(event, tabs: int) -> None:
+    """At DEBUG: the event went to this process' tabs, with the id of the
+    request that made its change (realtime.publish), so one grep follows a
+    webhook from nginx through the worker to the sockets."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    origin = event.data.get("request_id", "")
+    extra = {"live_event": event.pk, **({"request_id": origin} if origin else {})}
+    logger.debug(
+        "Live event %s (%s) sent to %d tabs; request %s",
+        event.pk,
+        event.type,
+        tabs,
+        origin or "-",
+        extra=extra,
+    )
 
 
 _hubs: dict[asyncio.AbstractEventLoop, InboxHub] = {}

@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts.models import User
 
 from .. import realtime
-from ..models import Conversation, LiveEvent, Message, Note
+from ..models import Conversation, CustomerMerge, LiveEvent, Message, Note
 from ..selectors.inbox import InboxCursor, row_sort_key, search_matches
 from ..selectors.thread import WindowState, messages_queryset
 
@@ -95,6 +95,16 @@ class RenderedEvent:
         )
 
     @cached_property
+    def merge(self) -> CustomerMerge | None:
+        """The customer merge an event's thread line is about (data["merge"])."""
+        merge_id = self.event.data.get("merge")
+        if not merge_id or self.conversation is None:
+            return None
+        return CustomerMerge.objects.filter(
+            pk=merge_id, survivor_id=self.conversation.customer_id
+        ).first()
+
+    @cached_property
     def agent(self) -> User | None:
         agent_id = self.event.data.get("agent")
         return User.objects.filter(pk=agent_id).first() if agent_id else None
@@ -134,6 +144,17 @@ class RenderedEvent:
             "note", lambda: render_note(self.note) if self.note else "", zone
         )
 
+    def merge_html(self, zone: str | None = None) -> str:
+        return self._cached_in_zone(
+            "merge",
+            lambda: (
+                render_fragment("merge_notice", {"merge": self.merge, "live": True})
+                if self.merge
+                else ""
+            ),
+            zone,
+        )
+
     def header_html(self, zone: str | None = None) -> str:
         return self._cached_in_zone(
             "header",
@@ -166,6 +187,17 @@ class RenderedEvent:
             ),
         )
 
+    @property
+    def changes_row(self) -> bool:
+        """False for a delivery tick (sent, delivered, read, failed): it
+        changes the bubble in the open conversation and nothing of the row,
+        which shows no message's status. A campaign's statuses are most of
+        the events a process hands on; rendering no row for them keeps
+        customers' messages from waiting behind them on agents' sockets."""
+        return not (
+            self.event.type == realtime.MESSAGE_UPDATED and "status" in self.event.data
+        )
+
     def prepare(self, zones: Iterable[str] = ()) -> RenderedEvent:
         """Load and render, once, what most tabs need (the event loop cannot):
         the row in the default order, in each of these time zones (those of
@@ -177,7 +209,7 @@ class RenderedEvent:
         """
         if self.event.type == realtime.AGENT_UPDATED:
             self.agent_html()
-        elif self.conversation is not None:
+        elif self.conversation is not None and self.changes_row:
             for zone in zones or [None]:
                 self.row("activity", zone)
             self.removal_html()

@@ -6,6 +6,11 @@ Opening hours are local times in the schedule's time zone, per weekday
 midnight at the end of that day.
 A holiday closes its whole local day. Daylight-saving changes follow the
 zone: 09:00–17:00 is 09:00–17:00 local on either side of a change.
+
+A schedule's `shift` reads it as if its clock ran that far ahead: what the
+functions take and answer is real time, the hours are looked up at real
+time + shift. It is zero but for the sandbox's business clock
+(services/business_clock.py, docs/sandbox.md).
 """
 
 import itertools
@@ -27,6 +32,8 @@ class Schedule:
     # weekday (0 Monday .. 6 Sunday) -> [(opens, closes)], local times.
     week: dict[int, list[tuple[time, time]]] = field(default_factory=dict)
     holidays: frozenset[date] = frozenset()
+    # How far the schedule's clock runs ahead of real time (see above).
+    shift: timedelta = timedelta(0)
 
 
 def _day_intervals(schedule: Schedule, day: date) -> list[tuple[datetime, datetime]]:
@@ -41,7 +48,7 @@ def _day_intervals(schedule: Schedule, day: date) -> list[tuple[datetime, dateti
         else:
             end = datetime.combine(day, closes, tzinfo=schedule.zone)
         if end > start:
-            intervals.append((start, end))
+            intervals.append((start - schedule.shift, end - schedule.shift))
     return intervals
 
 
@@ -49,7 +56,7 @@ def _intervals_from(
     schedule: Schedule, at: datetime
 ) -> Iterator[tuple[datetime, datetime]]:
     """Open intervals that end after `at`, in order, for HORIZON_DAYS."""
-    first = at.astimezone(schedule.zone).date() - timedelta(days=1)
+    first = (at + schedule.shift).astimezone(schedule.zone).date() - timedelta(days=1)
     for offset in range(HORIZON_DAYS):
         for start, end in _day_intervals(schedule, first + timedelta(days=offset)):
             if end > at:
@@ -63,7 +70,7 @@ def is_open(schedule: Schedule, at: datetime) -> bool:
 def closed_since(schedule: Schedule, at: datetime) -> datetime | None:
     """When the closed period that `at` falls in began (the last closing
     time), or None when open at `at`."""
-    local = at.astimezone(schedule.zone).date()
+    local = (at + schedule.shift).astimezone(schedule.zone).date()
     for offset in range(-1, HORIZON_DAYS):
         intervals = _day_intervals(schedule, local - timedelta(days=offset))
         if any(start <= at < end for start, end in intervals):
@@ -79,6 +86,18 @@ def next_opening(schedule: Schedule, at: datetime) -> datetime | None:
     for start, _ in _intervals_from(schedule, at):
         return max(start, at)
     return None
+
+
+def next_closing(schedule: Schedule, at: datetime) -> datetime | None:
+    """When it next closes after `at`: the end of the open stretch `at` is
+    in, else of the next one (back-to-back intervals are one stretch);
+    None: never open."""
+    end = None
+    for start, stop in _intervals_from(schedule, at):
+        if end is not None and start > end:
+            break
+        end = stop if end is None else max(end, stop)
+    return end
 
 
 def open_seconds(schedule: Schedule, start: datetime, end: datetime) -> float:

@@ -13,7 +13,14 @@ from django.utils import timezone
 
 from accounts.models import User
 
-from ..models import VIEW_ALL_NUMBERS, Conversation, Message, Note, Reaction
+from ..models import (
+    VIEW_ALL_NUMBERS,
+    Conversation,
+    CustomerMerge,
+    Message,
+    Note,
+    Reaction,
+)
 from ..rules import windows
 from .inbox import from_micros, to_micros, visible_conversations
 
@@ -100,9 +107,28 @@ class ThreadCursor:
         )
 
 
+def customer_merges(conversation: Conversation) -> list[CustomerMerge]:
+    """The merges of the conversation's customer, newest first (one query;
+    the customer panel lists them all, the thread shows those it spans)."""
+    return list(CustomerMerge.objects.filter(survivor_id=conversation.customer_id))
+
+
+def merge_shown_in(conversation: Conversation, merge: CustomerMerge) -> bool:
+    """Whether a merge is a line of this conversation's thread: begun before
+    it and not resolved before it (its customer's open conversations and
+    those the merge moved or resolved, which it stamps with its own time);
+    a conversation closed before, or begun after, does not show it."""
+    if conversation.created_at > merge.merged_at:
+        return False
+    if conversation.status != Conversation.Status.RESOLVED:
+        return True
+    resolved = conversation.resolved_at
+    return resolved is not None and resolved >= merge.merged_at
+
+
 @dataclass
 class ThreadPage:
-    """Messages and notes of one page of a thread, oldest first."""
+    """Messages, notes and merge notices of one page of a thread, oldest first."""
 
     items: list
     # Set when older messages exist: where the next page starts.
@@ -110,10 +136,14 @@ class ThreadPage:
 
 
 def thread_page(
-    conversation: Conversation, *, before: ThreadCursor | None = None
+    conversation: Conversation,
+    *,
+    before: ThreadCursor | None = None,
+    merges: list[CustomerMerge] | None = None,
 ) -> ThreadPage:
     """THREAD_PAGE_SIZE messages (the newest, or those before `before`), with
-    the notes written in the time they span."""
+    the notes written and the customer merges made in the time they span
+    (merges: customer_merges(), when the caller read them already)."""
     messages = (
         messages_queryset().filter(conversation=conversation).exclude(type="reaction")
     )
@@ -133,7 +163,16 @@ def thread_page(
         # Notes older than this page come with the older messages.
         notes = notes.filter(created_at__gte=older.timestamp)
     messages.reverse()
-    items = [*messages, *notes.order_by("-created_at")[:THREAD_PAGE_SIZE]]
+    if merges is None:
+        merges = customer_merges(conversation)
+    shown = [
+        merge
+        for merge in merges
+        if merge_shown_in(conversation, merge)
+        and (before is None or merge.merged_at < before.timestamp)
+        and (older is None or merge.merged_at >= older.timestamp)
+    ]
+    items = [*messages, *notes.order_by("-created_at")[:THREAD_PAGE_SIZE], *shown]
     items.sort(key=item_moment)
     return ThreadPage(items, older)
 
@@ -144,7 +183,11 @@ def thread_items(conversation: Conversation) -> list:
 
 
 def item_moment(item) -> datetime:
-    return item.timestamp if isinstance(item, Message) else item.created_at
+    if isinstance(item, Message):
+        return item.timestamp
+    if isinstance(item, CustomerMerge):
+        return item.merged_at
+    return item.created_at
 
 
 def assignable_agents(number_id: int) -> list[User]:

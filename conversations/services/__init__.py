@@ -37,7 +37,9 @@ from .business_callbacks import (
 from .business_hours import (
     hours_for,
     is_open_now,
+    move_business_clock,
     opted_out,
+    read_business_clock,
     record_automatic,
     save_business_hours,
     schedule_of,
@@ -261,6 +263,8 @@ __all__ = [
     "opted_out",
     "record_automatic",
     "schedule_of",
+    "move_business_clock",
+    "read_business_clock",
     "send_away_replies",
     "LOAD_STATUSES",
     "MAX_CAPACITY",

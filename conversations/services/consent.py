@@ -3,7 +3,6 @@ purpose (by when it happened) decides, and sends check it at send time.
 """
 
 import functools
-import logging
 import re
 import unicodedata
 from datetime import datetime
@@ -15,6 +14,7 @@ from django.utils import timezone
 from accounts.models import User
 
 from ..models import (
+    AccountNotice,
     ConsentRecord,
     Customer,
     Message,
@@ -25,11 +25,25 @@ from ..selectors import consent as consent_selectors
 from ..whatsapp import payloads
 from . import customers, errors
 
-logger = logging.getLogger(__name__)
-
-
 # Meta's category of a user_preferences change that concerns marketing.
 MARKETING_PREFERENCE = "marketing_messages"
+
+# What a user_preferences value means for marketing consent, and the wording
+# recorded when Meta sends no `detail`. Meta's reference documents `stop`
+# and `resume` only
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/user_preferences);
+# `signup`, a customer signing up for a business's marketing messages in
+# WhatsApp, has no published example: it is modelled on the documented
+# fields (wa_id or user_id, detail, category, value, timestamp) and recorded
+# as the opt-in it is, in its own words.
+PREFERENCE_CONSENT = {
+    "stop": (ConsentRecord.Status.OPT_OUT, "Marketing messages: stop (in WhatsApp)"),
+    "resume": (ConsentRecord.Status.OPT_IN, "Marketing messages: resume (in WhatsApp)"),
+    "signup": (
+        ConsentRecord.Status.OPT_IN,
+        "Signed up for marketing messages (in WhatsApp)",
+    ),
+}
 
 
 def record_user_preference(
@@ -38,22 +52,26 @@ def record_user_preference(
     update: payloads.UserPreferenceUpdate,
     received_at: datetime | None = None,
 ) -> ConsentRecord | None:
-    """Record a customer stopping or resuming marketing messages in WhatsApp.
+    """Record a customer stopping, resuming or signing up for marketing
+    messages in WhatsApp.
 
     The record is dated with Meta's time for the change (else when the
     webhook was received), so one that arrives late, or is replayed or
     processed again, never overrides a newer record: it joins the ledger in
-    its place. The same event twice adds one record. Return the record
-    added, or None.
+    its place. The same event twice adds one record. A category or value
+    the helpdesk does not know is no consent: it is noted for admins. Return
+    the record added, or None.
     """
-    if update.value not in ("stop", "resume") or update.category not in (
+    value = update.value.strip().lower()
+    occurred_at = update.timestamp or received_at or timezone.now()
+    if value not in PREFERENCE_CONSENT or update.category not in (
         "",
         MARKETING_PREFERENCE,
     ):
-        logger.info("Ignoring user preference %r %r", update.category, update.value)
+        _note_unknown_preference(number, update, occurred_at)
         return None
-    occurred_at = update.timestamp or received_at or timezone.now()
-    key = f"user_preferences:{update.category[:64]}:{update.value}:" + (
+    status, wording = PREFERENCE_CONSENT[value]
+    key = f"user_preferences:{update.category[:64]}:{value}:" + (
         occurred_at.isoformat()
     )
     customer = customers.find_or_merge_customer(
@@ -66,20 +84,38 @@ def record_user_preference(
             return ConsentRecord.objects.create(
                 customer=customer,
                 purpose=ConsentRecord.Purpose.MARKETING,
-                status=(
-                    ConsentRecord.Status.OPT_OUT
-                    if update.value == "stop"
-                    else ConsentRecord.Status.OPT_IN
-                ),
+                status=status,
                 source=ConsentRecord.Source.WHATSAPP,
-                wording=update.detail
-                or f"Marketing messages: {update.value} (in WhatsApp)",
+                wording=update.detail or wording,
                 occurred_at=occurred_at,
                 event_key=key,
             )
     except IntegrityError:
         # The same event, processed at the same moment by another worker.
         return None
+
+
+def _note_unknown_preference(
+    number: WhatsAppNumber, update: payloads.UserPreferenceUpdate, occurred_at
+) -> None:
+    """A preference Meta sent that is not a marketing stop, resume or signup:
+    shown to admins (once per event), never guessed into the ledger."""
+    summary = (
+        f"A customer's preference the helpdesk does not know, not recorded "
+        f"as consent: category {update.category or '(none)'!r}, value "
+        f"{update.value or '(none)'!r}"
+        + (f" ({update.detail})" if update.detail else "")
+    )
+    notice = {
+        "kind": "user_preferences",
+        "event": update.value[:60],
+        "waba_id": number.waba_id,
+        "number": number,
+        "summary": summary,
+        "occurred_at": occurred_at,
+    }
+    if not AccountNotice.objects.filter(**notice).exists():
+        AccountNotice.objects.create(**notice, raw=dict(update.raw))
 
 
 MARKETING_OPTED_OUT_CODE = 131050

@@ -2,6 +2,11 @@
 `history` webhook, sent once when the business shares its app's history):
 each thread's messages join the customer's conversation on the number, or a
 resolved one of their own, so the inbox is not flooded with old chats.
+
+Media is downloaded as a live message's is (media.py). Meta leaves media ids
+out of the first chunks and sends them in later history webhooks for the
+last 14 days' media: an id that arrives for a stored message is noted on it
+and its download queued.
 """
 
 from datetime import datetime
@@ -11,7 +16,7 @@ from django.utils import timezone
 
 from ..models import AccountNotice, Conversation, Message, WhatsAppNumber
 from ..whatsapp import payloads
-from . import customers
+from . import customers, media
 
 # history_context.status of a business message, as the helpdesk's statuses.
 _STATUSES = {
@@ -67,21 +72,53 @@ def _import_thread(number, wa_id: str, messages) -> int:
             resolved_at=newest,
         )
     # One insert each, ignored when the wamid is stored (a redelivered chunk).
-    inserted = [
-        row
-        for row in (_row(conversation, message) for message in messages)
-        if customers.insert_or_ignore(row)
-    ]
+    inserted, known = [], []
+    for message in messages:
+        row = _row(conversation, message)
+        if customers.insert_or_ignore(row):
+            inserted.append(row)
+            media.queue_download(row)
+        elif message.media and message.media.id:
+            known.append(message)
+    _media_arrived(number, known)
     if inserted:
         latest = max(inserted, key=lambda row: row.timestamp)
         customers.touch_conversation(conversation, latest, inbound=False)
     return len(inserted)
 
 
+def _media_arrived(number: WhatsAppNumber, messages) -> None:
+    """Note the media ids of messages stored without one, and queue their
+    downloads; a message whose media is known already is left alone."""
+    if not messages:
+        return
+    by_wamid = {message.wamid: message for message in messages}
+    rows = Message.objects.select_for_update(of=("self",)).filter(
+        wamid__in=by_wamid,
+        conversation__number=number,
+        media_state=Message.MediaState.NONE,
+    )
+    for row in rows:
+        message = by_wamid[row.wamid]
+        media.note_media(row, message.media)
+        row.payload = dict(message.payload)
+        row.save(
+            update_fields=[
+                "media_id",
+                "media_mime_type",
+                "media_filename",
+                "media_state",
+                "payload",
+                "updated_at",
+            ]
+        )
+        media.queue_download(row)
+
+
 def _row(conversation: Conversation, message: payloads.HistoryMessage) -> Message:
     at = message.timestamp or timezone.now()
     outbound = message.from_business
-    return Message(
+    row = Message(
         conversation=conversation,
         direction=Message.Direction.OUTBOUND if outbound else Message.Direction.INBOUND,
         type=message.type or "unknown",
@@ -95,3 +132,5 @@ def _row(conversation: Conversation, message: payloads.HistoryMessage) -> Messag
         sent_at=at if outbound else None,
         from_business_app=outbound,
     )
+    media.note_media(row, message.media)
+    return row

@@ -11,7 +11,6 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from .. import realtime
-from ..delivery import doorbells
 from ..models import (
     Conversation,
     Customer,
@@ -20,7 +19,7 @@ from ..models import (
     WhatsAppNumber,
 )
 from ..whatsapp import payloads
-from . import consent, customers, edits, groups, routing, satisfaction
+from . import consent, customers, edits, groups, media, routing, satisfaction
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +109,7 @@ def _store_inbound(
         realtime.publish(conversation_event, conversation=conversation)
         routing.conversation_waiting(conversation)
     realtime.publish(realtime.MESSAGE_CREATED, conversation=conversation, message=row)
-    if row.media_state == Message.MediaState.PENDING:
-        doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)
+    media.queue_download(row)
     return row
 
 
@@ -162,15 +160,8 @@ def _new_row(
         else None,
         referral=dict(message.referral.raw) if message.referral else None,
     )
-    media = message.media
-    if media is not None and (media.id or message.errors):
-        row.media_id = media.id
-        row.media_mime_type = media.mime_type
-        row.media_filename = media.filename
-        # Media Meta marks failed (message-level errors) has nothing to fetch.
-        row.media_state = (
-            Message.MediaState.FAILED if message.errors else Message.MediaState.PENDING
-        )
+    # Media Meta marks failed (message-level errors) has nothing to fetch.
+    media.note_media(row, message.media, failed=bool(message.errors))
     return row
 
 
@@ -243,21 +234,26 @@ def takes_in_bulk(message: payloads.InboundMessage) -> bool:
     conversation of their own), edits and revokes (they change another
     message), media Meta marks failed and call permission replies take the
     one-by-one path (receive_message), where identity questions are settled.
-    So do interactive replies: a survey answer may keep the conversation it
-    reopened resolved (satisfaction.answer_received), which the set does not
-    undo. A product inquiry's referred_product is stored by both paths alike.
-    A new kind of message belongs there until a set handles it.
+
+    Interactive replies (reply buttons, lists, Flows' nfm_reply) go in sets
+    and are stored alike by both paths (the payload, the quoted message, the
+    Flow's answers for its card). A survey answer does not
+    (satisfaction.may_be_answer): its rating must leave the conversation it
+    reopened resolved, an undo of the reopening that only receive_message
+    can make, and the thanks it sends is a send of its own. A product
+    inquiry's referred_product is stored by both paths alike. A new kind of
+    message belongs one by one until a set handles it.
     """
     return (
         bool(message.wa_id)
-        and message.type
-        not in {"reaction", "system", "interactive", *edits.CHANGE_TYPES}
+        and message.type not in {"reaction", "system", *edits.CHANGE_TYPES}
         and message.reaction is None
         and message.system is None
         and message.referral is None
         and not message.group_id
         and not message.errors
         and message.payload.get("type") != "call_permission_reply"
+        and not satisfaction.may_be_answer(message)
     )
 
 
@@ -376,8 +372,7 @@ def _settle_touched(rows, conversations, events, by_wa_id) -> None:
         realtime.publish(
             realtime.MESSAGE_CREATED, conversation=conversation, message=row
         )
-        if row.media_state == Message.MediaState.PENDING:
-            doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)
+        media.queue_download(row)
 
 
 def _comment_on_ratings(rows, touched, events) -> None:

@@ -12,11 +12,12 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 
 from .. import realtime
+from ..delivery import doorbells
 from ..models import (
     Message,
     WhatsAppNumber,
 )
-from ..whatsapp import client
+from ..whatsapp import client, payloads
 from . import errors
 
 # Biggest file Meta delivers per kind; stickers by animation.
@@ -67,6 +68,29 @@ def _fetch_media(
                 continue
             raise
     raise AssertionError("unreachable")
+
+
+def note_media(
+    row: Message, media: payloads.Media | None, *, failed: bool = False
+) -> bool:
+    """Note a received message's media on its row (not saved): waiting for
+    its download when Meta gave its id, failed when Meta marked the message
+    failed (nothing to fetch). Return whether the row changed."""
+    if media is None or not (media.id or failed):
+        return False
+    row.media_id = media.id
+    row.media_mime_type = media.mime_type
+    row.media_filename = media.filename
+    row.media_state = (
+        Message.MediaState.FAILED if failed else Message.MediaState.PENDING
+    )
+    return True
+
+
+def queue_download(row: Message) -> None:
+    """Download a saved row's media once the transaction commits, if it waits."""
+    if row.media_state == Message.MediaState.PENDING:
+        doorbells.ring_after_commit(doorbells.DOWNLOAD_MEDIA, row.pk)
 
 
 def download_media(*, message_id: int) -> Message | None:

@@ -21,6 +21,7 @@ from ..models import (
     CustomerMerge,
     Notification,
 )
+from ..selectors.thread import merge_shown_in
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,22 @@ def merge_customers(*, first: Customer, second: Customer) -> Customer:
         return next(iter(locked.values())) if locked else first
     survivor, absorbed = locked[ids[0]], locked[ids[1]]
     absorbed_id = absorbed.pk
-    moved = _move_conversations(survivor, absorbed)
+    now = timezone.now()
+    # The survivor's open conversations show the merge in their threads,
+    # like those it moves over (selectors.thread.merge_shown_in).
+    kept_open = list(
+        survivor.conversations.exclude(
+            status=Conversation.Status.RESOLVED
+        ).select_related("number")
+    )
+    moved = _move_conversations(survivor, absorbed, now)
     ConsentRecord.objects.filter(customer=absorbed).update(customer=survivor)
     Notification.objects.filter(customer=absorbed).update(customer=survivor)
     CustomerIdentityChange.objects.filter(customer=absorbed).update(customer=survivor)
     CustomerMerge.objects.filter(survivor=absorbed).update(survivor=survivor)
-    CustomerMerge.objects.create(
+    merge = CustomerMerge.objects.create(
         survivor=survivor,
+        merged_at=now,
         absorbed_customer_id=absorbed_id,
         absorbed_wa_id=absorbed.wa_id,
         absorbed_user_id=absorbed.user_id,
@@ -74,29 +84,32 @@ def merge_customers(*, first: Customer, second: Customer) -> Customer:
         for name, value in inherited.items():
             setattr(survivor, name, value)
         survivor.save(update_fields=[*inherited, "updated_at"])
-    for conversation in moved:
+    for conversation in [*kept_open, *moved]:
+        conversation.customer = survivor
+        data = {"change": "customer_merged", "customer": survivor.pk}
+        if merge_shown_in(conversation, merge):
+            # Open tabs add the merge's line to the thread.
+            data["merge"] = merge.pk
         realtime.publish(
-            realtime.CONVERSATION_UPDATED,
-            conversation=conversation,
-            data={"change": "customer_merged", "customer": survivor.pk},
+            realtime.CONVERSATION_UPDATED, conversation=conversation, data=data
         )
     logger.info("Customer %s merged into %s", absorbed_id, survivor.pk)
     return survivor
 
 
-def _move_conversations(survivor: Customer, absorbed: Customer) -> list:
+def _move_conversations(survivor: Customer, absorbed: Customer, now) -> list:
     # Group conversations are the group's, whoever started them: no clash.
     open_on = set(
         survivor.conversations.filter(group_id="")
         .exclude(status=Conversation.Status.RESOLVED)
         .values_list("number_id", flat=True)
     )
-    now = timezone.now()
     clashing = (
         absorbed.conversations.filter(group_id="")
         .exclude(status=Conversation.Status.RESOLVED)
         .filter(number_id__in=open_on)
     )
+    # Resolved at the merge's own time: the merge is its thread's last line.
     clashing.update(
         status=Conversation.Status.RESOLVED, resolved_at=now, updated_at=now
     )

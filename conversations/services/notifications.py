@@ -225,6 +225,32 @@ def invalid_user_id_refusal() -> dict:
     )
 
 
+def recipient_ids(*, to: str, user_id: str) -> tuple[dict | None, dict | None]:
+    """The ids a recipient names the customer by ({"wa_id", "user_id"}: a
+    phone in E.164 form or a business-scoped user id, exactly one), or the
+    fields of its refusal."""
+    if user_id:
+        if to or not customers.BSUID.match(user_id):
+            return None, invalid_user_id_refusal()
+        return {"wa_id": "", "user_id": user_id}, None
+    digits = recipient_digits(to)
+    if digits is None:
+        return None, invalid_recipient_refusal()
+    return {"wa_id": digits, "user_id": ""}, None
+
+
+def phone_required_refusal(
+    customer: Customer, template: MessageTemplate
+) -> dict | None:
+    """The fields of the refusal of an authentication template to a customer
+    known by BSUID only, or None."""
+    try:
+        outbound.check_template_recipient(customer, template)
+    except errors.PhoneRequired as error:
+        return refusal(error.code, error.detail)
+    return None
+
+
 def no_consent_refusal(to: str, purpose: str) -> dict:
     return refusal(
         errors.NoConsent.code,
@@ -269,15 +295,9 @@ def send_notification(
     )
     if refused is not None:
         return _saved(row(**refusal(refused["code"], refused["detail"])))
-    if user_id:
-        if to or not customers.BSUID.match(user_id):
-            return _saved(row(**invalid_user_id_refusal()))
-        ids = {"wa_id": "", "user_id": user_id}
-    else:
-        digits = recipient_digits(to)
-        if digits is None:
-            return _saved(row(**invalid_recipient_refusal()))
-        ids = {"wa_id": digits, "user_id": ""}
+    ids, refused_fields = recipient_ids(to=to, user_id=user_id)
+    if refused_fields is not None:
+        return _saved(row(**refused_fields))
     with transaction.atomic():
         customer = customers.find_or_merge_customer(**ids)
         if consents is not None and customer.pk in consents.get("_known", ()):
@@ -291,10 +311,9 @@ def send_notification(
                 **no_consent_refusal(to or user_id, order.purpose),
             )
             return _saved(refused_row)
-        try:
-            outbound.check_template_recipient(customer, order.template)
-        except errors.PhoneRequired as error:
-            return _saved(row(customer=customer, **refusal(error.code, error.detail)))
+        refused_fields = phone_required_refusal(customer, order.template)
+        if refused_fields is not None:
+            return _saved(row(customer=customer, **refused_fields))
         conversation, created = _notification_conversation(
             customer=customer, number=order.number, team=order.team, by=order.created_by
         )

@@ -55,7 +55,8 @@ class _Chunk:
         item = self.item(position)
         return notifications.notification_row(
             self.order,
-            to=item["to"],
+            to=item.get("to", ""),
+            user_id=item.get("user_id", ""),
             position=position,
             batch=self.batch,
             parameters=item.get("parameters"),
@@ -85,20 +86,21 @@ def _send_notification_chunk(
     outbound.check_template(order.template, order.number)
     chunk = _Chunk(order=order, recipients=recipients, offset=offset, batch=batch)
     wanted = _screen_recipients(chunk)
-    customer_ids = _customer_ids(set(wanted.values()))
-    consents = consent_selectors.latest_consents(customer_ids.values())
-    ready = _consented(chunk, wanted, customer_ids, consents)
+    customers = _customers(set(wanted.values()))
+    consents = consent_selectors.latest_consents(c.pk for c in customers.values())
+    ready = _consented(chunk, wanted, customers, consents)
     conversations, fresh = _conversations(chunk, ready)
     _queue_messages(chunk, ready, conversations, fresh)
     Notification.objects.bulk_create(
         [chunk.results[position] for position in sorted(chunk.results)]
     )
-    known = {**consents, "_known": set(customer_ids.values())}
+    known = {**consents, "_known": {c.pk for c in customers.values()}}
     for position in sorted(chunk.later):
         item = chunk.item(position)
         chunk.results[position] = notifications.send_notification(
             order=order,
-            to=item["to"],
+            to=item.get("to", ""),
+            user_id=item.get("user_id", ""),
             position=position,
             batch=batch,
             consents=known,
@@ -108,10 +110,11 @@ def _send_notification_chunk(
     return [chunk.results[position] for position in sorted(chunk.results)]
 
 
-def _screen_recipients(chunk: _Chunk) -> dict[int, str]:
-    """Refuse what was refused already or is no E.164 number; position ->
-    wa_id of the others."""
-    wanted: dict[int, str] = {}
+def _screen_recipients(chunk: _Chunk) -> dict[int, tuple[str, str]]:
+    """Refuse what was refused already or names no customer (no E.164
+    number, no BSUID); position -> ("wa_id" or "user_id", value) of the
+    others."""
+    wanted: dict[int, tuple[str, str]] = {}
     for index, item in enumerate(chunk.recipients):
         position = chunk.offset + index
         if item.get("refusal") is not None:
@@ -120,52 +123,78 @@ def _screen_recipients(chunk: _Chunk) -> dict[int, str]:
                 position, **notifications.refusal(code, detail)
             )
             continue
-        digits = notifications.recipient_digits(item["to"])
-        if digits is None:
-            chunk.results[position] = chunk.row(
-                position, **notifications.invalid_recipient_refusal()
-            )
+        ids, refused = notifications.recipient_ids(
+            to=item.get("to", ""), user_id=item.get("user_id", "")
+        )
+        if refused is not None:
+            chunk.results[position] = chunk.row(position, **refused)
             continue
-        wanted[position] = digits
+        wanted[position] = (
+            ("user_id", ids["user_id"]) if ids["user_id"] else ("wa_id", ids["wa_id"])
+        )
     return wanted
 
 
-def _customer_ids(wa_ids: set[str]) -> dict[str, int]:
-    """Customer id per wa_id: the known ones in one query, the others in one
-    INSERT (a row another request inserted meanwhile is read back)."""
-    found = dict(Customer.objects.filter(wa_id__in=wa_ids).values_list("wa_id", "pk"))
-    missing = wa_ids - found.keys()
+def _customers(keys: set[tuple[str, str]]) -> dict[tuple[str, str], Customer]:
+    """The customer per ("wa_id" or "user_id", value): the known ones in one
+    query, the others in one INSERT (a row another request inserted
+    meanwhile is read back)."""
+    found = _known_customers(keys)
+    missing = keys - found.keys()
     if missing:
         Customer.objects.bulk_create(
-            [Customer(wa_id=wa_id, phone=f"+{wa_id}") for wa_id in sorted(missing)],
+            [
+                Customer(wa_id=value, phone=f"+{value}")
+                if field == "wa_id"
+                else Customer(user_id=value)
+                for field, value in sorted(missing)
+            ],
             ignore_conflicts=True,
         )
-        found.update(
-            Customer.objects.filter(wa_id__in=missing).values_list("wa_id", "pk")
-        )
+        found.update(_known_customers(missing))
+    return found
+
+
+def _known_customers(keys: set[tuple[str, str]]) -> dict[tuple[str, str], Customer]:
+    wa_ids = {value for field, value in keys if field == "wa_id"}
+    user_ids = {value for field, value in keys if field == "user_id"}
+    found: dict[tuple[str, str], Customer] = {}
+    for customer in Customer.objects.filter(
+        Q(wa_id__in=wa_ids) | Q(user_id__in=user_ids)
+    ).only("pk", "wa_id", "user_id"):
+        if customer.wa_id in wa_ids:
+            found["wa_id", customer.wa_id] = customer
+        if customer.user_id in user_ids:
+            found["user_id", customer.user_id] = customer
     return found
 
 
 def _consented(
-    chunk: _Chunk, wanted: dict[int, str], customer_ids: dict, consents: dict
+    chunk: _Chunk, wanted: dict[int, tuple], customers: dict, consents: dict
 ) -> dict[int, int]:
-    """Refuse recipients without an opt-in; position -> customer id of the
-    others (a customer's second position goes the single way)."""
-    purpose = chunk.order.purpose
+    """Refuse recipients without an opt-in, and authentication templates to
+    customers without a phone; position -> customer id of the others (a
+    customer's second position goes the single way)."""
+    purpose, template = chunk.order.purpose, chunk.order.template
     ready: dict[int, int] = {}
-    for position, wa_id in wanted.items():
-        customer_id = customer_ids.get(wa_id)
-        if customer_id is None or customer_id in ready.values():
+    for position, key in wanted.items():
+        customer = customers.get(key)
+        if customer is None or customer.pk in ready.values():
             chunk.later.append(position)
-        elif consents.get((customer_id, purpose)) != ConsentRecord.Status.OPT_IN:
-            to = chunk.item(position)["to"]
-            chunk.results[position] = chunk.row(
-                position,
-                customer_id=customer_id,
-                **notifications.no_consent_refusal(to, purpose),
-            )
+            continue
+        refused = None
+        if consents.get((customer.pk, purpose)) != ConsentRecord.Status.OPT_IN:
+            item = chunk.item(position)
+            named = item.get("to") or item.get("user_id", "")
+            refused = notifications.no_consent_refusal(named, purpose)
+        if refused is None:
+            refused = notifications.phone_required_refusal(customer, template)
+        if refused is None:
+            ready[position] = customer.pk
         else:
-            ready[position] = customer_id
+            chunk.results[position] = chunk.row(
+                position, customer_id=customer.pk, **refused
+            )
     return ready
 
 
@@ -298,7 +327,9 @@ def send_notifications(
 ) -> tuple[NotificationBatch, list[Notification]]:
     """Queue one notification per recipient.
 
-    recipients: [{"to", "parameters"?, "reference"?, "refusal"?}].
+    recipients: [{"to" or "user_id", "parameters"?, "reference"?,
+    "refusal"?}]: a phone in E.164 form or a business-scoped user id, exactly
+    one (screened as one send screens it).
 
     Each recipient gets a row (refusals included); the batch counts them.
     Sends go out through the number's rate limiter like every other message.
@@ -340,48 +371,29 @@ def notifications_from_csv(
 ) -> tuple[NotificationBatch, list[Notification]]:
     """Send a notification per CSV row (an admin's upload).
 
-    Columns: phone (E.164), reference, body_1, body_2, ... (positional) or
-    body_<name> (named), header (a text header's value), header_link (a
-    media header) and document_filename. A row whose parameters the template
-    refuses is recorded as refused with the reason; the others are sent.
+    Columns: phone (E.164) or user_id (a business-scoped user id, for a
+    customer known by username), one of the two per row; reference, body_1,
+    body_2, ... (positional) or body_<name> (named), header (a text header's
+    value), header_link (a media header) and document_filename. A row that
+    names no customer, or whose parameters the template refuses, is recorded
+    as refused with the reason; the others are sent.
     """
     template = notifications.notification_template(
         number=number, name=template.name, language=template.language, purpose=purpose
     )
     reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or "phone" not in reader.fieldnames:
-        raise errors.OutboundError("The CSV needs a header row with a phone column.")
+    columns = {(name or "").strip() for name in reader.fieldnames or ()}
+    if not columns & {"phone", "user_id"}:
+        raise errors.OutboundError(
+            "The CSV needs a header row with a phone or a user_id column."
+        )
     header = meta_templates.components_by_type(template).get("HEADER") or {}
     header_kind = str(header.get("format", "")).lower()
     named = meta_templates.parameter_format(template) == "NAMED"
     recipients = []
     for row in reader:
         row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-        body_columns = sorted(
-            (k for k in row if k.startswith("body_") and row[k]),
-            key=lambda k: (len(k), k),
-        )
-        parameters: dict = {}
-        if named:
-            parameters["body"] = {k[5:]: row[k] for k in body_columns}
-        elif body_columns:
-            parameters["body"] = [row[k] for k in body_columns]
-        if row.get("header_link") and header_kind in {"image", "video", "document"}:
-            media = {"link": row["header_link"]}
-            if header_kind == "document" and row.get("document_filename"):
-                media["filename"] = row["document_filename"]
-            parameters["header"] = {header_kind: media}
-        elif row.get("header"):
-            parameters["header"] = row["header"]
-        item = {"to": row.get("phone", ""), "reference": row.get("reference", "")}
-        try:
-            item["parameters"] = notifications.notification_parameters(
-                template, parameters, None
-            )
-        except errors.OutboundError as error:
-            item["parameters"] = parameters
-            item["refusal"] = {"code": error.code, "detail": error.detail}
-        recipients.append(item)
+        recipients.append(_csv_recipient(row, template, header_kind, named))
     if not recipients:
         raise errors.OutboundError("The CSV has no rows.")
     order = notifications.NotificationOrder(
@@ -399,3 +411,46 @@ def notifications_from_csv(
             source=NotificationBatch.Source.CSV,
             name=name,
         )
+
+
+def _csv_recipient(
+    row: dict, template: MessageTemplate, header_kind: str, named: bool
+) -> dict:
+    """A CSV row as a recipient: its customer, parameters and reference, or
+    why it is refused."""
+    body_columns = sorted(
+        (k for k in row if k.startswith("body_") and row[k]),
+        key=lambda k: (len(k), k),
+    )
+    parameters: dict = {}
+    if named:
+        parameters["body"] = {k[5:]: row[k] for k in body_columns}
+    elif body_columns:
+        parameters["body"] = [row[k] for k in body_columns]
+    if row.get("header_link") and header_kind in {"image", "video", "document"}:
+        media = {"link": row["header_link"]}
+        if header_kind == "document" and row.get("document_filename"):
+            media["filename"] = row["document_filename"]
+        parameters["header"] = {header_kind: media}
+    elif row.get("header"):
+        parameters["header"] = row["header"]
+    item = {
+        "to": row.get("phone", ""),
+        "user_id": row.get("user_id", ""),
+        "reference": row.get("reference", ""),
+    }
+    if bool(item["to"]) == bool(item["user_id"]):
+        item["parameters"] = parameters
+        item["refusal"] = {
+            "code": errors.InvalidRecipient.code,
+            "detail": "Give exactly one of phone and user_id in each row.",
+        }
+        return item
+    try:
+        item["parameters"] = notifications.notification_parameters(
+            template, parameters, None
+        )
+    except errors.OutboundError as error:
+        item["parameters"] = parameters
+        item["refusal"] = {"code": error.code, "detail": error.detail}
+    return item

@@ -89,6 +89,15 @@ def request_satisfaction(
     )
 
 
+def may_be_answer(message: payloads.InboundMessage) -> bool:
+    """Whether a customer's message may answer a survey, judged from the
+    message alone (no read): a pick of reply buttons or a list whose id is
+    one of the survey's rows. Only such a message needs the one-by-one
+    path's undo of a reopening (inbound.takes_in_bulk)."""
+    choice = payloads.interactive_choice(message.payload)
+    return choice is not None and choice[0].startswith(ROW_PREFIX)
+
+
 def answer_received(
     *, conversation: Conversation, message: Message, reopened: bool
 ) -> bool:

@@ -32,6 +32,8 @@ from django.db import DataError, OperationalError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from helpdesk.logs import bound_request_id, request_id_of
+
 from .. import realtime
 from ..models import (
     MetaApp,
@@ -131,26 +133,32 @@ def _process_event(event_id: int, *, force: bool, apart: bool) -> WebhookEvent:
         done = {WebhookEvent.State.PROCESSED, WebhookEvent.State.MALFORMED}
         if event.state in done and not force:
             return event
-        try:
-            batch = payloads.parse(bytes(event.body))
-        except payloads.MalformedPayload as exc:
-            _finish_event(event, WebhookEvent.State.MALFORMED, str(exc))
-            return event
-        if apart:
-            problems = _process_apart(
+        # Its log lines and live events carry the id it arrived with.
+        with bound_request_id(request_id_of(event.headers)):
+            return _apply_event(event, apart=apart)
+
+
+def _apply_event(event: WebhookEvent, *, apart: bool) -> WebhookEvent:
+    """Parse and apply one locked event, then mark how it ended."""
+    try:
+        batch = payloads.parse(bytes(event.body))
+    except payloads.MalformedPayload as exc:
+        _finish_event(event, WebhookEvent.State.MALFORMED, str(exc))
+        return event
+    if apart:
+        problems = _process_apart(
+            batch, signer_id=event.app_id, received_at=event.received_at
+        )
+    else:
+        # The batch's live events go out in one INSERT.
+        with realtime.batched():
+            problems = _process_batch(
                 batch, signer_id=event.app_id, received_at=event.received_at
             )
-        else:
-            # The batch's live events go out in one INSERT.
-            with realtime.batched():
-                problems = _process_batch(
-                    batch, signer_id=event.app_id, received_at=event.received_at
-                )
-        state = (
-            WebhookEvent.State.UNROUTABLE if problems else WebhookEvent.State.PROCESSED
-        )
-        _finish_event(event, state, "\n".join(problems))
-        return event
+    state = WebhookEvent.State.UNROUTABLE if problems else WebhookEvent.State.PROCESSED
+    _finish_event(event, state, "\n".join(problems))
+    logger.debug("Webhook event %s %s", event.pk, state)
+    return event
 
 
 def _process_apart(
@@ -403,8 +411,17 @@ def process_webhook_batch(
             events = _claim(event_ids, limit)
             claimed = [event.pk for event in events]
             if events:
-                with realtime.batched():
+                # The set's log lines carry every id its events arrived with.
+                arrived = ",".join(
+                    sorted({request_id_of(e.headers) for e in events} - {""})
+                )
+                with bound_request_id(arrived), realtime.batched():
                     apart = _apply_set(events)
+                logger.debug(
+                    "Webhook events %s applied as a set",
+                    claimed,
+                    extra={"request_id": arrived},
+                )
     except Exception:
         if not claimed:
             # Nothing was claimed (the database is away): the caller retries.
@@ -439,7 +456,7 @@ def _claim(event_ids: Sequence[int], limit: int) -> list[WebhookEvent]:
     statuses must not jump the customers' messages stored after them.
     """
     claim = WebhookEvent.objects.select_for_update(skip_locked=True).only(
-        "pk", "body", "app_id", "received_at", "state"
+        "pk", "body", "app_id", "received_at", "state", "headers"
     )
     events = []
     if event_ids:
@@ -488,30 +505,17 @@ def _apply_set(events: list[WebhookEvent]) -> list[int]:
         else:
             parsed.append(_Parsed(event, batch))
     routed = _route_all(parsed)
-    received = [
-        (number, item, entry.event.received_at)
-        for entry, item, number, _ in routed
-        if isinstance(item, payloads.InboundMessage)
-    ]
-    if received and inbound.receive_messages(received=received) is None:
-        # The senders need the one-by-one path: every event with a message.
-        with_messages = {entry.event.pk for entry in parsed if entry.batch.messages}
-        apart += sorted(with_messages)
-        parsed = [entry for entry in parsed if entry.event.pk not in with_messages]
-        routed = [route for route in routed if route[0].event.pk not in with_messages]
-    statuses.apply_statuses(
-        reports=[
-            (number, item)
-            for _, item, number, _ in routed
-            if isinstance(item, payloads.StatusUpdate)
-        ]
-    )
+    with realtime.origins(_arrived_with(parsed)):
+        parsed, routed, one_by_one = _apply_sets(parsed, routed)
+    apart += one_by_one
     for entry, item, number, numbers in routed:
         if isinstance(item, payloads.InboundMessage | payloads.StatusUpdate):
             continue
-        if not _hand_over(
-            item, number=number, numbers=numbers, at=entry.event.received_at
-        ):
+        with bound_request_id(request_id_of(entry.event.headers)):
+            handled = _hand_over(
+                item, number=number, numbers=numbers, at=entry.event.received_at
+            )
+        if not handled:
             entry.problems.append(f"No handler for {type(item).__name__}")
     for entry in parsed:
         state = (
@@ -522,6 +526,48 @@ def _apply_set(events: list[WebhookEvent]) -> list[int]:
         finished[entry.event.pk] = (state, "\n".join(entry.problems))
     _finish_events(finished)
     return apart
+
+
+def _arrived_with(parsed: list[_Parsed]) -> dict[str, str]:
+    """The request id each message's news came in with, by wamid (a status
+    reported twice in the set: the later one's)."""
+    by_wamid = {}
+    for entry in parsed:
+        origin = request_id_of(entry.event.headers)
+        for item in entry.batch.items:
+            if origin and isinstance(
+                item, payloads.InboundMessage | payloads.StatusUpdate
+            ):
+                by_wamid[item.wamid] = origin
+    return by_wamid
+
+
+def _apply_sets(
+    parsed: list[_Parsed], routed: list[tuple]
+) -> tuple[list[_Parsed], list[tuple], list[int]]:
+    """Apply the routed messages and statuses as sets; return what is left of
+    ``parsed`` and ``routed`` and the events whose messages need the
+    one-by-one path (the set wrote nothing of them)."""
+    one_by_one: list[int] = []
+    received = [
+        (number, item, entry.event.received_at)
+        for entry, item, number, _ in routed
+        if isinstance(item, payloads.InboundMessage)
+    ]
+    if received and inbound.receive_messages(received=received) is None:
+        # The senders need the one-by-one path: every event with a message.
+        with_messages = {entry.event.pk for entry in parsed if entry.batch.messages}
+        one_by_one = sorted(with_messages)
+        parsed = [entry for entry in parsed if entry.event.pk not in with_messages]
+        routed = [route for route in routed if route[0].event.pk not in with_messages]
+    statuses.apply_statuses(
+        reports=[
+            (number, item)
+            for _, item, number, _ in routed
+            if isinstance(item, payloads.StatusUpdate)
+        ]
+    )
+    return parsed, routed, one_by_one
 
 
 def _takes_in_set(batch: payloads.WebhookBatch) -> bool:

@@ -46,6 +46,7 @@ from ..selectors.thread import (
     ThreadCursor,
     WindowState,
     assignable_agents,
+    customer_merges,
     thread_page,
 )
 from ..whatsapp import templates as meta_templates
@@ -155,10 +156,11 @@ def agent_context(user: User) -> dict:
 
 def conversation_context(conversation: Conversation, user: User) -> dict:
     """Everything the conversation pane renders (a fixed number of queries)."""
+    merges = customer_merges(conversation)
     return {
         **composer_context(conversation, user),
-        **thread_context(conversation),
-        **customer_context(conversation, user),
+        **thread_context(conversation, merges=merges),
+        **customer_context(conversation, user, merges=merges),
         "agents": assignable_agents(conversation.number_id),
         "number_teams": list(conversation.number.teams.all()),
         "all_labels": list(Label.objects.all()),
@@ -185,10 +187,13 @@ def composer_context(conversation: Conversation, user: User) -> dict:
 
 
 def thread_context(
-    conversation: Conversation, *, before: ThreadCursor | None = None
+    conversation: Conversation,
+    *,
+    before: ThreadCursor | None = None,
+    merges: list | None = None,
 ) -> dict:
     """A page of the thread, for the page or for "Load older messages"."""
-    page = thread_page(conversation, before=before)
+    page = thread_page(conversation, before=before, merges=merges)
     return {
         "conversation": conversation,
         "items": page.items,
@@ -196,10 +201,14 @@ def thread_context(
     }
 
 
-def customer_context(conversation: Conversation, user: User) -> dict:
-    """What the customer panel renders."""
+def customer_context(
+    conversation: Conversation, user: User, *, merges: list | None = None
+) -> dict:
+    """What the customer panel renders (merges: customer_merges(), when the
+    thread read them already)."""
     return {
         "conversation": conversation,
+        "merges": customer_merges(conversation) if merges is None else merges,
         "previous": previous_conversations(conversation, user),
         "consent": consent.latest_consent_records(conversation.customer_id),
         "consent_purposes": ConsentRecord.Purpose.choices,

@@ -234,7 +234,11 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
     if template is None:
         return refusal(request, conversation, "Choose an approved template.", 422)
     fields = meta_templates.fields(template)
-    body = {name: request.POST.get(f"body_{name}", "") for name in fields["body"]}
+    try:
+        body = {name: _body_value(request, name) for name in fields["body"]}
+    except meta_templates.ParametersRefused as error:
+        invalid = services.TemplateParametersInvalid(str(error))
+        return refused(request, conversation, invalid)
     # The shapes services.template_components takes: named or positional.
     parameters: dict = {"body": body if fields["named"] else list(body.values())}
     buttons = [
@@ -262,6 +266,20 @@ def send_template(request: HttpRequest, pk: int) -> HttpResponse:
         return refused(request, conversation, error)
     message = messages_queryset().get(pk=message.pk)
     return answer(request, conversation, render_message(message), status=201)
+
+
+def _body_value(request: HttpRequest, name: str):
+    """A template body value from the composer: text, an amount, a date."""
+    field = f"body_{name}"
+    return meta_templates.composer_body_value(
+        name,
+        request.POST.get(f"{field}__kind", ""),
+        text=request.POST.get(field, ""),
+        amount=request.POST.get(f"{field}__amount", ""),
+        code=request.POST.get(f"{field}__code", ""),
+        when=request.POST.get(f"{field}__when", ""),
+        fallback=request.POST.get(f"{field}__fallback", ""),
+    )
 
 
 @login_required

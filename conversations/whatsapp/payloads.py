@@ -396,6 +396,10 @@ class HistoryMessage:
     payload: Mapping[str, Any] = field(default_factory=dict)
     # history_context.status: what Meta knew of a business message (READ...).
     status: str = ""
+    # An image, audio, video, document or sticker. Meta leaves the media id
+    # out of the first history webhooks and sends it in later ones, for
+    # media of the last 14 days only.
+    media: Media | None = None
 
 
 @dataclass(frozen=True)
@@ -1329,6 +1333,7 @@ def _history_message(raw: dict, business_digits: str) -> HistoryMessage:
         timestamp=parse_timestamp(raw.get("timestamp")),
         payload=payload if isinstance(payload, dict) else {},
         status=_str(_dict(raw.get("history_context")).get("status")).lower(),
+        media=_media(kind, payload) if isinstance(payload, dict) else None,
     )
 
 

@@ -10,6 +10,8 @@ asks for. Pure: a template's stored components in, plain values out.
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 # A placeholder: {{1}} (positional) or {{first_name}} (named), spaces allowed
 # inside the braces. Meta's parameter names are ASCII letters, digits and
@@ -273,6 +275,71 @@ def _body_parameter(template, name: str, value) -> dict:
     if parameter_format(template) == "NAMED":
         parameter["parameter_name"] = name
     return parameter
+
+
+# The composer's kinds of body value: text, an amount in a currency, a
+# date and time (Meta's currency and date_time parameters).
+BODY_KINDS = ("text", "currency", "date_time")
+
+
+def composer_body_value(
+    name: str,
+    kind: str,
+    *,
+    text: str = "",
+    amount: str = "",
+    code: str = "",
+    when: str = "",
+    fallback: str = "",
+):
+    """A body value in the shape components() takes, from the composer's
+    inputs: the text, or an amount (a decimal, at most three places) and a
+    currency code, or a date and time (an HTML datetime-local value). The
+    fallback text is what the customer sees where the app cannot format the
+    value; left empty, it is the amount and code, or the date as written."""
+    kind = kind or "text"
+    if kind not in BODY_KINDS:
+        raise ParametersRefused(f"body: {name}: {kind[:40]!r} is not a kind of value")
+    fallback = fallback.strip()
+    if kind == "text":
+        return text
+    if kind == "currency":
+        code = code.strip().upper()
+        amount_1000 = _amount_1000(name, amount.strip())
+        fallback = fallback or f"{amount.strip()} {code}"
+        return {
+            "currency": {
+                "fallback_value": fallback,
+                "code": code,
+                "amount_1000": amount_1000,
+            }
+        }
+    when = when.strip()
+    if when:
+        try:
+            moment = datetime.fromisoformat(when)
+        except ValueError:
+            raise ParametersRefused(
+                f"body: {name}: a date and time like 2026-12-24T15:30"
+            ) from None
+        fallback = fallback or (
+            f"{moment:%B} {moment.day}, {moment.year}, {moment:%H:%M}"
+        )
+    return {"date_time": {"fallback_value": fallback}}
+
+
+def _amount_1000(name: str, amount: str) -> int:
+    """Meta's amount_1000 (the amount times 1000) of a typed decimal."""
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value < 0:
+        raise ParametersRefused(f"body: {name}: an amount like 12.50 needed")
+    thousandths = value * 1000
+    if thousandths != thousandths.to_integral_value() or thousandths > 10**15:
+        raise ParametersRefused(f"body: {name}: at most three decimal places")
+    return int(thousandths)
 
 
 def _fallback(name: str, value: dict) -> str:

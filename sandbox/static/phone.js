@@ -2,7 +2,9 @@
 // Every text from the helpdesk or a customer is shown with textContent, never as HTML.
 "use strict";
 
-const state = { numbers: [], chats: new Map(), current: null, after: 0, bubbles: new Map(), replyTo: null };
+const state = {
+  numbers: [], chats: new Map(), current: null, after: 0, bubbles: new Map(), replyTo: null, editing: null,
+};
 const $ = (id) => document.getElementById(id);
 
 function chatKey(phoneNumberId, waId) { return phoneNumberId + ":" + waId; }
@@ -57,7 +59,7 @@ function selectChat(key) {
   $("chat-avatar").textContent = business.trim().charAt(0).toUpperCase() || "?";
   $("chat-subtitle").textContent =
     (number ? number.display_phone_number + " · " : "") + "you are " + chat.name;
-  for (const id of ["message", "attachment", "send", "send-location", "send-contact"]) {
+  for (const id of ["message", "attachment", "send", "send-location", "send-contact", "share-history"]) {
     $(id).disabled = false;
   }
   stopQuoting();
@@ -74,9 +76,17 @@ function numberLabel(phoneNumberId) {
   return number ? number.verified_name + " " + number.display_phone_number : phoneNumberId;
 }
 
+// A bubble joins its chat in time order (bubble.at, in seconds): past
+// messages shared from the business app go before newer ones.
 function addBubble(chat, bubble, wamid) {
-  chat.items.push(bubble);
   if (wamid) state.bubbles.set(wamid, bubble);
+  const later = chat.items.findIndex((item) => bubble.at !== undefined && item.at > bubble.at);
+  if (later >= 0) {
+    chat.items.splice(later, 0, bubble);
+    if (chat.key === state.current) $("messages").insertBefore(bubble, chat.items[later + 1]);
+    return;
+  }
+  chat.items.push(bubble);
   if (chat.key === state.current) {
     $("messages").append(bubble);
     $("messages").scrollTop = $("messages").scrollHeight;
@@ -131,13 +141,78 @@ async function sendCustomerMessage(chat, description) {
 }
 
 function renderCustomerMessage(event) {
+  const message = event.message;
+  if (message.type === "edit" || message.type === "revoke") {
+    renderChange(message);
+    return;
+  }
   const chat = ensureChat(event.phone_number_id, event.wa_id, event.name);
   const bubble = el("li", "bubble customer");
-  const quoted = event.message.context && state.bubbles.get(event.message.context.id);
+  bubble.at = Number(message.timestamp);
+  const quoted = message.context && state.bubbles.get(message.context.id);
   if (quoted) bubble.append(el("span", "quote", quoted.summary || ""));
-  bubble.append(el("span", "", summariseCustomerMessage(event.message)));
+  bubble.text = el("span", "", summariseCustomerMessage(message));
+  bubble.summary = bubble.text.textContent;
+  bubble.append(bubble.text);
   meta(bubble, "✓ sent to the helpdesk");
-  addBubble(chat, bubble, event.message.id);
+  if (message.type !== "reaction") addChangeActions(bubble, message, chat);
+  addBubble(chat, bubble, message.id);
+}
+
+// What a customer does to a message of their own: edit its text, or delete it.
+function addChangeActions(bubble, message, chat) {
+  const actions = el("div", "actions");
+  if (message.type === "text") {
+    actions.append(replyButton("Edit", () => startEditing(message.id, bubble.summary)));
+  }
+  actions.append(replyButton("Delete", () => sendCustomerMessage(chat, {
+    type: "revoke", message_id: message.id,
+  })));
+  bubble.append(actions);
+}
+
+// Meta's edit or revoke of an earlier message, shown on its bubble.
+function renderChange(message) {
+  const change = message[message.type];
+  const bubble = state.bubbles.get(change.original_message_id);
+  if (!bubble || !bubble.text) return;
+  const actions = bubble.querySelector(".actions");
+  if (message.type === "revoke") {
+    bubble.text.textContent = "You deleted this message";
+    bubble.classList.add("deleted");
+    if (actions) actions.remove();
+  } else {
+    bubble.text.textContent = summariseCustomerMessage(change.message);
+    bubble.summary = bubble.text.textContent;
+    const line = bubble.querySelector(".meta");
+    if (line && !line.querySelector(".edited")) line.prepend(el("span", "edited", "edited · "));
+  }
+}
+
+function startEditing(wamid, summary) {
+  stopQuoting();
+  state.editing = wamid;
+  $("quoting-text").textContent = "Editing: " + summary;
+  $("quoting").hidden = false;
+  $("message").value = summary;
+  $("message").focus();
+}
+
+// Past chats the business shared from its app, as they were on the phone.
+function renderHistory(event) {
+  const chat = ensureChat(event.phone_number_id, event.wa_id, event.name);
+  for (const message of event.messages) {
+    const fromBusiness = Boolean(message.to);
+    const bubble = el("li", "bubble " + (fromBusiness ? "business" : "customer"));
+    bubble.at = Number(message.timestamp);
+    bubble.text = el("span", "", summariseCustomerMessage(message));
+    bubble.summary = bubble.text.textContent;
+    bubble.append(bubble.text);
+    const when = new Date(Number(message.timestamp) * 1000);
+    meta(bubble, "from the chat history · " + when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    if (!fromBusiness) addChangeActions(bubble, message, chat);
+    addBubble(chat, bubble, message.id);
+  }
 }
 
 // --- what the business sends -----------------------------------------------
@@ -233,6 +308,7 @@ function renderBusinessMessage(event) {
   const message = event.message;
   const chat = ensureChat(event.phone_number_id, event.wa_id);
   const bubble = el("li", "bubble business");
+  bubble.at = event.time;
   renderBusinessContent(bubble, message, chat);
   bubble.summary = Array.from(bubble.children).map((child) => child.textContent).join(" ").slice(0, 100);
   if (message.type !== "reaction") addReplyActions(bubble, message, chat);
@@ -263,6 +339,7 @@ function startQuoting(wamid, summary) {
 
 function stopQuoting() {
   state.replyTo = null;
+  state.editing = null;
   $("quoting").hidden = true;
 }
 
@@ -297,6 +374,7 @@ const RENDERERS = {
   status: renderStatus,
   read: renderRead,
   typing: renderRead,
+  history: renderHistory,
 };
 
 async function pollEvents() {
@@ -354,6 +432,8 @@ async function send(event) {
       showError(error.message);
     }
     $("attachment").value = "";
+  } else if (text && state.editing) {
+    await sendCustomerMessage(chat, { type: "edit", message_id: state.editing, text });
   } else if (text) {
     const description = { type: "text", text };
     if (state.replyTo) description.reply_to = state.replyTo;
@@ -361,6 +441,59 @@ async function send(event) {
   }
   $("message").value = "";
   stopQuoting();
+}
+
+// The helpdesk's business clock (sandbox/clock.py): its hours read as at
+// another moment, so a customer writing "at night" gets the away reply now.
+const WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+function wallTime(iso) {
+  // The helpdesk answers in the hours' zone: show that wall time as written.
+  if (!iso) return "";
+  const [date, time] = [iso.slice(0, 10), iso.slice(11, 16)];
+  const [y, m, d] = date.split("-").map(Number);
+  return WEEKDAYS[new Date(Date.UTC(y, m - 1, d)).getUTCDay()] + " " + date + " " + time;
+}
+
+function showClock(reading) {
+  const line = $("clock-state");
+  const shifted = reading.shift_seconds !== 0;
+  const when = wallTime(reading.now) + " (" + reading.time_zone + (shifted ? ", pretended" : ", real time") + ")";
+  line.classList.toggle("closed", reading.open === false);
+  if (!reading.hours) {
+    line.textContent = "This number follows no business hours (set them in the helpdesk's admin). It is " + when + ".";
+    return;
+  }
+  line.textContent = "“" + reading.hours.name + "”: " + when + ", " +
+    (reading.open ? "open until " + wallTime(reading.next_closing) : "closed; opens " + wallTime(reading.next_opening)) + ".";
+  $("clock-at").value = reading.now.slice(0, 16);
+}
+
+async function clock(move) {
+  const phoneNumberId = $("business").value;
+  if (!phoneNumberId) return;
+  try {
+    showClock(await api("business-clock", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ phone_number_id: phoneNumberId, ...move }),
+    }));
+  } catch (error) {
+    $("clock-state").classList.remove("closed");
+    $("clock-state").textContent = error.message;
+  }
+}
+
+function initClock() {
+  $("clock-closed").addEventListener("click", () => clock({ jump: "closed" }));
+  $("clock-open").addEventListener("click", () => clock({ jump: "open" }));
+  $("clock-reset").addEventListener("click", () => clock({ reset: true }));
+  $("clock-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    clock({ at: $("clock-at").value });
+  });
+  $("business").addEventListener("change", () => clock({}));
+  clock({});
 }
 
 async function init() {
@@ -379,6 +512,22 @@ async function init() {
     const chat = state.chats.get(state.current);
     if (chat) sendCustomerMessage(chat, { type: "contacts" });
   });
+  $("share-history").addEventListener("click", async () => {
+    const chat = state.chats.get(state.current);
+    if (!chat) return;
+    showError("");
+    try {
+      const result = await api("customers/" + encodeURIComponent(chat.waId) + "/history", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ phone_number_id: chat.phoneNumberId }),
+      });
+      if (result.webhook_status !== 200) {
+        showError("The helpdesk answered the webhook with " + (result.webhook_status || "no response"));
+      }
+    } catch (error) {
+      showError(error.message);
+    }
+  });
   try {
     state.numbers = (await api("numbers")).numbers;
   } catch (error) {
@@ -389,6 +538,7 @@ async function init() {
     option.value = number.phone_number_id;
     $("business").append(option);
   }
+  initClock();
   pollEvents();
 }
 

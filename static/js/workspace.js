@@ -560,6 +560,20 @@
         });
       });
     }
+    // A template parameter sent as text, an amount or a date: only the
+    // chosen kind's inputs are shown, required and sent.
+    composer.querySelectorAll(".parameter-kind select").forEach(function (kind) {
+      kind.addEventListener("change", function () {
+        var parameter = kind.closest(".template-parameter");
+        parameter.querySelectorAll("[data-kind]").forEach(function (group) {
+          var chosen = group.dataset.kind === kind.value;
+          group.hidden = !chosen;
+          group.querySelectorAll("input").forEach(function (input) {
+            input.disabled = !chosen;
+          });
+        });
+      });
+    });
     var canned = composer.querySelector(".canned");
     if (canned && conversationId) {
       canned.addEventListener("change", function () {

@@ -83,3 +83,26 @@ def test_an_unreadable_state_file_starts_the_sandbox_empty(receiver, tmp_path):
         assert sandbox.control._call("GET", "customers")["customers"] == []
         sandbox.control.customer_message(CUSTOMER, type="text", text="Hi")
     assert json.loads(state_file.read_text())["customers"][0]["wa_id"] == CUSTOMER
+
+
+def test_a_restarted_sandbox_remembers_deleted_and_shared_messages(receiver, tmp_path):
+    state_file = tmp_path / "sandbox-state.json"
+    with run(receiver, state_file) as sandbox:
+        sent = sandbox.control.customer_message(CUSTOMER, type="text", text="Oops")
+        sandbox.control.customer_message(
+            CUSTOMER, type="revoke", message_id=sent["wamid"]
+        )
+        shared = sandbox.control.share_history(CUSTOMER)
+
+    with run(receiver, state_file) as sandbox:
+        # A deleted message stays deleted: no second revoke, no edit.
+        with pytest.raises(AssertionError, match="deleted already"):
+            sandbox.control.customer_message(
+                CUSTOMER, type="edit", message_id=sent["wamid"], text="Again"
+            )
+        # The customer's message from the shared history is still theirs.
+        past = shared["wamids"][0]
+        sandbox.control.customer_message(CUSTOMER, type="revoke", message_id=past)
+        events = sandbox.control._call("GET", "events?timeout=0")["events"]
+        kinds = [event["kind"] for event in events]
+        assert kinds.count("history") == 1
