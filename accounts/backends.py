@@ -70,11 +70,19 @@ def _token_read() -> tuple[str, Columns, Columns]:
     user_model = get_user_model()
     token, user = Columns(Token, "t"), Columns(user_model, "u")
     permissions = _permissions_sql(user_model).replace("%s", "u.id")
+    # Off PostgreSQL (SQLite, in development) the permissions are read when
+    # first asked, by OneReadModelBackend.
+    if connection.vendor == "postgresql":
+        permissions = (
+            "CASE WHEN u.is_superuser THEN NULL ELSE"  # noqa: S608
+            f" ARRAY(SELECT q.app_label || '.' || q.codename FROM ({permissions}) q)"
+            " END"
+        )
+    else:
+        permissions = "NULL"
     sql = (
-        f"SELECT {token.sql}, {user.sql},"  # noqa: S608
-        f" CASE WHEN u.is_superuser THEN NULL ELSE"
-        f" ARRAY(SELECT q.app_label || '.' || q.codename FROM ({permissions}) q)"
-        f" END FROM {Token._meta.db_table} t"
+        f"SELECT {token.sql}, {user.sql}, {permissions}"  # noqa: S608
+        f" FROM {Token._meta.db_table} t"
         f" JOIN {user_model._meta.db_table} u ON u.id = t.user_id WHERE t.key = %s"
     )
     return sql, token, user
