@@ -1,9 +1,10 @@
 """Benchmark: replies through the REST API, as a bot or an integration sends them.
 
-    .venv/bin/python bench/api_replies.py [--baseline-ref REF] [--server uvicorn]
+    .venv/bin/python bench/api_replies.py [--baseline-ref REF] \
+        [--server uvicorn [--workers 2]]
 
 One daphne process (the development server, as bench/status_storm.py runs
-it; `--server uvicorn`: one process of production's web command) and one
+it; `--server uvicorn`: production's web command, --workers processes) and one
 plain `celery -A helpdesk worker` at nice 19 (delivering the replies
 meanwhile, to the sandbox answering after --latency-ms, Meta's ~100 ms
 round trip), DEBUG off. --clients keep-alive connections each post text
@@ -172,9 +173,9 @@ async def post_replies(base: str, tokens: list, ids: list, seconds: float) -> di
     return {"latencies": latencies, "failures": failures}
 
 
-def server_command(server: str, port: int) -> list[str]:
+def server_command(server: str, port: int, workers: int) -> list[str]:
     if server == "uvicorn":
-        return web_command(host="127.0.0.1", port=port, workers=1)
+        return web_command(host="127.0.0.1", port=port, workers=workers)
     return daphne_command(host="127.0.0.1", port=port)
 
 
@@ -201,7 +202,10 @@ def run_tree(label: str, tree: Path, env: dict, args, sandbox, workdir: Path) ->
     try:
         port = free_port()
         for argv, log in (
-            (in_this_python(server_command(args.server, port)), args.server),
+            (
+                in_this_python(server_command(args.server, port, args.workers)),
+                args.server,
+            ),
             (
                 [
                     *("nice", "-n", "19"),
@@ -301,6 +305,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-ref", help="git revision of the baseline")
     parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn's processes (production runs one per core)",
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--conversations", type=int, default=64)

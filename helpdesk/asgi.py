@@ -9,9 +9,34 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk.settings")
 # thread, and persistent per-thread connections would leak.
 os.environ.setdefault("HELPDESK_PROCESS", "asgi")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+import django  # noqa: E402
+from asgiref.sync import sync_to_async  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
-django_asgi_app = get_asgi_application()
+
+class OneHopASGIHandler(ASGIHandler):
+    """Django's ASGI handler, its middleware and views run in one hop.
+
+    Every view and middleware here is synchronous. Django's handler runs the
+    middleware chain in the request's thread, comes back to the event loop
+    for the URL and the view, and hops to the thread again for CSRF's
+    process_view, the view, rendering the answer and logging a refusal:
+    six crossings per API reply, each a hand-over between threads. Here the
+    whole of BaseHandler.get_response (middleware, view, rendering, the log)
+    is one call in the request's thread; only the request signals and
+    closing the response remain outside it (docs/benchmarks.md, REST
+    replies). Reading the body and sending the answer stay asynchronous.
+    """
+
+    def load_middleware(self, is_async=False):
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request):
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+
+django.setup(set_prefix=False)
+django_asgi_app = OneHopASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -36,10 +36,10 @@ from conversations.models import Conversation, Message, MessageTemplate
 from conversations.whatsapp import templates as meta_templates
 
 from .business import ParametersSerializer
-from .serializers import MessageSerializer
+from .serializers import FreshFields, MessageSerializer
 
 
-class ReplyBase(serializers.Serializer):
+class ReplyBase(FreshFields, serializers.Serializer):
     reply_to = serializers.IntegerField(
         required=False,
         allow_null=True,
@@ -124,7 +124,7 @@ class TemplateSendSerializer(serializers.Serializer):
         return attrs
 
 
-class NoQuote(serializers.Serializer):
+class NoQuote(FreshFields, serializers.Serializer):
     """Types Meta shows no quote for: a reply_to is refused, not ignored."""
 
     def to_internal_value(self, data):

@@ -394,6 +394,30 @@ class ConversationSerializer(serializers.ModelSerializer):
         }
 
 
+def fresh_fields(fields: dict) -> dict:
+    """The fields of one serializer instance, copied from a class's set.
+
+    DRF deep-copies every field for every instance, and a field's deep copy
+    runs its __init__ again: for a message's answer that cost more CPU than
+    serialising it. A plain field keeps nothing of a request but what
+    bind() sets on it, so a shallow copy is as good; nested serializers
+    (which bind their own fields) are still deep-copied.
+    """
+    return {
+        name: copy.deepcopy(field)
+        if isinstance(field, serializers.BaseSerializer)
+        else copy.copy(field)
+        for name, field in fields.items()
+    }
+
+
+class FreshFields:
+    """A Serializer whose instances copy its declared fields with fresh_fields."""
+
+    def get_fields(self):
+        return fresh_fields(self._declared_fields)
+
+
 class ReactionSerializer(serializers.Serializer):
     emoji = serializers.CharField()
     direction = serializers.CharField()
@@ -480,7 +504,7 @@ class MessageSerializer(serializers.ModelSerializer):
         cls = type(self)
         if "_built_fields" not in cls.__dict__:
             cls._built_fields = super().get_fields()
-        return copy.deepcopy(cls._built_fields)
+        return fresh_fields(cls._built_fields)
 
     @extend_schema_field(ReactionSerializer(many=True))
     def get_reactions(self, message):
