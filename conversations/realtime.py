@@ -385,16 +385,76 @@ def _settle_this_thread() -> None:
 
 def settle_live_events(number_ids) -> list[tuple[int, int]]:
     """Number the committed, unnumbered events of these inboxes; return
-    their (inbox, event id) pairs in stream order, to be announced."""
+    their (inbox, event id) pairs in stream order, to be announced.
+
+    An inbox another thread of this process is numbering is left to it: it
+    numbers again before it stops, so sixteen replies committing together
+    wait for one holder of the counter row, not for each other.
+    """
     settled: list[tuple[int, int]] = []
     for number_id in sorted(set(number_ids)):
-        while True:
-            with transaction.atomic():
-                numbered = _settle_round(number_id)
-            settled += [(number_id, event_id) for event_id in numbered]
-            if len(numbered) < SETTLE_BATCH:
-                break
+        if not _lead(number_id):
+            continue
+        try:
+            while True:
+                settled += _settle_inbox(number_id)
+                if not _again(number_id):
+                    break
+        except BaseException:
+            _give_up(number_id)
+            raise
     return settled
+
+
+# Inboxes a thread of this process is numbering: whether another round was
+# asked for meanwhile.
+_numbering: dict[int, bool] = {}
+_numbering_lock = threading.Lock()
+
+
+def _forget_numbering_in_child() -> None:
+    # A forked child (Celery prefork) has none of the parent's threads.
+    global _numbering_lock
+    _numbering.clear()
+    _numbering_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_numbering_in_child)
+
+
+def _lead(number_id: int) -> bool:
+    """Whether this thread numbers the inbox now (else one already is, and
+    is told to go round once more)."""
+    with _numbering_lock:
+        if number_id in _numbering:
+            _numbering[number_id] = True
+            return False
+        _numbering[number_id] = False
+        return True
+
+
+def _again(number_id: int) -> bool:
+    with _numbering_lock:
+        if _numbering[number_id]:
+            _numbering[number_id] = False
+            return True
+        del _numbering[number_id]
+        return False
+
+
+def _give_up(number_id: int) -> None:
+    with _numbering_lock:
+        _numbering.pop(number_id, None)
+
+
+def _settle_inbox(number_id: int) -> list[tuple[int, int]]:
+    settled: list[tuple[int, int]] = []
+    while True:
+        with transaction.atomic():
+            numbered = _settle_round(number_id)
+        settled += [(number_id, event_id) for event_id in numbered]
+        if len(numbered) < SETTLE_BATCH:
+            return settled
 
 
 def _settle_round(number_id: int) -> list[int]:

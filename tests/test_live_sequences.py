@@ -181,3 +181,39 @@ def test_numbering_an_inbox_takes_a_constant_number_of_statements(
                     realtime.publish(
                         realtime.CONVERSATION_UPDATED, conversation=conversation
                     )
+
+
+def test_replies_committing_together_in_one_process_share_the_numbering(
+    monkeypatch,
+):
+    number = WhatsAppNumberFactory()
+    conversations = [ConversationFactory(number=number) for _ in range(8)]
+    announced = []
+    monkeypatch.setattr(realtime, "announce_ids", announced.extend)
+    start = threading.Barrier(8)
+
+    def reply(conversation):
+        start.wait(10)
+        for _ in range(10):
+            with transaction.atomic():
+                realtime.publish(
+                    realtime.CONVERSATION_UPDATED, conversation=conversation
+                )
+
+    threads = [in_thread(reply, conversation) for conversation in conversations]
+    for thread, _ in threads:
+        thread.join(30)
+    assert all("error" not in outcome for _, outcome in threads)
+
+    events = list(
+        LiveEvent.objects.filter(number=number)
+        .order_by("sequence")
+        .values_list("pk", "sequence")
+    )
+    assert [sequence for _, sequence in events] == list(range(1, 81))
+    # Each event announced exactly once, whichever thread numbered it.
+    assert sorted(announced, key=lambda pair: dict(events)[pair[1]]) == [
+        (number.pk, pk) for pk, _ in events
+    ]
+    assert len(announced) == 80
+    assert realtime._numbering == {}
