@@ -78,7 +78,13 @@ def picker_fields(agent_client, conversation, template) -> list[str]:
         re.S,
     )
     assert form, "the template is not in the picker"
-    return re.findall(r'name="body_([^"]+)"', form.group(0))
+    # Each parameter's text input; its other inputs (an amount, a date)
+    # are named after it with "__".
+    return [
+        name
+        for name in re.findall(r'name="body_([^"]+)"', form.group(0))
+        if "__" not in name
+    ]
 
 
 def send_from_workspace(agent_client, conversation, template, values: dict):
