@@ -786,22 +786,14 @@ class LiveEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The event's place in its inbox's stream: 1, 2, 3... without gaps, in
-    # the order events are numbered after their commit (LiveStream), so a tab
-    # that got n+2 but not n+1 knows exactly what it lacks. The id alone
-    # cannot say: ids are shared by all inboxes, skip on rollback and become
-    # visible out of order. Null until numbered (realtime.settle_live_events).
-    sequence = models.BigIntegerField(null=True, blank=True)
+    # commit order (LiveStream), so a tab that got n+2 but not n+1 knows
+    # exactly what it lacks. The id alone cannot say: ids are shared by all
+    # inboxes, skip on rollback and become visible out of order.
+    sequence = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]
-        indexes = [
-            models.Index(fields=["number", "id"], name="live_event_stream"),
-            models.Index(
-                fields=["number", "id"],
-                condition=models.Q(sequence__isnull=True),
-                name="live_event_unnumbered",
-            ),
-        ]
+        indexes = [models.Index(fields=["number", "id"], name="live_event_stream")]
         constraints = [
             models.UniqueConstraint(
                 fields=["number", "sequence"], name="live_event_sequence"
@@ -1780,9 +1772,9 @@ class CustomerIdentityChange(models.Model):
 class LiveStream(models.Model):
     """An inbox's live-event counter: the last sequence number it gave out.
 
-    Numbers are given to committed events only, in a short transaction that
-    holds this row (realtime.settle_live_events): whoever sees n committed
-    may rely on 1..n-1 being committed too.
+    Taking numbers locks the row until the transaction ends, so numbers of
+    one inbox are given out in commit order and a rolled-back one is given
+    again: whoever sees n committed may rely on 1..n-1 being committed too.
     """
 
     number = models.OneToOneField(

@@ -2,9 +2,8 @@
 
 Only the services (conversations/services/) and the delivery engine call
 publish(). An event is a LiveEvent row written in the transaction of the
-change it announces (so it exists exactly when the change does); once that
-transaction commits, it is given its inbox's next sequence number and its id
-is sent to the channel group of its inbox.
+change it announces (so it exists exactly when the change does) and, once
+that transaction commits, its id is sent to the channel group of its inbox.
 Consumers load the row and render the same template fragments the pages use;
 a tab that reconnects asks the database for the events after the last id it
 applied, so a lost channel message or a frozen Redis delays an update but
@@ -29,7 +28,7 @@ from django.db import connection, transaction
 
 from helpdesk.logs import request_id
 
-from .models import Conversation, LiveEvent, LiveStream, Message
+from .models import Conversation, LiveEvent, Message
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def inbox_group(number_id: int) -> str:
 # Redis connections on every call (~5-10 ms each here), and a frozen Redis
 # would hold the caller (the channel layer's sockets have no timeout). So each
 # process keeps one daemon thread running one event loop that owns the
-# layer's connections; announce_ids() hands it the message and returns at once.
+# layer's connections; announce() hands it the message and returns at once.
 # The loop sends in submission order. Announcements are doorbells, not state:
 # one that is dropped (queue full, Redis down, the process exiting) only
 # delays an update until the tab catches up from the LiveEvent table.
@@ -253,8 +252,8 @@ def batched():
     statement for all of them instead of one each is most of what a batch
     saves. Nested uses join the outermost. Events are written (in publish
     order, so their ids keep that order) before the block's transaction
-    commits. Inside the block publish() returns the event unsaved: its id is
-    set when the block ends.
+    commits, and announced in one hand-over once it has. Inside the block
+    publish() returns the event unsaved: its id is set when the block ends.
     """
     if getattr(_buffer, "events", None) is not None:
         yield
@@ -265,8 +264,11 @@ def batched():
         events = _buffer.events
     finally:
         _buffer.events = None
-    _share_origins(events)
-    _store(events)
+    if events:
+        _share_origins(events)
+        number_events(events)
+        LiveEvent.objects.bulk_create(events)
+        transaction.on_commit(lambda: announce_many(events))
 
 
 # --- Where a change came from: the request id an event keeps --------------------
@@ -318,211 +320,36 @@ def _share_origins(events: list[LiveEvent]) -> None:
             event.data["request_id"] = by_conversation[event.conversation_id]
 
 
-# --- Sequence numbers: given after commit --------------------------------------
-# Each inbox's events are numbered 1, 2, 3... without gaps, in the order they
-# become visible, so a tab that got n+2 but not n+1 knows what it lacks. The
-# numbers are not taken in the transaction that writes an event: holding the
-# inbox's counter from the first event to the commit made every transaction
-# that went on to lock other rows a deadlock candidate. An event is written
-# unnumbered; once its transaction has committed, settle_live_events() numbers
-# every committed, unnumbered event of the inbox in one short transaction of
-# its own (it locks nothing but the counter and those rows) and announces
-# them. A process that dies in between leaves them to the beat's sweep.
-
-# Inboxes whose events this thread wrote and has not settled yet.
-_unsettled = threading.local()
-
-# Events numbered per statement, at most; a backlog takes several rounds.
-SETTLE_BATCH = 1000
-
-# Takes the inbox's counter row (created at 0 when missing) and holds it
-# until the settling transaction ends; returns the last number given out, or
-# nothing when the inbox itself is gone.
-_LOCK_STREAM = """
-INSERT INTO conversations_livestream (number_id, last_sequence)
-SELECT id, 0 FROM conversations_whatsappnumber WHERE id = %s
+# On LiveStream's table (written out: the statement has no parameters
+# but the values).
+_TAKE_SEQUENCES = """
+INSERT INTO conversations_livestream (number_id, last_sequence) VALUES (%s, %s)
 ON CONFLICT (number_id) DO UPDATE
-SET last_sequence = conversations_livestream.last_sequence
+SET last_sequence = conversations_livestream.last_sequence + EXCLUDED.last_sequence
 RETURNING last_sequence
 """
 
 
-def _store(events: list[LiveEvent]) -> None:
-    """Write unnumbered events; number and announce them after commit."""
-    if not events:
-        return
-    LiveEvent.objects.bulk_create(events)
-    numbers = getattr(_unsettled, "numbers", None)
-    if numbers is None:
-        numbers = _unsettled.numbers = set()
-    if numbers and not _settle_registered():
-        # Left by a transaction that rolled back: nothing of it to number.
-        numbers.clear()
-    register = not numbers
-    numbers.update(event.number_id for event in events)
-    if register:
-        # Outside a transaction this runs at once.
-        transaction.on_commit(_settle_this_thread)
+def number_events(events: list[LiveEvent]) -> None:
+    """Give unsaved events the next sequence numbers of their inboxes, in
+    list order.
 
-
-def _settle_registered() -> bool:
-    return any(entry[1] is _settle_this_thread for entry in connection.run_on_commit)
-
-
-def _settle_this_thread() -> None:
-    numbers = getattr(_unsettled, "numbers", None)
-    if not numbers:
-        return
-    _unsettled.numbers = set()
-    try:
-        settled = settle_live_events(numbers)
-    except Exception:
-        # Committed events are never lost: the beat's sweep numbers them.
-        logger.warning("Live events not numbered yet", exc_info=True)
-        return
-    announce_ids(settled)
-
-
-def settle_live_events(number_ids) -> list[tuple[int, int]]:
-    """Number the committed, unnumbered events of these inboxes; return
-    their (inbox, event id) pairs in stream order, to be announced.
-
-    An inbox another thread of this process is numbering is left to it: it
-    numbers again before it stops, so sixteen replies committing together
-    wait for one holder of the counter row, not for each other.
+    The counter row stays locked until the transaction ends: a concurrent
+    one waits here, so an inbox's numbers are committed in order and without
+    gaps (a rollback gives its numbers back). Inboxes are taken in id order,
+    so two transactions of several inboxes never wait on each other.
     """
-    settled: list[tuple[int, int]] = []
-    for number_id in sorted(set(number_ids)):
-        if not _lead(number_id):
-            continue
-        try:
-            while True:
-                settled += _settle_inbox(number_id)
-                if not _again(number_id):
-                    break
-        except BaseException:
-            _give_up(number_id)
-            raise
-    return settled
-
-
-# Inboxes a thread of this process is numbering: whether another round was
-# asked for meanwhile.
-_numbering: dict[int, bool] = {}
-_numbering_lock = threading.Lock()
-
-
-def _forget_numbering_in_child() -> None:
-    # A forked child (Celery prefork) has none of the parent's threads.
-    global _numbering_lock
-    _numbering.clear()
-    _numbering_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_numbering_in_child)
-
-
-def _lead(number_id: int) -> bool:
-    """Whether this thread numbers the inbox now (else one already is, and
-    is told to go round once more)."""
-    with _numbering_lock:
-        if number_id in _numbering:
-            _numbering[number_id] = True
-            return False
-        _numbering[number_id] = False
-        return True
-
-
-def _again(number_id: int) -> bool:
-    with _numbering_lock:
-        if _numbering[number_id]:
-            _numbering[number_id] = False
-            return True
-        del _numbering[number_id]
-        return False
-
-
-def _give_up(number_id: int) -> None:
-    with _numbering_lock:
-        _numbering.pop(number_id, None)
-
-
-def _settle_inbox(number_id: int) -> list[tuple[int, int]]:
-    settled: list[tuple[int, int]] = []
-    while True:
-        with transaction.atomic():
-            numbered = _settle_round(number_id)
-        settled += [(number_id, event_id) for event_id in numbered]
-        if len(numbered) < SETTLE_BATCH:
-            return settled
-
-
-def _settle_round(number_id: int) -> list[int]:
+    counts: dict[int, int] = {}
+    for event in events:
+        counts[event.number_id] = counts.get(event.number_id, 0) + 1
+    following: dict[int, int] = {}
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK_STREAM, [number_id])
-        locked = cursor.fetchone()
-    if locked is None:
-        return []
-    last = locked[0]
-    # Read after the lock is held: whoever numbered before us has
-    # committed, so what is still unnumbered here is ours to number.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _NUMBER_ROUND, [number_id, SETTLE_BATCH, last, last, number_id]
-            )
-            return [row[0] for row in cursor.fetchall()]
-    events = list(
-        LiveEvent.objects.filter(number_id=number_id, sequence__isnull=True)
-        .order_by("id")
-        .only("id")[:SETTLE_BATCH]
-    )
-    if not events:
-        return []
-    for offset, event in enumerate(events, start=1):
-        event.sequence = last + offset
-    LiveEvent.objects.bulk_update(events, ["sequence"])
-    LiveStream.objects.filter(number_id=number_id).update(
-        last_sequence=last + len(events)
-    )
-    return [event.pk for event in events]
-
-
-# Every reply of an inbox waits for its counter row, so the row is held for
-# as few round trips and as little of the process' Python as can be: on
-# PostgreSQL the unnumbered events' numbers and the counter's move are one
-# statement (docs/benchmarks.md, REST replies); SQLite (development) takes
-# the ORM's three.
-_NUMBER_ROUND = f"""
-WITH pending AS (
-  SELECT id, row_number() OVER (ORDER BY id) AS n
-  FROM {LiveEvent._meta.db_table}
-  WHERE number_id = %s AND sequence IS NULL
-  ORDER BY id
-  LIMIT %s
-), numbered AS (
-  UPDATE {LiveEvent._meta.db_table} e SET sequence = %s + pending.n
-  FROM pending WHERE e.id = pending.id
-  RETURNING e.id, e.sequence
-), moved AS (
-  UPDATE {LiveStream._meta.db_table}
-  SET last_sequence = %s + (SELECT count(*) FROM pending)
-  WHERE number_id = %s AND EXISTS (SELECT 1 FROM pending)
-)
-SELECT id FROM numbered ORDER BY sequence
-"""  # noqa: S608
-
-
-def settle_stragglers(*, older_than) -> int:
-    """Number and announce events a dead process left unnumbered; how many."""
-    number_ids = set(
-        LiveEvent.objects.filter(sequence__isnull=True, created_at__lt=older_than)
-        .values_list("number_id", flat=True)
-        .distinct()
-    )
-    settled = settle_live_events(number_ids)
-    announce_ids(settled)
-    return len(settled)
+        for number_id in sorted(counts):
+            cursor.execute(_TAKE_SEQUENCES, [number_id, counts[number_id]])
+            following[number_id] = cursor.fetchone()[0] - counts[number_id] + 1
+    for event in events:
+        event.sequence = following[event.number_id]
+        following[event.number_id] += 1
 
 
 def publish(
@@ -547,20 +374,23 @@ def publish(
     pending = getattr(_buffer, "events", None)
     if pending is not None:
         pending.append(event)
-    else:
-        _store([event])
+        return event
+    number_events([event])
+    event.save()
+    transaction.on_commit(lambda: announce(event))
     return event
 
 
-def announce_ids(events: list[tuple[int, int]]) -> None:
-    """Ring the inbox groups' doorbells for these (inbox, event id) pairs, in
-    one hand-over to the announcer; a failure only delays the update."""
-    _send_many(
-        [
-            (inbox_group(number_id), {"type": CHANNEL_MESSAGE_TYPE, "ids": [event_id]})
-            for number_id, event_id in events
-        ]
-    )
+def _doorbell(event: LiveEvent) -> tuple[str, dict]:
+    return inbox_group(event.number_id), {
+        "type": CHANNEL_MESSAGE_TYPE,
+        "ids": [event.pk],
+    }
+
+
+def announce(event: LiveEvent) -> None:
+    """Ring the inbox group's doorbell; a failure only delays the update."""
+    _send_many([_doorbell(event)])
 
 
 def publish_many(
@@ -629,8 +459,15 @@ def _publish_changes(
         )
         for number_id, conversation_id, message_id, status in changes
     ]
-    _store(events)
+    number_events(events)
+    LiveEvent.objects.bulk_create(events)
+    transaction.on_commit(lambda: announce_many(events))
     return events
+
+
+def announce_many(events: list[LiveEvent]) -> None:
+    """Ring the doorbells of many events in one hand-over to the announcer."""
+    _send_many([_doorbell(event) for event in events])
 
 
 # --- Agent workspace: agents' own streams, presence and typing ------------------
@@ -660,7 +497,10 @@ def publish_agent(event_type: str, *, number_ids, data: dict) -> list[LiveEvent]
         LiveEvent(number_id=number_id, type=event_type, data=data)
         for number_id in sorted(set(number_ids))
     ]
-    _store(events)
+    number_events(events)
+    LiveEvent.objects.bulk_create(events)
+    for event in events:
+        transaction.on_commit(lambda event=event: announce(event))
     return events
 
 

@@ -9,12 +9,11 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
-from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from . import realtime, services
+from . import services
 from .delivery import engine
 from .models import Message, WebhookEvent, WhatsAppNumber
 from .rules import backoff
@@ -199,16 +198,6 @@ def settle_agent_connection(user_id: int) -> None:
     """An agent closed a tab: offline now unless another one opened (queued
     with the grace period as countdown)."""
     services.settle_connection(user_id=user_id)
-
-
-@shared_task(name="conversations.tasks.settle_live_events", ignore_result=True)
-def settle_live_events() -> int:
-    """Number and announce live events whose process died between their
-    commit and their numbering (beat); how many."""
-    return realtime.settle_stragglers(
-        older_than=timezone.now()
-        - timedelta(seconds=settings.LIVE_SETTLE_GRACE_SECONDS)
-    )
 
 
 @shared_task(name="conversations.tasks.close_stale_tabs", ignore_result=True)

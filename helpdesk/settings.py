@@ -420,15 +420,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "conversations.tasks.close_stale_tabs",
         "schedule": 60.0,
     },
-    # Live events a dead process committed but never numbered reach tabs.
-    "settle-live-events": {
-        "task": "conversations.tasks.settle_live_events",
-        "schedule": env_float("LIVE_SETTLE_SWEEP_SECONDS", 10.0),
-    },
 }
-# A live event still unnumbered this long after it was written was left by a
-# process that died after its commit (conversations/realtime.py).
-LIVE_SETTLE_GRACE_SECONDS = env_float("LIVE_SETTLE_GRACE_SECONDS", 5.0)
 # A server process says which of its tabs are still connected three times in
 # this long; a tab not heard of for this long was left open by a server that
 # died.

@@ -11,6 +11,7 @@ import pytest
 from channels.layers import channel_layers
 
 from conversations import realtime
+from conversations.models import LiveEvent
 from sandbox.testing import wait_until
 from tests.fixtures.webhook_server import RedisServer
 
@@ -37,9 +38,9 @@ def redis_server():
     server.stop()
 
 
-def event(pk: int, number_id: int = 7) -> list[tuple[int, int]]:
-    # Announcing takes (inbox, event id) pairs; no row is needed.
-    return [(number_id, pk)]
+def event(pk: int, number_id: int = 7) -> LiveEvent:
+    # Announcing reads only these fields; no row is needed.
+    return LiveEvent(pk=pk, number_id=number_id, type=realtime.MESSAGE_CREATED)
 
 
 class Listener:
@@ -83,7 +84,7 @@ def listen(settings, redis_server):
 def test_an_announcement_reaches_the_inbox_group(listen):
     tab = listen(realtime.inbox_group(7))
 
-    realtime.announce_ids(event(41))
+    realtime.announce(event(41))
 
     message = wait_until(tab.received, timeout=10)
     assert message == {"type": realtime.CHANNEL_MESSAGE_TYPE, "ids": [41]}
@@ -92,9 +93,9 @@ def test_an_announcement_reaches_the_inbox_group(listen):
 def test_many_announcements_arrive_in_the_order_they_were_made(listen):
     tab = listen(realtime.inbox_group(7))
 
-    realtime.announce_ids([(7, pk) for pk in range(1, 51)])
+    realtime.announce_many([event(pk) for pk in range(1, 51)])
     for pk in range(51, 101):
-        realtime.announce_ids(event(pk))
+        realtime.announce(event(pk))
 
     ids = []
     messages = []
@@ -127,8 +128,8 @@ def test_a_frozen_redis_never_blocks_the_caller_nor_grows_the_queue(
 
     def announce_a_burst():
         for pk in range(1000):
-            realtime.announce_ids(event(pk))
-        realtime.announce_ids([(7, pk) for pk in range(1000, 1100)])
+            realtime.announce(event(pk))
+        realtime.announce_many([event(pk) for pk in range(1000, 1100)])
         realtime.send_presence(3, {"action": "viewing"})
         finished.set()
 
@@ -145,11 +146,11 @@ def test_a_frozen_redis_never_blocks_the_caller_nor_grows_the_queue(
 def test_announcements_flow_again_once_redis_answers(listen, redis_server):
     tab = listen(realtime.inbox_group(8))
     redis_server.freeze()
-    realtime.announce_ids(event(1, number_id=8))
+    realtime.announce(event(1, number_id=8))
     redis_server.process.send_signal(signal.SIGCONT)
 
     def announced_and_received():
-        realtime.announce_ids(event(2, number_id=8))
+        realtime.announce(event(2, number_id=8))
         message = tab.received()
         while message is not None and 2 not in message["ids"]:
             message = tab.received()

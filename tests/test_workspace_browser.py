@@ -282,7 +282,7 @@ def test_a_connected_tab_fetches_an_event_whose_announcement_was_lost(
     # Committed, but its channel message never leaves (as when the process
     # that made it dies right after the commit)...
     with monkeypatch.context() as lost:
-        lost.setattr(realtime, "announce_ids", lambda events: None)
+        lost.setattr(realtime, "announce", lambda event: None)
         customer_writes(conversation, at=now + timedelta(seconds=1), text="lost")
     # ...and the tab learns of the gap from the next event, still connected.
     customer_writes(conversation, at=now + timedelta(seconds=2), text="after it")

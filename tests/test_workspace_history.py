@@ -153,7 +153,7 @@ def test_a_snoozed_conversation_past_its_time_reopens_and_is_published(
         snoozed_until=timezone.now() - timedelta(seconds=1)
     )
     announced = []
-    monkeypatch.setattr(realtime, "announce_ids", announced.extend)
+    monkeypatch.setattr(realtime, "announce", announced.append)
     before = LiveEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -167,8 +167,7 @@ def test_a_snoozed_conversation_past_its_time_reopens_and_is_published(
     assert event.conversation_id == due.pk
     assert event.type == realtime.CONVERSATION_UPDATED
     assert event.data["status"] == "open" and event.data["by"] is None
-    assert announced == [(number.pk, event.pk)]
-    assert event.sequence is not None
+    assert announced == [event]
 
 
 # --- Live rows in a searched inbox ---------------------------------------------------

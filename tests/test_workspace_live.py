@@ -447,12 +447,12 @@ def test_an_inboxs_events_are_numbered_without_gaps_in_commit_order():
 def lost_doorbell(number, text, conversation):
     """An event committed whose channel message never left (its process died
     between the commit and the announcement)."""
-    ring = realtime.announce_ids
-    realtime.announce_ids = lambda events: None
+    ring = realtime.announce
+    realtime.announce = lambda event: None
     try:
         return customer_writes(number, text, conversation)
     finally:
-        realtime.announce_ids = ring
+        realtime.announce = ring
 
 
 async def test_a_tab_asks_for_the_gap_before_an_event_and_gets_exactly_it():

@@ -156,9 +156,6 @@ class EventCache:
         events = list(
             _live_events()
             .filter(number_id__in=list(number_ids), pk__gt=floor)
-            # Announced once numbered; a tab sent one now would place it
-            # nowhere in its stream.
-            .filter(sequence__isnull=False)
             .exclude(pk__in=list(skip))
             .order_by("pk")[: CATCH_UP_LIMIT + 1]
         )

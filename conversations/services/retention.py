@@ -67,12 +67,8 @@ def purge_webhook_events(*, before, batch: int) -> int:
 
 
 def purge_live_events(*, before, batch: int) -> int:
-    """Delete the numbered live events created before `before` (an
-    unnumbered one is still to be announced: the sweep numbers it)."""
-    return _delete_in_batches(
-        LiveEvent.objects.filter(created_at__lt=before, sequence__isnull=False),
-        batch,
-    )
+    """Delete live events created before `before`."""
+    return _delete_in_batches(LiveEvent.objects.filter(created_at__lt=before), batch)
 
 
 def purge_media_files(*, before, batch: int) -> int:
