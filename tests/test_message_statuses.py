@@ -4,6 +4,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -13,6 +14,7 @@ from conversations import metrics, realtime, services
 from conversations.delivery import engine
 from conversations.delivery.threads import SENT, Job, Outcome
 from conversations.models import LiveEvent, Message, ParkedStatus, WebhookEvent
+from conversations.rules import deadlocks
 from conversations.tasks import sweep_webhook_events
 from conversations.whatsapp.client import SendResult
 from tests.factories import ConversationFactory, MessageFactory
@@ -297,3 +299,34 @@ def test_every_send_meta_accepted_is_counted_sent_once_whoever_learns_it_first(
     written.refresh_from_db()
     assert written.status == Message.Status.READ
     assert _sent_count() == before + 2
+
+
+class _DeadlockDetected(Exception):
+    sqlstate = deadlocks.DEADLOCK_DETECTED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_back_chosen_as_a_deadlocks_victim_is_written_again(
+    meta_number, monkeypatch
+):
+    message = outbound(meta_number, wamid=None)
+    mark_sent = engine._mark_sent
+    calls = []
+
+    def deadlocked_once(sent, now):
+        calls.append(now)
+        moved = mark_sent(sent, now)
+        if len(calls) == 1:
+            # PostgreSQL aborts the victim at a later statement.
+            raise OperationalError("deadlock detected") from _DeadlockDetected()
+        return moved
+
+    monkeypatch.setattr(engine, "_mark_sent", deadlocked_once)
+    before = _sent_count()
+
+    _written_back(message, "wamid.AFTERDEADLOCK")
+
+    message.refresh_from_db()
+    assert len(calls) == 2
+    assert (message.status, message.wamid) == ("sent", "wamid.AFTERDEADLOCK")
+    assert _sent_count() == before + 1

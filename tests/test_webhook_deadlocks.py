@@ -6,13 +6,14 @@ from django.db import OperationalError, transaction
 
 from conversations import services
 from conversations.models import Message, WebhookEvent
+from conversations.rules import deadlocks
 from conversations.services import webhook_events
 from tests.fixtures.inbound import store_event
 from tests.test_inbound_query_counts import text_from
 
 
 class DeadlockDetected(Exception):
-    sqlstate = webhook_events.DEADLOCK_DETECTED
+    sqlstate = deadlocks.DEADLOCK_DETECTED
 
 
 def victim_of(deadlocks: int):

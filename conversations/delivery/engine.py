@@ -62,6 +62,7 @@ from django.utils import timezone
 
 from .. import metrics, realtime, services
 from ..models import Message, ParkedStatus, WhatsAppNumber
+from ..rules import deadlocks
 from ..whatsapp import client
 from . import attempts, doorbells, ratelimit, threads
 from .threads import (
@@ -357,10 +358,12 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
         by_kind[outcome.kind].append(outcome)
         conversation_of[outcome.job.message_id] = outcome.job.conversation_id
     sent = {o.job.message_id: o for o in by_kind[SENT]}
-    # (message id, status) of every row this write moved, to announce.
-    changed: list[tuple[int, str]] = []
-    moved_to_sent: set[int] = set()
-    with transaction.atomic():
+
+    @transaction.atomic
+    def write() -> set[int]:
+        # (message id, status) of every row this write moved, to announce.
+        changed: list[tuple[int, str]] = []
+        moved_to_sent: set[int] = set()
         if sent:
             moved_to_sent = set(_mark_sent(sent, now))
             changed += [(pk, Message.Status.SENT) for pk in moved_to_sent]
@@ -376,6 +379,11 @@ def record(number: WhatsAppNumber, outcomes: list[Outcome]) -> None:
             number_id=number.pk,
             changes=[(conversation_of[pk], pk, status) for pk, status in changed],
         )
+        return moved_to_sent
+
+    # A status webhook's transaction locks these messages too: a deadlock's
+    # victim here would leave sends Meta accepted to end `unknown`.
+    moved_to_sent = deadlocks.retrying_deadlocks(write)
     _forget_attempts(number, outcomes)
     # A send a status webhook moved on first was counted there.
     metrics.count_sends(

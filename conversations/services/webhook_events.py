@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DataError, OperationalError, connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -40,7 +40,7 @@ from ..models import (
     WebhookEvent,
     WhatsAppNumber,
 )
-from ..rules import backoff
+from ..rules import backoff, deadlocks
 from ..whatsapp import payloads
 from . import consent, echoes, history, inbound, statuses, templates
 from . import numbers as numbers_service
@@ -85,7 +85,7 @@ def process_webhook_event(*, event_id: int, force: bool = False) -> WebhookEvent
     """
     try:
         try:
-            return _retrying_deadlocks(
+            return deadlocks.retrying_deadlocks(
                 lambda: _process_event(event_id, force=force, apart=False)
             )
         except UNFIT_VALUE_ERRORS as exc:
@@ -102,27 +102,6 @@ def process_webhook_event(*, event_id: int, force: bool = False) -> WebhookEvent
     except Exception as exc:
         _record_event_failure(event_id, exc)
         raise
-
-
-# PostgreSQL's SQLSTATE for a transaction it chose as a deadlock's victim.
-DEADLOCK_DETECTED = "40P01"
-DEADLOCK_ATTEMPTS = 3
-
-
-def _retrying_deadlocks(process):
-    """Run `process` (one transaction) again when PostgreSQL rolled it back
-    as a deadlock's victim: the other transaction has gone on, and the
-    event's work is whole or nothing, so running it again is safe."""
-    attempt = 1
-    while True:
-        try:
-            return process()
-        except OperationalError as exc:
-            code = getattr(exc.__cause__, "sqlstate", None)
-            if code != DEADLOCK_DETECTED or attempt == DEADLOCK_ATTEMPTS:
-                raise
-            logger.warning("Deadlock victim; processing again (%s)", attempt)
-            attempt += 1
 
 
 def _process_event(event_id: int, *, force: bool, apart: bool) -> WebhookEvent:
