@@ -107,29 +107,30 @@ def attainment(scope: Scope) -> dict[str, Table]:
         "resolved_met": Count("conversation", filter=Q(resolution_met=True)),
         "resolved_missed": Count("conversation", filter=Q(resolution_met=False)),
     }
-    tables = {}
-    for group in ("team", "agent", "day"):
-        column, path, _ = GROUPS[group]
-        fields = [path, "agent_username"] if group == "agent" else [path]
-        rows = []
-        for row in levels.values(*fields).annotate(**counts).order_by(*fields):
-            entry = {group: _label(row, group, path), "conversations": row["total"]}
-            for key, prefix, _ in STEPS:
-                met = row[f"{prefix}_met"] or 0
-                missed = row[f"{prefix}_missed"] or 0
-                entry.update(
-                    {
-                        f"{key}_met": met,
-                        f"{key}_missed": missed,
-                        f"{key}_attainment": percent(met, missed),
-                    }
-                )
-            rows.append(entry)
-        name = f"sla_by_{group}"
-        tables[name] = Table(
-            name, f"Service levels by {group}", [column, *SLA_COLUMNS], rows
+    return _tables(
+        levels,
+        counts,
+        path_index=1,
+        name="sla",
+        title="Service levels",
+        columns=SLA_COLUMNS,
+        entry=_attainment_entry,
+    )
+
+
+def _attainment_entry(row: dict) -> dict:
+    entry = {"conversations": row["total"]}
+    for key, prefix, _ in STEPS:
+        met = row[f"{prefix}_met"] or 0
+        missed = row[f"{prefix}_missed"] or 0
+        entry.update(
+            {
+                f"{key}_met": met,
+                f"{key}_missed": missed,
+                f"{key}_attainment": percent(met, missed),
+            }
         )
-    return tables
+    return entry
 
 
 def satisfaction(scope: Scope) -> dict[str, Table]:
@@ -150,30 +151,42 @@ def satisfaction(scope: Scope) -> dict[str, Table]:
         "average": Avg("score"),
         "satisfied": Count("id", filter=Q(score__gte=4)),
     }
+    return _tables(
+        ratings,
+        counts,
+        path_index=2,
+        name="csat",
+        title="Customer satisfaction",
+        columns=CSAT_COLUMNS,
+        entry=_satisfaction_entry,
+    )
+
+
+def _satisfaction_entry(row: dict) -> dict:
+    average = row["average"]
+    return {
+        "surveys": row["surveys"],
+        "ratings": row["ratings"],
+        "average": round(average, 2) if average is not None else None,
+        "satisfied": row["satisfied"],
+        "satisfied_share": percent(row["satisfied"], row["ratings"] - row["satisfied"]),
+    }
+
+
+def _tables(
+    queryset, counts: dict, *, path_index: int, name: str, title: str, columns, entry
+) -> dict[str, Table]:
+    """One table per group (team, agent, day): the queryset's counts in each
+    group's rows, each row labelled, then made by entry(row)."""
     tables = {}
     for group in ("team", "agent", "day"):
-        column, _, path = GROUPS[group]
+        column, path = GROUPS[group][0], GROUPS[group][path_index]
         fields = [path, "agent_username"] if group == "agent" else [path]
-        rows = []
-        for row in ratings.values(*fields).annotate(**counts).order_by(*fields):
-            average = row["average"]
-            rows.append(
-                {
-                    group: _label(row, group, path),
-                    "surveys": row["surveys"],
-                    "ratings": row["ratings"],
-                    "average": round(average, 2) if average is not None else None,
-                    "satisfied": row["satisfied"],
-                    "satisfied_share": percent(
-                        row["satisfied"], row["ratings"] - row["satisfied"]
-                    ),
-                }
-            )
-        name = f"csat_by_{group}"
-        tables[name] = Table(
-            name,
-            f"Customer satisfaction by {group}",
-            [column, *CSAT_COLUMNS],
-            rows,
-        )
+        rows = [
+            # The label first: it takes its fields out of the row.
+            {group: _label(row, group, path), **entry(row)}
+            for row in queryset.values(*fields).annotate(**counts).order_by(*fields)
+        ]
+        table = f"{name}_by_{group}"
+        tables[table] = Table(table, f"{title} by {group}", [column, *columns], rows)
     return tables
